@@ -1,0 +1,93 @@
+"""From the config to the core's view of the site: circuits with usable limits, chargers' electrical facts.
+
+The service entrance is the root circuit (`site.service_id`); every configured circuit hangs below it.
+A circuit's usable limit is `limit_a` when given, else breaker × continuous-load factor (its own, or the
+site's). A charger's voltage is the one across its load: line-to-neutral on one conductor, line-to-line
+on two or three.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from gateway.domain import Circuit, EvseState
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+    from gateway.config.site import ChargerSection
+
+
+def parents_of(config: GatewayConfig) -> dict[str, str | None]:
+    service = config.site.service_id
+    parents: dict[str, str | None] = {service: None}
+    for c in config.circuits:
+        parents[c.id] = c.parent or service
+    return parents
+
+
+def circuit_limits(config: GatewayConfig) -> list[Circuit]:
+    """Every circuit, the service first, parents before children where the tree allows."""
+    site = config.site
+    out = [
+        Circuit(
+            id=site.service_id,
+            parent=None,
+            limit_a=site.service_breaker_a * site.continuous_factor,
+            phases=site.phases,
+        )
+    ]
+    phases_of = {site.service_id: site.phases}
+    pending = list(config.circuits)
+    while pending:
+        progressed = False
+        for c in list(pending):
+            parent = c.parent or site.service_id
+            if parent in phases_of:
+                phases = c.phases or phases_of[parent]
+                phases_of[c.id] = phases
+                limit = c.limit_a or c.breaker_a * (c.continuous_factor or site.continuous_factor)
+                out.append(Circuit(id=c.id, parent=parent, limit_a=limit, phases=phases))
+                pending.remove(c)
+                progressed = True
+        if not progressed:  # a cycle or an unknown parent: the cross-checks report it
+            for c in pending:
+                out.append(
+                    Circuit(
+                        id=c.id,
+                        parent=c.parent or site.service_id,
+                        limit_a=c.limit_a or c.breaker_a * (c.continuous_factor or site.continuous_factor),
+                        phases=c.phases or site.phases,
+                    )
+                )
+            break
+    return out
+
+
+def charger_voltage(config: GatewayConfig, charger: ChargerSection) -> float:
+    return config.site.ln_v if len(charger.phases) == 1 else config.site.ll_v
+
+
+def charger_kw_max(config: GatewayConfig, charger: ChargerSection) -> float:
+    return static_evse(config, charger).kw_per_a * charger.max_a
+
+
+def static_evse(config: GatewayConfig, charger: ChargerSection) -> EvseState:
+    """The charger as the allocator sees it before anything is known about its session."""
+    return EvseState(
+        id=charger.id,
+        circuit=charger.circuit or config.site.service_id,
+        phases=charger.phases,
+        voltage_v=charger_voltage(config, charger),
+        max_a=charger.max_a,
+        min_a=charger.min_a,
+        step_a=charger.step_a,
+        priority=charger.priority,
+        power_factor=config.site.power_factor,
+    )
+
+
+def ev_capacity_kw(config: GatewayConfig) -> float:
+    """Normal EV capacity: configured, or what all chargers draw at their max."""
+    if config.openadr.ev_capacity_kw is not None:
+        return config.openadr.ev_capacity_kw
+    return sum(charger_kw_max(config, ch) for ch in config.chargers)
