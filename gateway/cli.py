@@ -1,6 +1,7 @@
 """The `gateway` command: one subcommand per module in `gateway.commands`.
 
-Each command module has `NAME`, `HELP`, `add_arguments(parser)` and `run(args) -> int`, and imports
+Every module in `gateway.commands` is a command: it has `NAME`, `HELP`, `add_arguments(parser)` and
+`run(args) -> int` (found by name, so adding a command is adding a file), and imports
 heavy dependencies inside `run` so that `gateway --help` stays fast. Exit codes: 0 ok, 1 failure at run
 time, 2 bad input from the user (config, arguments, files), always with one clear line per problem.
 """
@@ -9,19 +10,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 from collections.abc import Sequence
 from types import ModuleType
 
 from gateway import __version__
 
-COMMAND_MODULES = (
-    "gateway.commands.check_config",
-)
-
 
 def _commands() -> list[ModuleType]:
-    return [importlib.import_module(name) for name in COMMAND_MODULES]
+    import gateway.commands
+
+    names = sorted(m.name for m in pkgutil.iter_modules(gateway.commands.__path__) if not m.ispkg)
+    return [importlib.import_module(f"gateway.commands.{name}") for name in names]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -57,8 +57,8 @@ def cross_check(config: GatewayConfig) -> list[str]:
     limits = circuit_limits(config)
     by_id = {c.id: c for c in limits}
     for i, c in enumerate(config.circuits):
-        node, parent = by_id[c.id], by_id[parents[c.id] or service]
-        missing = [p for p in node.phases if p not in parent.phases]
+        own, parent = by_id[c.id], by_id[parents[c.id] or service]
+        missing = [p for p in own.phases if p not in parent.phases]
         if missing:
             problems.append(
                 f"circuits[{i}].phases: {'-'.join(missing)} not carried by its parent {parent.id!r}"
@@ -72,16 +72,16 @@ def cross_check(config: GatewayConfig) -> list[str]:
                 f"({'-'.join(circuit.phases)})"
             )
             continue
-        node: str | None = circuit.id
-        while node is not None:
-            usable = min(by_id[node].limit_of(p) for p in ch.phases)
+        upward: str | None = circuit.id
+        while upward is not None:
+            usable = min(by_id[upward].limit_of(p) for p in ch.phases)
             if ch.max_a > usable + 1e-9:
                 problems.append(
-                    f"chargers[{i}].max_a: {ch.max_a:g} exceeds the usable limit of circuit {node!r} "
+                    f"chargers[{i}].max_a: {ch.max_a:g} exceeds the usable limit of circuit {upward!r} "
                     f"({usable:g} A)"
                 )
                 break
-            node = parents[node]
+            upward = parents[upward]
     if problems:
         return problems
 
