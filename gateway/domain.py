@@ -88,6 +88,7 @@ class EvseState:
     on_since: datetime | None = None  # when it last went from 0 to a positive limit
     waiting_since: datetime | None = None  # when it started waiting (plugged in, or was paused)
     held_a: float | None = None  # not re-allocated now (e.g. a limit not yet acknowledged): counts as this
+    want_a: float | None = None  # the charging plan's target now: a cap below max_a (None: no plan)
     power_factor: float = 1.0
 
     @property
@@ -102,7 +103,17 @@ class SiteLimits:
     site_kw: float | None = None  # EV power + non-EV power must stay at or under this
     ev_kw: float | None = None  # EV power alone must stay at or under this
     non_ev_kw: float = 0.0  # measured site power not drawn by managed chargers (negative: export)
+    groups: tuple[GroupLimit, ...] = ()
     reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLimit:
+    """A power cap on a group of chargers (an OpenADR resource a targeted event limits)."""
+
+    id: str
+    evse_ids: frozenset[str]
+    kw: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +310,7 @@ class Segment:
     ev_kw: float | None = None
     price: float | None = None  # currency per kWh
     demand_charge: float | None = None  # currency per kW of peak
+    group_kw: Mapping[str, float] = field(default_factory=dict)  # resource id → EV power cap
     reasons: tuple[str, ...] = ()
 
     def covers(self, moment: datetime) -> bool:

@@ -1,0 +1,335 @@
+"""Split the site's capacity among its chargers: the pure decision at the heart of the gateway.
+
+Every phase conductor of every circuit, the site's kW limit, the EV kW limit and any group caps are linear
+constraints `Σ coef·amps ≤ headroom`, where headroom is the limit less what the gateway cannot control
+(non-EV load, stale readings taken at their worst, chargers whose limit is held). Chargers are served one
+priority class at a time, most important first. Inside a class they are admitted at their minimum in order
+of urgency (protected by a minimum on-time, then least laxity, then longest waiting): this is what makes
+the paused ones take turns. The admitted ones then rise together (max-min fair above their minimum) until
+each meets its own maximum or a full constraint, are rounded down to their step, and whatever the rounding
+freed is handed out again step by step, lowest first, so no capacity a charger could use is left idle.
+Smoothing over time (deadband, ramps, rotation memory) is a separate step: `gateway.smoothing`.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from gateway.domain import J1772_MIN_A, Allocation, Circuit, EvseState, NonEvLoad, SiteLimits
+
+EPS = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Everything one decision needs. `now` decides what is stale and who has waited how long."""
+
+    circuits: Sequence[Circuit]
+    evses: Sequence[EvseState]
+    now: datetime
+    non_ev: Sequence[NonEvLoad] = ()
+    limits: SiteLimits = field(default_factory=SiteLimits)
+    stale_after: timedelta = timedelta(seconds=10)
+    min_on_time: timedelta = timedelta(0)
+
+
+class ProblemError(ValueError):
+    """The problem is inconsistent (unknown circuit, a phase the circuit does not carry, …)."""
+
+
+def step_floor(amps: float, step: float) -> float:
+    """The largest multiple of `step` at or below `amps` (tolerant of float noise)."""
+    return round(math.floor(amps / step + 1e-6) * step, 6)
+
+
+def step_ceil(amps: float, step: float) -> float:
+    return round(math.ceil(amps / step - 1e-6) * step, 6)
+
+
+def usable_range(evse: EvseState) -> tuple[float, float]:
+    """The lowest and highest non-zero limit this charger may be given, on its step grid."""
+    low = step_ceil(max(J1772_MIN_A, evse.min_a), evse.step_a)
+    high = evse.max_a if evse.want_a is None else min(evse.max_a, evse.want_a)
+    return low, step_floor(high, evse.step_a)
+
+
+class _Constraints:
+    """Constraint headrooms, names, and which chargers load each one with what coefficient."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.headroom: list[float] = []
+        self.limit: list[float] = []
+        self.index: dict[str, int] = {}
+
+    def add(self, name: str, limit: float) -> int:
+        self.index[name] = len(self.names)
+        self.names.append(name)
+        self.headroom.append(limit)
+        self.limit.append(limit)
+        return self.index[name]
+
+
+def _build(problem: Problem) -> tuple[_Constraints, list[list[tuple[int, float]]], list[str]]:
+    """Constraints, each charger's (constraint, coefficient) list, and the overload descriptions."""
+    circuits = {c.id: c for c in problem.circuits}
+    cons = _Constraints()
+    for c in problem.circuits:
+        if c.parent is not None and c.parent not in circuits:
+            raise ProblemError(f"circuit {c.id!r}: unknown parent {c.parent!r}")
+        for phase in c.phases:
+            cons.add(f"{c.id}/{phase}", c.limit_of(phase))
+
+    def path(circuit_id: str) -> list[Circuit]:
+        out: list[Circuit] = []
+        node: str | None = circuit_id
+        while node is not None:
+            if len(out) > len(circuits):
+                raise ProblemError(f"circuit {circuit_id!r}: cycle in the circuit tree")
+            out.append(circuits[node])
+            node = circuits[node].parent
+        return out
+
+    for load in problem.non_ev:
+        if load.circuit not in circuits:
+            raise ProblemError(f"non-EV load on unknown circuit {load.circuit!r}")
+        own = circuits[load.circuit]
+        if load.phase not in own.phases:
+            raise ProblemError(f"non-EV load on {load.circuit}/{load.phase}: the circuit has no {load.phase}")
+        amps = load.amps
+        stale = load.measured_at is None or problem.now - load.measured_at > problem.stale_after
+        if load.measured_at is not None and stale:
+            # Pessimistic: the worst recent reading, or nothing left for EVs at all.
+            amps = max(amps, load.worst_a) if load.worst_a is not None else own.limit_of(load.phase)
+        for node in path(load.circuit):
+            if load.phase in node.phases:
+                cons.headroom[cons.index[f"{node.id}/{load.phase}"]] -= amps
+
+    limits = problem.limits
+    site = cons.add("site", limits.site_kw - limits.non_ev_kw) if limits.site_kw is not None else None
+    ev = cons.add("ev", limits.ev_kw) if limits.ev_kw is not None else None
+    groups = [(cons.add(f"group:{g.id}", g.kw), g.evse_ids) for g in limits.groups]
+
+    members: list[list[tuple[int, float]]] = []
+    seen: set[str] = set()
+    for evse in problem.evses:
+        if evse.id in seen:
+            raise ProblemError(f"charger {evse.id!r} listed twice")
+        seen.add(evse.id)
+        if evse.circuit not in circuits:
+            raise ProblemError(f"charger {evse.id!r}: unknown circuit {evse.circuit!r}")
+        own = circuits[evse.circuit]
+        for phase in evse.phases:
+            if phase not in own.phases:
+                raise ProblemError(f"charger {evse.id!r}: circuit {own.id!r} does not carry {phase}")
+        entries: list[tuple[int, float]] = []
+        for node in path(evse.circuit):
+            for phase in evse.phases:
+                if phase in node.phases:
+                    entries.append((cons.index[f"{node.id}/{phase}"], 1.0))
+        kw = evse.kw_per_a
+        if site is not None:
+            entries.append((site, kw))
+        if ev is not None:
+            entries.append((ev, kw))
+        for index, ids in groups:
+            if evse.id in ids:
+                entries.append((index, kw))
+        members.append(entries)
+        if evse.held_a is not None:
+            for index, coef in entries:
+                cons.headroom[index] -= coef * evse.held_a
+
+    overloaded = [
+        f"{name}: uncontrolled load {cons.limit[i] - cons.headroom[i]:.4g} over its limit {cons.limit[i]:.4g}"
+        for i, name in enumerate(cons.names)
+        if cons.headroom[i] < -EPS
+    ]
+    return cons, members, overloaded
+
+
+def _laxity_s(evse: EvseState, now: datetime) -> float:
+    """Seconds of slack before the car must charge at full power to leave with what it asked for."""
+    if evse.departure is None:
+        return math.inf
+    slack = (evse.departure - now).total_seconds()
+    if evse.energy_needed_kwh is not None and evse.max_a > 0:
+        slack -= 3600.0 * evse.energy_needed_kwh / (evse.kw_per_a * evse.max_a)
+    return slack
+
+
+def admission_key(evse: EvseState, now: datetime, min_on_time: timedelta) -> tuple[bool, float, float, str]:
+    """Who is served first inside a priority class when not everyone fits at their minimum."""
+    protected = evse.on_since is not None and now - evse.on_since < min_on_time
+    waited = (now - evse.waiting_since).total_seconds() if evse.waiting_since is not None else 0.0
+    return (not protected, _laxity_s(evse, now), -waited, evse.id)
+
+
+def _why_idle(evse: EvseState) -> str | None:
+    if evse.held_a is not None:
+        return "held"
+    if not evse.connected:
+        return "not connected"
+    if evse.energy_needed_kwh is not None and evse.energy_needed_kwh <= 1e-6:
+        return "energy delivered"
+    low, high = usable_range(evse)
+    if high < low:
+        return "plan" if evse.want_a is not None and evse.want_a < evse.max_a else "max below minimum"
+    return None
+
+
+def allocate(problem: Problem) -> Allocation:
+    cons, members, overloaded = _build(problem)
+    head = cons.headroom
+    evses = problem.evses
+    amps = [0.0] * len(evses)
+    binding: dict[str, str] = {}
+    candidates: list[int] = []
+    for i, evse in enumerate(evses):
+        reason = _why_idle(evse)
+        if reason is None:
+            candidates.append(i)
+        else:
+            binding[evse.id] = reason
+            amps[i] = evse.held_a if evse.held_a is not None else 0.0
+
+    def fits(i: int, extra: float) -> bool:
+        return all(head[c] - coef * extra >= -EPS for c, coef in members[i])
+
+    def take(i: int, extra: float) -> None:
+        amps[i] += extra
+        for c, coef in members[i]:
+            head[c] -= coef * extra
+
+    by_class: dict[int, list[int]] = {}
+    for i in candidates:
+        by_class.setdefault(evses[i].priority, []).append(i)
+    for priority in sorted(by_class, reverse=True):
+        order = sorted(by_class[priority], key=lambda i: admission_key(evses[i], problem.now, problem.min_on_time))
+        admitted = []
+        for i in order:
+            low = usable_range(evses[i])[0]
+            if fits(i, low):
+                take(i, low)
+                admitted.append(i)
+        _fill(admitted, amps, members, head, [usable_range(evses[i])[1] for i in range(len(evses))])
+        for i in admitted:
+            snapped = step_floor(amps[i], evses[i].step_a)
+            take(i, snapped - amps[i])
+            amps[i] = snapped
+        for i in order:  # what rounding freed may now admit someone who did not fit
+            if amps[i] == 0.0 and fits(i, usable_range(evses[i])[0]):
+                take(i, usable_range(evses[i])[0])
+                admitted.append(i)
+        _top_up(admitted, evses, amps, fits, take)
+
+    for i in candidates:
+        evse = evses[i]
+        low, high = usable_range(evse)
+        if amps[i] >= high - EPS:
+            binding[evse.id] = "max" if evse.want_a is None or evse.want_a >= evse.max_a else "plan"
+            continue
+        need = evse.step_a if amps[i] > 0 else low
+        blocking = [(head[c] / coef, c) for c, coef in members[i] if head[c] - coef * need < -EPS]
+        binding[evse.id] = cons.names[min(blocking)[1]] if blocking else "rotation"
+    return Allocation(
+        amps={e.id: amps[i] for i, e in enumerate(evses)}, binding=binding, overloaded=tuple(overloaded)
+    )
+
+
+def _fill(
+    admitted: list[int],
+    amps: list[float],
+    members: list[list[tuple[int, float]]],
+    head: list[float],
+    ceiling: list[float],
+) -> None:
+    """Raise a common water level under the admitted chargers until each meets its ceiling or a full constraint.
+
+    Max-min fair in amps: a charger admitted above the level (a higher minimum) joins when the level reaches
+    it. Each round finds the first event (a constraint filling: headroom / weight of the chargers rising on
+    it; a charger reaching its ceiling; a charger joining), moves the level there and freezes who stopped.
+    Rounds ≤ constraints + 2 × chargers, and each charger is frozen once.
+    """
+    if not admitted:
+        return
+    weight = [0.0] * len(head)
+    users: dict[int, list[int]] = {}
+    for i in admitted:
+        for c, _ in members[i]:
+            users.setdefault(c, []).append(i)
+    joining = sorted((amps[i], i) for i in admitted)
+    joining.reverse()  # pop() takes the lowest
+    reach: list[tuple[float, int]] = []
+    rising: set[int] = set()
+    done: set[int] = set()
+    level = joining[-1][0]
+    live: list[int] = []
+
+    def freeze(i: int) -> None:
+        done.add(i)
+        if i in rising:
+            rising.discard(i)
+            amps[i] = max(amps[i], level)
+            for c, coef in members[i]:
+                weight[c] -= coef
+
+    while rising or joining:
+        while joining and (joining[-1][1] in done or joining[-1][0] <= level + EPS):
+            _, i = joining.pop()
+            if i in done:
+                continue
+            rising.add(i)
+            heapq.heappush(reach, (ceiling[i], i))
+            for c, coef in members[i]:
+                if weight[c] <= EPS:
+                    live.append(c)
+                weight[c] += coef
+        if not rising:
+            if joining:
+                level = joining[-1][0]
+            continue
+        while reach and reach[0][1] not in rising:
+            heapq.heappop(reach)
+        step = reach[0][0] - level if reach else math.inf
+        if joining:
+            step = min(step, joining[-1][0] - level)
+        live = [c for c in dict.fromkeys(live) if weight[c] > EPS]
+        for c in live:
+            room = head[c] / weight[c]
+            if room < step:
+                step = room
+        step = max(step, 0.0)
+        level += step
+        for c in live:
+            head[c] -= weight[c] * step
+        while reach and (reach[0][1] not in rising or reach[0][0] <= level + EPS):
+            _, i = heapq.heappop(reach)
+            freeze(i)
+        for c in live:
+            if weight[c] > EPS and head[c] <= EPS * max(1.0, weight[c]):
+                for i in users[c]:
+                    freeze(i)
+
+
+def _top_up(
+    admitted: list[int],
+    evses: Sequence[EvseState],
+    amps: list[float],
+    fits: Callable[[int, float], bool],
+    take: Callable[[int, float], None],
+) -> None:
+    """Hand out what is left one step at a time, lowest charger first, until nobody can take a step."""
+    queue = [(amps[i], evses[i].id, i) for i in admitted]
+    heapq.heapify(queue)
+    while queue:
+        _, _, i = heapq.heappop(queue)
+        step = evses[i].step_a
+        if amps[i] + step <= usable_range(evses[i])[1] + EPS and fits(i, step):
+            take(i, step)
+            amps[i] = round(amps[i], 6)
+            heapq.heappush(queue, (amps[i], evses[i].id, i))

@@ -1,0 +1,51 @@
+"""`gateway allocate FILE|-`: one allocation from scratch, as JSON: a dry run a user can check by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+NAME = "allocate"
+HELP = "compute one allocation from a JSON description of the site and print it as JSON"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="the input JSON, or - for standard input")
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.allocate import ProblemError, allocate
+    from gateway.allocation_input import parse_allocation_input, to_problem
+    from gateway.config import ConfigError
+
+    try:
+        if args.file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.file, encoding="utf-8") as handle:
+                text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: {args.file}: cannot read ({getattr(exc, 'strerror', None) or exc})", file=sys.stderr)
+        return 2
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        print(f"error: {args.file}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+              file=sys.stderr)
+        return 2
+    try:
+        problem = to_problem(parse_allocation_input(data))
+        result = allocate(problem)
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except ProblemError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out: dict[str, object] = {"allocations": dict(result.amps), "binding": dict(result.binding)}
+    if result.overloaded:
+        out["overloaded"] = list(result.overloaded)
+    print(json.dumps(out, indent=2))
+    return 0

@@ -1,0 +1,418 @@
+"""The allocator's safety and quality invariants, checked by an independent evaluator over random sites."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.allocate import Problem, ProblemError, allocate, step_floor, usable_range
+from gateway.domain import Allocation, Circuit, EvseState, GroupLimit, NonEvLoad, SiteLimits
+
+NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
+TOL = 1e-6
+
+
+# ------------------------------------------------------------------------------- an independent checker
+
+
+def _ancestors(circuits: dict[str, Circuit], cid: str) -> list[Circuit]:
+    out = []
+    node: str | None = cid
+    while node is not None:
+        out.append(circuits[node])
+        node = circuits[node].parent
+    return out
+
+
+def loads(problem: Problem, amps: dict[str, float]) -> dict[str, tuple[float, float, float]]:
+    """For every constraint: (limit, uncontrolled load, EV load under the given amps)."""
+    circuits = {c.id: c for c in problem.circuits}
+    out: dict[str, list[float]] = {}
+    for c in problem.circuits:
+        for p in c.phases:
+            out[f"{c.id}/{p}"] = [c.limit_of(p), 0.0, 0.0]
+    for load in problem.non_ev:
+        a = load.amps
+        if load.measured_at is not None and problem.now - load.measured_at > problem.stale_after:
+            a = max(a, load.worst_a) if load.worst_a is not None else circuits[load.circuit].limit_of(load.phase)
+        for node in _ancestors(circuits, load.circuit):
+            if load.phase in node.phases:
+                out[f"{node.id}/{load.phase}"][1] += a
+    lim = problem.limits
+    if lim.site_kw is not None:
+        out["site"] = [lim.site_kw, lim.non_ev_kw, 0.0]
+    if lim.ev_kw is not None:
+        out["ev"] = [lim.ev_kw, 0.0, 0.0]
+    for g in lim.groups:
+        out[f"group:{g.id}"] = [g.kw, 0.0, 0.0]
+    for e in problem.evses:
+        a = amps[e.id]
+        slot = 1 if e.held_a is not None else 2
+        for node in _ancestors(circuits, e.circuit):
+            for p in e.phases:
+                if p in node.phases:
+                    out[f"{node.id}/{p}"][slot] += a
+        kw = e.kw_per_a * a
+        if lim.site_kw is not None:
+            out["site"][slot] += kw
+        if lim.ev_kw is not None:
+            out["ev"][slot] += kw
+        for g in lim.groups:
+            if e.id in g.evse_ids:
+                out[f"group:{g.id}"][slot] += kw
+    return {k: (v[0], v[1], v[2]) for k, v in out.items()}
+
+
+def constraints_of(problem: Problem, evse: EvseState) -> set[str]:
+    circuits = {c.id: c for c in problem.circuits}
+    names = {f"{n.id}/{p}" for n in _ancestors(circuits, evse.circuit) for p in evse.phases if p in n.phases}
+    if problem.limits.site_kw is not None:
+        names.add("site")
+    if problem.limits.ev_kw is not None:
+        names.add("ev")
+    names |= {f"group:{g.id}" for g in problem.limits.groups if evse.id in g.evse_ids}
+    return names
+
+
+def feasible(problem: Problem, amps: dict[str, float]) -> bool:
+    return all(unc + ev <= lim + TOL or ev <= TOL for lim, unc, ev in loads(problem, amps).values())
+
+
+def eligible(e: EvseState) -> bool:
+    low, high = usable_range(e)
+    wants = e.energy_needed_kwh is None or e.energy_needed_kwh > 1e-6
+    return e.connected and wants and e.held_a is None and high >= low
+
+
+def can_step(problem: Problem, amps: dict[str, float], e: EvseState) -> bool:
+    """Could this charger take its next step (or its minimum, if paused) without breaking anything?"""
+    low, high = usable_range(e)
+    nxt = amps[e.id] + e.step_a if amps[e.id] > 0 else low
+    if nxt > high + TOL:
+        return False
+    trial = dict(amps)
+    trial[e.id] = nxt
+    before = loads(problem, amps)
+    after = loads(problem, trial)
+    return all(unc + ev <= lim + TOL for name, (lim, unc, ev) in after.items() if after[name] != before[name])
+
+
+# ------------------------------------------------------------------------------- random sites
+
+
+@st.composite
+def problems(draw: st.DrawFn) -> Problem:
+    phases = draw(st.sampled_from([("L1", "L2"), ("L1", "L2", "L3"), ("L1",)]))
+    circuits = [Circuit("main", None, draw(st.floats(0, 400)), phases)]
+    for n in range(draw(st.integers(0, 6))):
+        parent = draw(st.sampled_from(circuits))
+        own = tuple(p for p in parent.phases if draw(st.booleans())) or parent.phases[:1]
+        circuits.append(Circuit(f"c{n}", parent.id, draw(st.floats(0, 200)), own))
+    evses = []
+    for n in range(draw(st.integers(0, 12))):
+        circuit = draw(st.sampled_from(circuits))
+        own = tuple(p for p in circuit.phases if draw(st.booleans())) or circuit.phases[-1:]
+        step = draw(st.sampled_from([0.1, 0.5, 1.0, 2.0, 6.0]))
+        min_a = draw(st.floats(6, 12))
+        evses.append(
+            EvseState(
+                id=f"e{n}",
+                circuit=circuit.id,
+                phases=own,
+                voltage_v=draw(st.sampled_from([120.0, 208.0, 230.0, 240.0, 400.0])),
+                max_a=draw(st.floats(0, 80)),
+                min_a=min_a,
+                step_a=step,
+                priority=draw(st.integers(0, 2)),
+                connected=draw(st.booleans()) or draw(st.booleans()),
+                energy_needed_kwh=draw(st.one_of(st.none(), st.floats(0, 60))),
+                departure=draw(st.one_of(st.none(), st.just(NOW + timedelta(hours=draw(st.floats(0, 12)))))),
+                waiting_since=draw(st.one_of(st.none(), st.just(NOW - timedelta(minutes=draw(st.integers(0, 60)))))),
+                held_a=draw(st.one_of(st.none(), st.none(), st.none(), st.floats(0, 40))),
+                want_a=draw(st.one_of(st.none(), st.none(), st.floats(0, 80))),
+                power_factor=draw(st.sampled_from([1.0, 0.95])),
+            )
+        )
+    non_ev = []
+    for c in circuits:
+        for p in c.phases:
+            if draw(st.booleans()):
+                age = draw(st.sampled_from([0, 5, 60]))
+                non_ev.append(
+                    NonEvLoad(c.id, p, draw(st.floats(-60, 150)), NOW - timedelta(seconds=age),
+                              draw(st.one_of(st.none(), st.floats(0, 200))))
+                )
+    groups = ()
+    if evses and draw(st.booleans()):
+        members = frozenset(e.id for e in evses if draw(st.booleans()))
+        groups = (GroupLimit("fleet", members, draw(st.floats(0, 50))),)
+    limits = SiteLimits(
+        site_kw=draw(st.one_of(st.none(), st.floats(0, 150))),
+        ev_kw=draw(st.one_of(st.none(), st.floats(0, 100))),
+        non_ev_kw=draw(st.floats(-20, 40)),
+        groups=groups,
+    )
+    return Problem(circuits, evses, NOW, non_ev, limits, min_on_time=timedelta(minutes=draw(st.integers(0, 10))))
+
+
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY
+@given(problems())
+def test_no_conductor_or_kw_limit_is_exceeded_by_what_the_gateway_controls(problem: Problem) -> None:
+    result = allocate(problem)
+    for name, (limit, uncontrolled, ev) in loads(problem, dict(result.amps)).items():
+        if uncontrolled > limit + TOL:
+            assert ev <= TOL, f"{name} is overloaded by uncontrolled load, yet EVs got {ev}"
+            assert any(o.startswith(name + ":") for o in result.overloaded)
+        else:
+            assert uncontrolled + ev <= limit + TOL, f"{name}: {uncontrolled}+{ev} > {limit}"
+
+
+@PROPERTY
+@given(problems())
+def test_every_charger_gets_zero_or_a_current_on_its_grid_between_its_min_and_max(problem: Problem) -> None:
+    result = allocate(problem)
+    for e in problem.evses:
+        a = result.amps[e.id]
+        if e.held_a is not None:
+            assert a == e.held_a
+            continue
+        if a == 0:
+            continue
+        low, high = usable_range(e)
+        assert low - TOL <= a <= high + TOL
+        assert a >= 6.0 - TOL and a <= e.max_a + TOL
+        assert abs(a / e.step_a - round(a / e.step_a)) < 1e-6, (a, e.step_a)
+        if not eligible(e):
+            pytest.fail(f"{e.id} is not eligible but got {a}")
+
+
+@PROPERTY
+@given(problems())
+def test_nothing_goes_to_a_charger_unplugged_or_already_full(problem: Problem) -> None:
+    result = allocate(problem)
+    for e in problem.evses:
+        if e.held_a is None and (not e.connected or e.energy_needed_kwh == 0):
+            assert result.amps[e.id] == 0
+            assert result.binding[e.id] in {"not connected", "energy delivered"}
+
+
+@PROPERTY
+@given(problems())
+def test_no_capacity_is_left_that_a_charger_could_use(problem: Problem) -> None:
+    result = allocate(problem)
+    amps = dict(result.amps)
+    for e in problem.evses:
+        if eligible(e):
+            assert not can_step(problem, amps, e), f"{e.id} could take more: {amps[e.id]} ({result.binding[e.id]})"
+
+
+@PROPERTY
+@given(problems())
+def test_a_more_important_charger_is_never_held_back_for_a_less_important_one(problem: Problem) -> None:
+    result = allocate(problem)
+    for h in problem.evses:
+        if not eligible(h):
+            continue
+        without_lower = {
+            e.id: (0.0 if e.held_a is None and e.priority < h.priority else result.amps[e.id]) for e in problem.evses
+        }
+        assert not can_step(problem, without_lower, h), f"{h.id} (priority {h.priority}) starved by lower ones"
+
+
+@PROPERTY
+@given(problems())
+def test_inside_a_priority_class_no_charger_could_give_a_step_to_a_poorer_one(problem: Problem) -> None:
+    result = allocate(problem)
+    amps = dict(result.amps)
+    for i in problem.evses:
+        for j in problem.evses:
+            if i.id == j.id or not (eligible(i) and eligible(j)) or i.priority != j.priority:
+                continue
+            ai, aj = amps[i.id], amps[j.id]
+            if ai <= 0 or aj - ai <= i.step_a + j.step_a + TOL or ai + i.step_a > usable_range(i)[1] + TOL:
+                continue
+            if aj - j.step_a < usable_range(j)[0] - TOL:
+                continue
+            trial = dict(amps)
+            trial[j.id] = aj - j.step_a
+            trial[i.id] = ai + i.step_a
+            assert not feasible(problem, trial), f"{j.id} at {aj} could give to {i.id} at {ai}"
+
+
+@PROPERTY
+@given(problems())
+def test_binding_names_a_constraint_the_charger_really_loads(problem: Problem) -> None:
+    result = allocate(problem)
+    for e in problem.evses:
+        why = result.binding[e.id]
+        if why in {"max", "plan", "held", "not connected", "energy delivered", "max below minimum"}:
+            continue
+        assert why in constraints_of(problem, e), (e.id, why)
+
+
+# ------------------------------------------------------------------------------- the seeds' examples
+
+
+def home(load_a: float) -> Problem:
+    """100 A split-phase home (80 A continuous), a 48 A charger on a 60 A circuit, a dryer on both legs."""
+    circuits = [Circuit("main", None, 80.0, ("L1", "L2")), Circuit("ev", "main", 48.0, ("L1", "L2"))]
+    car = EvseState("garage", "ev", ("L1", "L2"), 240.0, max_a=48.0, connected=True, step_a=16.0)
+    non_ev = [NonEvLoad("main", "L1", load_a, NOW), NonEvLoad("main", "L2", load_a, NOW)]
+    return Problem(circuits, [car], NOW, non_ev)
+
+
+@pytest.mark.parametrize(
+    ("house_a", "expected"),
+    [(10.0, 48.0), (32.0, 48.0), (40.0, 32.0), (55.0, 16.0), (70.0, 0.0), (90.0, 0.0), (12.0, 48.0)],
+)
+def test_home_charger_steps_down_48_32_16_pause_as_the_dryer_starts_and_back(house_a: float, expected: float) -> None:
+    result = allocate(home(house_a))
+    assert result.amps["garage"] == expected
+    if expected < 48:
+        assert result.binding["garage"] == "main/L1"
+
+
+def test_home_overloaded_by_the_house_alone_is_reported() -> None:
+    result = allocate(home(90.0))
+    assert result.amps["garage"] == 0
+    assert result.overloaded and result.overloaded[0].startswith("main/L1:")
+
+
+def workplace(n_connected: int, site_kw: float | None = None) -> Problem:
+    circuits = [
+        Circuit("main", None, 160.0, ("L1", "L2", "L3")),
+        Circuit("panel-a", "main", 80.0, ("L1", "L2", "L3")),
+        Circuit("panel-b", "main", 80.0, ("L1", "L2", "L3")),
+    ]
+    pairs = [("L1", "L2"), ("L2", "L3"), ("L1", "L3")]
+    evses = [
+        EvseState(f"cp-{n:02d}", "panel-a" if n < 10 else "panel-b", pairs[n % 3], 208.0, max_a=32.0,
+                  connected=n < n_connected)
+        for n in range(20)
+    ]
+    return Problem(circuits, evses, NOW, limits=SiteLimits(site_kw=site_kw))
+
+
+def test_workplace_20_ports_on_200_a_share_each_panel_evenly() -> None:
+    result = allocate(workplace(20))
+    amps = result.amps
+    # Each panel: 10 chargers over three phase pairs, every conductor at most 80 A.
+    for panel in ("a", "b"):
+        ids = [e.id for e in workplace(20).evses if e.circuit == f"panel-{panel}"]
+        assert sum(amps[i] for i in ids) >= 110  # 80 A × 3 conductors / 2 conductors per charger, minus steps
+        assert max(amps[i] for i in ids) - min(amps[i] for i in ids) <= 1.0
+    assert feasible(workplace(20), dict(amps))
+
+
+def test_workplace_few_cars_get_their_full_32_a() -> None:
+    result = allocate(workplace(3))  # one on each phase pair: two cars per 80 A conductor
+    assert [result.amps[f"cp-{n:02d}"] for n in range(3)] == [32.0] * 3
+    assert all(result.binding[f"cp-{n:02d}"] == "max" for n in range(3))
+    crowded = allocate(workplace(4))  # a fourth on L1-L2: three cars share L1 and L2
+    assert [crowded.amps[f"cp-{n:02d}"] for n in range(4)] == [27.0, 27.0, 27.0, 26.0]
+    assert crowded.binding["cp-00"] == "panel-a/L1"
+
+
+def test_workplace_dr_limit_pauses_some_cars_rather_than_giving_anyone_less_than_6_a() -> None:
+    result = allocate(workplace(20, site_kw=20.0))
+    on = [a for a in result.amps.values() if a > 0]
+    assert all(a >= 6 for a in on)
+    assert sum(a * 208 / 1000 for a in on) <= 20.0 + TOL
+    assert len(on) == 16  # 20 kW / (6 A × 208 V) = 16 cars at their minimum
+
+
+def test_two_chargers_sharing_a_40_a_circuit() -> None:
+    circuits = [Circuit("main", None, 160.0, ("L1", "L2")), Circuit("shared", "main", 32.0, ("L1", "L2"))]
+    evses = [EvseState(f"e{n}", "shared", ("L1", "L2"), 240.0, max_a=32.0, connected=True) for n in range(2)]
+    result = allocate(Problem(circuits, evses, NOW))
+    assert result.amps == {"e0": 16.0, "e1": 16.0}
+
+
+def test_pv_export_raises_what_the_chargers_may_take() -> None:
+    circuits = [Circuit("main", None, 40.0, ("L1",))]
+    evses = [EvseState("e0", "main", ("L1",), 230.0, max_a=32.0, connected=True)]
+    importing = allocate(Problem(circuits, evses, NOW, [NonEvLoad("main", "L1", 20.0, NOW)]))
+    exporting = allocate(Problem(circuits, evses, NOW, [NonEvLoad("main", "L1", -10.0, NOW)]))
+    assert importing.amps["e0"] == 20.0
+    assert exporting.amps["e0"] == 32.0
+    kw_capped = allocate(
+        Problem(circuits, evses, NOW, limits=SiteLimits(site_kw=3.0, non_ev_kw=-2.0))
+    )  # 3 kW import allowed + 2 kW of PV → 5 kW / 230 V
+    assert kw_capped.amps["e0"] == 21.0
+
+
+def test_a_stale_reading_counts_at_its_worst_and_a_missing_worst_leaves_nothing() -> None:
+    circuits = [Circuit("main", None, 40.0, ("L1",))]
+    evses = [EvseState("e0", "main", ("L1",), 230.0, max_a=32.0, connected=True)]
+    old = NOW - timedelta(minutes=5)
+    with_worst = allocate(Problem(circuits, evses, NOW, [NonEvLoad("main", "L1", 5.0, old, worst_a=25.0)]))
+    without = allocate(Problem(circuits, evses, NOW, [NonEvLoad("main", "L1", 5.0, old)]))
+    assert with_worst.amps["e0"] == 15.0
+    assert without.amps["e0"] == 0.0
+
+
+def test_a_held_charger_counts_as_its_held_current_and_is_left_alone() -> None:
+    circuits = [Circuit("main", None, 40.0, ("L1",))]
+    evses = [
+        EvseState("slow-ack", "main", ("L1",), 230.0, max_a=32.0, connected=True, held_a=32.0),
+        EvseState("other", "main", ("L1",), 230.0, max_a=32.0, connected=True),
+    ]
+    result = allocate(Problem(circuits, evses, NOW))
+    assert result.amps == {"slow-ack": 32.0, "other": 8.0}
+    assert result.binding["slow-ack"] == "held"
+
+
+def test_higher_priority_is_served_first() -> None:
+    circuits = [Circuit("main", None, 40.0, ("L1",))]
+    evses = [
+        EvseState("visitor", "main", ("L1",), 230.0, max_a=32.0, connected=True, priority=0),
+        EvseState("fleet", "main", ("L1",), 230.0, max_a=32.0, connected=True, priority=1),
+    ]
+    result = allocate(Problem(circuits, evses, NOW))
+    assert result.amps == {"fleet": 32.0, "visitor": 8.0}
+
+
+def test_when_short_the_least_laxity_is_admitted_first() -> None:
+    circuits = [Circuit("main", None, 10.0, ("L1",))]
+    leaving_soon = EvseState("soon", "main", ("L1",), 230.0, max_a=32.0, connected=True,
+                             energy_needed_kwh=10, departure=NOW + timedelta(hours=2))
+    leaving_late = replace(leaving_soon, id="late", departure=NOW + timedelta(hours=9))
+    result = allocate(Problem(circuits, [leaving_late, leaving_soon], NOW))
+    assert result.amps == {"late": 0.0, "soon": 10.0}
+
+
+def test_a_plan_caps_a_charger_below_its_max_and_says_so() -> None:
+    circuits = [Circuit("main", None, 80.0, ("L1",))]
+    evses = [EvseState("e0", "main", ("L1",), 230.0, max_a=32.0, connected=True, want_a=10.0),
+             EvseState("e1", "main", ("L1",), 230.0, max_a=32.0, connected=True, want_a=3.0)]
+    result = allocate(Problem(circuits, evses, NOW))
+    assert result.amps == {"e0": 10.0, "e1": 0.0}
+    assert result.binding == {"e0": "plan", "e1": "plan"}
+
+
+def test_inconsistent_problems_are_refused_with_a_clear_message() -> None:
+    circuits = [Circuit("main", None, 40.0, ("L1",))]
+    with pytest.raises(ProblemError, match="unknown circuit 'nope'"):
+        allocate(Problem(circuits, [EvseState("e", "nope", ("L1",), 230.0, max_a=16)], NOW))
+    with pytest.raises(ProblemError, match="does not carry L2"):
+        allocate(Problem(circuits, [EvseState("e", "main", ("L2",), 230.0, max_a=16)], NOW))
+
+
+def test_step_grid_rounding_is_tolerant_of_float_noise() -> None:
+    assert step_floor(0.3 / 0.1 * 0.1, 0.1) == 0.3
+    assert step_floor(6.999999999, 1.0) == 7.0
+    assert math.isclose(step_floor(12.34, 0.5), 12.0)
+
+
+def test_allocation_is_a_plain_mapping_for_every_charger() -> None:
+    result = allocate(workplace(3))
+    assert isinstance(result, Allocation)
+    assert set(result.amps) == set(result.binding) == {e.id for e in workplace(3).evses}
