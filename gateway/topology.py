@@ -2,12 +2,15 @@
 
 The service entrance is the root circuit (`site.service_id`); every configured circuit hangs below it.
 A circuit's usable limit is `limit_a` when given, else breaker × continuous-load factor (its own, or the
-site's). A charger's voltage is the one across its load: line-to-neutral on one conductor, line-to-line
-on two or three.
+site's); the service's is `site.service_limit_a` or service breaker × the site's factor. These functions
+also accept a config whose tree is broken (unknown parents, cycles) without looping, so the cross-checks
+can use them before they have reported what is wrong. A charger's voltage is the one across its load:
+line-to-neutral on one conductor, line-to-line on two or three.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from gateway.domain import Circuit, EvseState
@@ -32,7 +35,7 @@ def circuit_limits(config: GatewayConfig) -> list[Circuit]:
         Circuit(
             id=site.service_id,
             parent=None,
-            limit_a=site.service_breaker_a * site.continuous_factor,
+            limit_a=site.service_usable_a,
             phases=site.phases,
         )
     ]
@@ -61,6 +64,26 @@ def circuit_limits(config: GatewayConfig) -> list[Circuit]:
                 )
             break
     return out
+
+
+def ancestors(
+    config: GatewayConfig, circuit_id: str, parents: Mapping[str, str | None] | None = None
+) -> list[str]:
+    """`circuit_id` and every circuit above it up to the service, stopping at a cycle or an unknown id."""
+    parents = parents if parents is not None else parents_of(config)
+    out: list[str] = []
+    node: str | None = circuit_id
+    while node is not None and node not in out:
+        out.append(node)
+        node = parents.get(node)
+    return out
+
+
+def chargers_under(config: GatewayConfig, circuit_id: str) -> list[ChargerSection]:
+    """The chargers whose current flows through `circuit_id` (on it or on a circuit below it)."""
+    parents = parents_of(config)
+    service = config.site.service_id
+    return [ch for ch in config.chargers if circuit_id in ancestors(config, ch.circuit or service, parents)]
 
 
 def charger_voltage(config: GatewayConfig, charger: ChargerSection) -> float:

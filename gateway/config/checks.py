@@ -2,117 +2,304 @@
 
 Each problem is one line starting with the path of the field to fix. The electrical checks use the same
 topology the allocator uses (`gateway.topology`), so what passes here is what the core will enforce.
+The checks also run on a partial config (the entries pydantic refused left out, see `Omitted`), so that
+one run of `check-config` reports both kinds of problem; they then stay quiet about anything that
+depends on a refused entry rather than guessing.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+import ipaddress
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from gateway.config import GatewayConfig
 from gateway.config.site import ChargerSection
-from gateway.topology import circuit_limits, parents_of
+from gateway.domain import Circuit
+from gateway.topology import ancestors, circuit_limits, parents_of
+
+# `at(kind, i)`: the path of an entry of a list section, numbered as in the user's file.
+_At = Callable[[str, int], str]
+
+# Usable limits and currents are floats (breaker × 0.8); don't report a rounding error as an overload.
+EPS = 1e-9
 
 
-def _duplicates(kind: str, ids: list[str]) -> list[str]:
-    counts = Counter(ids)
-    return [f"{kind}[{ids.index(i)}].id: duplicate id {i!r}" for i, n in counts.items() if n > 1]
+@dataclass(frozen=True)
+class Omitted:
+    """What pydantic refused, for cross-checking the rest of a config that failed validation."""
+
+    # The original index of each entry kept in a list section ("circuits", "chargers", "meters").
+    positions: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    # Ids of refused circuits; None when the whole circuits section was refused (its ids are unknown).
+    circuit_ids: frozenset[str] | None = frozenset()
+    refused_circuits: bool = False  # the tree is incomplete: electrical checks would mislead
+    # (original index, id) of each refused entry that has a string id, per list section: still duplicates.
+    refused_ids: Mapping[str, Sequence[tuple[int, str]]] = field(default_factory=dict)
 
 
-def cross_check(config: GatewayConfig) -> list[str]:
-    problems: list[str] = []
-    service = config.site.service_id
-    circuit_ids = [c.id for c in config.circuits]
-    problems += _duplicates("circuits", circuit_ids)
-    problems += _duplicates("chargers", [c.id for c in config.chargers])
-    problems += _duplicates("meters", [m.id for m in config.meters])
-    for i, c in enumerate(config.circuits):
-        if c.id == service:
-            problems.append(f"circuits[{i}].id: {c.id!r} is the service itself (site.service_id)")
-    known = set(circuit_ids) | {service}
-    for i, c in enumerate(config.circuits):
-        if c.parent is not None and c.parent not in known:
-            problems.append(f"circuits[{i}].parent: unknown circuit {c.parent!r}")
-    for i, ch in enumerate(config.chargers):
-        if ch.circuit is not None and ch.circuit not in known:
-            problems.append(f"chargers[{i}].circuit: unknown circuit {ch.circuit!r}")
-    for i, m in enumerate(config.meters):
-        if m.circuit is not None and m.circuit not in known:
-            problems.append(f"meters[{i}].circuit: unknown circuit {m.circuit!r}")
-    if problems:
-        return problems  # the tree is not usable yet: further checks would only repeat these
+def cross_check(config: GatewayConfig, omitted: Omitted | None = None) -> list[str]:
+    """Every problem between entries of an otherwise valid config, one line each."""
+    omitted = omitted or Omitted()
 
-    parents = parents_of(config)
-    for i, c in enumerate(config.circuits):
-        seen = {c.id}
-        node = parents[c.id]
-        while node is not None:
-            if node in seen:
-                problems.append(f"circuits[{i}].parent: cycle in the circuit tree through {c.id!r}")
-                break
-            seen.add(node)
-            node = parents[node]
-    if problems:
-        return problems
+    def at(kind: str, i: int) -> str:
+        positions = omitted.positions.get(kind)
+        return f"{kind}[{positions[i] if positions is not None else i}]"
 
-    limits = circuit_limits(config)
-    by_id = {c.id: c for c in limits}
-    for i, c in enumerate(config.circuits):
-        own, parent = by_id[c.id], by_id[parents[c.id] or service]
-        missing = [p for p in own.phases if p not in parent.phases]
-        if missing:
-            problems.append(
-                f"circuits[{i}].phases: {'-'.join(missing)} not carried by its parent {parent.id!r}"
-            )
-    for i, ch in enumerate(config.chargers):
-        circuit = by_id[ch.circuit or service]
-        missing = [p for p in ch.phases if p not in circuit.phases]
-        if missing:
-            problems.append(
-                f"chargers[{i}].phases: {'-'.join(missing)} not carried by circuit {circuit.id!r} "
-                f"({'-'.join(circuit.phases)})"
-            )
-            continue
-        upward: str | None = circuit.id
-        while upward is not None:
-            usable = min(by_id[upward].limit_of(p) for p in ch.phases)
-            if ch.max_a > usable + 1e-9:
-                problems.append(
-                    f"chargers[{i}].max_a: {ch.max_a:g} exceeds the usable limit of circuit {upward!r} "
-                    f"({usable:g} A)"
-                )
-                break
-            upward = parents[upward]
-    if problems:
-        return problems
-
-    # Fail-safe: if the gateway dies every charger falls back on its own; the sum must still fit.
-    for circuit in limits:
-        under = _chargers_under(config, circuit.id, parents)
-        for phase in circuit.phases:
-            total = sum(ch.fallback_a for ch in under if phase in ch.phases)
-            if total > circuit.limit_of(phase) + 1e-9:
-                names = ", ".join(ch.id for ch in under if phase in ch.phases and ch.fallback_a > 0)
-                problems.append(
-                    f"chargers.fallback_a: the fallback currents on {circuit.id}/{phase} add up to "
-                    f"{total:g} A, above its usable {circuit.limit_of(phase):g} A ({names})"
-                )
-    for name, ids in config.openadr.resources.items():
-        charger_ids = {c.id for c in config.chargers}
-        for ref in ids:
-            if ref not in charger_ids and ref not in by_id:
-                problems.append(f"openadr.resources.{name}: unknown charger or circuit {ref!r}")
+    problems = _ids(config, at, omitted)
+    tree_ok = True
+    for problem in _references(config, at, omitted):
+        problems.append(problem)
+        tree_ok = False
+    cycles = _cycles(config, at)
+    problems += cycles
+    tree_ok = tree_ok and not cycles and not omitted.refused_circuits
+    if tree_ok:
+        problems += _electrical(config, at)
+    problems += _meters(config, at)
+    problems += _endpoints(config, at)
+    problems += _resources(config)
     return problems
 
 
-def _chargers_under(
-    config: GatewayConfig, circuit_id: str, parents: dict[str, str | None]
-) -> list[ChargerSection]:
-    out = []
-    for ch in config.chargers:
-        node: str | None = ch.circuit or config.site.service_id
+def advisories(config: GatewayConfig) -> list[str]:
+    """Things that are allowed but worth a second look, one line each with the path (no exit code)."""
+    notes = []
+    if config.vtn is not None and config.vtn.plain_http:
+        notes.append("vtn.url: plain HTTP: the utility's messages are neither encrypted nor authenticated")
+    if config.vtn is not None and config.vtn.url.startswith("https://") and config.vtn.vtn_fingerprint is None:
+        notes.append("vtn.vtn_fingerprint: not set: any server certificate the CA signed is accepted")
+    if not _loopback(config.status.bind) and config.status.token is None:
+        notes.append(
+            f"status.token: not set while the status endpoint listens on {config.status.bind}: "
+            "anyone on that network can read the site's state"
+        )
+    if config.chargers and not any(m.circuit in (None, config.site.service_id) for m in config.meters):
+        notes.append("meters: no meter at the service entrance: the gateway cannot see the site's non-EV load")
+    return notes
+
+
+# ------------------------------------------------------------------------------------------- identities
+
+
+def _ids(config: GatewayConfig, at: _At, omitted: Omitted) -> list[str]:
+    problems = []
+    service = config.site.service_id
+    for kind, ids in (
+        ("circuits", [c.id for c in config.circuits]),
+        ("chargers", [c.id for c in config.chargers]),
+        ("meters", [m.id for m in config.meters]),
+    ):
+        # Paths as the user's file numbers the entries, refused ones included, in file order.
+        entries = sorted([(at(kind, i), ident) for i, ident in enumerate(ids)], key=lambda e: _index(e[0]))
+        entries += [(f"{kind}[{i}]", ident) for i, ident in omitted.refused_ids.get(kind, ())]
+        entries.sort(key=lambda e: _index(e[0]))
+        first: dict[str, str] = {}
+        for where, ident in entries:
+            if ident in first:
+                problems.append(f"{where}.id: duplicate id {ident!r} (also {first[ident]})")
+            else:
+                first[ident] = where
+    for i, c in enumerate(config.circuits):
+        if c.id == service:
+            problems.append(f"{at('circuits', i)}.id: {c.id!r} is the service itself (site.service_id)")
+    # openadr.resources names chargers and circuits alike, so one id must not name both.
+    circuit_ids = {c.id for c in config.circuits} | {service}
+    for i, ch in enumerate(config.chargers):
+        if ch.id in circuit_ids:
+            problems.append(
+                f"{at('chargers', i)}.id: {ch.id!r} is also a circuit's id "
+                "(OpenADR resources could not tell them apart)"
+            )
+    return problems
+
+
+def _index(path: str) -> int:
+    return int(path[path.index("[") + 1 : -1])
+
+
+def _references(config: GatewayConfig, at: _At, omitted: Omitted) -> list[str]:
+    known = {c.id for c in config.circuits} | {config.site.service_id}
+
+    def unknown(ref: str | None) -> bool:
+        if ref is None or ref in known:
+            return False
+        # A reference to a circuit pydantic refused is not a second problem.
+        return omitted.circuit_ids is not None and ref not in omitted.circuit_ids
+
+    problems = []
+    hint = f" (known: {', '.join(sorted(known))})" if len(known) <= 12 else ""
+    for i, c in enumerate(config.circuits):
+        if unknown(c.parent):
+            problems.append(f"{at('circuits', i)}.parent: unknown circuit {c.parent!r}{hint}")
+    for i, ch in enumerate(config.chargers):
+        if unknown(ch.circuit):
+            problems.append(f"{at('chargers', i)}.circuit: unknown circuit {ch.circuit!r}{hint}")
+    for i, m in enumerate(config.meters):
+        if unknown(m.circuit):
+            problems.append(f"{at('meters', i)}.circuit: unknown circuit {m.circuit!r}{hint}")
+    return problems
+
+
+def _cycles(config: GatewayConfig, at: _At) -> list[str]:
+    """One line per cycle in the parent links, at its first entry in the file."""
+    index = {c.id: i for i, c in enumerate(config.circuits)}
+    parent = {c.id: c.parent for c in config.circuits}
+    problems = []
+    reported: set[str] = set()
+    for c in config.circuits:
+        path: list[str] = []
+        node: str | None = c.id
+        while node is not None and node in parent and node not in path and node not in reported:
+            path.append(node)
+            node = parent[node]
+        if node is not None and node in path:
+            loop = path[path.index(node) :]
+            reported.update(loop)
+            first = min(loop, key=lambda n: index[n])
+            start = loop.index(first)
+            ring = [*loop[start:], *loop[:start], first]
+            problems.append(f"{at('circuits', index[first])}.parent: cycle in the circuit tree: {' → '.join(ring)}")
+        else:
+            reported.update(path)
+    return problems
+
+
+# ----------------------------------------------------------------------------------------- electricity
+
+
+def _electrical(config: GatewayConfig, at: _At) -> list[str]:
+    problems = []
+    service = config.site.service_id
+    limits = {c.id: c for c in circuit_limits(config)}
+    parents = parents_of(config)
+    for i, c in enumerate(config.circuits):
+        own, parent = limits[c.id], limits[parents[c.id] or service]
+        missing = [p for p in own.phases if p not in parent.phases]
+        if missing:
+            problems.append(
+                f"{at('circuits', i)}.phases: {'-'.join(missing)} not carried by its parent {parent.id!r} "
+                f"({'-'.join(parent.phases)})"
+            )
+    if problems:
+        return problems  # conductor mismatches above would make every check below misleading
+
+    for i, ch in enumerate(config.chargers):
+        circuit = limits[ch.circuit or service]
+        missing = [p for p in ch.phases if p not in circuit.phases]
+        if missing:
+            problems.append(
+                f"{at('chargers', i)}.phases: {'-'.join(missing)} not carried by its circuit {circuit.id!r} "
+                f"({'-'.join(circuit.phases)})"
+            )
+            continue
+        node: str | None = circuit.id
         while node is not None:
-            if node == circuit_id:
-                out.append(ch)
+            usable = min(limits[node].limit_of(p) for p in ch.phases)
+            if ch.max_a > usable + EPS:
+                where = "its circuit" if node == circuit.id else "circuit"
+                problems.append(
+                    f"{at('chargers', i)}.max_a: {ch.max_a:g} A exceeds the usable limit of {where} {node!r} "
+                    f"({_usable(config, node, usable)})"
+                )
                 break
             node = parents[node]
-    return out
+
+    # Fail-safe: if the gateway dies every charger falls back on its own; together they must still fit.
+    fallback: dict[tuple[str, str], list[ChargerSection]] = {}
+    for ch in config.chargers:
+        if ch.fallback_a > 0:
+            for node in ancestors(config, ch.circuit or service, parents):
+                for phase in ch.phases:
+                    fallback.setdefault((node, phase), []).append(ch)
+    for circuit in limits.values():
+        for phase in circuit.phases:
+            on_phase = fallback.get((circuit.id, phase), [])
+            total = sum(ch.fallback_a for ch in on_phase)
+            if total > circuit.limit_of(phase) + EPS:
+                names = ", ".join(ch.id for ch in on_phase[:6])
+                names += f" and {len(on_phase) - 6} more" if len(on_phase) > 6 else ""
+                problems.append(
+                    f"{_circuit_path(config, circuit, at)}: the chargers' fallback_a on {circuit.id}/{phase} add up "
+                    f"to {total:g} A, above its usable {circuit.limit_of(phase):g} A ({names}); if the gateway "
+                    "stops, they could trip it"
+                )
+    return problems
+
+
+def _usable(config: GatewayConfig, circuit_id: str, usable: float) -> str:
+    site = config.site
+    if circuit_id == site.service_id:
+        if site.service_limit_a is not None:
+            return f"{usable:g} A: site.service_limit_a"
+        return f"{usable:g} A: {site.service_breaker_a:g} A breaker × {site.continuous_factor:g}"
+    section = next(c for c in config.circuits if c.id == circuit_id)
+    if section.limit_a is not None:
+        return f"{usable:g} A: its limit_a"
+    return f"{usable:g} A: {section.breaker_a:g} A breaker × {section.continuous_factor or site.continuous_factor:g}"
+
+
+def _circuit_path(config: GatewayConfig, circuit: Circuit, at: _At) -> str:
+    if circuit.id == config.site.service_id:
+        return "site.service_limit_a" if config.site.service_limit_a is not None else "site.service_breaker_a"
+    i = next(i for i, c in enumerate(config.circuits) if c.id == circuit.id)
+    section = config.circuits[i]
+    return f"{at('circuits', i)}.{'limit_a' if section.limit_a is not None else 'breaker_a'}"
+
+
+# ---------------------------------------------------------------------------------- meters and devices
+
+
+def _meters(config: GatewayConfig, at: _At) -> list[str]:
+    problems = []
+    first: dict[str, int] = {}
+    for i, m in enumerate(config.meters):
+        point = m.circuit or config.site.service_id
+        if point in first:
+            problems.append(
+                f"{at('meters', i)}.circuit: {point!r} is already measured by {at('meters', first[point])} "
+                "(one meter per circuit)"
+            )
+        else:
+            first[point] = i
+    return problems
+
+
+def _endpoints(config: GatewayConfig, at: _At) -> list[str]:
+    """Two devices configured at the same Modbus address is a copy-paste slip that mixes their readings."""
+    problems = []
+    seen: dict[tuple[str, int, object], str] = {}
+    devices = [(at("chargers", i), ch.modbus) for i, ch in enumerate(config.chargers) if ch.modbus is not None]
+    devices += [(at("meters", i), m.modbus) for i, m in enumerate(config.meters)]
+    for where, endpoint in devices:
+        # Without a unit the register map's default applies, which is the same for the same model.
+        unit: object = endpoint.unit if endpoint.unit is not None else ("default", endpoint.model)
+        key = (endpoint.host.lower(), endpoint.port, unit)
+        if key in seen:
+            shown = f"{endpoint.host}:{endpoint.port}" + (f" unit {endpoint.unit}" if endpoint.unit is not None else "")
+            problems.append(f"{where}.modbus: same device address as {seen[key]} ({shown})")
+        else:
+            seen[key] = where
+    return problems
+
+
+def _resources(config: GatewayConfig) -> list[str]:
+    names = {c.id for c in config.chargers} | {c.id for c in config.circuits} | {config.site.service_id}
+    problems = []
+    for resource, refs in config.openadr.resources.items():
+        for ref in refs:
+            if ref not in names:
+                problems.append(f"openadr.resources.{resource}: unknown charger or circuit {ref!r}")
+    return problems
+
+
+def _loopback(bind: str) -> bool:
+    if bind == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(bind).is_loopback
+    except ValueError:
+        return False
+
+
+__all__ = ["Omitted", "advisories", "cross_check"]

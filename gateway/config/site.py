@@ -6,10 +6,11 @@ cycles, phases a circuit does not carry, currents a circuit cannot hold) are in 
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from gateway.config.modbus import ModbusEndpoint
 from gateway.config.ocpp import OcppChargerSettings
@@ -58,13 +59,25 @@ def parse_phases(value: object) -> tuple[str, ...]:
     return tuple(sorted(parts))
 
 
+# Line-to-line over line-to-neutral voltage: two legs in series on split phase, √3 on a wye.
+LL_OVER_LN: dict[Wiring, float] = {
+    Wiring.SPLIT_PHASE_240: 2.0,
+    Wiring.THREE_PHASE_208: math.sqrt(3.0),
+    Wiring.THREE_PHASE_400: math.sqrt(3.0),
+    Wiring.SINGLE_PHASE_230: 1.0,
+}
+# Nameplate voltages are rounded (208 ≈ √3·120); a pair further apart than this is a typo.
+VOLTAGE_TOLERANCE = 0.05
+
+
 class SiteSection(Strict):
-    name: str = "site"
+    name: str = Field(default="site", min_length=1)
     wiring: Wiring
-    voltage_ln_v: float | None = Field(default=None, gt=0, le=1000)
-    voltage_ll_v: float | None = Field(default=None, gt=0, le=1000)
+    voltage_ln_v: float | None = Field(default=None, gt=0, le=1000)  # None: from wiring (or voltage_ll_v)
+    voltage_ll_v: float | None = Field(default=None, gt=0, le=1000)  # None: from wiring (or voltage_ln_v)
     service_id: Id = "main"
     service_breaker_a: float = Field(gt=0, le=10000)
+    service_limit_a: float | None = Field(default=None, gt=0, le=10000)  # replaces breaker × factor
     continuous_factor: float = Field(default=0.8, gt=0, le=1.0)
     power_factor: float = Field(default=0.99, gt=0, le=1.0)
     timezone: str = "UTC"
@@ -75,11 +88,23 @@ class SiteSection(Strict):
 
     @property
     def ln_v(self) -> float:
-        return self.voltage_ln_v or WIRING_FACTS[self.wiring][1]
+        if self.voltage_ln_v is not None:
+            return self.voltage_ln_v
+        if self.voltage_ll_v is not None:
+            return self.voltage_ll_v / LL_OVER_LN[self.wiring]
+        return WIRING_FACTS[self.wiring][1]
 
     @property
     def ll_v(self) -> float:
-        return self.voltage_ll_v or WIRING_FACTS[self.wiring][2]
+        if self.voltage_ll_v is not None:
+            return self.voltage_ll_v
+        if self.voltage_ln_v is not None:
+            return self.voltage_ln_v * LL_OVER_LN[self.wiring]
+        return WIRING_FACTS[self.wiring][2]
+
+    @property
+    def service_usable_a(self) -> float:
+        return self.service_limit_a or self.service_breaker_a * self.continuous_factor
 
     @field_validator("timezone")
     @classmethod
@@ -89,7 +114,29 @@ class SiteSection(Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
+            raise ValueError(f"unknown time zone {value!r} (use an IANA name like 'America/Chicago')") from exc
+        return value
+
+    @field_validator("voltage_ll_v")
+    @classmethod
+    def _voltages_agree(cls, value: float | None, info: ValidationInfo) -> float | None:
+        wiring, ln = info.data.get("wiring"), info.data.get("voltage_ln_v")
+        if value is None or ln is None or wiring is None:
+            return value
+        expected = ln * LL_OVER_LN[wiring]
+        if abs(value - expected) > VOLTAGE_TOLERANCE * expected:
+            raise ValueError(
+                f"{value:g} V does not fit {wiring.value} with {ln:g} V line-to-neutral (expected about "
+                f"{expected:.0f} V)"
+            )
+        return value
+
+    @field_validator("service_limit_a")
+    @classmethod
+    def _limit_within_breaker(cls, value: float | None, info: ValidationInfo) -> float | None:
+        breaker = info.data.get("service_breaker_a")
+        if value is not None and breaker is not None and value > breaker:
+            raise ValueError(f"{value:g} A is above the service breaker ({breaker:g} A)")
         return value
 
 
@@ -98,13 +145,21 @@ class CircuitSection(Strict):
     parent: Id | None = None  # None: hangs off the service
     breaker_a: float = Field(gt=0, le=10000)
     phases: tuple[str, ...] | None = None  # None: every conductor of its parent
-    continuous_factor: float | None = Field(default=None, gt=0, le=1.0)
+    continuous_factor: float | None = Field(default=None, gt=0, le=1.0)  # None: the site's
     limit_a: float | None = Field(default=None, gt=0, le=10000)  # usable limit, replaces breaker × factor
 
     @field_validator("phases", mode="before")
     @classmethod
     def _phases(cls, value: object) -> tuple[str, ...] | None:
         return None if value is None else parse_phases(value)
+
+    @field_validator("limit_a")
+    @classmethod
+    def _limit_within_breaker(cls, value: float | None, info: ValidationInfo) -> float | None:
+        breaker = info.data.get("breaker_a")
+        if value is not None and breaker is not None and value > breaker:
+            raise ValueError(f"{value:g} A is above the circuit's breaker ({breaker:g} A)")
+        return value
 
 
 Protocol = Literal["ocpp1.6", "ocpp2.0.1", "modbus"]
@@ -116,12 +171,12 @@ class ChargerSection(Strict):
     circuit: Id | None = None  # None: directly on the service
     phases: tuple[str, ...]
     min_a: float = Field(default=J1772_MIN_A, ge=J1772_MIN_A, le=1000)
-    max_a: float = Field(gt=0, le=1000)
+    max_a: float = Field(ge=J1772_MIN_A, le=1000)
     step_a: float = Field(default=1.0, gt=0, le=100)
-    priority: int = Field(default=0, ge=-100, le=100)
+    priority: int = Field(default=0, ge=-100, le=100)  # larger is served first
     fallback_a: float = Field(default=J1772_MIN_A, ge=0, le=1000)
     critical: bool = False  # a DR limit that cannot keep critical chargers at their min is opted out
-    modbus: ModbusEndpoint | None = None
+    modbus: ModbusEndpoint | None = Field(default=None, validate_default=True)  # required for protocol modbus
     ocpp: OcppChargerSettings = Field(default_factory=OcppChargerSettings)
 
     @field_validator("phases", mode="before")
@@ -129,19 +184,44 @@ class ChargerSection(Strict):
     def _phases(cls, value: object) -> tuple[str, ...]:
         return parse_phases(value)
 
-    @model_validator(mode="after")
-    def _currents(self) -> ChargerSection:
-        if self.min_a > self.max_a:
-            raise ValueError(f"min_a ({self.min_a:g} A) is above max_a ({self.max_a:g} A)")
-        if 0 < self.fallback_a < J1772_MIN_A:
-            raise ValueError(f"fallback_a ({self.fallback_a:g} A) must be 0 or at least 6 A")
-        if self.fallback_a > self.max_a:
-            raise ValueError(f"fallback_a ({self.fallback_a:g} A) is above max_a ({self.max_a:g} A)")
-        if self.protocol == "modbus" and self.modbus is None:
-            raise ValueError("a modbus charger needs a [chargers.modbus] table (model, host, port, unit)")
-        if self.protocol != "modbus" and self.modbus is not None:
-            raise ValueError(f"a [chargers.modbus] table on a {self.protocol} charger")
-        return self
+    # Field validators (not one model validator) so that each problem names the field to fix.
+    @field_validator("max_a")
+    @classmethod
+    def _max_not_below_min(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("min_a")
+        if low is not None and value < low:
+            raise ValueError(f"{value:g} A is below min_a ({low:g} A)")
+        return value
+
+    @field_validator("step_a")
+    @classmethod
+    def _step_fits(cls, value: float, info: ValidationInfo) -> float:
+        low, high = info.data.get("min_a"), info.data.get("max_a")
+        if info.data.get("protocol") == "ocpp1.6" and abs(value * 10 - round(value * 10)) > 1e-9:
+            raise ValueError(f"{value:g} A: OCPP 1.6 limits are multiples of 0.1 A")
+        if low is not None and high is not None and math.ceil(low / value - 1e-9) * value > high + 1e-9:
+            raise ValueError(f"no multiple of {value:g} A lies between min_a ({low:g} A) and max_a ({high:g} A)")
+        return value
+
+    @field_validator("fallback_a")
+    @classmethod
+    def _fallback_range(cls, value: float, info: ValidationInfo) -> float:
+        if 0 < value < J1772_MIN_A:
+            raise ValueError(f"{value:g} A: must be 0 (stop) or at least {J1772_MIN_A:g} A")
+        high = info.data.get("max_a")
+        if high is not None and value > high:
+            raise ValueError(f"{value:g} A is above max_a ({high:g} A)")
+        return value
+
+    @field_validator("modbus")
+    @classmethod
+    def _modbus_only_for_modbus(cls, value: ModbusEndpoint | None, info: ValidationInfo) -> ModbusEndpoint | None:
+        protocol = info.data.get("protocol")
+        if value is None and protocol == "modbus":
+            raise ValueError("a modbus charger needs a modbus table (model, host, port, unit)")
+        if value is not None and protocol is not None and protocol != "modbus":
+            raise ValueError(f"a modbus table on a {protocol} charger (set protocol = \"modbus\" or remove it)")
+        return value
 
 
 class MeterSection(Strict):
@@ -151,3 +231,11 @@ class MeterSection(Strict):
     modbus: ModbusEndpoint
     poll_s: float = Field(default=1.0, ge=0.25, le=3600)
     stale_after_s: float = Field(default=10.0, gt=0, le=3600)
+
+    @field_validator("stale_after_s")
+    @classmethod
+    def _stale_after_a_poll(cls, value: float, info: ValidationInfo) -> float:
+        poll = info.data.get("poll_s")
+        if poll is not None and value <= poll:
+            raise ValueError(f"{value:g} s is not longer than poll_s ({poll:g} s): every reading would be stale")
+        return value
