@@ -1,0 +1,274 @@
+"""The Modbus charger driver: pushes limits to chargers by their register maps, streams what they report.
+
+Per charger: the failsafe current and timeout are programmed whenever a connection is (re)made, a limit
+is written only when it changes or when the charger's failsafe timeout is half gone (the refresh keeps the
+charger from falling back while the gateway is alive, and lets it fall back by itself when the gateway
+is not), and every write is read back (the setpoint register if readable, else the applied limit) so a
+charger that disagrees is reported as not accepting the limit. The refresh rides on the readings loop:
+if the runtime stops consuming `readings()`, the chargers fall back on their own, which is the point.
+`ModbusChargers` implements `gateway.ports.EvseDriver` over any number of chargers sharing links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.config.site import ChargerSection
+from gateway.domain import J1772_MIN_A, ChargerReading, ChargerStatus, LimitAck
+from gateway.modbus.codec import CodecError, Value, decode_block, encode, implausible, read_plan
+from gateway.modbus.link import LinkError, LinkPool, ModbusLink, Trouble
+from gateway.modbus.maps import RegisterMap, Table, load_map
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Wall = Callable[[], datetime]
+PHASE_OF = {"current_l1": "L1", "current_l2": "L2", "current_l3": "L3"}
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ModbusCharger:
+    """One charger (one socket) behind a Modbus link."""
+
+    def __init__(
+        self,
+        charger_id: str,
+        m: RegisterMap,
+        link: ModbusLink,
+        *,
+        unit: int | None = None,
+        max_a: float = 32.0,
+        min_a: float = J1772_MIN_A,
+        fallback_a: float = J1772_MIN_A,
+        failsafe_timeout_s: float | None = None,
+        clock: Clock = time.monotonic,
+        wall: Wall = _utcnow,
+    ) -> None:
+        if m.kind != "charger":
+            raise ValueError(f"charger {charger_id}: map {m.name!r} is a {m.kind} map, not a charger map")
+        self.id = charger_id
+        self.map = m
+        self.link = link
+        self.unit = m.unit if unit is None else unit
+        self.max_a = max_a
+        self.min_a = max(min_a, J1772_MIN_A)
+        self.fallback_a = fallback_a
+        self.failsafe_timeout_s = failsafe_timeout_s or m.failsafe_timeout_s
+        refresh = m.refresh_every_s
+        if failsafe_timeout_s is not None:
+            refresh = failsafe_timeout_s / 2
+        self.refresh_s = refresh
+        self._clock = clock
+        self._wall = wall
+        self._target: float | None = None  # the last limit the runtime asked for
+        self._written_at: float | None = None  # when the setpoint last reached the charger
+        self._programmed_client: object = None  # the connection the failsafe was programmed on
+        self._lock = asyncio.Lock()  # one push or refresh at a time per charger
+        self.trouble = Trouble(log, f"charger {charger_id}")
+        self._plan = read_plan(m)
+        self._readback = "setpoint" if m.registers["setpoint"].readable else (
+            "applied_limit" if "applied_limit" in m.registers else None)
+
+    # ------------------------------------------------------------------ limits
+
+    def wire_amps(self, amps: float) -> float:
+        """What goes to the register: 0 (pause) below the charger's minimum, at most its maximum."""
+        if amps < self.min_a:
+            return 0.0
+        return min(amps, self.max_a)
+
+    def refresh_due(self) -> bool:
+        if self._target is None or self.refresh_s is None:
+            return False
+        return self._written_at is None or self._clock() - self._written_at >= self.refresh_s
+
+    async def apply(self, amps: float) -> LimitAck:
+        """Write a limit if it changed (or is due for a refresh), read it back, say whether it holds."""
+        sent_at = self._wall()
+        start = self._clock()
+        wire = self.wire_amps(amps)
+        async with self._lock:
+            if wire == self._target and not self.refresh_due() and self._written_at is not None:
+                return LimitAck(self.id, amps, sent_at, True, 0.0, "unchanged")
+            self._target = wire
+            ok, detail = await self._push(wire)
+        return LimitAck(self.id, amps, sent_at, ok, self._clock() - start, detail)
+
+    async def refresh(self) -> None:
+        """Rewrite the setpoint (and the watchdog) before the charger's failsafe timeout runs out."""
+        async with self._lock:
+            if self._target is not None and self.refresh_due():
+                await self._push(self._target)
+
+    async def _push(self, wire: float) -> tuple[bool, str]:
+        m = self.map
+        try:
+            await self._program_failsafe()
+            setpoint = m.registers["setpoint"]
+            await self.link.write(setpoint.address, encode(m, setpoint, wire), self.unit)
+            self._written_at = self._clock()
+            watchdog = m.reg("watchdog")
+            if watchdog is not None and watchdog.write_value is not None:
+                await self.link.write(watchdog.address, [watchdog.write_value] + [0] * (watchdog.width - 1), self.unit)
+            back = await self._read_back()
+        except LinkError as exc:
+            self._written_at = None
+            self.trouble.fail("write", exc.detail)
+            return False, exc.detail
+        except CodecError as exc:
+            self.trouble.fail("write", str(exc))
+            return False, str(exc)
+        self.trouble.ok("write")
+        if back is None:
+            return True, "written; no register to read it back"
+        tolerance = max(0.1, abs(m.registers[self._readback or "setpoint"].scale))
+        if abs(back - wire) > tolerance:
+            detail = f"charger reports {back:g} A after {wire:g} A was written"
+            self.trouble.fail("read-back", detail)
+            return False, detail
+        self.trouble.ok("read-back")
+        return True, f"written {wire:g} A"
+
+    async def _read_back(self) -> float | None:
+        if self._readback is None:
+            return None
+        r = self.map.registers[self._readback]
+        regs = await self.link.read(r.table, r.address, r.width, self.unit)
+        values = decode_block(self.map, read_plan(self.map, [self._readback])[0], regs)
+        value = values[self._readback]
+        return float(value) if not isinstance(value, str) else None
+
+    async def _program_failsafe(self) -> None:
+        """Once per connection: a charger may have restarted with its defaults since the last one."""
+        connection = self.link.connection
+        if connection is not None and connection is self._programmed_client:
+            return
+        m = self.map
+        fs_current = m.reg("failsafe_current")
+        if fs_current is not None and fs_current.writable:
+            await self.link.write(fs_current.address, encode(m, fs_current, self.fallback_a), self.unit)
+        fs_timeout = m.reg("failsafe_timeout")
+        if fs_timeout is not None and self.failsafe_timeout_s is not None:
+            await self.link.write(fs_timeout.address, encode(m, fs_timeout, self.failsafe_timeout_s), self.unit)
+        self._programmed_client = self.link.connection
+
+    # ------------------------------------------------------------------ readings
+
+    async def read(self) -> ChargerReading:
+        """Everything the map can read, as one reading; OFFLINE when the charger does not answer."""
+        at = self._wall()
+        values: dict[str, Value] = {}
+        try:
+            async with self._lock:
+                await self._program_failsafe()
+            for block in self._plan:
+                regs = await self.link.read(block.table, block.address, block.count, self.unit)
+                values.update(decode_block(self.map, block, regs))
+        except LinkError as exc:
+            self.trouble.fail("read", exc.detail)
+            status = ChargerStatus.FAULTED if exc.kind == "exception" else ChargerStatus.OFFLINE
+            return ChargerReading(self.id, at, status)
+        self.trouble.ok("read")
+        for name, value in values.items():
+            if name != "status" and (why := implausible(self.map, name, value)):
+                self.trouble.fail("values", f"{why} (wrong word order or scale in map {self.map.name}?)")
+                return ChargerReading(self.id, at, ChargerStatus.UNAVAILABLE)
+        self.trouble.ok("values")
+        return ChargerReading(
+            charger_id=self.id,
+            at=at,
+            status=self._status(values),
+            current_a={PHASE_OF[n]: float(v) for n, v in values.items() if n in PHASE_OF},
+            power_kw=_num(values.get("power")),
+            energy_kwh=_num(values.get("energy")),
+            applied_limit_a=_num(values.get("applied_limit")),
+        )
+
+    def _status(self, values: dict[str, Value]) -> ChargerStatus:
+        raw = values.get("status")
+        if raw is None:
+            drawing = any(float(v) > 1.0 for n, v in values.items() if n in PHASE_OF)
+            return ChargerStatus.CHARGING if drawing else ChargerStatus.PREPARING
+        key = raw if isinstance(raw, str) else f"{raw:g}"
+        status = self.map.status.get(key)
+        if status is None:
+            self.trouble.fail("status", f"state {key!r} is not in map {self.map.name}'s [status] table")
+            return ChargerStatus.UNAVAILABLE
+        self.trouble.ok("status")
+        return status
+
+
+def _num(value: Value | None) -> float | None:
+    return None if value is None or isinstance(value, str) else float(value)
+
+
+class ModbusChargers:
+    """`EvseDriver` for a set of Modbus chargers: concurrent pushes, one polling loop for readings."""
+
+    def __init__(self, chargers: Sequence[ModbusCharger], poll_s: float = 1.0) -> None:
+        self.chargers = {c.id: c for c in chargers}
+        refresh = [c.refresh_s for c in chargers if c.refresh_s]
+        # poll at least twice per refresh period, so a refresh is never late by more than half of it
+        self.poll_s = min([poll_s, *(r / 2 for r in refresh)])
+
+    @classmethod
+    def from_config(
+        cls, sections: Sequence[ChargerSection], pool: LinkPool, base: Path | None = None, poll_s: float = 1.0
+    ) -> ModbusChargers:
+        chargers = []
+        for s in sections:
+            if s.protocol != "modbus" or s.modbus is None:
+                continue
+            ep = s.modbus
+            chargers.append(ModbusCharger(
+                s.id, load_map(ep.model, base), pool.get(ep.host, ep.port, ep.timeout_s), unit=ep.unit,
+                max_a=s.max_a, min_a=s.min_a, fallback_a=s.fallback_a,
+            ))
+        return cls(chargers, poll_s)
+
+    async def apply_limits(self, limits: dict[str, float], reason: str) -> list[LimitAck]:
+        known = {cid: a for cid, a in limits.items() if cid in self.chargers}
+        acks = list(await asyncio.gather(*(self.chargers[cid].apply(a) for cid, a in known.items())))
+        now = datetime.now(UTC)
+        for cid in limits.keys() - known.keys():
+            acks.append(LimitAck(cid, limits[cid], now, False, 0.0, "not a Modbus charger of this driver"))
+        for ack in acks:
+            if ack.detail != "unchanged":
+                log.info("modbus limit charger=%s amps=%g accepted=%s rtt_ms=%.0f reason=%r detail=%r",
+                         ack.charger_id, ack.amps, ack.accepted, ack.round_trip_s * 1000, reason, ack.detail)
+        return acks
+
+    async def poll_once(self) -> list[ChargerReading]:
+        async def one(c: ModbusCharger) -> ChargerReading:
+            await c.refresh()
+            return await c.read()
+
+        return list(await asyncio.gather(*(one(c) for c in self.chargers.values())))
+
+    async def readings(self) -> AsyncIterator[ChargerReading]:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            for reading in await self.poll_once():
+                yield reading
+            next_at += self.poll_s
+            delay = next_at - loop.time()
+            if delay < 0:  # fell behind: skip missed slots rather than burst
+                next_at = loop.time()
+                delay = 0
+            await asyncio.sleep(delay)
+
+    async def close(self) -> None:
+        for link in {id(c.link): c.link for c in self.chargers.values()}.values():
+            await link.close()
+
+
+__all__ = ["ModbusCharger", "ModbusChargers", "Table"]
