@@ -1,28 +1,69 @@
-"""Config of the VTN link and of how OpenADR signals map onto the site."""
+"""Config of the VTN link and of how OpenADR signals map onto the site.
+
+`[vtn]` says where the utility's VTN is and how we prove who we are (mTLS certificate, pinned VTN
+fingerprint); `[openadr]` says how signals change the site and which programs we are enrolled in.
+Plain HTTP is refused unless `allow_plain_http = true` is written explicitly.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class VtnSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    url: str = Field(min_length=1)
+    url: str = Field(min_length=1)  # up to the service names, e.g. https://vtn.example/OpenADR2/Simple/2.0b
     ven_name: str = Field(min_length=1)
-    ven_id: str | None = None
-    cert: str | None = None
+    ven_id: str | None = None  # pre-allocated by the utility; otherwise the VTN assigns one
+    cert: str | None = None  # PEM client certificate (mTLS and, if enabled, XML signatures)
     key: str | None = None
-    ca_file: str | None = None
-    vtn_fingerprint: str | None = None
+    ca_file: str | None = None  # CA that signed the VTN's server certificate
+    vtn_fingerprint: str | None = None  # openleadr format: last 10 bytes of SHA-256(DER), "AB:CD:…"
     allow_plain_http: bool = False
+    check_hostname: bool = True
+    tls12_only: bool = False  # pin TLS 1.2 where strict 2.0b cipher-suite conformance is required
+    sign_messages: bool = False  # XML signatures are optional in 2.0b; TLS already authenticates
+    request_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    backoff_initial_s: float = Field(default=1.0, gt=0, le=60)
+    backoff_max_s: float = Field(default=300.0, gt=0, le=3600)
+    max_body_bytes: int = Field(default=1_000_000, ge=4096, le=50_000_000)
+    poll_s: float | None = Field(default=None, gt=0, le=86400)  # None: what the VTN asks for
 
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
-        return value
+        return value.rstrip("/")
+
+    @field_validator("vtn_fingerprint")
+    @classmethod
+    def _fingerprint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = value.upper().split(":")
+        if len(parts) != 10 or not all(len(p) == 2 and all(c in "0123456789ABCDEF" for c in p) for p in parts):
+            raise ValueError(f"expected 10 colon-separated hex bytes (AB:CD:…), got {value!r}")
+        return ":".join(parts)
+
+    @model_validator(mode="after")
+    def _transport(self) -> VtnSection:
+        if self.url.startswith("http://") and not self.allow_plain_http:
+            raise ValueError("url is plain http://: use https:// or set allow_plain_http = true explicitly")
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key go together: give both or neither")
+        if self.url.startswith("https://") and self.cert is not None and self.ca_file is None:
+            raise ValueError("ca_file is required with a client certificate (to verify the VTN)")
+        if self.sign_messages and self.cert is None:
+            raise ValueError("sign_messages needs cert and key")
+        if self.backoff_max_s < self.backoff_initial_s:
+            raise ValueError("backoff_max_s must be at least backoff_initial_s")
+        return self
+
+    @property
+    def plain_http(self) -> bool:
+        return self.url.startswith("http://")
 
 
 class OpenAdrSection(BaseModel):
@@ -35,6 +76,10 @@ class OpenAdrSection(BaseModel):
     ev_capacity_kw: float | None = Field(default=None, gt=0)  # None: sum of the chargers' max power
     market_contexts: tuple[str, ...] = ()  # enrolled programs; empty: any
     resources: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # resource id → charger/circuit ids
+    # Opt out when an event would leave the EVs less than this (kW) while critical chargers need it.
+    critical_kw: float = Field(default=0.0, ge=0)
+    report_interval_s: float = Field(default=60.0, ge=1, le=86400)  # offered minimum sampling period
+    backlog_days: float = Field(default=7.0, gt=0, le=365)  # readings kept for a VTN that is away
 
     @field_validator("simple_levels")
     @classmethod

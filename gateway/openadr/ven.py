@@ -1,0 +1,517 @@
+"""The VEN: registers with the VTN, polls it, turns what it says into stored domain events, answers.
+
+One long-lived task (`run`) that never gives up: any transport failure (VTN down, HTTP 500, timeout,
+TLS or fingerprint failure) is retried with exponential backoff and full jitter up to
+`backoff_max_s`, logged once when it starts and once when it recovers; the stored events stay in force
+meanwhile. A second task samples telemetry for the VTN's report requests, reachable or not. Events are
+written to SQLite (one transaction per VTN message) before the VEN answers the VTN, so an answer never
+promises what a crash could forget. openleadr's client loop is not used: it stops on the first failed
+registration, stores nothing and has no backoff; its message layer (build, schema, signature, parse) is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import random
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from gateway.config.openadr import OpenAdrSection, VtnSection
+from gateway.domain import Event, OptState
+from gateway.openadr import lifecycle, opt, reports
+from gateway.openadr.translate import BadEvent, Translated, as_list, translate_event
+from gateway.openadr.wire import VtnLink, VtnUnreachable
+from gateway.openadr.xmlguard import RefusedPayload
+from gateway.ports import EventSink, TelemetrySource
+from gateway.store.vtn import Registration, VenStore
+
+log = logging.getLogger("gateway.openadr")
+
+T = TypeVar("T")
+NOT_REGISTERED_CODES = {452, 463}  # invalid id / not registered or authorized
+MAX_MESSAGES_PER_POLL = 20  # drain what the VTN queued, but bounded
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class NotRegistered(Exception):
+    pass
+
+
+def backoff_delay(failures: int, initial: float, maximum: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [initial/2, min(max, initial·2^(n-1))]; never zero, never above max."""
+    ceiling = min(maximum, initial * (2 ** min(failures - 1, 30)))
+    return rng.uniform(min(initial / 2, ceiling), ceiling)
+
+
+class Ven:
+    def __init__(
+        self,
+        vtn: VtnSection,
+        config: OpenAdrSection,
+        store: VenStore,
+        *,
+        sink: EventSink | None = None,
+        telemetry: TelemetrySource | None = None,
+        charger_ids: Sequence[str] = (),
+        clock: Callable[[], datetime] = utc_now,
+        rng: random.Random | None = None,
+        link: VtnLink | None = None,
+    ) -> None:
+        self.vtn = vtn
+        self.config = config
+        self.store = store
+        self.sink = sink
+        self.telemetry = telemetry
+        self.charger_ids = tuple(charger_ids)
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.link = link or VtnLink(vtn)
+        self._db_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._wake_sampler = asyncio.Event()
+        self._last_report_sent: dict[str, datetime] = {}
+        self.failures = 0
+        self.registration = Registration(vtn.ven_id, None, None, None)
+        self.registered = asyncio.Event()  # set after each successful registration (tests wait on it)
+        self.polls = 0
+        if vtn.plain_http:
+            log.warning("vtn.url is plain HTTP (allow_plain_http = true): traffic is neither encrypted nor "
+                        "authenticated; use only for tests and demos")
+
+    # ------------------------------------------------------------------------------------ plumbing
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        async with self._db_lock:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+
+    @property
+    def ven_id(self) -> str | None:
+        return self.registration.ven_id
+
+    @property
+    def poll_interval_s(self) -> float:
+        if self.vtn.poll_s is not None:
+            return self.vtn.poll_s
+        return min(max(self.registration.poll_s or 10.0, 0.05), 86400.0)
+
+    def wake(self) -> None:
+        """Poll now instead of waiting out the interval (e.g. after an operator override)."""
+        self._wake.set()
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+    # ---------------------------------------------------------------------------------------- run
+
+    async def run(self) -> None:
+        """Forever: register, poll, answer, send what is pending; back off on failure. Cancel to stop."""
+        stored = await self._db(self.store.registration)
+        ven_id = stored.ven_id or self.vtn.ven_id
+        self.registration = dataclasses.replace(stored, ven_id=ven_id)
+        sampler = asyncio.create_task(self._sample_forever(), name="openadr-report-sampler")
+        try:
+            while True:
+                delay = await self.step()
+                await self._sleep(delay)
+        finally:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+            await self.link.close()
+
+    async def step(self) -> float:
+        """One round with the VTN; returns how long to wait before the next one."""
+        try:
+            if not self.registration.registration_id:
+                await self._register()
+            await self._poll()
+            await self._send_pending_opts()
+            await self._send_reports()
+        except VtnUnreachable as exc:
+            self.failures += 1
+            delay = backoff_delay(self.failures, self.vtn.backoff_initial_s, self.vtn.backoff_max_s, self.rng)
+            level = logging.WARNING if self.failures == 1 else logging.DEBUG
+            log.log(level, "vtn unreachable: %s; retry in %.1fs (attempt %d); stored schedule stays in force",
+                    exc, delay, self.failures)
+            return delay
+        except NotRegistered as exc:
+            self.failures += 1
+            log.warning("vtn no longer knows us (%s): registering again", exc)
+            await self._forget_registration()
+            return backoff_delay(self.failures, self.vtn.backoff_initial_s, self.vtn.backoff_max_s, self.rng)
+        except RefusedPayload as exc:
+            log.warning("vtn message refused: %s", exc)
+            return self.poll_interval_s
+        if self.failures:
+            log.info("vtn reachable again after %d failed attempts", self.failures)
+            self.failures = 0
+        return self.poll_interval_s
+
+    async def _forget_registration(self) -> None:
+        self.registration = dataclasses.replace(self.registration, registration_id=None)
+        self.registered.clear()
+        await self._db(self.store.forget_registration, self.clock())
+
+    def _check_response(self, what: str, payload: dict[str, Any], *, about_us: bool = False) -> None:
+        """Log a non-200 answer; `about_us`: the message names only our venID, so 452/463 means the VTN
+        no longer knows us (elsewhere 452 may be about an event or report id)."""
+        response = payload.get("response")
+        if not isinstance(response, dict):
+            return
+        code = response.get("response_code")
+        if about_us and code in NOT_REGISTERED_CODES:
+            raise NotRegistered(f"{what}: {code} {response.get('response_description', '')}")
+        if isinstance(code, int) and code != 200:
+            log.warning("vtn answered %s with %s %s", what, code, response.get("response_description", ""))
+
+    # ------------------------------------------------------------------------------- registration
+
+    async def _register(self) -> None:
+        request_id = uuid.uuid4().hex
+        mtype, payload = await self.link.exchange("EiRegisterParty", "oadrQueryRegistration", request_id=request_id)
+        if mtype != "oadrCreatedPartyRegistration":
+            raise VtnUnreachable(f"oadrQueryRegistration answered with {mtype}")
+        mtype, payload = await self.link.exchange(
+            "EiRegisterParty",
+            "oadrCreatePartyRegistration",
+            request_id=uuid.uuid4().hex,
+            ven_name=self.vtn.ven_name,
+            ven_id=self.registration.ven_id,
+            http_pull_model=True,
+            xml_signature=self.vtn.sign_messages,
+            report_only=False,
+            profile_name="2.0b",
+            transport_name="simpleHttp",
+            transport_address=None,
+            registration_id=None,
+        )
+        if mtype != "oadrCreatedPartyRegistration":
+            raise VtnUnreachable(f"oadrCreatePartyRegistration answered with {mtype}")
+        response = payload.get("response") or {}
+        registration_id = payload.get("registration_id")
+        ven_id = payload.get("ven_id")
+        if response.get("response_code", 200) != 200 or not registration_id or not ven_id:
+            raise VtnUnreachable(
+                f"registration refused: {response.get('response_code')} {response.get('response_description', '')}"
+                f" (registration id {registration_id!r}, ven id {ven_id!r})"
+            )
+        poll = payload.get("requested_oadr_poll_freq")
+        poll_s = poll.total_seconds() if isinstance(poll, timedelta) and poll > timedelta(0) else 10.0
+        self.registration = Registration(str(ven_id), str(registration_id), str(payload.get("vtn_id") or ""), poll_s)
+        await self._db(self.store.save_registration, self.registration, self.clock())
+        log.info("registered with vtn: ven_id=%s registration_id=%s poll_s=%.0f", ven_id, registration_id, poll_s)
+        await self._register_reports()
+        mtype, payload = await self.link.exchange(
+            "EiEvent", "oadrRequestEvent", request_id=uuid.uuid4().hex, ven_id=self.ven_id, reply_limit=None
+        )
+        if mtype == "oadrDistributeEvent":
+            await self._on_distribute(payload)
+        self.registered.set()
+
+    async def _register_reports(self) -> None:
+        now = self.clock()
+        offered = reports.metadata_reports(
+            self.charger_ids, timedelta(seconds=self.config.report_interval_s), now
+        )
+        mtype, payload = await self.link.exchange(
+            "EiReport", "oadrRegisterReport", request_id=uuid.uuid4().hex, ven_id=self.ven_id,
+            reports=offered, report_request_id=0,
+        )
+        self._check_response("oadrRegisterReport", payload)
+        if payload.get("report_requests"):
+            await self._accept_report_requests(payload["report_requests"], reply=True,
+                                               request_id=str(payload.get("request_id") or ""))
+
+    # -------------------------------------------------------------------------------------- poll
+
+    async def _poll(self) -> None:
+        for _ in range(MAX_MESSAGES_PER_POLL):
+            mtype, payload = await self.link.exchange("OadrPoll", "oadrPoll", ven_id=self.ven_id)
+            self.polls += 1
+            if mtype is None or mtype == "oadrResponse":
+                if mtype is not None:
+                    self._check_response("oadrPoll", payload, about_us=True)
+                return
+            await self._dispatch(mtype, payload)
+
+    async def _dispatch(self, mtype: str, payload: dict[str, Any]) -> None:
+        if mtype == "oadrDistributeEvent":
+            await self._on_distribute(payload)
+        elif mtype == "oadrRequestReregistration":
+            log.info("vtn asked us to register again")
+            await self._respond("EiRegisterParty", 200, "OK", None)
+            await self._forget_registration()
+            await self._register()
+        elif mtype == "oadrCancelPartyRegistration":
+            log.warning("vtn cancelled our registration %s: registering again", payload.get("registration_id"))
+            await self.link.exchange(
+                "EiRegisterParty", "oadrCanceledPartyRegistration",
+                response={"response_code": 200, "response_description": "OK",
+                          "request_id": payload.get("request_id")},
+                registration_id=payload.get("registration_id"), ven_id=self.ven_id,
+            )
+            await self._forget_registration()
+        elif mtype == "oadrCreateReport":
+            await self._accept_report_requests(payload.get("report_requests"), reply=True,
+                                               request_id=str(payload.get("request_id") or ""))
+        elif mtype == "oadrCancelReport":
+            await self._on_cancel_report(payload)
+        elif mtype == "oadrRegisterReport":
+            await self.link.exchange(
+                "EiReport", "oadrRegisteredReport", report_requests=[], ven_id=self.ven_id,
+                response={"response_code": 200, "response_description": "OK",
+                          "request_id": payload.get("request_id")},
+            )
+        elif mtype == "oadrUpdateReport":
+            await self.link.exchange(
+                "EiReport", "oadrUpdatedReport", ven_id=self.ven_id,
+                response={"response_code": 200, "response_description": "OK",
+                          "request_id": payload.get("request_id")},
+            )
+        else:
+            log.warning("vtn sent %s, which a 2.0b VEN does not handle: ignored", mtype)
+
+    async def _respond(self, service: str, code: int, text: str, request_id: str | None) -> None:
+        await self.link.exchange(
+            service, "oadrResponse", ven_id=self.ven_id,
+            response={"response_code": code, "response_description": text, "request_id": request_id},
+        )
+
+    # ------------------------------------------------------------------------------------ events
+
+    async def _on_distribute(self, payload: dict[str, Any]) -> None:
+        now = self.clock()
+        request_id = str(payload.get("request_id") or "")
+        resources = self.config.resources
+        translated: list[Translated] = []
+        bad: list[lifecycle.Verdict] = []
+        for raw in as_list(payload.get("events")):
+            try:
+                t = translate_event(raw, ven_id=self.ven_id, resources=resources, now=now)
+            except BadEvent as exc:
+                log.warning("vtn event refused: %s", exc)
+                event_id = str(((raw or {}).get("event_descriptor") or {}).get("event_id", "")) if isinstance(
+                    raw, dict) else ""
+                if event_id:
+                    bad.append(lifecycle.Verdict(event_id, 0, 400, str(exc)[:100], True))
+                continue
+            for line in t.dropped:
+                log.warning("event=%s signal ignored: %s", t.event.event_id, line)
+            translated.append(t)
+        stored = await self._db(self.store.events)
+        overrides = await self._db(self.store.overrides)
+        outcome = lifecycle.reconcile(
+            stored, [t.event for t in translated], now, self._draw_offset, complete_list=True
+        )
+        targeted = {t.event.event_id: t.targeted for t in translated}
+        changed: list[Event] = []
+        reasons: dict[str, str] = {}
+        for event in outcome.changed:
+            if event.event_id in targeted:  # from this message: decide (again) whether we take part
+                d = opt.decide(event, self.config, targeted=targeted[event.event_id],
+                               override=overrides.get(event.event_id))
+                event = dataclasses.replace(event, opt=d.opt)
+                reasons[event.event_id] = d.reason
+            changed.append(event)
+        if changed:
+            await self._db(self.store.save_events, changed, now, reasons)
+        for line in outcome.notes:
+            log.info("%s", line)
+        for event in changed:
+            if event.event_id in reasons:
+                log.info("event=%s opt=%s reason=%s", event.event_id, event.opt.value, reasons[event.event_id])
+        current = {**stored, **{e.event_id: e for e in changed}}
+        if changed and self.sink is not None:
+            self.sink.events_changed(list(current.values()), now)
+        await self._answer_events(request_id, [*outcome.verdicts, *bad], current)
+
+    def _draw_offset(self, start_after: timedelta) -> timedelta:
+        return timedelta(seconds=round(self.rng.uniform(0.0, start_after.total_seconds()), 3))
+
+    async def _answer_events(
+        self, request_id: str, verdicts: Sequence[lifecycle.Verdict], events: dict[str, Event]
+    ) -> None:
+        responses = []
+        for v in verdicts:
+            if not v.response_required:
+                continue
+            event = events.get(v.event_id)
+            opt_type = event.opt if event is not None and event.opt is not OptState.NONE else OptState.OPT_IN
+            if event is None or v.code != 200 and v.code != lifecycle.OUT_OF_SEQUENCE:
+                opt_type = OptState.OPT_OUT
+            responses.append({
+                "response_code": v.code,
+                "response_description": v.description if v.code != 200 else "OK",
+                "request_id": request_id,
+                "event_id": v.event_id,
+                "modification_number": v.modification_number,
+                "opt_type": opt_type.value,
+            })
+        if not responses:
+            return
+        mtype, payload = await self.link.exchange(
+            "EiEvent", "oadrCreatedEvent", ven_id=self.ven_id,
+            response={"response_code": 200, "response_description": "OK", "request_id": request_id},
+            event_responses=responses,
+        )
+        if mtype is not None:
+            self._check_response("oadrCreatedEvent", payload)
+
+    async def events(self) -> dict[str, Event]:
+        return await self._db(self.store.events)
+
+    # --------------------------------------------------------------------------------------- opts
+
+    async def set_opt(self, event_id: str, choice: OptState | None, reason: str = "") -> Event | None:
+        """Operator override: opt in/out of one event (None: back to the rules). Sent to the VTN as
+        oadrCreateOpt (or oadrCancelOpt when the override is lifted); stored first, sent when reachable."""
+        now = self.clock()
+        events = await self._db(self.store.events)
+        event = events.get(event_id)
+        if event is None:
+            return None
+        await self._db(self.store.set_override, event_id, choice, reason, now)
+        override = (choice, reason) if choice is not None else None
+        decision = opt.decide(event, self.config, override=override)
+        updated = dataclasses.replace(event, opt=decision.opt)
+        await self._db(self.store.save_events, [updated], now, {event_id: decision.reason})
+        await self._db(self.store.queue_opt, updated, "" if choice is not None else "cancel", uuid.uuid4().hex, now)
+        log.info("event=%s opt=%s reason=%s", event_id, decision.opt.value, decision.reason)
+        if self.sink is not None:
+            self.sink.events_changed(list({**events, event_id: updated}.values()), now)
+        self.wake()
+        return updated
+
+    async def _send_pending_opts(self) -> None:
+        for pending in await self._db(self.store.pending_opts):
+            if pending.reason == "cancel":
+                previous = await self._db(self.store.last_sent_opt_id, pending.event_id)
+                if previous is not None:
+                    mtype, payload = await self.link.exchange(
+                        "EiOpt", "oadrCancelOpt", request_id=uuid.uuid4().hex, opt_id=previous, ven_id=self.ven_id
+                    )
+                    self._check_response("oadrCancelOpt", payload)
+            else:
+                events = await self._db(self.store.events)
+                event = events.get(pending.event_id)
+                mtype, payload = await self.link.exchange(
+                    "EiOpt", "oadrCreateOpt",
+                    request_id=uuid.uuid4().hex,
+                    ven_id=self.ven_id,
+                    opt_id=pending.opt_id,
+                    opt_type=pending.opt.value,
+                    opt_reason="overrideStatus",
+                    created_date_time=self.clock(),
+                    event_id=pending.event_id,
+                    modification_number=pending.modification_number,
+                    market_context=event.market_context if event and event.market_context else None,
+                    targets=[{"ven_id": self.ven_id}],
+                )
+                self._check_response("oadrCreateOpt", payload)
+            await self._db(self.store.mark_opt_sent, pending.id, self.clock())
+
+    # ------------------------------------------------------------------------------------ reports
+
+    async def _accept_report_requests(self, raw: Any, *, reply: bool, request_id: str) -> None:
+        now = self.clock()
+        accepted, problems = reports.parse_requests(
+            raw, self.charger_ids, timedelta(seconds=self.config.report_interval_s)
+        )
+        for line in problems:
+            log.warning("%s", line)
+        for rr in accepted:
+            await self._db(self.store.save_report_request, dataclasses.replace(rr, next_sample_at=now), now)
+            log.info("report request %s: %s every %.0fs, sent every %.0fs", rr.report_request_id,
+                     ",".join(rr.r_ids), rr.granularity_s, rr.report_back_s)
+        if reply:
+            ids = [{"report_request_id": r.report_request_id} for r in accepted]
+            await self.link.exchange(
+                "EiReport", "oadrCreatedReport", ven_id=self.ven_id, pending_reports=ids,
+                response={"response_code": 200, "response_description": "OK", "request_id": request_id},
+            )
+        self._wake_sampler.set()
+
+    async def _on_cancel_report(self, payload: dict[str, Any]) -> None:
+        ids = [str(i) for i in as_list(payload.get("report_request_id"))]
+        for request in ids:
+            await self._db(self.store.cancel_report_request, request)
+            log.info("report request %s cancelled by the vtn", request)
+        remaining = [{"report_request_id": r.report_request_id} for r in await self._db(self.store.report_requests)]
+        await self.link.exchange(
+            "EiReport", "oadrCanceledReport", ven_id=self.ven_id, pending_reports=remaining,
+            response={"response_code": 200, "response_description": "OK", "request_id": payload.get("request_id")},
+        )
+
+    async def sample_once(self) -> int:
+        """Take every sample that is due; returns how many rows were stored."""
+        if self.telemetry is None:
+            return 0
+        now = self.clock()
+        stored = 0
+        for rr in await self._db(self.store.report_requests):
+            due = rr.next_sample_at or now
+            if due > now:
+                continue
+            values = reports.sample(self.telemetry, rr.r_ids)
+            step = timedelta(seconds=rr.granularity_s)
+            # Skip missed slots rather than inventing values for them (a sampler that was not running).
+            following = due + step * max(1, int((now - due) / step) + 1)
+            await self._db(self.store.add_readings, rr, values, now, following)
+            stored += len(values)
+        horizon = now - timedelta(days=self.config.backlog_days)
+        await self._db(self.store.prune_readings, horizon)
+        return stored
+
+    async def _sample_forever(self) -> None:
+        while True:
+            try:
+                await self.sample_once()
+            except Exception:  # a sampler must not die with a bad reading; the traceback helps fix the source
+                log.exception("telemetry sampling failed")
+            self._wake_sampler.clear()
+            requests = await self._db(self.store.report_requests)
+            now = self.clock()
+            waits = [max(0.05, ((r.next_sample_at or now) - now).total_seconds()) for r in requests]
+            try:
+                await asyncio.wait_for(self._wake_sampler.wait(), timeout=min(waits, default=1.0))
+            except TimeoutError:
+                pass
+
+    async def _send_reports(self) -> None:
+        now = self.clock()
+        requests = {r.report_request_id: r for r in await self._db(self.store.report_requests)}
+        while True:
+            unsent = await self._db(self.store.unsent_readings, 500)
+            due = [
+                r for r in unsent
+                if r.report_request_id in requests and (
+                    now - self._last_report_sent.get(r.report_request_id, datetime.min.replace(tzinfo=UTC))
+                    >= timedelta(seconds=requests[r.report_request_id].report_back_s) or len(unsent) >= 500
+                )
+            ]
+            if not due:
+                return
+            mtype, payload = await self.link.exchange(
+                "EiReport", "oadrUpdateReport", request_id=uuid.uuid4().hex, ven_id=self.ven_id,
+                reports=reports.update_report_payload(due, now),
+            )
+            if mtype is not None:
+                self._check_response("oadrUpdateReport", payload)
+            await self._db(self.store.mark_readings_sent, [r.id for r in due], now)
+            for r in due:
+                self._last_report_sent[r.report_request_id] = now
+            if len(unsent) < 500:
+                return
+
+    def status_counts(self) -> dict[str, int]:
+        return {"failures": self.failures, "polls": self.polls}

@@ -1,0 +1,154 @@
+"""One HTTP(S) exchange with the VTN: build the message with openleadr, POST it, guard and parse the answer.
+
+TLS: with a client certificate the context verifies the VTN against `ca_file` and presents our
+certificate (mTLS); the VTN's certificate may additionally be pinned by openleadr fingerprint, checked on
+the live connection before any byte of the answer is trusted. Plain HTTP only when the config allows it.
+Every exchange is bounded by one total timeout and a byte limit on the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from lxml import etree
+from openleadr import utils as oadr_utils
+from openleadr.messaging import create_message, parse_message, validate_xml_schema, validate_xml_signature
+
+from gateway.config.openadr import VtnSection
+from gateway.openadr.xmlguard import RefusedPayload, check_raw, normalize_tree
+
+log = logging.getLogger("gateway.openadr")
+
+SIGNATURE_NS = "http://www.w3.org/2000/09/xmldsig#"
+
+
+class VtnUnreachable(Exception):
+    """Transport trouble (connect, TLS, timeout, HTTP status): retried with backoff."""
+
+
+class FingerprintMismatch(VtnUnreachable):
+    pass
+
+
+def fingerprint_of_der(der: bytes) -> str:
+    return str(oadr_utils.certificate_fingerprint_from_der(der))
+
+
+def client_ssl_context(vtn: VtnSection) -> ssl.SSLContext | None:
+    if vtn.plain_http:
+        return None
+    ctx = ssl.create_default_context(cafile=vtn.ca_file)
+    ctx.check_hostname = vtn.check_hostname
+    if vtn.tls12_only:
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA256:AES128-SHA256")
+    if vtn.cert and vtn.key:
+        ctx.load_cert_chain(vtn.cert, vtn.key)
+    return ctx
+
+
+class VtnLink:
+    """Owns the aiohttp session to one VTN. `exchange` returns (message type, openleadr payload dict)."""
+
+    def __init__(self, vtn: VtnSection) -> None:
+        self.vtn = vtn
+        self._session: aiohttp.ClientSession | None = None
+        self._sign_cert: bytes | None = None
+        self._sign_key: bytes | None = None
+        if vtn.sign_messages and vtn.cert and vtn.key:
+            self._sign_cert = Path(vtn.cert).read_bytes()
+            self._sign_key = Path(vtn.key).read_bytes()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(ssl=client_ssl_context(self.vtn) or False, limit=2)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"Content-Type": "application/xml"},
+                timeout=aiohttp.ClientTimeout(total=self.vtn.request_timeout_s),
+            )
+        return self._session
+
+    def build(self, message_type: str, **payload: Any) -> bytes:
+        text = create_message(
+            message_type,
+            cert=self._sign_cert,
+            key=self._sign_key,
+            disable_signature=self._sign_cert is None,
+            **payload,
+        )
+        return text.encode("utf-8") if isinstance(text, str) else bytes(text)
+
+    async def exchange(self, service: str, message_type: str, **payload: Any) -> tuple[str | None, dict[str, Any]]:
+        """Send one message; (None, {}) for an empty answer. Raises VtnUnreachable or RefusedPayload."""
+        body = self.build(message_type, **payload)
+        raw = await self.post(service, body)
+        if not raw.strip():
+            return None, {}
+        return self.parse(raw)
+
+    async def post(self, service: str, body: bytes) -> bytes:
+        session = self._ensure_session()
+        url = f"{self.vtn.url}/{service}"
+        limit = self.vtn.max_body_bytes
+        try:
+            async with session.post(url, data=body) as resp:
+                self._check_pin(resp)
+                if resp.status != 200:
+                    text = (await resp.content.read(300)).decode("utf-8", "replace")
+                    raise VtnUnreachable(f"HTTP {resp.status} from {service}: {text.strip()[:200]!r}")
+                declared = resp.content_length
+                if declared is not None and declared > limit:
+                    raise RefusedPayload(f"body of {declared} bytes is over the {limit}-byte limit")
+                data = await resp.content.read(limit + 1)
+                if len(data) > limit:
+                    raise RefusedPayload(f"body over the {limit}-byte limit")
+                return data
+        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError, ssl.SSLError, OSError) as exc:
+            raise VtnUnreachable(f"{service}: {type(exc).__name__}: {exc}".strip()) from None
+
+    def _check_pin(self, resp: aiohttp.ClientResponse) -> None:
+        if self.vtn.vtn_fingerprint is None or self.vtn.plain_http:
+            return
+        conn = resp.connection
+        transport = conn.transport if conn is not None else None
+        sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        if der is None:
+            raise FingerprintMismatch("no VTN certificate to check the pinned fingerprint against")
+        seen = fingerprint_of_der(der)
+        if seen != self.vtn.vtn_fingerprint:
+            raise FingerprintMismatch(f"VTN certificate fingerprint {seen} is not the pinned {self.vtn.vtn_fingerprint}")
+
+    def parse(self, raw: bytes) -> tuple[str, dict[str, Any]]:
+        """Guard, validate against the 2.0b schema, check a signature if present, parse. Raises RefusedPayload."""
+        check_raw(raw, self.vtn.max_body_bytes)
+        try:
+            tree = validate_xml_schema(raw)
+        except etree.XMLSyntaxError as exc:
+            raise RefusedPayload(f"fails the OpenADR 2.0b schema: {exc}") from None
+        signed = tree.find(f".//{{{SIGNATURE_NS}}}Signature") is not None
+        if signed and self.vtn.vtn_fingerprint:
+            try:
+                validate_xml_signature(tree, cert_fingerprint=self.vtn.vtn_fingerprint)
+            except Exception as exc:  # signxml/openleadr raise several unrelated types
+                raise RefusedPayload(f"XML signature refused: {type(exc).__name__}: {exc}") from None
+        normalize_tree(tree)
+        try:
+            message_type, payload = parse_message(etree.tostring(tree))
+        except Exception as exc:  # openleadr's converter raises whatever its regexes trip on
+            raise RefusedPayload(f"cannot be converted: {type(exc).__name__}: {exc}") from None
+        if not isinstance(payload, dict):
+            raise RefusedPayload(f"{message_type} without a body")
+        return str(message_type), payload

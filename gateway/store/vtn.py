@@ -1,0 +1,312 @@
+"""What the VTN adapter keeps in SQLite: registration, events with their opt state and randomized offset,
+operator opt overrides, opts still to be sent, the VTN's report requests and the report backlog.
+
+Methods are synchronous and short; the async VEN calls them from a worker thread one at a time. Every
+write that must be atomic (all events of one oadrDistributeEvent) is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import sqlite_utils
+
+from gateway.domain import Event, OptState
+from gateway.store.codec import event_from_json, event_to_json
+from gateway.store.db import Synchronous, open_db
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    ven_id: str | None
+    registration_id: str | None
+    vtn_id: str | None
+    poll_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportRequest:
+    """An oadrReportRequest the VTN made, reduced to what we need to keep sampling after a restart."""
+
+    report_request_id: str
+    report_specifier_id: str
+    granularity_s: float
+    report_back_s: float
+    r_ids: tuple[str, ...]
+    next_sample_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    id: int
+    report_request_id: str
+    report_specifier_id: str
+    r_id: str
+    measured_at: datetime
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class PendingOpt:
+    id: int
+    event_id: str
+    modification_number: int
+    opt: OptState
+    reason: str
+    opt_id: str
+
+
+class VenStore:
+    def __init__(self, db: sqlite_utils.Database) -> None:
+        self.db = db
+        self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: str | Path, *, synchronous: Synchronous = "FULL") -> VenStore:
+        return cls(open_db(path, synchronous=synchronous))
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        with self._lock:
+            self.db.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.conn.execute("ROLLBACK")
+                raise
+            self.db.conn.execute("COMMIT")
+
+    def _rows(self, sql: str, params: Sequence[object] = ()) -> list[dict[str, object]]:
+        with self._lock:
+            cur = self.db.conn.execute(sql, tuple(params))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+    # ----------------------------------------------------------------------------------- registration
+
+    def registration(self) -> Registration:
+        rows = self._rows("SELECT ven_id, registration_id, vtn_id, poll_s FROM registration WHERE id = 1")
+        if not rows:
+            return Registration(None, None, None, None)
+        r = rows[0]
+        poll = r["poll_s"]
+        return Registration(
+            _opt_str(r["ven_id"]),
+            _opt_str(r["registration_id"]),
+            _opt_str(r["vtn_id"]),
+            float(poll) if isinstance(poll, int | float) else None,
+        )
+
+    def save_registration(self, reg: Registration, now: datetime) -> None:
+        with self._tx():
+            self.db.conn.execute(
+                "INSERT INTO registration (id, ven_id, registration_id, vtn_id, poll_s, updated_at)"
+                " VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET ven_id = excluded.ven_id,"
+                " registration_id = excluded.registration_id, vtn_id = excluded.vtn_id,"
+                " poll_s = excluded.poll_s, updated_at = excluded.updated_at",
+                (reg.ven_id, reg.registration_id, reg.vtn_id, reg.poll_s, now.isoformat()),
+            )
+
+    def forget_registration(self, now: datetime) -> None:
+        """The VTN cancelled us or no longer knows us: keep the ven id (a VTN may pre-allocate it)."""
+        reg = self.registration()
+        self.save_registration(Registration(reg.ven_id, None, reg.vtn_id, reg.poll_s), now)
+
+    # ----------------------------------------------------------------------------------------- events
+
+    def events(self) -> dict[str, Event]:
+        return {
+            str(r["event_id"]): event_from_json(str(r["body"]))
+            for r in self._rows("SELECT event_id, body FROM events ORDER BY event_id")
+        }
+
+    def opt_reasons(self) -> dict[str, str]:
+        return {str(r["event_id"]): str(r["opt_reason"]) for r in self._rows("SELECT event_id, opt_reason FROM events")}
+
+    def save_events(self, events: Iterable[Event], now: datetime, reasons: dict[str, str] | None = None) -> None:
+        """Upsert all of them in one transaction (all of one VTN message, or none)."""
+        reasons = reasons or {}
+        with self._tx():
+            for e in events:
+                self.db.conn.execute(
+                    "INSERT INTO events (event_id, modification_number, status, opt, opt_reason, start_offset_s,"
+                    " body, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO UPDATE SET"
+                    " modification_number = excluded.modification_number, status = excluded.status,"
+                    " opt = excluded.opt, opt_reason = excluded.opt_reason,"
+                    " start_offset_s = excluded.start_offset_s, body = excluded.body,"
+                    " updated_at = excluded.updated_at",
+                    (
+                        e.event_id,
+                        e.modification_number,
+                        e.status.value,
+                        e.opt.value,
+                        reasons.get(e.event_id, ""),
+                        e.start_offset.total_seconds(),
+                        event_to_json(e),
+                        now.isoformat(),
+                    ),
+                )
+
+    def delete_events(self, event_ids: Iterable[str]) -> None:
+        with self._tx():
+            for event_id in event_ids:
+                self.db.conn.execute("DELETE FROM events WHERE event_id = ?", (event_id,))
+
+    # ------------------------------------------------------------------------------------------- opts
+
+    def overrides(self) -> dict[str, tuple[OptState, str]]:
+        rows = self._rows("SELECT event_id, opt, reason FROM opt_overrides")
+        return {str(r["event_id"]): (OptState(str(r["opt"])), str(r["reason"])) for r in rows}
+
+    def set_override(self, event_id: str, opt: OptState | None, reason: str, now: datetime) -> None:
+        with self._tx():
+            if opt is None:
+                self.db.conn.execute("DELETE FROM opt_overrides WHERE event_id = ?", (event_id,))
+            else:
+                self.db.conn.execute(
+                    "INSERT INTO opt_overrides (event_id, opt, reason, at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (event_id) DO UPDATE SET opt = excluded.opt, reason = excluded.reason,"
+                    " at = excluded.at",
+                    (event_id, opt.value, reason, now.isoformat()),
+                )
+
+    def queue_opt(self, event: Event, reason: str, opt_id: str, now: datetime) -> None:
+        with self._tx():
+            # Only the latest change of mind matters: drop unsent earlier ones for this event.
+            self.db.conn.execute("DELETE FROM opt_outbox WHERE event_id = ? AND sent_at IS NULL", (event.event_id,))
+            self.db.conn.execute(
+                "INSERT INTO opt_outbox (event_id, modification_number, opt, reason, opt_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (event.event_id, event.modification_number, event.opt.value, reason, opt_id, now.isoformat()),
+            )
+
+    def pending_opts(self) -> list[PendingOpt]:
+        rows = self._rows(
+            "SELECT id, event_id, modification_number, opt, reason, opt_id FROM opt_outbox"
+            " WHERE sent_at IS NULL ORDER BY id"
+        )
+        return [
+            PendingOpt(
+                int(str(r["id"])),
+                str(r["event_id"]),
+                int(str(r["modification_number"])),
+                OptState(str(r["opt"])),
+                str(r["reason"]),
+                str(r["opt_id"]),
+            )
+            for r in rows
+        ]
+
+    def last_sent_opt_id(self, event_id: str) -> str | None:
+        rows = self._rows(
+            "SELECT opt_id FROM opt_outbox WHERE event_id = ? AND sent_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+            (event_id,),
+        )
+        return str(rows[0]["opt_id"]) if rows else None
+
+    def mark_opt_sent(self, outbox_id: int, now: datetime) -> None:
+        with self._tx():
+            self.db.conn.execute("UPDATE opt_outbox SET sent_at = ? WHERE id = ?", (now.isoformat(), outbox_id))
+
+    # ---------------------------------------------------------------------------------------- reports
+
+    def report_requests(self) -> list[ReportRequest]:
+        rows = self._rows(
+            "SELECT report_request_id, report_specifier_id, granularity_s, report_back_s, r_ids, next_sample_at"
+            " FROM report_requests ORDER BY created_at, report_request_id"
+        )
+        return [
+            ReportRequest(
+                str(r["report_request_id"]),
+                str(r["report_specifier_id"]),
+                float(str(r["granularity_s"])),
+                float(str(r["report_back_s"])),
+                tuple(json.loads(str(r["r_ids"]))),
+                datetime.fromisoformat(str(r["next_sample_at"])) if r["next_sample_at"] else None,
+            )
+            for r in rows
+        ]
+
+    def save_report_request(self, rr: ReportRequest, now: datetime) -> None:
+        with self._tx():
+            self.db.conn.execute(
+                "INSERT INTO report_requests (report_request_id, report_specifier_id, granularity_s, report_back_s,"
+                " r_ids, next_sample_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (report_request_id)"
+                " DO UPDATE SET granularity_s = excluded.granularity_s, report_back_s = excluded.report_back_s,"
+                " r_ids = excluded.r_ids",
+                (
+                    rr.report_request_id,
+                    rr.report_specifier_id,
+                    rr.granularity_s,
+                    rr.report_back_s,
+                    json.dumps(list(rr.r_ids)),
+                    rr.next_sample_at.isoformat() if rr.next_sample_at else None,
+                    now.isoformat(),
+                ),
+            )
+
+    def cancel_report_request(self, report_request_id: str) -> None:
+        with self._tx():
+            self.db.conn.execute("DELETE FROM report_requests WHERE report_request_id = ?", (report_request_id,))
+            self.db.conn.execute(
+                "DELETE FROM report_backlog WHERE report_request_id = ? AND sent_at IS NULL", (report_request_id,)
+            )
+
+    def add_readings(
+        self, rr: ReportRequest, values: Sequence[tuple[str, float]], at: datetime, next_sample_at: datetime
+    ) -> None:
+        """Store one sample of every r_id and move the request's clock on, atomically."""
+        with self._tx():
+            for r_id, value in values:
+                self.db.conn.execute(
+                    "INSERT OR IGNORE INTO report_backlog (report_request_id, report_specifier_id, r_id,"
+                    " measured_at, value) VALUES (?, ?, ?, ?, ?)",
+                    (rr.report_request_id, rr.report_specifier_id, r_id, at.isoformat(), value),
+                )
+            self.db.conn.execute(
+                "UPDATE report_requests SET next_sample_at = ? WHERE report_request_id = ?",
+                (next_sample_at.isoformat(), rr.report_request_id),
+            )
+
+    def unsent_readings(self, limit: int = 1000) -> list[Reading]:
+        rows = self._rows(
+            "SELECT id, report_request_id, report_specifier_id, r_id, measured_at, value FROM report_backlog"
+            " WHERE sent_at IS NULL ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [
+            Reading(
+                int(str(r["id"])),
+                str(r["report_request_id"]),
+                str(r["report_specifier_id"]),
+                str(r["r_id"]),
+                datetime.fromisoformat(str(r["measured_at"])),
+                float(str(r["value"])),
+            )
+            for r in rows
+        ]
+
+    def mark_readings_sent(self, ids: Sequence[int], now: datetime) -> None:
+        with self._tx():
+            self.db.conn.executemany(
+                "UPDATE report_backlog SET sent_at = ? WHERE id = ?", [(now.isoformat(), i) for i in ids]
+            )
+
+    def prune_readings(self, before: datetime) -> int:
+        """Drop readings older than the backlog horizon (sent or not): a VTN gone for weeks gets the recent part."""
+        with self._tx():
+            cur = self.db.conn.execute("DELETE FROM report_backlog WHERE measured_at < ?", (before.isoformat(),))
+            return int(cur.rowcount)
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)

@@ -1,0 +1,333 @@
+"""VEN against a real openleadr VTN on 127.0.0.1: registration, every signal, lifecycle, restart, backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from gateway.config.openadr import OpenAdrSection, VtnSection
+from gateway.domain import Event, EventStatus, OptState, SignalName, SignalType
+from gateway.openadr.ven import Ven
+from gateway.sim.vtn import SimVtn
+from gateway.store.vtn import VenStore
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.calls: list[list[Event]] = []
+
+    def events_changed(self, events: list[Event], now: datetime) -> None:
+        self.calls.append(list(events))
+
+    def opt_of(self, event_id: str) -> OptState:
+        return OptState.NONE
+
+
+async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def vtn_config(url: str, **kw: object) -> VtnSection:
+    base: dict[str, object] = {"url": url, "ven_name": "site-1", "allow_plain_http": True,
+                               "backoff_initial_s": 0.05, "backoff_max_s": 0.2, "request_timeout_s": 2.0,
+                               "poll_s": 0.05}
+    base.update(kw)
+    return VtnSection.model_validate(base)
+
+
+class Harness:
+    def __init__(self, tmp: Path, vtn: SimVtn, config: OpenAdrSection | None = None, seed: int = 1) -> None:
+        self.tmp = tmp
+        self.vtn = vtn
+        self.config = config or OpenAdrSection(resources={"fleet": ("panel-a",)}, ev_capacity_kw=50.0)
+        self.sink = Sink()
+        self.seed = seed
+        self.ven: Ven | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.store: VenStore | None = None
+
+    async def start(self, **vtn_kw: object) -> Ven:
+        self.store = VenStore.open(self.tmp / "gw.sqlite")
+        self.ven = Ven(vtn_config(self.vtn.url, **vtn_kw), self.config, self.store, sink=self.sink,
+                       rng=random.Random(self.seed))
+        self.task = asyncio.create_task(self.ven.run())
+        await asyncio.wait_for(self.ven.registered.wait(), 5)
+        return self.ven
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        if self.store is not None:
+            self.store.close()
+
+    @property
+    def ven_id(self) -> str:
+        assert self.ven is not None and self.ven.ven_id is not None
+        return self.ven.ven_id
+
+    async def events(self) -> dict[str, Event]:
+        assert self.ven is not None
+        return await self.ven.events()
+
+    async def wait_event(self, event_id: str, check: Callable[[Event], bool] = lambda e: True) -> Event:
+        async def ok() -> bool:
+            e = (await self.events()).get(event_id)
+            return e is not None and check(e)
+
+        await until(ok)
+        return (await self.events())[event_id]
+
+
+@pytest.fixture
+async def vtn() -> AsyncIterator[SimVtn]:
+    sim = SimVtn()
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+@pytest.fixture
+async def h(tmp_path: Path, vtn: SimVtn) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path, vtn)
+    yield harness
+    await harness.stop()
+
+
+async def test_registers_and_keeps_ven_id_and_registration_id_in_sqlite(h: Harness) -> None:
+    await h.start()
+    assert h.store is not None
+    reg = h.store.registration()
+    assert reg.ven_id == h.ven_id and reg.registration_id and reg.poll_s == pytest.approx(1.0)
+    assert h.vtn.vens[h.ven_id].registration_id == reg.registration_id
+
+
+SIGNALS = [
+    ("SIMPLE", "level", [1, 3], SignalName.SIMPLE, SignalType.LEVEL),
+    ("LOAD_CONTROL", "x-loadControlCapacity", [0.5], SignalName.LOAD_CONTROL, SignalType.X_LOAD_CONTROL_CAPACITY),
+    ("LOAD_CONTROL", "x-loadControlLevelOffset", [2], SignalName.LOAD_CONTROL,
+     SignalType.X_LOAD_CONTROL_LEVEL_OFFSET),
+    ("LOAD_CONTROL", "x-loadControlPercentOffset", [-30], SignalName.LOAD_CONTROL,
+     SignalType.X_LOAD_CONTROL_PERCENT_OFFSET),
+    ("LOAD_CONTROL", "x-loadControlSetpoint", [11], SignalName.LOAD_CONTROL, SignalType.X_LOAD_CONTROL_SETPOINT),
+    ("LOAD_DISPATCH", "setpoint", [40], SignalName.LOAD_DISPATCH, SignalType.SETPOINT),
+    ("LOAD_DISPATCH", "delta", [-10], SignalName.LOAD_DISPATCH, SignalType.DELTA),
+    ("LOAD_DISPATCH", "multiplier", [0.8], SignalName.LOAD_DISPATCH, SignalType.MULTIPLIER),
+    ("ELECTRICITY_PRICE", "price", [0.31, 0.12], SignalName.ELECTRICITY_PRICE, SignalType.PRICE),
+    ("ELECTRICITY_PRICE", "priceRelative", [0.05], SignalName.ELECTRICITY_PRICE, SignalType.PRICE_RELATIVE),
+    ("ENERGY_PRICE", "priceMultiplier", [1.5], SignalName.ENERGY_PRICE, SignalType.PRICE_MULTIPLIER),
+    ("DEMAND_CHARGE", "price", [12.0], SignalName.DEMAND_CHARGE, SignalType.PRICE),
+]
+
+
+async def test_every_signal_type_becomes_a_domain_signal_and_is_stored_before_the_answer(h: Harness) -> None:
+    await h.start()
+    start = datetime.now(UTC) + timedelta(hours=1)
+    ids = {}
+    for name, stype, values, _, _ in SIGNALS:
+        ids[(name, stype)] = h.vtn.add_event(h.ven_id, [(name, stype, values)], start=start,
+                                             unit="kW" if name == "LOAD_DISPATCH" else None)
+    await until(lambda: len(h.vtn.opt_responses) >= len(SIGNALS))
+    stored = await h.events()
+    for name, stype, values, dname, dtype in SIGNALS:
+        e = stored[ids[(name, stype)]]
+        (signal,) = e.signals
+        assert (signal.name, signal.type) == (dname, dtype)
+        assert [i.value for i in signal.intervals] == pytest.approx(values)
+        assert all(i.duration == timedelta(minutes=15) for i in signal.intervals)
+        assert e.dtstart == start.replace(microsecond=start.microsecond)
+        assert e.opt is OptState.OPT_IN
+    assert {o for _, _, o in h.vtn.opt_responses} == {"optIn"}
+    assert h.sink.calls, "the runtime was told"
+
+
+async def test_modification_replaces_and_keeps_the_randomized_offset(h: Harness) -> None:
+    await h.start()
+    eid = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])], start_after=timedelta(minutes=10))
+    first = await h.wait_event(eid)
+    assert timedelta(0) <= first.start_offset <= timedelta(minutes=10)
+    assert first.start_offset > timedelta(0)
+    h.vtn.modify_event(h.ven_id, eid, values=[2])
+    second = await h.wait_event(eid, lambda e: e.modification_number == 1)
+    assert second.signals[0].intervals[0].value == 2
+    assert second.start_offset == first.start_offset
+
+
+async def test_cancel_of_an_active_event_ends_it_after_the_same_offset(h: Harness) -> None:
+    await h.start()
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    eid = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [2, 2, 2])], start=start)
+    await h.wait_event(eid)
+    h.vtn.cancel_event(h.ven_id, eid)
+    e = await h.wait_event(eid, lambda e: e.status is EventStatus.CANCELLED)
+    assert e.cancelled_at is not None and e.acted_on
+    assert e.end is not None and e.end <= datetime.now(UTC) + timedelta(seconds=1)
+
+
+async def test_cancel_before_start_means_never_acted_on(h: Harness) -> None:
+    await h.start()
+    eid = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [2])], start=datetime.now(UTC) + timedelta(hours=2))
+    await h.wait_event(eid)
+    h.vtn.cancel_event(h.ven_id, eid)
+    e = await h.wait_event(eid, lambda e: e.status is EventStatus.CANCELLED)
+    assert e.cancelled_at is None and not e.acted_on
+
+
+async def test_event_the_vtn_stops_listing_is_cancelled_implicitly(h: Harness) -> None:
+    await h.start()
+    keep = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])])
+    gone = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [3])])
+    await h.wait_event(gone)
+    h.vtn.drop_event(h.ven_id, gone)
+    e = await h.wait_event(gone, lambda e: e.status is EventStatus.CANCELLED)
+    assert not e.acted_on
+    assert (await h.events())[keep].status is not EventStatus.CANCELLED
+
+
+async def test_test_event_is_acknowledged_and_never_acted_on(h: Harness) -> None:
+    await h.start()
+    eid = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [3])], test_event=True)
+    e = await h.wait_event(eid)
+    assert e.test_event and not e.acted_on
+    await until(lambda: (h.ven_id, eid, "optIn") in h.vtn.opt_responses)
+
+
+async def test_priority_targets_and_market_context_are_kept(h: Harness) -> None:
+    await h.start()
+    eid = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])], priority=2, resource_ids=["fleet", "other"],
+                          market_context="http://sim.example/programs/ev")
+    e = await h.wait_event(eid)
+    assert e.priority == 2 and e.targets == ("fleet",) and e.market_context == "http://sim.example/programs/ev"
+
+
+async def test_event_outside_the_enrolled_program_is_opted_out(tmp_path: Path, vtn: SimVtn) -> None:
+    h = Harness(tmp_path, vtn, OpenAdrSection(market_contexts=("http://utility/ev",)))
+    try:
+        await h.start()
+        eid = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])], market_context="http://utility/other")
+        e = await h.wait_event(eid)
+        assert e.opt is OptState.OPT_OUT and not e.acted_on
+        await until(lambda: (h.ven_id, eid, "optOut") in h.vtn.opt_responses)
+    finally:
+        await h.stop()
+
+
+async def test_randomized_offset_survives_a_restart_and_registration_is_reused(h: Harness) -> None:
+    ven = await h.start()
+    eid = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])], start_after=timedelta(minutes=30))
+    before = await h.wait_event(eid)
+    reg_before = ven.registration
+    await h.stop()
+    h.seed = 999  # a different generator would draw a different offset
+    h2 = Harness(h.tmp, h.vtn, seed=999)
+    h2.store = VenStore.open(h.tmp / "gw.sqlite")
+    h2.ven = Ven(vtn_config(h.vtn.url), h2.config, h2.store, rng=random.Random(999))
+    h2.task = asyncio.create_task(h2.ven.run())
+    try:
+        await until(lambda: h2.ven is not None and h2.ven.polls > 2)
+        assert h2.ven.registration.registration_id == reg_before.registration_id  # no new registration
+        h.vtn.modify_event(reg_before.ven_id or "", eid, values=[2])
+        after = await h2.wait_event(eid, lambda e: e.modification_number == 1)
+        assert after.start_offset == before.start_offset
+    finally:
+        await h2.stop()
+
+
+async def test_lower_modification_number_is_refused_and_nothing_changes(h: Harness) -> None:
+    await h.start()
+    eid = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])])
+    h.vtn.modify_event(h.ven_id, eid, values=[2])
+    h.vtn.modify_event(h.ven_id, eid, values=[3])
+    await h.wait_event(eid, lambda e: e.modification_number == 2)
+    event = h.vtn._find(h.ven_id, eid)
+    event.event_descriptor.modification_number = 1
+    event.event_signals[0].intervals[0].signal_payload = 0.0
+    h.vtn.server.events_updated[h.ven_id] = True
+    polls = h.vtn.polls
+    await until(lambda: h.vtn.polls > polls + 3)
+    e = (await h.events())[eid]
+    assert e.modification_number == 2 and e.signals[0].intervals[0].value == 3
+
+
+async def test_reregisters_when_the_vtn_asks(h: Harness) -> None:
+    ven = await h.start()
+    first = ven.registration.registration_id
+    ven.registered.clear()
+    h.vtn.request_reregistration(h.ven_id)
+    await asyncio.wait_for(ven.registered.wait(), 5)
+    assert ven.registration.registration_id != first
+    assert h.store is not None and h.store.registration().registration_id == ven.registration.registration_id
+
+
+async def test_reregisters_after_the_vtn_cancels_the_registration(h: Harness) -> None:
+    ven = await h.start()
+    first = ven.registration.registration_id
+    ven.registered.clear()
+    h.vtn.cancel_registration(h.ven_id)
+    await asyncio.wait_for(ven.registered.wait(), 5)
+    assert ven.registration.registration_id not in (None, first)
+
+
+async def test_vtn_restart_mid_event_reregisters_and_keeps_the_schedule(tmp_path: Path) -> None:
+    vtn = SimVtn()
+    await vtn.start()
+    h = Harness(tmp_path, vtn)
+    try:
+        ven = await h.start()
+        eid = vtn.add_event(h.ven_id, [("SIMPLE", "level", [2, 2])], start=datetime.now(UTC) - timedelta(minutes=1),
+                            start_after=timedelta(minutes=5))
+        before = await h.wait_event(eid)
+        port = vtn.port
+        await vtn.stop()
+        # The VTN comes back with its events (they are in its database) but without its VEN registrations.
+        fresh = SimVtn()
+        fresh.server.events.update(vtn.server.events)
+        await until(lambda: ven.failures > 0)
+        assert (await h.events())[eid] == before, "the stored schedule stays in force while the VTN is away"
+        ven.registered.clear()
+        await fresh.start(port)
+        await asyncio.wait_for(ven.registered.wait(), 5)
+        assert ven.ven_id in fresh.vens
+        after = (await h.events())[eid]
+        assert after.status is before.status and after.start_offset == before.start_offset
+        await fresh.stop()
+    finally:
+        await h.stop()
+
+
+async def test_backoff_never_stops_and_recovers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    vtn = SimVtn()
+    await vtn.start()
+    port = vtn.port
+    await vtn.stop()  # nobody listening
+    h = Harness(tmp_path, vtn)
+    h.store = VenStore.open(tmp_path / "gw.sqlite")
+    h.ven = Ven(vtn_config(vtn.url), h.config, h.store, rng=random.Random(3))
+    caplog.set_level(logging.DEBUG, logger="gateway.openadr")
+    h.task = asyncio.create_task(h.ven.run())
+    try:
+        await until(lambda: h.ven is not None and h.ven.failures >= 4)
+        warnings = [r for r in caplog.records if "vtn unreachable" in r.getMessage() and r.levelno >= logging.WARNING]
+        assert len(warnings) == 1, "logged once when it starts"
+        await vtn.start(port)
+        await asyncio.wait_for(h.ven.registered.wait(), 5)
+        await until(lambda: h.ven is not None and h.ven.failures == 0)
+        assert any("reachable again" in r.getMessage() for r in caplog.records)
+    finally:
+        await h.stop()
+        await vtn.stop()
