@@ -1,8 +1,13 @@
-"""Config of one Modbus TCP device (a charger or a meter): where it is and which register map it speaks."""
+"""Config of one Modbus TCP device (a charger or a meter): where it is and which register map it speaks.
+
+`model` names a map shipped with the gateway ("abb-terra-ac") or a user's map file (a path ending in
+.toml, relative to the working directory); either way the map is loaded and validated here, so
+`gateway check-config` rejects an unknown model or a broken map with one line saying why.
+"""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class ModbusEndpoint(BaseModel):
@@ -13,3 +18,21 @@ class ModbusEndpoint(BaseModel):
     port: int = Field(default=502, ge=1, le=65535)
     unit: int | None = Field(default=None, ge=0, le=255)  # None: the map's default unit id
     timeout_s: float = Field(default=2.0, gt=0, le=60)
+
+    @field_validator("model")
+    @classmethod
+    def _known_map(cls, value: str) -> str:
+        from gateway.modbus.maps import MapError, load_map
+
+        try:
+            load_map(value)
+        except MapError as exc:
+            raise ValueError("; ".join(exc.problems)) from None
+        return value
+
+    @property
+    def kind(self) -> str:
+        """"charger" or "meter": what the map describes."""
+        from gateway.modbus.maps import load_map
+
+        return load_map(self.model).kind

@@ -1,0 +1,156 @@
+"""The Modbus meter poller: a site or circuit meter read by its register map at a fixed rate (≥ 250 ms).
+
+Each good poll becomes one `Measurement` stamped with the time it was read. A meter that does not answer,
+answers with an exception, or returns values no meter can measure (the sanity check that catches a map
+with the wrong word order) yields nothing, so its last reading ages; `stale()` says when it is older than
+`stale_after_s`, and the runtime treats a stale meter pessimistically. Phase currents carry the sign of
+the phase power, so export (PV) shows up as negative amps as well as negative kilowatts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from gateway.config.site import MeterSection
+from gateway.domain import Measurement
+from gateway.modbus.codec import Value, decode_block, implausible, read_plan
+from gateway.modbus.link import LinkError, LinkPool, ModbusLink, Trouble
+from gateway.modbus.maps import RegisterMap, load_map
+
+log = logging.getLogger(__name__)
+
+MIN_POLL_S = 0.25
+PHASES = (("l1", "L1"), ("l2", "L2"), ("l3", "L3"))
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ModbusMeter:
+    """`gateway.ports.Meter` for one Modbus meter."""
+
+    def __init__(
+        self,
+        meter_id: str,
+        m: RegisterMap,
+        link: ModbusLink,
+        *,
+        unit: int | None = None,
+        poll_s: float = 1.0,
+        stale_after_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        if m.kind != "meter":
+            raise ValueError(f"meter {meter_id}: map {m.name!r} is a {m.kind} map, not a meter map")
+        self.id = meter_id
+        self.map = m
+        self.link = link
+        self.unit = m.unit if unit is None else unit
+        self.poll_s = max(poll_s, MIN_POLL_S)
+        self.stale_after_s = stale_after_s
+        self._clock = clock
+        self._wall = wall
+        self._plan = read_plan(m)
+        self.last: Measurement | None = None
+        self.last_ok_at: float | None = None  # monotonic time of the last good poll
+        self.polls_ok = 0
+        self.polls_failed = 0
+        self.trouble = Trouble(log, f"meter {meter_id}")
+
+    @classmethod
+    def from_config(cls, section: MeterSection, pool: LinkPool, base: Path | None = None) -> ModbusMeter:
+        ep = section.modbus
+        return cls(
+            section.id, load_map(ep.model, base), pool.get(ep.host, ep.port, ep.timeout_s), unit=ep.unit,
+            poll_s=section.poll_s, stale_after_s=section.stale_after_s,
+        )
+
+    def stale(self, now: float | None = None) -> bool:
+        """True when no good reading arrived within `stale_after_s` (or none ever did)."""
+        if self.last_ok_at is None:
+            return True
+        return (self._clock() if now is None else now) - self.last_ok_at > self.stale_after_s
+
+    def age_s(self) -> float | None:
+        return None if self.last_ok_at is None else self._clock() - self.last_ok_at
+
+    async def poll_once(self) -> Measurement | None:
+        at = self._wall()
+        values: dict[str, Value] = {}
+        try:
+            for block in self._plan:
+                regs = await self.link.read(block.table, block.address, block.count, self.unit)
+                values.update(decode_block(self.map, block, regs))
+        except LinkError as exc:
+            self.polls_failed += 1
+            self.trouble.fail("poll", exc.detail)
+            return None
+        self.trouble.ok("poll")
+        for name, value in values.items():
+            if why := implausible(self.map, name, value):
+                self.polls_failed += 1
+                self.trouble.fail("values", f"{why} (wrong word order or scale in map {self.map.name}?)")
+                return None
+        self.trouble.ok("values")
+        measurement = _measurement(self.id, at, values)
+        self.polls_ok += 1
+        self.last = measurement
+        self.last_ok_at = self._clock()
+        return measurement
+
+    async def measurements(self) -> AsyncIterator[Measurement]:
+        """Poll at a fixed rate; missed slots are skipped, not caught up in a burst."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            measurement = await self.poll_once()
+            if measurement is not None:
+                yield measurement
+            next_at += self.poll_s
+            delay = next_at - loop.time()
+            if delay < 0:
+                next_at = loop.time()
+                delay = 0.0
+            await asyncio.sleep(delay)
+
+
+def _f(values: dict[str, Value], name: str) -> float | None:
+    v = values.get(name)
+    return None if v is None or isinstance(v, str) else float(v)
+
+
+def _measurement(meter_id: str, at: datetime, values: dict[str, Value]) -> Measurement:
+    current: dict[str, float] = {}
+    voltage: dict[str, float] = {}
+    power_phase: dict[str, float] = {}
+    for key, phase in PHASES:
+        p = _f(values, f"power_{key}")
+        if p is not None:
+            power_phase[phase] = p
+        a = _f(values, f"current_{key}")
+        if a is not None:
+            # meters report current as a magnitude; the phase power says which way it flows
+            current[phase] = -abs(a) if p is not None and p < 0 else a
+        v = _f(values, f"voltage_{key}")
+        if v is not None:
+            voltage[phase] = v
+    total = _f(values, "power")
+    if total is None and power_phase:
+        total = sum(power_phase.values())
+    return Measurement(
+        meter_id=meter_id,
+        at=at,
+        power_kw=total,
+        current_a=current,
+        voltage_v=voltage,
+        power_phase_kw=power_phase,
+        import_kwh=_f(values, "import_energy"),
+        export_kwh=_f(values, "export_energy"),
+    )

@@ -1,0 +1,170 @@
+"""Register maps as data: every shipped map loads, bad maps are refused with one clear line, the codec
+round-trips every type and word order, and the config names only maps that exist."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.config.modbus import ModbusEndpoint
+from gateway.modbus.codec import CodecError, decode, encode, implausible, read_plan
+from gateway.modbus.maps import MapError, RegisterMap, load_map, parse_map, shipped_models
+
+CHARGERS = ["abb-terra-ac", "alfen-ng9xx", "generic-charger", "webasto-next"]
+METERS = ["carlo-gavazzi-em24", "eastron-sdm630"]
+
+
+def test_the_shipped_maps_are_three_real_chargers_a_generic_one_and_two_meters() -> None:
+    assert shipped_models() == sorted(CHARGERS + METERS)
+    for name in shipped_models():
+        m = load_map(name)
+        assert m.name == name
+        assert m.source
+        text = (Path(__file__).parents[1] / "gateway/modbus/maps" / f"{name}.toml").read_text()
+        assert text.startswith("#"), f"{name}: the header names the source document"
+    for name in CHARGERS:
+        m = load_map(name)
+        assert m.kind == "charger" and m.registers["setpoint"].writable
+        assert m.refresh_every_s is not None and m.failsafe_timeout_s is not None
+        assert m.refresh_every_s <= m.failsafe_timeout_s / 2
+    for name in METERS:
+        assert load_map(name).kind == "meter"
+
+
+def test_every_map_reads_in_a_few_requests() -> None:
+    assert len(read_plan(load_map("eastron-sdm630"))) == 1
+    assert len(read_plan(load_map("carlo-gavazzi-em24"))) == 1
+    # write-only registers are never read
+    names = {n for b in read_plan(load_map("webasto-next")) for n in b.names}
+    assert "setpoint" not in names and "watchdog" not in names
+
+
+GOOD = """
+name = "mine"
+kind = "charger"
+vendor = "x"
+product = "y"
+source = "z"
+failsafe_timeout_s = 10
+[registers.setpoint]
+table = "holding"
+address = 10
+type = "uint16"
+access = "w"
+"""
+
+
+def test_a_user_map_file_loads_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text(GOOD)
+    m = load_map(str(path))
+    assert m.name == "mine" and m.refresh_every_s == 5
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (('address = 10', 'address = 70000'), "registers.setpoint.address"),
+        (('access = "w"', 'access = "r"'), "writable setpoint"),
+        (('type = "uint16"', 'type = "uint17"'), "registers.setpoint.type"),
+        (('kind = "charger"', 'kind = "meter"'), "not a meter register"),
+        (('vendor = "x"', 'vendr = "x"'), "unknown key"),
+        (('table = "holding"', 'table = "input"'), "input registers cannot be written"),
+        (('[registers.setpoint]', '[registers.setpoint]\nscale = 0'), "scale must not be 0"),
+        (('source = "z"', ''), "source: required key is missing"),
+        (('[registers.setpoint]', '[registers.curent_l1]'), "not a charger register"),
+    ],
+)
+def test_a_bad_map_is_refused_with_one_line_naming_the_key(change: tuple[str, str], expected: str) -> None:
+    text = GOOD.replace(*change)
+    with pytest.raises(MapError) as caught:
+        parse_map(text, "mine.toml")
+    assert any(expected in p and p.startswith("mine.toml: ") for p in caught.value.problems), caught.value.problems
+
+
+def test_overlapping_registers_and_bad_toml_are_refused() -> None:
+    text = GOOD + '[registers.watchdog]\ntable = "holding"\naddress = 10\ntype = "uint16"\naccess = "w"\nwrite_value = 1\n'
+    with pytest.raises(MapError, match="overlaps"):
+        parse_map(text, "m.toml")
+    with pytest.raises(MapError, match="not valid TOML"):
+        parse_map("name = ", "m.toml")
+
+
+def test_unknown_model_lists_the_known_ones() -> None:
+    with pytest.raises(MapError) as caught:
+        load_map("abb-terra")
+    (line,) = caught.value.problems
+    assert "unknown model 'abb-terra'" in line and "abb-terra-ac" in line and "eastron-sdm630" in line
+
+
+def test_config_endpoint_rejects_unknown_model_and_missing_file(tmp_path: Path) -> None:
+    assert ModbusEndpoint(model="webasto-next", host="10.0.0.5").kind == "charger"
+    with pytest.raises(ValidationError, match="known: abb-terra-ac"):
+        ModbusEndpoint(model="tesla-wall-connector", host="10.0.0.5")
+    with pytest.raises(ValidationError, match="cannot read register map"):
+        ModbusEndpoint(model=str(tmp_path / "missing.toml"), host="10.0.0.5")
+    good = tmp_path / "mine.toml"
+    good.write_text(GOOD)
+    assert ModbusEndpoint(model=str(good), host="h").model == str(good)
+
+
+def _map(reg: str, word_order: str = "big") -> RegisterMap:
+    return parse_map(
+        f'name = "t"\nkind = "meter"\nvendor = "v"\nproduct = "p"\nsource = "s"\nword_order = "{word_order}"\n'
+        f'[registers.current_l1]\ntable = "input"\naddress = 0\n{reg}\n',
+        "t.toml",
+    )
+
+
+@pytest.mark.parametrize("word_order", ["big", "little"])
+@pytest.mark.parametrize(
+    ("reg", "value"),
+    [
+        ('type = "float32"', 16.5),
+        ('type = "float64"', -1234.25),
+        ('type = "int16"\nscale = 0.01', -12.34),
+        ('type = "uint16"\nscale = 0.001', 32.0),
+        ('type = "int32"\nscale = 0.001', -7.5),
+        ('type = "uint32"', 4000000.0),
+        ('type = "int64"', -3.0),
+        ('type = "uint64"', 12.0),
+    ],
+)
+def test_codec_round_trips_every_type_and_word_order(reg: str, value: float, word_order: str) -> None:
+    m = _map(reg, word_order)
+    r = m.registers["current_l1"]
+    regs = encode(m, r, value)
+    assert len(regs) == r.width
+    assert decode(m, r, regs) == pytest.approx(value)
+
+
+def test_codec_refuses_values_that_do_not_fit() -> None:
+    m = _map('type = "uint16"\nscale = 0.001')
+    with pytest.raises(CodecError, match="does not fit"):
+        encode(m, m.registers["current_l1"], 70.0)  # 70000 mA > 65535
+    with pytest.raises(CodecError, match="does not fit"):
+        encode(m, m.registers["current_l1"], -1.0)
+
+
+def test_word_order_is_what_the_map_says() -> None:
+    big, little = _map('type = "int32"', "big"), _map('type = "int32"', "little")
+    assert encode(big, big.registers["current_l1"], 0x10002) == [0x0001, 0x0002]
+    assert encode(little, little.registers["current_l1"], 0x10002) == [0x0002, 0x0001]
+
+
+def test_a_packed_field_is_shifted_and_masked() -> None:
+    m = load_map("abb-terra-ac")
+    r = m.registers["status"]
+    assert decode(m, r, [0x0000, 0x0481]) == 4.0  # state in bits 8-14; the low byte is something else
+
+
+def test_sanity_check_catches_swapped_words() -> None:
+    m = load_map("eastron-sdm630")
+    v = m.registers["voltage_l1"]
+    regs = encode(m, v, 230.0)
+    assert implausible(m, "voltage_l1", decode(m, v, regs)) is None
+    why = implausible(m, "voltage_l1", decode(m, v, regs[::-1]))
+    assert why is not None and "denormal" in why
+    assert implausible(m, "frequency", 0.0) is not None  # a meter on a live grid reads 40-70 Hz
