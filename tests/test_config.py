@@ -1,0 +1,498 @@
+"""Site config: the shipped examples, every cross-check's line, file errors, `gateway check-config`, random trees."""
+
+from __future__ import annotations
+
+import copy
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.cli import main
+from gateway.config import ConfigError, GatewayConfig, load_config, parse_config
+from gateway.config.checks import advisories
+from gateway.config.site import Wiring
+from gateway.topology import ancestors, circuit_limits
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "config"
+
+
+def site(**changes: Any) -> dict[str, Any]:
+    """A small valid 208Y/120 site: a 100 A panel with a 40 A branch, two chargers and a service meter."""
+    data: dict[str, Any] = {
+        "site": {"wiring": "three-phase-208Y/120", "service_breaker_a": 200},
+        "circuits": [
+            {"id": "panel", "breaker_a": 100},
+            {"id": "branch", "parent": "panel", "breaker_a": 40, "phases": "L1-L2"},
+        ],
+        "chargers": [
+            {"id": "cp-1", "protocol": "ocpp1.6", "circuit": "branch", "phases": "L1-L2", "max_a": 32},
+            {"id": "cp-2", "protocol": "ocpp2.0.1", "circuit": "panel", "phases": "L2-L3", "max_a": 32},
+        ],
+        "meters": [{"id": "service", "modbus": {"model": "eastron-sdm630", "host": "192.0.2.1", "unit": 1}}],
+    }
+    for path, value in changes.items():
+        _set(data, path, value)
+    return data
+
+
+def _set(data: Any, path: str, value: Any) -> None:
+    """`_set(d, "chargers.0.max_a", 48)`; a value of DELETE removes the key."""
+    *parents, last = path.split(".")
+    for part in parents:
+        data = data[int(part)] if part.isdigit() else data[part]
+    if value is DELETE:
+        del data[int(last) if last.isdigit() else last]
+    elif last.isdigit():
+        data[int(last)] = value
+    else:
+        data[last] = value
+
+
+DELETE = "<delete this key>"
+
+
+def problems_of(data: dict[str, Any]) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data)
+    assert info.value.problems, "a ConfigError without problems"
+    return info.value.problems
+
+
+# ------------------------------------------------------------------------------------------- examples
+
+
+def test_the_home_example_is_valid_and_matches_the_issue() -> None:
+    config = load_config(EXAMPLES / "example-home.toml")
+    assert config.site.wiring is Wiring.SPLIT_PHASE_240
+    assert (config.site.ln_v, config.site.ll_v) == (120, 240)
+    assert config.site.service_breaker_a == 100
+    assert [(ch.max_a, ch.phases) for ch in config.chargers] == [(48, ("L1", "L2"))]
+    assert advisories(config) == []
+
+
+def test_the_workplace_example_is_valid_and_matches_the_issue() -> None:
+    config = load_config(EXAMPLES / "example-workplace.toml")
+    assert config.site.wiring is Wiring.THREE_PHASE_208
+    assert config.site.service_breaker_a == 200
+    assert len(config.chargers) == 20
+    panels = [c for c in config.circuits if c.parent is None]
+    assert len(panels) == 2
+    assert {ch.circuit for ch in config.chargers} == {p.id for p in panels}
+    assert all(len(ch.phases) == 2 for ch in config.chargers), "every charger line-to-line"
+    pairs = Counter(ch.phases for ch in config.chargers)
+    assert set(pairs) == {("L1", "L2"), ("L2", "L3"), ("L1", "L3")}
+    assert max(pairs.values()) - min(pairs.values()) <= 1, f"phase pairs unbalanced: {pairs}"
+    for panel in panels:
+        on_panel = Counter(ch.phases for ch in config.chargers if ch.circuit == panel.id)
+        assert len(on_panel) == 3, f"{panel.id} does not use all three phase pairs"
+    assert advisories(config) == []
+
+
+def test_the_examples_pass_check_config(capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("example-home.toml", "example-workplace.toml"):
+        assert main(["check-config", str(EXAMPLES / name)]) == 0
+        captured = capsys.readouterr()
+        assert captured.out.startswith("site ")
+        assert captured.err == ""
+
+
+def test_the_small_fixture_site_is_valid() -> None:
+    config = parse_config(site())
+    assert isinstance(config, GatewayConfig)
+
+
+# ------------------------------------------------------------------------------- one line per problem
+
+
+CASES: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "unknown parent circuit",
+        {"circuits.1.parent": "panle"},
+        "circuits[1].parent: unknown circuit 'panle' (known: branch, main, panel)",
+    ),
+    ("unknown charger circuit", {"chargers.0.circuit": "nowhere"}, "chargers[0].circuit: unknown circuit 'nowhere'"),
+    (
+        "unknown meter circuit",
+        {"meters.0.circuit": "nowhere"},
+        "meters[0].circuit: unknown circuit 'nowhere'",
+    ),
+    ("duplicate circuit id", {"circuits.1.id": "panel"}, "circuits[1].id: duplicate id 'panel' (also circuits[0])"),
+    ("duplicate charger id", {"chargers.1.id": "cp-1"}, "chargers[1].id: duplicate id 'cp-1' (also chargers[0])"),
+    (
+        "charger id equal to a circuit id",
+        {"chargers.1.id": "panel"},
+        "chargers[1].id: 'panel' is also a circuit's id (OpenADR resources could not tell them apart)",
+    ),
+    (
+        "circuit named like the service",
+        {"circuits.1.id": "main", "chargers.0.circuit": "main"},
+        "circuits[1].id: 'main' is the service itself (site.service_id)",
+    ),
+    (
+        "cycle",
+        {"circuits.0.parent": "branch"},
+        "circuits[0].parent: cycle in the circuit tree: panel → branch → panel",
+    ),
+    ("self-parent", {"circuits.0.parent": "panel"}, "circuits[0].parent: cycle in the circuit tree: panel → panel"),
+    (
+        "charger on a conductor its circuit lacks",
+        {"chargers.0.phases": "L2-L3"},
+        "chargers[0].phases: L3 not carried by its circuit 'branch' (L1-L2)",
+    ),
+    (
+        "charger on a conductor the service lacks",
+        {"site.wiring": "split-phase-120/240", "circuits.1.phases": "L1-L2", "chargers.1.phases": "L2-L3"},
+        "chargers[1].phases: L3 not carried by its circuit 'panel' (L1-L2)",
+    ),
+    (
+        "circuit with a conductor its parent lacks",
+        {"circuits.0.phases": "L1-L3"},
+        "circuits[1].phases: L2 not carried by its parent 'panel' (L1-L3)",
+    ),
+    ("min above max", {"chargers.0.min_a": 40}, "chargers[0].max_a: 32 A is below min_a (40 A)"),
+    ("min below 6 A", {"chargers.0.min_a": 5}, "chargers[0].min_a: Input should be greater than or equal to 6"),
+    (
+        "max above its circuit",
+        {"chargers.0.max_a": 48},
+        "chargers[0].max_a: 48 A exceeds the usable limit of its circuit 'branch' (32 A: 40 A breaker × 0.8)",
+    ),
+    (
+        "max above a circuit higher up",
+        {"circuits.1.breaker_a": 125, "circuits.0.limit_a": 30},
+        "chargers[0].max_a: 32 A exceeds the usable limit of circuit 'panel' (30 A: its limit_a)",
+    ),
+    (
+        "max above the service",
+        {"site.service_breaker_a": 30, "circuits.0.breaker_a": 30, "circuits.1.breaker_a": 30},
+        "chargers[0].max_a: 32 A exceeds the usable limit of its circuit 'branch' (24 A: 30 A breaker × 0.8)",
+    ),
+    (
+        "max above the service's own limit",
+        {"site.service_limit_a": 30},
+        "chargers[0].max_a: 32 A exceeds the usable limit of circuit 'main' (30 A: site.service_limit_a)",
+    ),
+    (
+        "fallback sum above a circuit",
+        {
+            "chargers.0.fallback_a": 20,
+            "chargers.1.circuit": "branch",
+            "chargers.1.phases": "L1-L2",
+            "chargers.1.max_a": 16,
+            "chargers.1.fallback_a": 16,
+        },
+        "circuits[1].breaker_a: the chargers' fallback_a on branch/L1 add up to 36 A, above its usable 32 A "
+        "(cp-1, cp-2); if the gateway stops, they could trip it",
+    ),
+    ("fallback above max", {"chargers.0.fallback_a": 40}, "chargers[0].fallback_a: 40 A is above max_a (32 A)"),
+    (
+        "fallback between 0 and 6",
+        {"chargers.0.fallback_a": 3},
+        "chargers[0].fallback_a: 3 A: must be 0 (stop) or at least 6 A",
+    ),
+    (
+        "no step fits between min and max",
+        {"chargers.0.min_a": 7, "chargers.0.max_a": 9, "chargers.0.step_a": 5},
+        "chargers[0].step_a: no multiple of 5 A lies between min_a (7 A) and max_a (9 A)",
+    ),
+    (
+        "OCPP 1.6 step finer than 0.1 A",
+        {"chargers.0.step_a": 0.25},
+        "chargers[0].step_a: 0.25 A: OCPP 1.6 limits are multiples of 0.1 A",
+    ),
+    (
+        "modbus charger without a table",
+        {"chargers.0.protocol": "modbus"},
+        "chargers[0].modbus: a modbus charger needs a modbus table (model, host, port, unit)",
+    ),
+    (
+        "modbus table on an OCPP charger",
+        {"chargers.0.modbus": {"model": "abb-terra-ac", "host": "192.0.2.5"}},
+        'chargers[0].modbus: a modbus table on a ocpp1.6 charger (set protocol = "modbus" or remove it)',
+    ),
+    (
+        "two devices at one Modbus address",
+        {
+            "chargers.1.protocol": "modbus",
+            "chargers.1.modbus": {"model": "abb-terra-ac", "host": "192.0.2.1", "unit": 1},
+        },
+        "meters[0].modbus: same device address as chargers[1] (192.0.2.1:502 unit 1)",
+    ),
+    (
+        "two meters on one circuit",
+        {"meters": [
+            {"id": "m1", "circuit": "panel", "modbus": {"model": "eastron-sdm630", "host": "192.0.2.1"}},
+            {"id": "m2", "circuit": "panel", "modbus": {"model": "eastron-sdm630", "host": "192.0.2.2"}},
+        ]},
+        "meters[1].circuit: 'panel' is already measured by meters[0] (one meter per circuit)",
+    ),
+    (
+        "unknown OpenADR resource",
+        {"openadr": {"resources": {"fleet": ["cp-1", "cp-9"]}}},
+        "openadr.resources.fleet: unknown charger or circuit 'cp-9'",
+    ),
+    (
+        "voltages that do not fit the wiring",
+        {"site.voltage_ln_v": 120, "site.voltage_ll_v": 240},
+        "site.voltage_ll_v: 240 V does not fit three-phase-208Y/120 with 120 V line-to-neutral (expected about 208 V)",
+    ),
+    (
+        "service limit above its breaker",
+        {"site.service_limit_a": 250},
+        "site.service_limit_a: 250 A is above the service breaker (200 A)",
+    ),
+    (
+        "circuit limit above its breaker",
+        {"circuits.1.limit_a": 50},
+        "circuits[1].limit_a: 50 A is above the circuit's breaker (40 A)",
+    ),
+    ("unknown time zone", {"site.timezone": "Mars/Olympus"}, "site.timezone: unknown time zone 'Mars/Olympus'"),
+    ("unknown phase", {"chargers.0.phases": "L1-L4"}, "chargers[0].phases: unknown phase conductor 'L4'"),
+    ("typo in a key", {"chargers.0.max_amps": 32}, "chargers[0].max_amps: unknown key (did you mean 'max_a'?)"),
+    ("typo in a section", {"charger": []}, "charger: unknown key (did you mean 'chargers'?)"),
+    ("missing key", {"chargers.0.max_a": DELETE}, "chargers[0].max_a: required key is missing"),
+    ("missing site", {"site": DELETE}, "site: required key is missing"),
+    (
+        "wrong type with its value",
+        {"chargers.0.max_a": "lots"},
+        "chargers[0].max_a: Input should be a valid number, unable to parse string as a number (got 'lots')",
+    ),
+    (
+        "a table where an array of tables belongs",
+        {"chargers": {"id": "cp-1"}},
+        "chargers: expected [[chargers]] tables (an array of tables), got a table",
+    ),
+    ("bad protocol", {"chargers.0.protocol": "ocpp2.1"}, "chargers[0].protocol: Input should be 'ocpp1.6'"),
+    (
+        "stale before a poll",
+        {"meters.0.poll_s": 5, "meters.0.stale_after_s": 5},
+        "meters[0].stale_after_s: 5 s is not longer than poll_s (5 s): every reading would be stale",
+    ),
+    ("bad status bind", {"status": {"bind": "not a host!"}}, "status.bind: 'not a host!' is not an IP address"),
+]
+
+
+@pytest.mark.parametrize(("changes", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_each_problem_is_one_line_with_its_path(changes: dict[str, Any], expected: str) -> None:
+    problems = problems_of(site(**copy.deepcopy(changes)))
+    assert any(p.startswith(expected) for p in problems), problems
+    assert all("\n" not in p for p in problems)
+
+
+def test_a_cycle_is_reported_once_and_circuits_below_it_not_at_all() -> None:
+    data = site(**{"circuits.0.parent": "branch"})
+    data["circuits"].append({"id": "leaf", "parent": "branch", "breaker_a": 20})
+    assert problems_of(data) == ["circuits[0].parent: cycle in the circuit tree: panel → branch → panel"]
+
+
+def test_shape_and_cross_check_problems_come_in_one_run() -> None:
+    data = site(**{"chargers.0.max_a": "lots", "chargers.1.phases": "L1-L3"})
+    data["chargers"].append({"id": "cp-1", "protocol": "ocpp1.6", "circuit": "ghost", "phases": "L1", "max_a": 16})
+    data["circuits"].append({"id": "bad", "breaker_a": -1})
+    data["meters"][0]["circuit"] = "bad"  # refers to a refused circuit: not a second problem
+    problems = problems_of(data)
+    assert problems == [
+        "circuits[2].breaker_a: Input should be greater than 0 (got -1)",
+        "chargers[0].max_a: Input should be a valid number, unable to parse string as a number (got 'lots')",
+        "chargers[2].id: duplicate id 'cp-1' (also chargers[0])",
+        "chargers[2].circuit: unknown circuit 'ghost' (known: branch, main, panel)",
+    ]
+
+
+def test_cross_checks_still_run_when_an_unrelated_section_is_wrong() -> None:
+    data = site(**{"chargers.0.max_a": 48})
+    data["control"] = {"tick_s": -1}
+    problems = problems_of(data)
+    assert problems[0].startswith("control.tick_s: Input should be greater than or equal to 0.1")
+    assert problems[1].startswith("chargers[0].max_a: 48 A exceeds the usable limit of its circuit 'branch'")
+
+
+def test_a_bad_site_section_stops_before_cross_checks() -> None:
+    problems = problems_of(site(**{"site.service_breaker_a": -5, "chargers.0.circuit": "ghost"}))
+    assert problems == ["site.service_breaker_a: Input should be greater than 0 (got -5)"]
+
+
+def test_voltages_follow_from_either_one() -> None:
+    only_ln = parse_config(site(**{"site.voltage_ln_v": 127}))
+    assert only_ln.site.ll_v == pytest.approx(220, abs=0.5)
+    only_ll = parse_config(site(**{"site.wiring": "split-phase-120/240", "site.voltage_ll_v": 230,
+                                   "chargers.1.phases": "L1-L2"}))
+    assert only_ll.site.ln_v == pytest.approx(115)
+
+
+def test_advisories_for_allowed_but_risky_settings() -> None:
+    data = site()
+    data["vtn"] = {"url": "http://vtn.test/OpenADR2/Simple/2.0b", "ven_name": "v", "allow_plain_http": True}
+    data["status"] = {"bind": "0.0.0.0"}
+    data["meters"][0]["circuit"] = "panel"
+    notes = advisories(parse_config(data))
+    assert [n.split(":")[0] for n in notes] == ["vtn.url", "status.token", "meters"]
+
+
+# ------------------------------------------------------------------------------------------ the file
+
+
+def test_load_config_problems_with_the_file_itself(tmp_path: Path) -> None:
+    def only_problem(path: Path) -> str:
+        with pytest.raises(ConfigError) as info:
+            load_config(path)
+        assert len(info.value.problems) == 1
+        return info.value.problems[0]
+
+    missing = tmp_path / "missing.toml"
+    assert only_problem(missing) == f"{missing}: cannot read (No such file or directory)"
+    assert only_problem(tmp_path) == f"{tmp_path}: is a directory, not a config file"
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(b'[site]\nname = "caf\xe9"\n')
+    assert only_problem(latin) == f"{latin}: not UTF-8 text (line 2); save the file as UTF-8"
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[site]\nwiring = three\n")
+    assert only_problem(broken).startswith(f"{broken}: not valid TOML: ")
+    assert "line 2" in only_problem(broken)
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    assert only_problem(empty) == "site: required key is missing"
+
+
+# ------------------------------------------------------------------------------------------- the CLI
+
+
+def test_check_config_prints_one_error_line_per_problem_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.toml"
+    text = (EXAMPLES / "example-home.toml").read_text()
+    bad.write_text(text.replace("max_a = 48", "max_a = 64").replace("tick_s = 1.0", "tick_s = 1.0\ncolour = 3"))
+    assert main(["check-config", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        "error: control.colour: unknown key (a typo?)",
+        "error: chargers[0].max_a: 64 A exceeds the usable limit of its circuit 'ev-circuit' "
+        "(48 A: 60 A breaker × 0.8)",
+    ]
+
+
+def test_check_config_subprocess_never_shows_a_traceback(tmp_path: Path) -> None:
+    cases = {
+        "missing": tmp_path / "nope.toml",
+        "directory": tmp_path,
+        "binary": tmp_path / "binary.toml",
+        "toml": tmp_path / "broken.toml",
+    }
+    cases["binary"].write_bytes(b"\x00\xff\xfe garbage")
+    cases["toml"].write_text("[[chargers]\n")
+    for name, path in cases.items():
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "check-config", str(path)],
+            capture_output=True, text=True, timeout=60, cwd=REPO, check=False,
+        )
+        assert result.returncode == 2, (name, result.stderr)
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {path}"), (name, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+def test_check_config_quiet_and_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "open.toml"
+    path.write_text((EXAMPLES / "example-home.toml").read_text() + '\n[status]\nbind = "0.0.0.0"\n')
+    assert main(["check-config", str(path)]) == 0
+    captured = capsys.readouterr()
+    assert "site 'home'" in captured.out
+    assert captured.err.startswith("warning: status.token: ")
+    assert main(["check-config", "-q", str(path)]) == 0
+    assert capsys.readouterr() == ("", "")
+
+
+# ---------------------------------------------------------------------------------- random trees
+
+
+@st.composite
+def random_sites(draw: st.DrawFn, broken: bool) -> dict[str, Any]:
+    """Random trees; when `broken`, now and then an unknown parent, a cycle, a duplicate, an odd type.
+
+    Unbroken trees still load conductors a circuit may not carry and draw more than a breaker allows, so
+    the electrical checks meet both outcomes.
+    """
+
+    def rarely(usual: st.SearchStrategy[Any], odd: st.SearchStrategy[Any]) -> Any:
+        return draw(odd) if broken and draw(st.integers(0, 9)) == 0 else draw(usual)
+
+    wiring = draw(st.sampled_from([w.value for w in Wiring]))
+    names = [f"c{i}" for i in range(draw(st.integers(0, 6)))]
+    odd_amps = st.one_of(st.floats(-10, 2000, allow_nan=False), st.just("x"), st.just(0))
+    phases = st.sampled_from(["L1", "L2", "L3", "L1-L2", "L2-L3", "L1-L3", "L1-L2-L3"])
+    circuits = []
+    for k, name in enumerate(names):
+        c: dict[str, Any] = {
+            "id": rarely(st.just(name), st.sampled_from(names)),
+            "breaker_a": rarely(st.sampled_from([20, 30, 40, 60, 100, 125, 200]), odd_amps),
+        }
+        parent = rarely(st.sampled_from([None, "main", *names[:k]]), st.sampled_from([*names, "ghost"]))
+        if parent is not None:
+            c["parent"] = parent
+        if draw(st.integers(0, 3)) == 0:
+            c["phases"] = draw(phases)
+        circuits.append(c)
+    chargers = []
+    for i in range(draw(st.integers(0, 8))):
+        ch: dict[str, Any] = {
+            "id": rarely(st.just(f"cp{i}"), st.sampled_from(["cp0", *names[:1]])),
+            "protocol": rarely(st.sampled_from(["ocpp1.6", "ocpp2.0.1"]), st.just("modbus")),
+            "phases": draw(phases),
+            "max_a": rarely(st.sampled_from([16, 24, 32, 40, 48]), odd_amps),
+            "fallback_a": rarely(st.sampled_from([0, 6, 8, 16]), odd_amps),
+        }
+        if ch["protocol"] == "modbus" and draw(st.booleans()):
+            ch["modbus"] = {"model": "abb-terra-ac", "host": draw(st.sampled_from(["192.0.2.1", "192.0.2.2"]))}
+        circuit = rarely(st.sampled_from([None, *names]), st.just("ghost"))
+        if circuit is not None:
+            ch["circuit"] = circuit
+        if draw(st.integers(0, 4)) == 0:
+            ch["min_a"] = rarely(st.sampled_from([6, 8, 10]), odd_amps)
+        if draw(st.integers(0, 4)) == 0:
+            ch["step_a"] = rarely(st.sampled_from([0.1, 0.5, 1, 2]), odd_amps)
+        chargers.append(ch)
+    return {
+        "site": {"wiring": wiring, "service_breaker_a": draw(st.sampled_from([100, 200, 400, 800]))},
+        "circuits": circuits,
+        "chargers": chargers,
+    }
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.booleans().flatmap(random_sites))
+def test_random_trees_give_a_valid_config_or_clear_problems(data: dict[str, Any]) -> None:
+    try:
+        config = parse_config(data)
+    except ConfigError as exc:
+        assert exc.problems
+        for problem in exc.problems:
+            path, _, message = problem.partition(": ")
+            assert path and message and "\n" not in problem
+            assert path.split(".")[0].split("[")[0] in {"site", "circuits", "chargers", "meters"}
+        return
+    # A valid config is one the allocator can run safely: what check-config promises.
+    limits = {c.id: c for c in circuit_limits(config)}
+    for ch in config.chargers:
+        chain = ancestors(config, ch.circuit or config.site.service_id)
+        assert chain[-1] == config.site.service_id
+        for node in chain:
+            for phase in ch.phases:
+                assert phase in limits[node].phases
+                assert ch.max_a <= limits[node].limit_of(phase) + 1e-9
+        assert ch.min_a <= ch.max_a and (ch.fallback_a == 0 or 6 <= ch.fallback_a <= ch.max_a)
+    for circuit in limits.values():
+        for phase in circuit.phases:
+            total = sum(
+                ch.fallback_a
+                for ch in config.chargers
+                if phase in ch.phases and circuit.id in ancestors(config, ch.circuit or config.site.service_id)
+            )
+            assert total <= circuit.limit_of(phase) + 1e-9
