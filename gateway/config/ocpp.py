@@ -1,8 +1,9 @@
-"""Config of the OCPP central system and of each OCPP charger's credentials."""
+"""Config of the OCPP central system (the websocket server the chargers dial into) and of each OCPP
+charger's credentials. Ranges here are shape checks; the server reports a missing TLS file itself."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class OcppChargerSettings(BaseModel):
@@ -16,8 +17,23 @@ class OcppSection(BaseModel):
 
     bind: str = "127.0.0.1"
     port: int = Field(default=9000, ge=0, le=65535)
-    lease_s: float = Field(default=120.0, ge=10, le=3600)  # validTo of the live profile; renewed at half
-    tls_cert: str | None = None
+    # validTo of the live profile, renewed at half. Short leases (a few seconds) are for labs and tests:
+    # every renewal is one SetChargingProfile per charger.
+    lease_s: float = Field(default=120.0, ge=2, le=3600)
+    tls_cert: str | None = None  # security profile 2: TLS + Basic auth
     tls_key: str | None = None
-    require_password: bool = False
+    require_password: bool = False  # refuse chargers that have no password in the config
     response_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # apply_limits returns after this long; a later answer arrives as a reading with applied_limit_a
+    ack_wait_s: float = Field(default=2.0, gt=0, le=120)
+    meter_interval_s: int = Field(default=10, ge=1, le=3600)  # MeterValueSampleInterval / SampledDataCtrlr
+    heartbeat_s: int = Field(default=300, ge=10, le=86400)
+    # idTags / idTokens accepted by Authorize; None accepts everyone (the site has no RFID policy)
+    local_auth_list: tuple[str, ...] | None = None
+    max_message_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> OcppSection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together (security profile 2 needs both)")
+        return self

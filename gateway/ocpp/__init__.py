@@ -1,0 +1,11 @@
+"""The OCPP central system: one websocket server for 1.6J and 2.0.1 chargers and the `EvseDriver` over it.
+
+`OcppDriver(section, chargers, watts_per_amp)` (or `OcppDriver.from_config(config)`) is what the runtime
+wires; the rest of the package is split by concern: `server` (connections), `cp16` / `cp201` (per-version
+handlers), `profiles` (what we send), `state` (what they report), `link` (the seam between them).
+"""
+
+from gateway.ocpp.driver import LimitRecord, OcppDriver
+from gateway.ocpp.server import OcppSetupError
+
+__all__ = ["LimitRecord", "OcppDriver", "OcppSetupError"]

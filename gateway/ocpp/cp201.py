@@ -1,0 +1,208 @@
+"""One OCPP 2.0.1 charging station as the CSMS sees it: its handlers and the calls the driver makes.
+
+Same shape as `cp16`: handlers answer at once and update the `ChargerView`; the driver makes the CALLs
+(GetVariables on the SmartChargingCtrlr, SetVariables for metering, Set/ClearChargingProfile,
+GetCompositeSchedule) after the BootNotification answer has gone out. The EV's charging needs
+(departure time, energy) go into the view for the allocator.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ocpp.v201 import ChargePoint, call, call_result
+
+from gateway.ocpp.link import WIRE_LOG, GuardedRouting, Hooks, Outcome, after, attempt, on, status_is_accepted
+from gateway.ocpp.profiles import Abilities, ProfileSpec, Version, first_int, parse_units, v201_profile
+from gateway.ocpp.state import CHARGING_STATE_201, CONNECTOR_201, ChargerView, parse_meter_values, parse_time
+
+SMART_VARIABLES = ("Enabled", "RateUnit", "ProfileStackLevel")
+MEASURANDS = "Energy.Active.Import.Register,Current.Import,Power.Active.Import"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _variable(component: str, variable: str, value: str | None = None) -> dict[str, Any]:
+    item: dict[str, Any] = {"component": {"name": component}, "variable": {"name": variable}}
+    if value is not None:
+        item["attribute_value"] = value
+    return item
+
+
+class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
+    version: Version = "2.0.1"
+
+    def __init__(self, charger_id: str, connection: Any, view: ChargerView, hooks: Hooks, timeout_s: float,
+                 heartbeat_s: int) -> None:
+        super().__init__(charger_id, connection, response_timeout=timeout_s, logger=WIRE_LOG)
+        self.charger_id = charger_id
+        self.view = view
+        self.hooks = hooks
+        self.heartbeat_s = heartbeat_s
+
+    # ------------------------------------------------------------------------------------------- handlers
+
+    @on("BootNotification")
+    def on_boot(self, charging_station: dict[str, Any], reason: str, **_: Any) -> Any:
+        return call_result.BootNotification(current_time=_now(), interval=self.heartbeat_s, status="Accepted")
+
+    @after("BootNotification")
+    def after_boot(self, **_: Any) -> None:
+        self.hooks.booted(self)
+
+    @on("Heartbeat")
+    def on_heartbeat(self, **_: Any) -> Any:
+        return call_result.Heartbeat(current_time=_now())
+
+    @on("StatusNotification")
+    def on_status(self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any) -> Any:
+        status = CONNECTOR_201[connector_status]
+        current = self.view.connectors.get(evse_id)
+        # "Occupied" says only that a cable is in; keep the finer state a TransactionEvent gave us
+        if not (connector_status == "Occupied" and current is not None and current.connected):
+            self.view.connectors[evse_id] = status
+        if connector_status == "Available":
+            self.view.transactions.pop(evse_id, None)
+        self.hooks.updated(self.charger_id, measured=False)
+        return call_result.StatusNotification()
+
+    def _sample(self, meter_value: list[dict[str, Any]] | None) -> bool:
+        sample = parse_meter_values(meter_value or [], self.charger_id)
+        if sample is not None:
+            self.view.sample = sample
+        return sample is not None
+
+    @on("MeterValues")
+    def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]], **_: Any) -> Any:
+        if self._sample(meter_value):
+            self.hooks.updated(self.charger_id, measured=True)
+        return call_result.MeterValues()
+
+    def _token_info(self, id_token: dict[str, Any] | None) -> dict[str, str] | None:
+        if id_token is None:
+            return None
+        return {"status": "Accepted" if self.hooks.authorize(str(id_token.get("id_token", ""))) else "Invalid"}
+
+    @on("Authorize")
+    def on_authorize(self, id_token: dict[str, Any], **_: Any) -> Any:
+        return call_result.Authorize(id_token_info=self._token_info(id_token))
+
+    @on("TransactionEvent")
+    def on_transaction_event(self, event_type: str, timestamp: str, trigger_reason: str, seq_no: int,
+                             transaction_info: dict[str, Any], meter_value: list[dict[str, Any]] | None = None,
+                             evse: dict[str, Any] | None = None, id_token: dict[str, Any] | None = None,
+                             **_: Any) -> Any:
+        evse_id = int((evse or {}).get("id", 1))
+        tx = str(transaction_info.get("transaction_id", ""))
+        state = transaction_info.get("charging_state")
+        if event_type == "Ended":
+            self.view.transactions.pop(evse_id, None)
+            self.view.session_started = None
+            self.view.departure = self.view.energy_requested_kwh = None
+            self.view.connectors[evse_id] = CONNECTOR_201["Available"] if state is None else CHARGING_STATE_201[state]
+        else:
+            if event_type == "Started" or evse_id not in self.view.transactions:
+                self.view.session_started = parse_time(timestamp) or datetime.now(UTC)
+            self.view.transactions[evse_id] = tx
+            if state is not None:
+                self.view.connectors[evse_id] = CHARGING_STATE_201[state]
+        measured = self._sample(meter_value)
+        self.hooks.updated(self.charger_id, measured=measured)
+        return call_result.TransactionEvent(id_token_info=self._token_info(id_token))
+
+    @on("NotifyEVChargingNeeds")
+    def on_charging_needs(self, charging_needs: dict[str, Any], evse_id: int, **_: Any) -> Any:
+        self.view.departure = parse_time(charging_needs.get("departure_time"))
+        ac = charging_needs.get("ac_charging_parameters") or charging_needs.get("dc_charging_parameters") or {}
+        energy_wh = ac.get("energy_amount")
+        self.view.energy_requested_kwh = None if energy_wh is None else float(energy_wh) / 1000.0
+        self.hooks.updated(self.charger_id, measured=False)
+        return call_result.NotifyEVChargingNeeds(status="Accepted")
+
+    @on("DataTransfer")
+    def on_data_transfer(self, vendor_id: str, **_: Any) -> Any:
+        return call_result.DataTransfer(status="UnknownVendorId")
+
+    @on("NotifyReport")
+    def on_notify_report(self, **_: Any) -> Any:
+        return call_result.NotifyReport()
+
+    @on("NotifyEvent")
+    def on_notify_event(self, **_: Any) -> Any:
+        return call_result.NotifyEvent()
+
+    @on("SecurityEventNotification")
+    def on_security_event(self, **_: Any) -> Any:
+        return call_result.SecurityEventNotification()
+
+    @on("FirmwareStatusNotification")
+    def on_firmware_status(self, **_: Any) -> Any:
+        return call_result.FirmwareStatusNotification()
+
+    # ------------------------------------------------------------------------------------------- calls
+
+    async def discover(self) -> Abilities:
+        result: Any = None
+
+        async def get() -> Any:
+            nonlocal result
+            data = [_variable("SmartChargingCtrlr", name) for name in SMART_VARIABLES]
+            result = await self.call(call.GetVariables(get_variable_data=data), suppress=False)
+            return result
+
+        outcome = await attempt(get, lambda r: None)
+        if not outcome.accepted or result is None:
+            return Abilities()
+        values: dict[str, str] = {}
+        for item in result.get_variable_result or []:
+            if item.get("attribute_status") == "Accepted" and item.get("attribute_value") is not None:
+                values[item["variable"]["name"]] = str(item["attribute_value"])
+        return Abilities(
+            units=parse_units(values.get("RateUnit", "A,W")) or ("A", "W"),
+            max_stack_level=first_int([values.get("ProfileStackLevel", "")], 8),
+            smart_charging=values.get("Enabled", "true").lower() != "false",
+        )
+
+    async def configure(self, meter_interval_s: int) -> None:
+        data = [
+            _variable("SampledDataCtrlr", "TxUpdatedInterval", str(meter_interval_s)),
+            _variable("SampledDataCtrlr", "TxUpdatedMeasurands", MEASURANDS),
+            _variable("AlignedDataCtrlr", "Interval", str(meter_interval_s)),
+            _variable("AlignedDataCtrlr", "Measurands", MEASURANDS),
+        ]
+        await attempt(lambda: self.call(call.SetVariables(set_variable_data=data), suppress=False), lambda r: None)
+        await attempt(lambda: self.call(call.TriggerMessage(requested_message="StatusNotification"), suppress=False),
+                      status_is_accepted)
+
+    async def set_profile(self, spec: ProfileSpec) -> Outcome:
+        evse_id = 0
+        if spec.purpose == "TxProfile":
+            evse_id = next((e for e, tx in self.view.transactions.items() if tx == spec.transaction_id), 0)
+            if evse_id == 0:
+                return Outcome(False, "no running transaction for a TxProfile")
+        payload = call.SetChargingProfile(evse_id=evse_id, charging_profile=v201_profile(spec))
+        return await attempt(lambda: self.call(payload, suppress=False), status_is_accepted)
+
+    async def clear_profile(self, profile_id: int) -> Outcome:
+        return await attempt(lambda: self.call(call.ClearChargingProfile(charging_profile_id=profile_id),
+                                               suppress=False), status_is_accepted)
+
+    async def composite_schedule(self, evse_id: int, duration_s: int) -> dict[str, Any] | None:
+        """What the station says it will apply (many models refuse this; None then)."""
+        result: Any = None
+
+        async def get() -> Any:
+            nonlocal result
+            result = await self.call(call.GetCompositeSchedule(duration=duration_s, evse_id=evse_id,
+                                                               charging_rate_unit="A"), suppress=False)
+            return result
+
+        outcome = await attempt(get, status_is_accepted)
+        schedule: dict[str, Any] | None = result.schedule if outcome.accepted and result is not None else None
+        return schedule
+
+    async def close(self) -> None:
+        await self._connection.close()

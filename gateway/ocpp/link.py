@@ -1,0 +1,154 @@
+"""The seam between the driver and one connected charger, whatever its OCPP version.
+
+The version handlers (`cp16`, `cp201`) implement `Station`: the few calls the driver needs (discover
+abilities, configure metering, set or clear a profile) with every outcome folded into an `Outcome`, never
+an exception. `Hooks` is what the handlers tell the driver. `GuardedRouting` replaces the library's
+message routing so a peer's garbage frame or bad payload costs one log line and, where the frame has a
+message id, the CallError the spec asks for, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+
+from ocpp import routing
+from ocpp.exceptions import OCPPError
+from ocpp.messages import Call, CallError, MessageType, unpack
+from websockets.exceptions import ConnectionClosed
+
+from gateway.ocpp.profiles import Abilities, ProfileSpec, Version
+from gateway.ocpp.state import ChargerView
+
+log = logging.getLogger("gateway.ocpp")
+# the library logs every frame at INFO: far too chatty for a site log, so it gets its own quiet logger
+WIRE_LOG = logging.getLogger("gateway.ocpp.wire")
+if WIRE_LOG.level == logging.NOTSET:
+    WIRE_LOG.setLevel(logging.WARNING)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def on(action: str) -> Callable[[F], F]:
+    """The library's `on` route decorator, typed."""
+    return cast(Callable[[F], F], routing.on(action))
+
+
+def after(action: str) -> Callable[[F], F]:
+    """The library's `after` hook decorator (runs once the answer is sent), typed."""
+    return cast(Callable[[F], F], routing.after(action))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    accepted: bool
+    detail: str
+    round_trip_s: float = 0.0
+    answered: bool = True  # False: timeout or link lost, so trying another strategy now is pointless
+
+
+class Station(Protocol):
+    charger_id: str
+    version: Version
+    view: ChargerView
+
+    async def discover(self) -> Abilities: ...
+
+    async def configure(self, meter_interval_s: int) -> None: ...
+
+    async def set_profile(self, spec: ProfileSpec) -> Outcome: ...
+
+    async def clear_profile(self, profile_id: int) -> Outcome: ...
+
+    async def close(self) -> None: ...
+
+
+class Hooks(Protocol):
+    def booted(self, station: Station) -> None: ...
+
+    def seen(self, station: Station) -> None: ...
+
+    def updated(self, charger_id: str, measured: bool) -> None: ...
+
+    def authorize(self, token: str) -> bool: ...
+
+
+async def attempt(call: Callable[[], Awaitable[Any]], accept: Callable[[Any], str | None]) -> Outcome:
+    """Run one CALL; `accept` maps the result to None (accepted) or a reason. Never raises for the peer."""
+    started = time.perf_counter()
+    try:
+        result = await call()
+    except OCPPError as exc:
+        return Outcome(False, f"CallError {exc.code}: {exc.description}", time.perf_counter() - started)
+    except TimeoutError:
+        return Outcome(False, "no answer in time", time.perf_counter() - started, answered=False)
+    except ConnectionClosed:
+        return Outcome(False, "link dropped", time.perf_counter() - started, answered=False)
+    rtt = time.perf_counter() - started
+    reason = accept(result)
+    return Outcome(reason is None, reason or "Accepted", rtt)
+
+
+def status_is_accepted(result: Any) -> str | None:
+    status = getattr(result, "status", None)
+    return None if status == "Accepted" else f"answered {status}"
+
+
+class GuardedRouting:
+    """Mixin placed before the library's ChargePoint: route frames, but answer garbage as the spec says."""
+
+    id: str
+    _ocpp_version: str
+    _response_queue: asyncio.Queue[Any]
+    hooks: Hooks
+
+    if TYPE_CHECKING:  # provided by the library's ChargePoint that follows this mixin
+
+        async def _send(self, message: str) -> None: ...
+
+        async def _handle_call(self, msg: Call) -> Any: ...
+
+    async def route_message(self, raw_msg: str | bytes) -> None:
+        try:
+            msg = unpack(raw_msg)
+        except OCPPError as exc:
+            log.warning("ocpp charger=%s sent a malformed frame (%s): %.120r", self.id, exc.code, raw_msg)
+            await self._answer_garbage(raw_msg, exc)
+            return
+        if msg.message_type_id == MessageType.Call:
+            if msg.action != "BootNotification":
+                self.hooks.seen(self)  # type: ignore[arg-type]
+            try:
+                await self._handle_call(msg)
+            except OCPPError as exc:
+                log.warning("ocpp charger=%s %s refused: %s %s", self.id, msg.action, exc.code, exc.description)
+                await self._send(msg.create_call_error(exc).to_json())
+        elif msg.message_type_id in (MessageType.CallResult, MessageType.CallError):
+            self._response_queue.put_nowait(msg)
+
+    async def _answer_garbage(self, raw_msg: str | bytes, exc: OCPPError) -> None:
+        try:
+            frame = json.loads(raw_msg)
+        except (ValueError, TypeError):
+            frame = None
+        if isinstance(frame, list) and len(frame) >= 2 and frame[0] == MessageType.Call and isinstance(frame[1], str):
+            unique_id = frame[1]
+        elif self._ocpp_version == "1.6":
+            return  # 1.6 has no way to answer a frame without a message id
+        else:
+            unique_id = "-1"  # 2.0.1 §4.2.3: a frame we cannot read is answered with id "-1"
+        code = exc.code
+        if self._ocpp_version == "1.6" and code == "FormatViolation":
+            code = "FormationViolation"  # the 1.6 spelling
+        elif self._ocpp_version != "1.6" and frame is None:
+            code = "RpcFrameworkError"
+        error = CallError(
+            unique_id=unique_id, error_code=code, error_description=str(exc.description)[:200], error_details={}
+        )
+        await self._send(error.to_json())

@@ -1,0 +1,176 @@
+"""What one OCPP charger has told us, turned into the driver's `ChargerReading`.
+
+Both versions report connector status, transactions and sampled meter values; this module keeps the
+latest of each per charger and maps them to the domain's terms. Sampled values are read per measurand and
+phase with their units and multipliers; charger phase n is the n-th conductor the charger is wired to in
+the config, so a single-phase charger on L2 reporting "L1" lands on L2. Unparseable values are skipped
+with one log line, never zeroed: a missing reading stays missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.domain import ChargerReading, ChargerStatus
+
+log = logging.getLogger(__name__)
+
+STATUS_16: dict[str, ChargerStatus] = {
+    "Available": ChargerStatus.AVAILABLE,
+    "Preparing": ChargerStatus.PREPARING,
+    "Charging": ChargerStatus.CHARGING,
+    "SuspendedEV": ChargerStatus.SUSPENDED_EV,
+    "SuspendedEVSE": ChargerStatus.SUSPENDED_EVSE,
+    "Finishing": ChargerStatus.FINISHING,
+    "Reserved": ChargerStatus.AVAILABLE,
+    "Unavailable": ChargerStatus.UNAVAILABLE,
+    "Faulted": ChargerStatus.FAULTED,
+}
+CONNECTOR_201: dict[str, ChargerStatus] = {
+    "Available": ChargerStatus.AVAILABLE,
+    "Occupied": ChargerStatus.PREPARING,
+    "Reserved": ChargerStatus.AVAILABLE,
+    "Unavailable": ChargerStatus.UNAVAILABLE,
+    "Faulted": ChargerStatus.FAULTED,
+}
+CHARGING_STATE_201: dict[str, ChargerStatus] = {
+    "Charging": ChargerStatus.CHARGING,
+    "EVConnected": ChargerStatus.PREPARING,
+    "SuspendedEV": ChargerStatus.SUSPENDED_EV,
+    "SuspendedEVSE": ChargerStatus.SUSPENDED_EVSE,
+    "Idle": ChargerStatus.PREPARING,
+}
+# when connectors disagree, the charger as a whole is the most "active" of them
+_RANK = [
+    ChargerStatus.CHARGING,
+    ChargerStatus.SUSPENDED_EVSE,
+    ChargerStatus.SUSPENDED_EV,
+    ChargerStatus.PREPARING,
+    ChargerStatus.FINISHING,
+    ChargerStatus.AVAILABLE,
+    ChargerStatus.FAULTED,
+    ChargerStatus.UNAVAILABLE,
+    ChargerStatus.OFFLINE,
+]
+_UNIT_SCALE = {"A": 1.0, "W": 0.001, "kW": 1.0, "Wh": 0.001, "kWh": 1.0}
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One MeterValue's measurands: per charger phase ("L1".."L3", or "" for a total), kW, kWh."""
+
+    at: datetime | None
+    current_a: dict[str, float] = field(default_factory=dict)
+    power_kw: float | None = None
+    energy_kwh: float | None = None
+
+
+def parse_time(text: object) -> datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _phase(raw: object) -> str:
+    text = str(raw or "")
+    return text[:2] if text[:2] in ("L1", "L2", "L3") and "-L" not in text else ""
+
+
+def parse_meter_values(meter_values: Sequence[Mapping[str, Any]], charger_id: str) -> Sample | None:
+    """The newest sample of a MeterValues / TransactionEvent list (1.6 strings or 2.0.1 numbers)."""
+    if not meter_values:
+        return None
+    current: dict[str, float] = {}
+    power: float | None = None
+    energy: float | None = None
+    at: datetime | None = None
+    for mv in meter_values:
+        at = parse_time(mv.get("timestamp")) or at
+        for sv in mv.get("sampled_value", []):
+            try:
+                value = float(sv["value"])
+            except (KeyError, TypeError, ValueError):
+                log.warning("ocpp charger=%s meter value not a number: %r (skipped)", charger_id, sv.get("value"))
+                continue
+            measurand = sv.get("measurand", "Energy.Active.Import.Register")
+            uom = sv.get("unit_of_measure") or {}
+            unit = sv.get("unit") or uom.get("unit")
+            value *= 10.0 ** float(uom.get("multiplier", 0))
+            phase = _phase(sv.get("phase"))
+            if measurand == "Current.Import":
+                current[phase] = value
+            elif measurand == "Power.Active.Import" and not phase:
+                power = value * _UNIT_SCALE.get(unit or "W", 0.001)
+            elif measurand == "Energy.Active.Import.Register" and not phase:
+                energy = value * _UNIT_SCALE.get(unit or "Wh", 0.001)
+    return Sample(at=at, current_a=current, power_kw=power, energy_kwh=energy)
+
+
+def to_conductors(current: Mapping[str, float], conductors: Sequence[str]) -> dict[str, float]:
+    """Charger phases → the site conductors it is wired to (config order)."""
+    if not current:
+        return {}
+    per_phase = {p: a for p, a in current.items() if p}
+    if len(conductors) == 2 or not per_phase:  # one load across two conductors, or only a total
+        total = max(per_phase.values()) if per_phase else current[""]
+        return dict.fromkeys(conductors, total)
+    out: dict[str, float] = {}
+    for i, conductor in enumerate(conductors):
+        amps = per_phase.get(f"L{i + 1}")
+        if amps is not None:
+            out[conductor] = amps
+    return out
+
+
+@dataclass(slots=True)
+class ChargerView:
+    """The latest state of one charger, updated by the version handlers, read by the driver."""
+
+    charger_id: str
+    conductors: tuple[str, ...]
+    online: bool = False
+    connectors: dict[int, ChargerStatus] = field(default_factory=dict)
+    sample: Sample | None = None
+    transactions: dict[int, str] = field(default_factory=dict)  # connector/evse → transaction id
+    session_started: datetime | None = None
+    departure: datetime | None = None
+    energy_requested_kwh: float | None = None
+
+    def status(self) -> ChargerStatus:
+        if not self.online:
+            return ChargerStatus.OFFLINE
+        real = {c: s for c, s in self.connectors.items() if c != 0} or self.connectors
+        if not real:
+            return ChargerStatus.UNAVAILABLE
+        station = self.connectors.get(0)
+        if station in (ChargerStatus.FAULTED, ChargerStatus.UNAVAILABLE):
+            return station
+        return min(real.values(), key=_RANK.index)
+
+    def transaction_id(self) -> str | None:
+        return next(iter(self.transactions.values()), None)
+
+    def reading(self, now: datetime, applied_limit_a: float | None, measured: bool = False) -> ChargerReading:
+        """A reading now; it carries the meter sample only when `measured` (just received), so a status
+        change never makes an old current look fresh."""
+        sample = self.sample if measured else None
+        return ChargerReading(
+            charger_id=self.charger_id,
+            at=(sample.at if sample and sample.at else now),
+            status=self.status(),
+            current_a=to_conductors(sample.current_a, self.conductors) if sample else {},
+            power_kw=sample.power_kw if sample else None,
+            energy_kwh=sample.energy_kwh if sample else None,
+            applied_limit_a=applied_limit_a,
+            departure=self.departure,
+            energy_requested_kwh=self.energy_requested_kwh,
+            session_id=self.transaction_id(),
+        )

@@ -1,0 +1,180 @@
+"""The OCPP driver against real simulated charge points: base profile at boot, leased live limits, fallback.
+
+Scenarios run for both protocol versions over real websockets on 127.0.0.1 with OS-chosen ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gateway.config.ocpp import OcppSection
+from gateway.config.site import ChargerSection
+from gateway.domain import ChargerReading, ChargerStatus
+from gateway.ocpp import OcppDriver
+from gateway.ports import EvseDriver
+from gateway.sim.ocpp_cp import Ev, SimChargePoint
+
+PASSWORD = "correct-horse-1"
+
+
+def section(**over: object) -> OcppSection:
+    values: dict[str, object] = {"port": 0, "lease_s": 2.0, "meter_interval_s": 1, "ack_wait_s": 2.0,
+                                 "response_timeout_s": 2.0}
+    values.update(over)
+    return OcppSection.model_validate(values)
+
+
+def charger(cid: str, protocol: str = "ocpp1.6", **over: object) -> ChargerSection:
+    values: dict[str, object] = {"id": cid, "protocol": protocol, "phases": "L1-L2-L3", "max_a": 32,
+                                 "fallback_a": 8, "ocpp": {"password": PASSWORD}}
+    values.update(over)
+    return ChargerSection.model_validate(values)
+
+
+async def until(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not cond():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def base_url(driver: OcppDriver) -> str:
+    return f"ws://127.0.0.1:{driver.server.port}/ocpp"
+
+
+@pytest.fixture(params=["1.6", "2.0.1"])
+def version(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def site(version: str) -> AsyncIterator[tuple[OcppDriver, SimChargePoint]]:
+    driver = OcppDriver(section(), [charger("cp1", f"ocpp{version}")])
+    await driver.start()
+    sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD,  # type: ignore[arg-type]
+                         ev=Ev(max_a=20))
+    await sim.start()
+    try:
+        yield driver, sim
+    finally:
+        await sim.stop()
+        await driver.stop(release=False)
+
+
+async def test_driver_is_an_evse_driver() -> None:
+    assert isinstance(OcppDriver(section(), []), EvseDriver)
+
+
+async def test_boot_installs_the_base_profile_before_any_limit(site: tuple[OcppDriver, SimChargePoint]) -> None:
+    driver, sim = site
+    await until(lambda: sim.limit_a() == 8.0)
+    await sim.plug_in()
+    assert sim.draw_a() == 8.0  # the fallback holds from the first second, not "unlimited"
+    assert driver.applied_limit(driver.controls["cp1"]) == 8.0
+
+
+async def test_a_limit_takes_effect_and_the_fallback_returns_when_the_gateway_dies(
+    site: tuple[OcppDriver, SimChargePoint],
+) -> None:
+    driver, sim = site
+    await until(lambda: sim.limit_a() == 8.0)
+    await sim.plug_in()
+    acks = await driver.apply_limits({"cp1": 16.0}, "test")
+    assert [(a.charger_id, a.amps, a.accepted) for a in acks] == [("cp1", 16.0, True)]
+    assert sim.draw_a() == 16.0
+    # the lease is renewed while the gateway lives: still 16 A after two lease lengths
+    await asyncio.sleep(4.2)
+    assert sim.draw_a() == 16.0
+    # the gateway dies without saying goodbye: the charger falls back by itself when the lease ends
+    await driver.stop(release=False)
+    await until(lambda: sim.draw_a() == 8.0, timeout_s=3.0)
+
+
+async def test_graceful_stop_releases_the_live_limit_at_once(site: tuple[OcppDriver, SimChargePoint]) -> None:
+    driver, sim = site
+    await until(lambda: sim.limit_a() == 8.0)
+    await sim.plug_in()
+    await driver.apply_limits({"cp1": 20.0}, "test")
+    assert sim.draw_a() == 20.0
+    await driver.stop(release=True)
+    assert sim.draw_a() == 8.0
+
+
+async def test_only_changed_limits_are_sent(site: tuple[OcppDriver, SimChargePoint]) -> None:
+    driver, sim = site
+    await until(lambda: sim.limit_a() == 8.0)
+    await driver.apply_limits({"cp1": 12.0}, "first")
+    sent = len(sim.received)
+    acks = await driver.apply_limits({"cp1": 12.04}, "same after rounding")
+    assert acks[0].accepted and acks[0].detail == "unchanged"
+    assert len(sim.received) == sent
+    await driver.apply_limits({"cp1": 0.0}, "pause")
+    assert sim.limit_a() == 0.0
+    assert [r.reason for r in driver.history][-2:] == ["first", "pause"]
+
+
+async def test_readings_carry_status_current_energy_and_session(site: tuple[OcppDriver, SimChargePoint]) -> None:
+    driver, sim = site
+    seen: list[ChargerReading] = []
+
+    async def collect() -> None:
+        async for reading in driver.readings():
+            seen.append(reading)
+
+    task = asyncio.create_task(collect())
+    try:
+        await until(lambda: sim.limit_a() == 8.0)
+        await sim.plug_in()
+        await driver.apply_limits({"cp1": 16.0}, "test")
+        await until(lambda: any(r.current_a.get("L3") == 16.0 for r in seen), timeout_s=4.0)
+        last = next(r for r in reversed(seen) if r.current_a)
+        assert last.status is ChargerStatus.CHARGING
+        assert last.session_id is not None
+        assert last.power_kw == pytest.approx(16 * 230 * 3 / 1000, rel=0.01)
+        assert last.applied_limit_a == 16.0
+        await sim.unplug()
+        await until(lambda: seen[-1].status is ChargerStatus.AVAILABLE and seen[-1].session_id is None)
+        await sim.stop()
+        await until(lambda: seen[-1].status is ChargerStatus.OFFLINE)
+    finally:
+        task.cancel()
+
+
+async def test_offline_charger_gets_its_limit_when_it_comes_back(version: str) -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("cp1", f"ocpp{version}")])
+    async with driver:
+        acks = await driver.apply_limits({"cp1": 10.0}, "before it connects")
+        assert not acks[0].accepted and "offline" in acks[0].detail
+        sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD)  # type: ignore[arg-type]
+        await sim.start()
+        try:
+            await until(lambda: sim.limit_a() == 10.0)
+        finally:
+            await sim.stop()
+
+
+async def test_ev_charging_needs_reach_the_allocator() -> None:
+    departure = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=3)
+    driver = OcppDriver(section(), [charger("cp1", "ocpp2.0.1")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version="2.0.1", password=PASSWORD)
+        await sim.start()
+        seen: list[ChargerReading] = []
+
+        async def collect() -> None:
+            async for reading in driver.readings():
+                seen.append(reading)
+
+        task = asyncio.create_task(collect())
+        try:
+            await sim.plug_in(Ev(max_a=16, departure=departure, energy_wh=30_000))
+            await until(lambda: any(r.departure == departure for r in seen))
+            assert seen[-1].energy_requested_kwh == 30.0
+        finally:
+            task.cancel()
+            await sim.stop()
