@@ -129,7 +129,7 @@ async def test_a_charger_that_disagrees_with_the_limit_is_reported(
 
 
 async def test_read_back_via_applied_limit_when_the_setpoint_is_write_only(sims: list[SimCharger]) -> None:
-    sim, charger = await _pair(sims, "abb-terra-ac", rating_a=16.0)
+    _, charger = await _pair(sims, "abb-terra-ac", rating_a=16.0)
     ack = await charger.apply(20.0)
     assert not ack.accepted and "reports 16 A" in ack.detail
 

@@ -85,7 +85,9 @@ def test_a_bad_map_is_refused_with_one_line_naming_the_key(change: tuple[str, st
 
 
 def test_overlapping_registers_and_bad_toml_are_refused() -> None:
-    text = GOOD + '[registers.watchdog]\ntable = "holding"\naddress = 10\ntype = "uint16"\naccess = "w"\nwrite_value = 1\n'
+    text = GOOD + (
+        '[registers.watchdog]\ntable = "holding"\naddress = 10\ntype = "uint16"\naccess = "w"\nwrite_value = 1\n'
+    )
     with pytest.raises(MapError, match="overlaps"):
         parse_map(text, "m.toml")
     with pytest.raises(MapError, match="not valid TOML"):

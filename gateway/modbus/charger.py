@@ -121,7 +121,7 @@ class ModbusCharger:
             back = await self._read_back()
         except LinkError as exc:
             self._written_at = None
-            self.trouble.fail("write", exc.detail)
+            self.trouble.fail("write", exc.detail, reported=exc.kind != "exception")
             return False, exc.detail
         except CodecError as exc:
             self.trouble.fail("write", str(exc))
@@ -173,7 +173,7 @@ class ModbusCharger:
                 regs = await self.link.read(block.table, block.address, block.count, self.unit)
                 values.update(decode_block(self.map, block, regs))
         except LinkError as exc:
-            self.trouble.fail("read", exc.detail)
+            self.trouble.fail("read", exc.detail, reported=exc.kind != "exception")
             status = ChargerStatus.FAULTED if exc.kind == "exception" else ChargerStatus.OFFLINE
             return ChargerReading(self.id, at, status)
         self.trouble.ok("read")

@@ -10,8 +10,9 @@ an exception code (`fail_with`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
@@ -79,10 +80,8 @@ class RegisterImage:
     ) -> ExcCodes | None:
         self.requests += 1
         if self.mute:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._unmuted.wait(), MUTE_BOUND_S)
-            except TimeoutError:
-                pass
         if self.fail_with is not None:
             return self.fail_with
         table = _TABLE_OF.get(function_code)
@@ -143,13 +142,16 @@ class ImageServer:
         server = ModbusTcpServer(self.image.device(), address=(self.host, self.port))
         await server.serve_forever(background=True)
         self._server = server
-        self.port = int(server.transport.sockets[0].getsockname()[1])
+        listener = server.transport
+        assert isinstance(listener, asyncio.Server)
+        self.port = int(listener.sockets[0].getsockname()[1])
         return self.port
 
     async def stop(self) -> None:
         if self._server is not None:
             self.image.mute = False  # let a parked request finish so nothing is left pending
-            await self._server.shutdown()
+            shutdown: Callable[[], Awaitable[None]] = self._server.shutdown
+            await shutdown()
             self._server = None
 
     @property

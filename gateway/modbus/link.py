@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
@@ -54,17 +55,19 @@ class Trouble:
     def __init__(self, logger: logging.Logger, subject: str) -> None:
         self._log = logger
         self._subject = subject
-        self._open: dict[str, str] = {}
+        self._open: dict[str, bool] = {}  # failing key → whether its start was logged here
 
-    def fail(self, key: str, detail: str) -> None:
-        if key in self._open:
+    def fail(self, key: str, detail: str, *, reported: bool = False) -> None:
+        """`reported`: the link already logged this problem (and will log its end); only track it."""
+        if key in self._open or reported:
             self._log.debug("%s %s still failing: %s", self._subject, key, detail)
+            self._open.setdefault(key, False)
         else:
             self._log.error("%s %s failed: %s", self._subject, key, detail)
-        self._open[key] = detail
+            self._open[key] = True
 
     def ok(self, key: str) -> None:
-        if self._open.pop(key, None) is not None:
+        if self._open.pop(key, False):
             self._log.info("%s %s recovered", self._subject, key)
 
     def failing(self, key: str) -> bool:
@@ -188,10 +191,10 @@ class ModbusLink:
         self.trouble.ok("link")
 
 
-class _Response:  # the part of a pymodbus response PDU the link uses
+class _Response(Protocol):  # the part of a pymodbus response PDU the link uses
     registers: list[int]
 
-    def isError(self) -> bool: ...  # noqa: N802
+    def isError(self) -> bool: ...
 
 
 class LinkPool:

@@ -9,6 +9,7 @@ its path. Every problem is reported as one line naming the file and the key.
 
 from __future__ import annotations
 
+import itertools
 import tomllib
 from enum import StrEnum
 from functools import cache
@@ -210,7 +211,7 @@ class RegisterMap(BaseModel):
             spans[r.table].append((r.address, r.address + r.width, name))
         for items in spans.values():
             items.sort()
-            for (_, end, a), (start, _, b) in zip(items, items[1:], strict=False):
+            for (_, end, a), (start, _, b) in itertools.pairwise(items):
                 if start < end:
                     raise ValueError(f"registers.{b}: overlaps registers.{a}")
 

@@ -90,7 +90,7 @@ class ModbusMeter:
                 values.update(decode_block(self.map, block, regs))
         except LinkError as exc:
             self.polls_failed += 1
-            self.trouble.fail("poll", exc.detail)
+            self.trouble.fail("poll", exc.detail, reported=exc.kind != "exception")
             return None
         self.trouble.ok("poll")
         for name, value in values.items():

@@ -1,0 +1,146 @@
+"""The Modbus meter poller against simulated meters over real TCP on 127.0.0.1: per-phase values with
+their timestamp, export as negative, a silent meter going stale, wrong word order caught, the poll rate."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from pymodbus.constants import ExcCodes
+
+from gateway.config.site import MeterSection
+from gateway.modbus.link import LinkPool, ModbusLink
+from gateway.modbus.maps import load_map
+from gateway.modbus.meter import ModbusMeter
+from gateway.ports import Meter
+from gateway.sim.modbus_meter import SimMeter
+
+METERS = ["eastron-sdm630", "carlo-gavazzi-em24"]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 50.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+async def sims() -> AsyncIterator[list[SimMeter]]:
+    made: list[SimMeter] = []
+    yield made
+    for sim in made:
+        await sim.stop()
+
+
+async def _pair(sims: list[SimMeter], model: str, clock: FakeClock | None = None,
+                **kw: float) -> tuple[SimMeter, ModbusMeter]:
+    sim = SimMeter(model, **({"clock": clock} if clock else {}))
+    sims.append(sim)
+    port = await sim.start()
+    link = ModbusLink("127.0.0.1", port, timeout_s=0.3, backoff_s=0.05, backoff_max_s=0.2)
+    meter = ModbusMeter("site", load_map(model), link, **({"clock": clock} if clock else {}), **kw)  # type: ignore[arg-type]
+    return sim, meter
+
+
+@pytest.mark.parametrize("model", METERS)
+async def test_per_phase_readings_with_their_timestamp(model: str, sims: list[SimMeter]) -> None:
+    sim, meter = await _pair(sims, model)
+    sim.set_load(L1=40.0, L2=12.5, L3=3.0)
+    before = datetime.now(UTC)
+    m = await meter.poll_once()
+    assert m is not None
+    assert before <= m.at <= datetime.now(UTC)
+    assert m.meter_id == "site"
+    assert m.current_a == pytest.approx({"L1": 40.0, "L2": 12.5, "L3": 3.0})
+    assert m.voltage_v == pytest.approx({"L1": 230.0, "L2": 230.0, "L3": 230.0})
+    assert m.power_phase_kw["L1"] == pytest.approx(9.2, abs=1e-3)
+    assert m.power_kw == pytest.approx(230 * 55.5 / 1000, abs=1e-3)
+    assert not meter.stale()
+
+
+@pytest.mark.parametrize("model", METERS)
+async def test_export_is_negative_power_and_negative_amps(model: str, sims: list[SimMeter]) -> None:
+    clock = FakeClock()
+    sim, meter = await _pair(sims, model, clock)
+    sim.set_load(L1=-20.0, L2=-20.0, L3=5.0)  # PV exporting on two phases
+    clock.t += 3600.0
+    m = await meter.poll_once()
+    assert m is not None and m.power_kw is not None and m.export_kwh is not None
+    assert m.power_kw == pytest.approx(-230 * 35 / 1000, abs=1e-3)
+    assert m.current_a["L1"] == pytest.approx(-20.0) and m.current_a["L3"] == pytest.approx(5.0)
+    assert m.export_kwh == pytest.approx(8.05, abs=0.1)
+
+
+async def test_a_silent_meter_goes_stale_and_recovers(
+    sims: list[SimMeter], caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    sim, meter = await _pair(sims, "eastron-sdm630", clock, stale_after_s=5.0)
+    assert meter.stale(), "no reading yet is stale"
+    assert await meter.poll_once() is not None
+    sim.image.mute = True
+    with caplog.at_level(logging.DEBUG, logger="gateway.modbus"):
+        for _ in range(3):
+            clock.t += 2.0
+            assert await meter.poll_once() is None
+    assert meter.stale() and meter.age_s() == pytest.approx(6.0)
+    assert meter.last is not None, "the last good reading is kept, with its old timestamp"
+    sim.image.mute = False
+    await asyncio.sleep(0.25)  # past the bounded backoff
+    assert await meter.poll_once() is not None
+    assert not meter.stale()
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+async def test_exception_answers_yield_nothing(sims: list[SimMeter]) -> None:
+    sim, meter = await _pair(sims, "carlo-gavazzi-em24")
+    sim.image.fail_with = ExcCodes.ILLEGAL_ADDRESS
+    assert await meter.poll_once() is None
+    assert meter.polls_failed == 1
+
+
+@pytest.mark.parametrize(("model", "wrong"), [("eastron-sdm630", "little"), ("carlo-gavazzi-em24", "big")])
+async def test_wrong_word_order_is_caught_by_the_sanity_check(
+    model: str, wrong: str, sims: list[SimMeter], caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = SimMeter(model)
+    sims.append(sim)
+    port = await sim.start()
+    sim.set_load(L1=16.0, L2=16.0, L3=16.0)
+    bad_map = load_map(model).model_copy(update={"word_order": wrong})
+    meter = ModbusMeter("site", bad_map, ModbusLink("127.0.0.1", port, timeout_s=0.3))
+    with caplog.at_level(logging.ERROR, logger="gateway.modbus"):
+        assert await meter.poll_once() is None
+    assert "wrong word order" in caplog.text
+    assert meter.stale()
+
+
+async def test_polls_at_250_ms_from_site_config(sims: list[SimMeter]) -> None:
+    sim = SimMeter("eastron-sdm630")
+    sims.append(sim)
+    port = await sim.start()
+    section = MeterSection.model_validate({"id": "main", "poll_s": 0.25, "stale_after_s": 2,
+                                           "modbus": {"model": "eastron-sdm630", "host": "127.0.0.1", "port": port}})
+    pool = LinkPool()
+    meter = ModbusMeter.from_config(section, pool)
+    assert isinstance(meter, Meter)
+    got = []
+    start = asyncio.get_running_loop().time()
+    async for m in meter.measurements():
+        got.append(m)
+        if len(got) == 5:
+            break
+    elapsed = asyncio.get_running_loop().time() - start
+    assert 0.9 <= elapsed < 1.6, elapsed  # 5 polls at 0.25 s: the first at once, four periods after
+    assert [m.at for m in got] == sorted(m.at for m in got)
+    await pool.close()
+
+
+async def test_a_charger_map_is_not_a_meter() -> None:
+    with pytest.raises(ValueError, match="not a meter map"):
+        ModbusMeter("m", load_map("webasto-next"), ModbusLink("127.0.0.1", 1))
