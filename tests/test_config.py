@@ -225,6 +225,11 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         "meters[0].modbus: same device address as chargers[1] (192.0.2.1:502 unit 1)",
     ),
     (
+        "a meter's register map on a charger",
+        {"chargers.1.protocol": "modbus", "chargers.1.modbus": {"model": "eastron-sdm630", "host": "192.0.2.9"}},
+        "chargers[1].modbus.model: 'eastron-sdm630' is a meter's register map, not a charger's",
+    ),
+    (
         "two meters on one circuit",
         {"meters": [
             {"id": "m1", "circuit": "panel", "modbus": {"model": "eastron-sdm630", "host": "192.0.2.1"}},
@@ -496,3 +501,13 @@ def test_random_trees_give_a_valid_config_or_clear_problems(data: dict[str, Any]
                 if phase in ch.phases and circuit.id in ancestors(config, ch.circuit or config.site.service_id)
             )
             assert total <= circuit.limit_of(phase) + 1e-9
+
+
+def test_summary_shows_limits_phasing_and_fail_safe() -> None:
+    from gateway.config.summary import summarise
+
+    text = summarise(load_config(EXAMPLES / "example-workplace.toml"))
+    assert "  main: 160 A usable on L1-L2-L3" in text
+    assert "    panel-a: 80 A usable on L1-L2-L3, 10 chargers (L1-L2 ×4, L1-L3 ×3, L2-L3 ×3)" in text
+    assert "fail-safe: fallback currents load panel-a/L1 most: 42 A of 80 A usable" in text
+    assert "chargers: 20 (10 ocpp1.6, 10 ocpp2.0.1)" in text

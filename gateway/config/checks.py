@@ -266,18 +266,29 @@ def _meters(config: GatewayConfig, at: _At) -> list[str]:
 
 
 def _endpoints(config: GatewayConfig, at: _At) -> list[str]:
-    """Two devices configured at the same Modbus address is a copy-paste slip that mixes their readings."""
+    """A charger on a meter's register map (or the reverse), and two devices at one Modbus address."""
+    from gateway.modbus.maps import RegisterMap, load_map
+
     problems = []
-    seen: dict[tuple[str, int, object], str] = {}
-    devices = [(at("chargers", i), ch.modbus) for i, ch in enumerate(config.chargers) if ch.modbus is not None]
-    devices += [(at("meters", i), m.modbus) for i, m in enumerate(config.meters)]
-    for where, endpoint in devices:
-        # Without a unit the register map's default applies, which is the same for the same model.
-        unit: object = endpoint.unit if endpoint.unit is not None else ("default", endpoint.model)
+    seen: dict[tuple[str, int, int], str] = {}
+    devices = [(at("chargers", i), "charger", ch.modbus) for i, ch in enumerate(config.chargers) if ch.modbus]
+    devices += [(at("meters", i), "meter", m.modbus) for i, m in enumerate(config.meters)]
+    maps: dict[str, RegisterMap] = {}
+    for where, kind, endpoint in devices:
+        if endpoint.model not in maps:  # the field's own validation has loaded it once: it loads
+            maps[endpoint.model] = load_map(endpoint.model)
+        register_map = maps[endpoint.model]
+        if register_map.kind != kind:
+            problems.append(
+                f"{where}.modbus.model: {endpoint.model!r} is a {register_map.kind}'s register map, not a {kind}'s"
+            )
+        unit = endpoint.unit if endpoint.unit is not None else register_map.unit
+        # The same host, port and unit is a copy-paste slip that would mix two devices' readings.
         key = (endpoint.host.lower(), endpoint.port, unit)
         if key in seen:
-            shown = f"{endpoint.host}:{endpoint.port}" + (f" unit {endpoint.unit}" if endpoint.unit is not None else "")
-            problems.append(f"{where}.modbus: same device address as {seen[key]} ({shown})")
+            problems.append(
+                f"{where}.modbus: same device address as {seen[key]} ({endpoint.host}:{endpoint.port} unit {unit})"
+            )
         else:
             seen[key] = where
     return problems

@@ -1,11 +1,16 @@
-"""A short human summary of a valid site config, printed by `gateway check-config`."""
+"""A short human summary of a valid site config, printed by `gateway check-config`.
+
+It shows what the gateway will enforce, so a user can compare it with the panel schedule: the usable
+limit of every circuit, which chargers load which conductors, what the chargers would draw together on
+their own fail-safe currents, and how the site talks to the utility.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 
 from gateway.config import GatewayConfig
-from gateway.topology import circuit_limits, ev_capacity_kw
+from gateway.topology import ancestors, circuit_limits, ev_capacity_kw, parents_of
 
 
 def summarise(config: GatewayConfig) -> str:
@@ -19,12 +24,18 @@ def summarise(config: GatewayConfig) -> str:
     for c in limits:
         children.setdefault(c.parent, []).append(c.id)
     by_id = {c.id: c for c in limits}
-    chargers_on = Counter(ch.circuit or site.service_id for ch in config.chargers)
+    on_circuit: dict[str, Counter[str]] = {}
+    for ch in config.chargers:
+        on_circuit.setdefault(ch.circuit or site.service_id, Counter())["-".join(ch.phases)] += 1
 
     def walk(node: str, depth: int) -> None:
         c = by_id[node]
-        n = chargers_on.get(node, 0)
-        extra = f", {n} charger(s)" if n else ""
+        phasing = on_circuit.get(node)
+        extra = ""
+        if phasing:
+            n = sum(phasing.values())
+            spread = ", ".join(f"{p} ×{k}" for p, k in sorted(phasing.items()))
+            extra = f", {n} charger{'s' if n != 1 else ''} ({spread})"
         lines.append(f"{'  ' * (depth + 1)}{node}: {c.limit_a:g} A usable on {'-'.join(c.phases)}{extra}")
         for child in children.get(node, []):
             walk(child, depth + 1)
@@ -34,7 +45,10 @@ def summarise(config: GatewayConfig) -> str:
     protocols = Counter(ch.protocol for ch in config.chargers)
     proto = ", ".join(f"{n} {p}" for p, n in sorted(protocols.items())) or "none"
     lines.append(f"chargers: {len(config.chargers)} ({proto}); normal EV capacity {ev_capacity_kw(config):.1f} kW")
-    lines.append(f"meters: {len(config.meters)}")
+    if config.chargers:
+        lines.append(f"fail-safe: {_fallback(config)}")
+    meters = ", ".join(f"{m.id} on {m.circuit or site.service_id}" for m in config.meters) or "none"
+    lines.append(f"meters: {meters}")
     if config.vtn is None:
         lines.append("vtn: none configured (the site runs on its own limits and tariff)")
     else:
@@ -45,3 +59,19 @@ def summarise(config: GatewayConfig) -> str:
         f"min on-time {config.control.min_on_time_s:g} s; status on {config.status.bind}:{config.status.port}"
     )
     return "\n".join(lines)
+
+
+def _fallback(config: GatewayConfig) -> str:
+    """The conductor whose chargers' fallback currents come closest to its usable limit."""
+    parents = parents_of(config)
+    totals: dict[tuple[str, str], float] = {}
+    for ch in config.chargers:
+        if ch.fallback_a > 0:
+            for node in ancestors(config, ch.circuit or config.site.service_id, parents):
+                for phase in ch.phases:
+                    totals[(node, phase)] = totals.get((node, phase), 0.0) + ch.fallback_a
+    if not totals:
+        return "every charger stops if the gateway stops (fallback_a 0)"
+    limits = {c.id: c for c in circuit_limits(config)}
+    (node, phase), amps = max(totals.items(), key=lambda kv: kv[1] / limits[kv[0][0]].limit_of(kv[0][1]))
+    return f"fallback currents load {node}/{phase} most: {amps:g} A of {limits[node].limit_of(phase):g} A usable"
