@@ -49,8 +49,13 @@ def run(args: argparse.Namespace) -> int:
     import logging
 
     # the one error line below says it all; the link's own log line would repeat it
-    logging.getLogger("gateway.modbus").setLevel(logging.CRITICAL)
-    return asyncio.run(_read(m, args.host, args.port, args.unit, args.timeout))
+    quiet = logging.getLogger("gateway.modbus")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        return asyncio.run(_read(m, args.host, args.port, args.unit, args.timeout))
+    finally:
+        quiet.setLevel(level)
 
 
 async def _read(m: object, host: str, port: int, unit: int | None, timeout_s: float) -> int:
