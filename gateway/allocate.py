@@ -84,15 +84,25 @@ def _build(problem: Problem) -> tuple[_Constraints, list[list[tuple[int, float]]
         for phase in c.phases:
             cons.add(f"{c.id}/{phase}", c.limit_of(phase))
 
-    def path(circuit_id: str) -> list[Circuit]:
-        out: list[Circuit] = []
+    on_path: dict[str, dict[str, list[int]]] = {}  # circuit → phase → its constraints up to the service
+
+    def path_of(circuit_id: str) -> dict[str, list[int]]:
+        known = on_path.get(circuit_id)
+        if known is not None:
+            return known
+        by_phase: dict[str, list[int]] = {p: [] for p in circuits[circuit_id].phases}
         node: str | None = circuit_id
+        hops = 0
         while node is not None:
-            if len(out) > len(circuits):
+            hops += 1
+            if hops > len(circuits):
                 raise ProblemError(f"circuit {circuit_id!r}: cycle in the circuit tree")
-            out.append(circuits[node])
+            for phase, indices in by_phase.items():
+                if phase in circuits[node].phases:
+                    indices.append(cons.index[f"{node}/{phase}"])
             node = circuits[node].parent
-        return out
+        on_path[circuit_id] = by_phase
+        return by_phase
 
     for load in problem.non_ev:
         if load.circuit not in circuits:
@@ -105,9 +115,8 @@ def _build(problem: Problem) -> tuple[_Constraints, list[list[tuple[int, float]]
         if load.measured_at is not None and stale:
             # Pessimistic: the worst recent reading, or nothing left for EVs at all.
             amps = max(amps, load.worst_a) if load.worst_a is not None else own.limit_of(load.phase)
-        for node in path(load.circuit):
-            if load.phase in node.phases:
-                cons.headroom[cons.index[f"{node.id}/{load.phase}"]] -= amps
+        for index in path_of(load.circuit)[load.phase]:
+            cons.headroom[index] -= amps
 
     limits = problem.limits
     site = cons.add("site", limits.site_kw - limits.non_ev_kw) if limits.site_kw is not None else None
@@ -126,11 +135,8 @@ def _build(problem: Problem) -> tuple[_Constraints, list[list[tuple[int, float]]
         for phase in evse.phases:
             if phase not in own.phases:
                 raise ProblemError(f"charger {evse.id!r}: circuit {own.id!r} does not carry {phase}")
-        entries: list[tuple[int, float]] = []
-        for node in path(evse.circuit):
-            for phase in evse.phases:
-                if phase in node.phases:
-                    entries.append((cons.index[f"{node.id}/{phase}"], 1.0))
+        paths = path_of(evse.circuit)
+        entries = [(index, 1.0) for phase in evse.phases for index in paths[phase]]
         kw = evse.kw_per_a
         if site is not None:
             entries.append((site, kw))
@@ -197,8 +203,19 @@ def allocate(problem: Problem) -> Allocation:
             binding[evse.id] = reason
             amps[i] = evse.held_a if evse.held_a is not None else 0.0
 
+    users: list[list[int]] = [[] for _ in head]
+    for i in candidates:
+        for c, _ in members[i]:
+            users[c].append(i)
+    ranges = [usable_range(e) for e in evses]
+    lows = [r[0] for r in ranges]
+    highs = [r[1] for r in ranges]
+
     def fits(i: int, extra: float) -> bool:
-        return all(head[c] - coef * extra >= -EPS for c, coef in members[i])
+        for c, coef in members[i]:  # noqa: SIM110 (a plain loop: this is the hot path)
+            if head[c] - coef * extra < -EPS:
+                return False
+        return True
 
     def take(i: int, extra: float) -> None:
         amps[i] += extra
@@ -212,24 +229,23 @@ def allocate(problem: Problem) -> Allocation:
         order = sorted(by_class[priority], key=lambda i: admission_key(evses[i], problem.now, problem.min_on_time))
         admitted = []
         for i in order:
-            low = usable_range(evses[i])[0]
-            if fits(i, low):
-                take(i, low)
+            if fits(i, lows[i]):
+                take(i, lows[i])
                 admitted.append(i)
-        _fill(admitted, amps, members, head, [usable_range(evses[i])[1] for i in range(len(evses))])
+        _fill(admitted, amps, members, users, head, highs)
         for i in admitted:
             snapped = step_floor(amps[i], evses[i].step_a)
             take(i, snapped - amps[i])
             amps[i] = snapped
         for i in order:  # what rounding freed may now admit someone who did not fit
-            if amps[i] == 0.0 and fits(i, usable_range(evses[i])[0]):
-                take(i, usable_range(evses[i])[0])
+            if amps[i] == 0.0 and fits(i, lows[i]):
+                take(i, lows[i])
                 admitted.append(i)
-        _top_up(admitted, evses, amps, fits, take)
+        _top_up(admitted, evses, amps, highs, fits, take)
 
     for i in candidates:
         evse = evses[i]
-        low, high = usable_range(evse)
+        low, high = ranges[i]
         if amps[i] >= high - EPS:
             binding[evse.id] = "max" if evse.want_a is None or evse.want_a >= evse.max_a else "plan"
             continue
@@ -245,38 +261,55 @@ def _fill(
     admitted: list[int],
     amps: list[float],
     members: list[list[tuple[int, float]]],
+    users: list[list[int]],
     head: list[float],
     ceiling: list[float],
 ) -> None:
     """Raise a common water level under the admitted chargers until each meets its ceiling or a full constraint.
 
     Max-min fair in amps: a charger admitted above the level (a higher minimum) joins when the level reaches
-    it. Each round finds the first event (a constraint filling: headroom / weight of the chargers rising on
-    it; a charger reaching its ceiling; a charger joining), moves the level there and freezes who stopped.
-    Rounds ≤ constraints + 2 × chargers, and each charger is frozen once.
+    it. Events (a constraint filling, a charger reaching its ceiling, a charger joining) come off heaps in
+    level order. A constraint's headroom is brought up to date only when its weight (the chargers rising on
+    it) changes, and each batch of events pushes one heap entry per constraint it touched, so the cost is
+    O(memberships + events · log) rather than a scan of every constraint per event. Hot loops are inlined.
     """
     if not admitted:
         return
-    weight = [0.0] * len(head)
-    users: dict[int, list[int]] = {}
-    for i in admitted:
-        for c, _ in members[i]:
-            users.setdefault(c, []).append(i)
-    joining = sorted((amps[i], i) for i in admitted)
-    joining.reverse()  # pop() takes the lowest
+    n_cons = len(head)
+    weight = [0.0] * n_cons
+    version = [0] * n_cons
+    joining = sorted([(amps[i], i) for i in admitted], reverse=True)  # pop() takes the lowest
+    level = joining[-1][0]
+    since = [level] * n_cons  # level at which head[c] was last brought up to date
+    fills: list[tuple[float, int, int]] = []  # (level at which c is full, version, c)
     reach: list[tuple[float, int]] = []
     rising: set[int] = set()
     done: set[int] = set()
-    level = joining[-1][0]
-    live: list[int] = []
+    dirty: set[int] = set()
+    push, pop = heapq.heappush, heapq.heappop
 
-    def freeze(i: int) -> None:
-        done.add(i)
-        if i in rising:
-            rising.discard(i)
-            amps[i] = max(amps[i], level)
-            for c, coef in members[i]:
-                weight[c] -= coef
+    def freeze_all(who: list[int]) -> None:
+        for i in who:
+            if i in done:
+                continue
+            done.add(i)
+            if i in rising:
+                rising.discard(i)
+                if amps[i] < level:
+                    amps[i] = level
+                for c, coef in members[i]:
+                    if since[c] != level:
+                        head[c] -= weight[c] * (level - since[c])
+                        since[c] = level
+                    weight[c] -= coef
+                    dirty.add(c)
+
+    def reschedule() -> None:
+        for c in dirty:
+            version[c] += 1
+            if weight[c] > EPS:
+                push(fills, (level + max(head[c], 0.0) / weight[c], version[c], c))
+        dirty.clear()
 
     while rising or joining:
         while joining and (joining[-1][1] in done or joining[-1][0] <= level + EPS):
@@ -284,42 +317,46 @@ def _fill(
             if i in done:
                 continue
             rising.add(i)
-            heapq.heappush(reach, (ceiling[i], i))
+            push(reach, (ceiling[i], i))
             for c, coef in members[i]:
-                if weight[c] <= EPS:
-                    live.append(c)
+                if since[c] != level:
+                    head[c] -= weight[c] * (level - since[c])
+                    since[c] = level
                 weight[c] += coef
-        if not rising:
-            if joining:
-                level = joining[-1][0]
-            continue
+                dirty.add(c)
+        reschedule()
+        while fills and (fills[0][1] != version[fills[0][2]] or weight[fills[0][2]] <= EPS):
+            pop(fills)
         while reach and reach[0][1] not in rising:
-            heapq.heappop(reach)
-        step = reach[0][0] - level if reach else math.inf
-        if joining:
-            step = min(step, joining[-1][0] - level)
-        live = [c for c in dict.fromkeys(live) if weight[c] > EPS]
-        for c in live:
-            room = head[c] / weight[c]
-            if room < step:
-                step = room
-        step = max(step, 0.0)
-        level += step
-        for c in live:
-            head[c] -= weight[c] * step
-        while reach and (reach[0][1] not in rising or reach[0][0] <= level + EPS):
-            _, i = heapq.heappop(reach)
-            freeze(i)
-        for c in live:
-            if weight[c] > EPS and head[c] <= EPS * max(1.0, weight[c]):
-                for i in users[c]:
-                    freeze(i)
+            pop(reach)
+        nxt = min(
+            fills[0][0] if fills else math.inf,
+            reach[0][0] if reach else math.inf,
+            joining[-1][0] if joining else math.inf,
+        )
+        if nxt == math.inf:
+            break
+        if nxt > level:
+            level = nxt
+        capped = []
+        while reach and reach[0][0] <= level + EPS:
+            capped.append(pop(reach)[1])
+        freeze_all(capped)
+        while fills and fills[0][0] <= level + EPS:
+            _, ver, c = pop(fills)
+            if ver == version[c] and weight[c] > EPS:
+                freeze_all(users[c])
+        reschedule()
+    for c in range(n_cons):  # bring every headroom up to date for the steps that follow
+        if since[c] != level:
+            head[c] -= weight[c] * (level - since[c])
 
 
 def _top_up(
     admitted: list[int],
     evses: Sequence[EvseState],
     amps: list[float],
+    highs: list[float],
     fits: Callable[[int, float], bool],
     take: Callable[[int, float], None],
 ) -> None:
@@ -329,7 +366,7 @@ def _top_up(
     while queue:
         _, _, i = heapq.heappop(queue)
         step = evses[i].step_a
-        if amps[i] + step <= usable_range(evses[i])[1] + EPS and fits(i, step):
+        if amps[i] + step <= highs[i] + EPS and fits(i, step):
             take(i, step)
             amps[i] = round(amps[i], 6)
             heapq.heappush(queue, (amps[i], evses[i].id, i))

@@ -1,0 +1,87 @@
+"""Time and memory of one allocation for 10 … 10,000 chargers in a three-level tree with mixed phasing.
+
+Run on purpose (`make bench` or `python bench/allocate_speed.py`), never as a test. The site: a 3-phase
+service, one panel per 50 chargers, one branch circuit per 5 chargers; chargers on one, two or three
+conductors, with random maxima, priorities, departures and some non-EV load, and a site kW limit that binds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+import tracemalloc
+from datetime import UTC, datetime, timedelta
+
+from gateway.allocate import Problem, allocate
+from gateway.domain import Circuit, EvseState, NonEvLoad, SiteLimits
+
+NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
+PHASINGS = [("L1",), ("L2",), ("L3",), ("L1", "L2"), ("L2", "L3"), ("L1", "L3"), ("L1", "L2", "L3")]
+
+
+def site(n: int, seed: int = 1) -> Problem:
+    rng = random.Random(seed)
+    three = ("L1", "L2", "L3")
+    panels = max(1, n // 50)
+    branches = max(1, n // 5)
+    circuits = [Circuit("main", None, 0.8 * max(200.0, 12.0 * n), three)]
+    circuits += [Circuit(f"panel-{p}", "main", 0.8 * max(100.0, 12.0 * n / panels), three) for p in range(panels)]
+    circuits += [Circuit(f"branch-{b}", f"panel-{b % panels}", 0.8 * 100.0, three) for b in range(branches)]
+    evses = []
+    for i in range(n):
+        phases = rng.choice(PHASINGS)
+        evses.append(
+            EvseState(
+                id=f"cp-{i:05d}",
+                circuit=f"branch-{i % branches}",
+                phases=phases,
+                voltage_v=120.0 if len(phases) == 1 else 208.0,
+                max_a=rng.choice([16.0, 32.0, 40.0, 48.0]),
+                step_a=rng.choice([1.0, 0.1]),
+                priority=rng.choice([0, 0, 0, 1]),
+                connected=rng.random() < 0.85,
+                energy_needed_kwh=rng.uniform(2, 40),
+                departure=NOW + timedelta(hours=rng.uniform(1, 10)),
+                waiting_since=NOW - timedelta(minutes=rng.randint(0, 120)),
+                power_factor=0.99,
+            )
+        )
+    non_ev = [NonEvLoad("main", p, rng.uniform(5, 30), NOW) for p in three]
+    non_ev += [NonEvLoad(f"panel-{p}", "L1", rng.uniform(0, 20), NOW) for p in range(panels)]
+    limits = SiteLimits(site_kw=3.5 * n, non_ev_kw=20.0)
+    return Problem(circuits, evses, NOW, non_ev, limits, min_on_time=timedelta(minutes=5))
+
+
+def measure(n: int, runs: int) -> tuple[float, float, float, int]:
+    problem = site(n)
+    allocate(problem)  # warm up
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        allocate(problem)
+        times.append(time.perf_counter() - t0)
+    tracemalloc.start()
+    allocate(problem)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    times.sort()
+    p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
+    constraints = sum(len(c.phases) for c in problem.circuits) + 1
+    return statistics.median(times) * 1000, p99 * 1000, peak / 1024, constraints
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="10,100,1000,10000")
+    args = parser.parse_args()
+    print(f"{'chargers':>9} {'constraints':>11} {'runs':>5} {'median ms':>10} {'p99 ms':>8} {'peak KiB':>9}")
+    for n in (int(s) for s in args.sizes.split(",")):
+        runs = 200 if n <= 1000 else 20
+        median, p99, peak, constraints = measure(n, runs)
+        print(f"{n:>9} {constraints:>11} {runs:>5} {median:>10.3f} {p99:>8.3f} {peak:>9.0f}")
+
+
+if __name__ == "__main__":
+    main()
