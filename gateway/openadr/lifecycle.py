@@ -83,7 +83,7 @@ def reconcile(
             verdicts.append(Verdict(event.event_id, event.modification_number, code, text, event.response_required))
 
         if old is not None and new.modification_number < old.modification_number:
-            verdict(OUT_OF_SEQUENCE, f"modificationNumber {new.modification_number} < {old.modification_number}")
+            verdict(OUT_OF_SEQUENCE, "OUT OF SEQUENCE")
             notes.append(f"event={new.event_id} refused: modificationNumber went back from "
                          f"{old.modification_number} to {new.modification_number}")
             continue

@@ -114,11 +114,14 @@ class Ven:
 
     # ---------------------------------------------------------------------------------------- run
 
+    async def load(self) -> None:
+        """Pick up the registration kept from a previous run (a restart does not re-register)."""
+        stored = await self._db(self.store.registration)
+        self.registration = dataclasses.replace(stored, ven_id=stored.ven_id or self.vtn.ven_id)
+
     async def run(self) -> None:
         """Forever: register, poll, answer, send what is pending; back off on failure. Cancel to stop."""
-        stored = await self._db(self.store.registration)
-        ven_id = stored.ven_id or self.vtn.ven_id
-        self.registration = dataclasses.replace(stored, ven_id=ven_id)
+        await self.load()
         sampler = asyncio.create_task(self._sample_forever(), name="openadr-report-sampler")
         try:
             while True:
@@ -303,7 +306,7 @@ class Ven:
                 event_id = str(((raw or {}).get("event_descriptor") or {}).get("event_id", "")) if isinstance(
                     raw, dict) else ""
                 if event_id:
-                    bad.append(lifecycle.Verdict(event_id, 0, 400, str(exc)[:100], True))
+                    bad.append(lifecycle.Verdict(event_id, 0, 400, "BAD EVENT", True))
                 continue
             for line in t.dropped:
                 log.warning("event=%s signal ignored: %s", t.event.event_id, line)

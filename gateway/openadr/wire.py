@@ -88,7 +88,15 @@ class VtnLink:
             disable_signature=self._sign_cert is None,
             **payload,
         )
-        return text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        body = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        # openleadr's templates do not escape: an id echoed from the VTN with "<" or "&" in it would make
+        # our answer malformed (or inject elements). Refuse to send anything that is not well-formed.
+        try:
+            check_raw(body, 50_000_000)
+        except RefusedPayload as exc:
+            raise RefusedPayload(f"our {message_type} would not be well-formed XML (unsafe characters "
+                                 f"echoed from the VTN?): {exc}") from None
+        return body
 
     async def exchange(self, service: str, message_type: str, **payload: Any) -> tuple[str | None, dict[str, Any]]:
         """Send one message; (None, {}) for an empty answer. Raises VtnUnreachable or RefusedPayload."""
