@@ -511,3 +511,22 @@ def test_summary_shows_limits_phasing_and_fail_safe() -> None:
     assert "    panel-a: 80 A usable on L1-L2-L3, 10 chargers (L1-L2 ×4, L1-L3 ×3, L2-L3 ×3)" in text
     assert "fail-safe: fallback currents load panel-a/L1 most: 42 A of 80 A usable" in text
     assert "chargers: 20 (10 ocpp1.6, 10 ocpp2.0.1)" in text
+
+
+def test_the_reference_documents_every_key_of_the_site_sections() -> None:
+    from gateway.config.control import ControlSection, StatusSection, StoreSection
+    from gateway.config.site import ChargerSection, CircuitSection, MeterSection, SiteSection
+
+    text = (REPO / "docs" / "configuration.md").read_text()
+    for heading, model in [
+        ("## `[site]`", SiteSection),
+        ("## `[[circuits]]`", CircuitSection),
+        ("## `[[chargers]]`", ChargerSection),
+        ("## `[[meters]]`", MeterSection),
+        ("## `[control]`", ControlSection),
+        ("## `[status]`", StatusSection),
+        ("## `[store]`", StoreSection),
+    ]:
+        section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+        for name in model.model_fields:
+            assert f"| `{name}` |" in section or f"`{name}." in section, f"{heading}: `{name}` undocumented"
