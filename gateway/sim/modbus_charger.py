@@ -49,6 +49,7 @@ class SimCharger:
         self._clock = clock
         self.setpoint_a: float | None = None  # None: never written; the charger runs at its rating
         self.last_refresh: float = clock()
+        self.setpoint_changed_at: float | None = None  # clock time the last new setpoint arrived
         self.ev_max_a = 0.0
         self.ev_phases = 0
         self.energy_kwh = 0.0
@@ -154,7 +155,10 @@ class SimCharger:
                 return ExcCodes.ILLEGAL_VALUE
             self._integrate()
             # like real chargers: a request above the rating is clamped, and below 6 A means pause
-            self.setpoint_a = min(float(value), self.rating_a)
+            new = min(float(value), self.rating_a)
+            if new != self.setpoint_a:
+                self.setpoint_changed_at = self._clock()
+            self.setpoint_a = new
             self.image.values["setpoint"] = self.setpoint_a
             self.last_refresh = self._clock()
         elif name == "watchdog":
