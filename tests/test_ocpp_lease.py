@@ -105,9 +105,20 @@ async def test_graceful_stop_releases_the_live_limit_at_once(site: tuple[OcppDri
     assert sim.draw_a() == 8.0
 
 
-async def test_only_changed_limits_are_sent(site: tuple[OcppDriver, SimChargePoint]) -> None:
-    driver, sim = site
-    await until(lambda: sim.limit_a() == 8.0)
+async def test_only_changed_limits_are_sent(version: str) -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("cp1", f"ocpp{version}")])
+    await driver.start()
+    sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD)  # type: ignore[arg-type]
+    await sim.start()
+    try:
+        await until(lambda: sim.limit_a() == 8.0)
+        await _only_changed(driver, sim)
+    finally:
+        await sim.stop()
+        await driver.stop()
+
+
+async def _only_changed(driver: OcppDriver, sim: SimChargePoint) -> None:
     await driver.apply_limits({"cp1": 12.0}, "first")
     sent = len(sim.received)
     acks = await driver.apply_limits({"cp1": 12.04}, "same after rounding")

@@ -81,6 +81,7 @@ class Control:
     desired_a: float | None = None
     reason: str = ""
     acked_a: float | None = None
+    acked_on: Station | None = None  # the connection that acknowledged acked_a
     lease_until: datetime | None = None
     in_flight: int = 0
     failed: bool = False
@@ -259,7 +260,8 @@ class OcppDriver:
                 if i != ctl.strategy:
                     log.info("ocpp charger=%s takes limits as %s (remembered)", cid, strategy.label)
                 ctl.strategy = i
-                ctl.acked_a, ctl.lease_until, ctl.failed, ctl.next_try = amps, now + self.lease, False, None
+                ctl.acked_a, ctl.acked_on, ctl.lease_until = amps, station, now + self.lease
+                ctl.failed, ctl.next_try = False, None
                 break
             if not outcome.answered:
                 break
@@ -308,7 +310,8 @@ class OcppDriver:
                 log.error("ocpp charger=%s accepted no base profile: without the gateway it charges unlimited",
                           ctl.charger.id)
         await station.configure(self.section.meter_interval_s)
-        if ctl.desired_a is not None:
+        delivered = ctl.acked_a == ctl.desired_a and ctl.acked_on is station
+        if ctl.desired_a is not None and not delivered and not ctl.in_flight:
             await self._push(ctl, "reconnect: " + (ctl.reason or "limit"))
 
     async def _renew_leases(self) -> None:

@@ -18,8 +18,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from ocpp import routing
-from ocpp.exceptions import OCPPError
+from ocpp.exceptions import NotImplementedError as NotImplementedError_
+from ocpp.exceptions import NotSupportedError, OCPPError
 from ocpp.messages import Call, CallError, MessageType, unpack
+from ocpp.v16.enums import Action as Action16
+from ocpp.v201.enums import Action as Action201
 from websockets.exceptions import ConnectionClosed
 
 from gateway.ocpp.profiles import Abilities, ProfileSpec, Version
@@ -100,11 +103,21 @@ def status_is_accepted(result: Any) -> str | None:
     return None if status == "Accepted" else f"answered {status}"
 
 
+def _unhandled(action: object, version: str) -> OCPPError:
+    """Both specs: an action the receiver does not know is NotImplemented; one it knows but does not
+    support is NotSupported. (The library answers the other way round for unknown names.)"""
+    names = {a.value for a in (Action16 if version == "1.6" else Action201)}
+    if action in names:
+        return NotSupportedError(details={"cause": f"{action} is not supported by this central system"})
+    return NotImplementedError_(details={"cause": f"unknown action {str(action)[:40]!r}"})
+
+
 class GuardedRouting:
     """Mixin placed before the library's ChargePoint: route frames, but answer garbage as the spec says."""
 
     id: str
     _ocpp_version: str
+    route_map: dict[str, Any]
     _response_queue: asyncio.Queue[Any]
     hooks: Hooks
 
@@ -125,10 +138,13 @@ class GuardedRouting:
             if msg.action != "BootNotification":
                 self.hooks.seen(self)  # type: ignore[arg-type]
             try:
+                if msg.action not in self.route_map:
+                    raise _unhandled(msg.action, self._ocpp_version)
                 await self._handle_call(msg)
             except OCPPError as exc:
-                log.warning("ocpp charger=%s %s refused: %s %s", self.id, msg.action, exc.code, exc.description)
-                await self._send(msg.create_call_error(exc).to_json())
+                cause = str((exc.details or {}).get("cause", exc.description))[:200]
+                log.warning("ocpp charger=%s %s refused: %s %s", self.id, msg.action, exc.code, cause)
+                await self._send(self._error(msg.unique_id, exc.code, cause))
         elif msg.message_type_id in (MessageType.CallResult, MessageType.CallError):
             self._response_queue.put_nowait(msg)
 
@@ -142,13 +158,13 @@ class GuardedRouting:
         elif self._ocpp_version == "1.6":
             return  # 1.6 has no way to answer a frame without a message id
         else:
-            unique_id = "-1"  # 2.0.1 §4.2.3: a frame we cannot read is answered with id "-1"
-        code = exc.code
-        if self._ocpp_version == "1.6" and code == "FormatViolation":
-            code = "FormationViolation"  # the 1.6 spelling
-        elif self._ocpp_version != "1.6" and frame is None:
-            code = "RpcFrameworkError"
-        error = CallError(
-            unique_id=unique_id, error_code=code, error_description=str(exc.description)[:200], error_details={}
-        )
-        await self._send(error.to_json())
+            unique_id = "-1"  # OCPP-J 2.0.1: a frame whose message id cannot be read is answered with "-1"
+        code = "RpcFrameworkError" if self._ocpp_version != "1.6" and frame is None else exc.code
+        await self._send(self._error(unique_id, code, str(exc.description)))
+
+    def _error(self, unique_id: str, code: str, description: str) -> str:
+        if self._ocpp_version == "1.6":  # the 1.6 spelling of two codes
+            code = {"FormatViolation": "FormationViolation",
+                    "OccurrenceConstraintViolation": "OccurenceConstraintViolation"}.get(code, code)
+        error = CallError(unique_id=unique_id, error_code=code, error_description=description[:200], error_details={})
+        return str(error.to_json())

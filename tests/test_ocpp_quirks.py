@@ -1,0 +1,192 @@
+"""Misbehaving chargers and users: strategies that fall back, slow acks, drops, garbage, bad credentials."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from test_ocpp_lease import PASSWORD, base_url, charger, section, until
+
+from gateway.config.ocpp import OcppSection
+from gateway.domain import ChargerReading, ChargerStatus
+from gateway.ocpp import OcppDriver
+from gateway.sim.ocpp_cp import Quirks, SimChargePoint
+
+
+@pytest.fixture(params=["1.6", "2.0.1"])
+def version(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def station_max(version: str) -> str:
+    return "ChargePointMaxProfile" if version == "1.6" else "ChargingStationMaxProfile"
+
+
+async def test_charger_rejecting_the_station_profile_is_limited_by_tx_default_and_remembered(version: str) -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("cp1", f"ocpp{version}")])
+    async with driver:
+        quirks = Quirks(reject_purposes=frozenset({station_max(version)}), boot_on_reconnect=False)
+        sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD, quirks=quirks)  # type: ignore[arg-type]
+        await sim.start()
+        try:
+            await until(lambda: sim.limit_a() == 8.0)  # the base went in as TxDefaultProfile
+            await sim.plug_in()
+            acks = await driver.apply_limits({"cp1": 14.0}, "test")
+            assert acks[0].accepted
+            assert sim.draw_a() == 14.0
+            assert driver.history[-1].strategy == "TxDefaultProfile/A/sl1"
+            # after a drop it goes straight to what worked
+            tried = len(sim.received)
+            await sim.drop()
+            await until(lambda: len(sim.received) >= tried + 2)
+            assert all(p.startswith("TxDefaultProfile") for p, _ in sim.received[tried:])
+            assert sim.draw_a() == 14.0
+        finally:
+            await sim.stop()
+
+
+async def test_watts_only_charger_gets_watts(version: str) -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("cp1", f"ocpp{version}")], watts_per_amp={"cp1": 690.0})
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD,  # type: ignore[arg-type]
+                             quirks=Quirks(watts_only=True))
+        await sim.start()
+        try:
+            await until(lambda: sim.limit_a() == 8.0)
+            await sim.plug_in()
+            acks = await driver.apply_limits({"cp1": 16.0}, "test")
+            assert acks[0].accepted
+            assert sim.draw_a() == 16.0
+            assert driver.history[-1].strategy.endswith("/W/sl1")
+        finally:
+            await sim.stop()
+
+
+async def test_a_slow_charger_delays_nobody_and_counts_at_its_maximum_until_it_answers() -> None:
+    ids = ["slow", "a", "b", "c"]
+    driver = OcppDriver(section(lease_s=30, ack_wait_s=0.5, response_timeout_s=5),
+                        [charger(i, "ocpp1.6") for i in ids])
+    async with driver:
+        sims = {i: SimChargePoint(base_url(driver), i, password=PASSWORD) for i in ids}
+        await asyncio.gather(*(s.start() for s in sims.values()))
+        seen: list[ChargerReading] = []
+
+        async def collect() -> None:
+            async for reading in driver.readings():
+                seen.append(reading)
+
+        task = asyncio.create_task(collect())
+        try:
+            await until(lambda: all(s.limit_a() == 8.0 for s in sims.values()))
+            sims["slow"].quirks.ack_delay_s = 1.5
+            started = asyncio.get_running_loop().time()
+            acks = {a.charger_id: a for a in await driver.apply_limits(dict.fromkeys(ids, 12.0), "test")}
+            assert asyncio.get_running_loop().time() - started < 1.0
+            assert all(acks[i].accepted and acks[i].round_trip_s < 0.4 for i in "abc")
+            assert not acks["slow"].accepted and "no answer yet" in acks["slow"].detail
+            assert driver.applied_limit(driver.controls["slow"]) == 32.0
+            await until(lambda: any(r.charger_id == "slow" and r.applied_limit_a == 12.0 for r in seen), 3.0)
+            assert sims["slow"].limit_a() == 12.0
+        finally:
+            task.cancel()
+            await asyncio.gather(*(s.stop() for s in sims.values()))
+
+
+async def test_a_charger_that_drops_mid_session_comes_back_with_its_limit(version: str) -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("cp1", f"ocpp{version}")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD)  # type: ignore[arg-type]
+        await sim.start()
+        seen: list[ChargerReading] = []
+
+        async def collect() -> None:
+            async for reading in driver.readings():
+                seen.append(reading)
+
+        task = asyncio.create_task(collect())
+        try:
+            await until(lambda: sim.limit_a() == 8.0)
+            await sim.plug_in()
+            await driver.apply_limits({"cp1": 18.0}, "test")
+            await sim.drop()
+            await until(lambda: any(r.status is ChargerStatus.OFFLINE for r in seen))
+            # while it is away the driver does not trust the lease it gave: counts the charger at most at 18 A
+            assert driver.applied_limit(driver.controls["cp1"]) == 18.0
+            sim.book.clear()  # it rebooted and lost its profiles
+            await until(lambda: sim.connected.is_set() and sim.limit_a() == 18.0)
+            assert sim.boots == 2
+            acks = await driver.apply_limits({"cp1": 10.0}, "after the drop")
+            assert acks[0].accepted and sim.draw_a() == 10.0
+        finally:
+            task.cancel()
+            await sim.stop()
+
+
+async def test_malformed_frames_and_unknown_actions_get_the_right_call_error(
+    version: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("cp1", f"ocpp{version}")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD)  # type: ignore[arg-type]
+        await sim.start()
+        try:
+            await until(lambda: sim.limit_a() == 8.0)
+            with caplog.at_level(logging.WARNING, logger="gateway.ocpp"):
+                unknown = await sim.send_raw('[2, "u1", "MakeCoffee", {}]')
+                known = await sim.send_raw('[2, "u2", "Reset", {"type": "Hard"}]')
+                bad = await sim.send_raw('[2, "u3", "Heartbeat", {"surprise": 1}]')
+                garbage = await sim.send_raw("this is not json", timeout_s=0.3)
+            assert unknown is not None and unknown[:3] == [4, "u1", "NotImplemented"]
+            assert known is not None and known[:3] == [4, "u2", "NotSupported"]
+            violation = "FormationViolation" if version == "1.6" else "FormatViolation"
+            assert bad is not None and bad[:3] == [4, "u3", violation]
+            if version == "1.6":
+                assert garbage is None
+            else:
+                assert garbage is not None and garbage[:3] == [4, "-1", "RpcFrameworkError"]
+            assert "Traceback" not in caplog.text
+            assert len([r for r in caplog.records if r.name == "gateway.ocpp"]) == 4
+            # nothing else disturbed: the link still carries limits
+            acks = await driver.apply_limits({"cp1": 11.0}, "after garbage")
+            assert acks[0].accepted and sim.limit_a() == 11.0
+        finally:
+            await sim.stop()
+
+
+@pytest.mark.parametrize(
+    ("cp_id", "password", "status"),
+    [("cp1", "wrong-password", 401), ("cp1", None, 401), ("stranger", PASSWORD, 404)],
+)
+async def test_wrong_credentials_and_unknown_ids_are_refused(
+    cp_id: str, password: str | None, status: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = OcppDriver(section(), [charger("cp1")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), cp_id, password=password)
+        with caplog.at_level(logging.WARNING, logger="gateway.ocpp"):
+            await sim.start(wait=False)
+            try:
+                await until(lambda: sim.refused is not None)
+            finally:
+                await sim.stop()
+        assert sim.refused == status
+        assert not sim.connected.is_set()
+        assert "ocpp refused" in caplog.text
+        assert driver.controls["cp1"].station is None
+
+
+async def test_charger_speaking_the_other_version_is_closed_with_a_clear_line(caplog: pytest.LogCaptureFixture) -> None:
+    driver = OcppDriver(section(), [charger("cp1", "ocpp2.0.1")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version="1.6", password=PASSWORD)
+        with caplog.at_level(logging.WARNING, logger="gateway.ocpp"):
+            await sim.start(wait=False)
+            await until(lambda: "config says ocpp2.0.1" in caplog.text)
+            await sim.stop()
+        assert driver.controls["cp1"].station is None
+
+
+def test_tls_needs_both_files() -> None:
+    with pytest.raises(ValueError, match="go together"):
+        OcppSection(tls_cert="cert.pem")
