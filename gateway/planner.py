@@ -1,0 +1,455 @@
+"""Charging plans: each connected session's energy per interval until it leaves, cheapest intervals first.
+
+Pure: no I/O, no clock; `now` is a parameter. The API, in the order a caller uses it:
+
+    slots = build_slots(now, settings, schedule=segments, prices=price_timeline(...), non_ev_kw=2.0)
+    plan = make_plan(evses, slots, now, settings, peak_kw=month_peak)   # or asap_plan(...) as a baseline
+    evses = apply_targets(evses, plan)                                  # sets want_a for the allocator
+    allocation = allocate(Problem(..., evses=evses, ...))               # real-time limits still win
+
+`build_slots` cuts the horizon into `Slot`s on a regular grid (15 min by default) and at every change of
+limit or price, each with one price and the EV power the limit timeline leaves (`Segment.ev_kw`,
+`Segment.site_kw` less the non-EV load, the site's normal EV capacity). `make_plan` solves
+"deliver as much of each request as possible before its departure, at the lowest energy cost, never above
+a slot's capacity nor a charger's own maximum": slots are taken cheapest first (earliest among equal
+prices) and each is filled as far as the sessions can use it, rerouting earlier choices along augmenting
+paths when that lets more energy in. This is the greedy algorithm on the polymatroid of deliverable
+energy, so the plan delivers the most energy any plan could (every departure a feasible plan meets is met)
+and costs the least among such plans. With a demand charge, `peak_kw` (the month's running peak of the
+15-minute average site power) caps every slot, and is raised by the least amount, found by bisection,
+only when a departure would otherwise be missed. Sessions without a departure get `settings.no_departure`:
+"charge-now" (planned into what is left, earliest first, and never capped by the plan) or "dwell" (a
+departure `default_dwell` from now); sessions without an energy request want all they can take until they
+leave. `targets` turns the plan's current slot into amps, rounded up to the charger's step (and to its
+minimum when it charges at all) so the allocator never starves a plan; the runtime recomputes the plan
+whenever reality drifts from it. For the status page and the control loop: `Plan.ev_kw()`,
+`site_profile(plan)`, `Plan.cost()`, `Plan.peak_kw`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from gateway.domain import J1772_MIN_A, EvseState, Segment
+from gateway.tariff import PriceStep
+
+EPS = 1e-9
+NoDeparture = Literal["charge-now", "dwell"]
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSettings:
+    interval: timedelta = timedelta(minutes=15)
+    horizon: timedelta = timedelta(hours=48)  # nothing is planned further ahead than this
+    ev_capacity_kw: float | None = None  # the site's normal EV capacity (None: only the timeline's limits)
+    no_departure: NoDeparture = "charge-now"
+    default_dwell: timedelta = timedelta(hours=8)
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """A stretch of the horizon with one price and one EV power limit (kW, net of non-EV load)."""
+
+    start: datetime
+    end: datetime
+    price: float
+    ev_cap_kw: float  # math.inf: no limit known
+    non_ev_kw: float = 0.0
+    source: str = ""
+
+    @property
+    def hours(self) -> float:
+        return (self.end - self.start).total_seconds() / 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPlan:
+    """One session's planned energy per slot (kWh, aligned with `Plan.slots`)."""
+
+    evse_id: str
+    requested_kwh: float  # what it asked for, or what it could take in its window when it did not say
+    departure: datetime  # the one planned for (a default when the session gave none)
+    kwh: tuple[float, ...]
+    charge_now: bool = False
+
+    @property
+    def planned_kwh(self) -> float:
+        return sum(self.kwh)
+
+    @property
+    def unmet_kwh(self) -> float:
+        return max(0.0, self.requested_kwh - self.planned_kwh)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    now: datetime
+    slots: tuple[Slot, ...]
+    sessions: Mapping[str, SessionPlan] = field(default_factory=dict)
+    peak_kw: float | None = None  # the site power target the plan keeps under (None: no demand charge)
+
+    def ev_kw(self) -> tuple[float, ...]:
+        """Planned EV power per slot."""
+        totals = [0.0] * len(self.slots)
+        for session in self.sessions.values():
+            for k, kwh in enumerate(session.kwh):
+                totals[k] += kwh
+        return tuple(t / s.hours if s.hours > 0 else 0.0 for t, s in zip(totals, self.slots, strict=True))
+
+    def cost(self) -> float:
+        """Expected energy cost of the plan (the slots' prices × planned kWh)."""
+        return sum(s.price * kwh for p in self.sessions.values() for s, kwh in zip(self.slots, p.kwh, strict=True))
+
+    def session_cost(self, evse_id: str) -> float:
+        return sum(s.price * kwh for s, kwh in zip(self.slots, self.sessions[evse_id].kwh, strict=True))
+
+
+# ------------------------------------------------------------------------------------------------ slots
+
+
+def build_slots(
+    now: datetime,
+    settings: PlanSettings,
+    schedule: Sequence[Segment] = (),
+    prices: Sequence[PriceStep] = (),
+    non_ev_kw: float = 0.0,
+    until: datetime | None = None,
+) -> tuple[Slot, ...]:
+    """Slots from `now` to `until` (default: now + horizon) on the interval grid and at every change."""
+    end = now + settings.horizon if until is None else min(until, now + settings.horizon)
+    if end <= now:
+        return ()
+    step = settings.interval.total_seconds()
+    epoch = datetime(2000, 1, 1, tzinfo=UTC)
+    cuts = {now, end}
+    grid = math.floor((now - epoch).total_seconds() / step) + 1
+    at = epoch + timedelta(seconds=grid * step)
+    while at < end:
+        cuts.add(at)
+        at += settings.interval
+    for segment in schedule:
+        for moment in (segment.start, segment.end):
+            if moment is not None and now < moment < end:
+                cuts.add(moment)
+    for step_ in prices:
+        for moment in (step_.start, step_.end):
+            if now < moment < end:
+                cuts.add(moment)
+    times = sorted(cuts)
+    segments = sorted(schedule, key=lambda s: s.start)
+    steps = sorted(prices, key=lambda p: p.start)
+    out: list[Slot] = []
+    si = pi = 0
+    for begin, finish in itertools.pairwise(times):
+        while si < len(segments) and _ends_by(segments[si], begin):
+            si += 1
+        while pi < len(steps) and steps[pi].end <= begin:
+            pi += 1
+        seg = segments[si] if si < len(segments) and segments[si].covers(begin) else None
+        price_step = steps[pi] if pi < len(steps) and steps[pi].start <= begin < steps[pi].end else None
+        cap = math.inf if settings.ev_capacity_kw is None else settings.ev_capacity_kw
+        reasons: tuple[str, ...] = ()
+        if seg is not None:
+            if seg.ev_kw is not None:
+                cap = min(cap, seg.ev_kw)
+            if seg.site_kw is not None:
+                cap = min(cap, seg.site_kw - non_ev_kw)
+            reasons = seg.reasons
+        price = price_step.price if price_step is not None and price_step.price is not None else 0.0
+        source = price_step.source if price_step is not None else "none"
+        if reasons:
+            source += " | " + ",".join(reasons)
+        out.append(Slot(begin, finish, price, max(0.0, cap), non_ev_kw, source))
+    return tuple(out)
+
+
+def _ends_by(segment: Segment, moment: datetime) -> bool:
+    return segment.end is not None and segment.end <= moment
+
+
+# ------------------------------------------------------------------------------------------------ plans
+
+
+@dataclass(slots=True)
+class _Session:
+    evse: EvseState
+    rate_kw: float
+    demand: float  # kWh still to place
+    requested: float
+    departure: datetime
+    caps: list[float]  # the most it can take in each slot (kWh); 0 after it leaves
+    last: int  # index of the last slot it is present in (-1: none)
+    charge_now: bool
+
+
+def _sessions(evses: Iterable[EvseState], slots: Sequence[Slot], now: datetime,
+              settings: PlanSettings) -> list[_Session]:
+    out: list[_Session] = []
+    for evse in evses:
+        if not evse.connected or evse.max_a <= 0:
+            continue
+        rate = evse.kw_per_a * evse.max_a
+        charge_now = evse.departure is None and settings.no_departure == "charge-now"
+        departure = evse.departure if evse.departure is not None else now + settings.default_dwell
+        caps: list[float] = []
+        last = -1
+        for k, slot in enumerate(slots):
+            overlap = (min(slot.end, departure) - slot.start).total_seconds() / 3600.0
+            caps.append(rate * overlap if overlap > 0 else 0.0)
+            if overlap > 0:
+                last = k
+        window = sum(caps)
+        requested = window if evse.energy_needed_kwh is None else max(0.0, evse.energy_needed_kwh)
+        out.append(_Session(evse, rate, min(requested, window), requested, departure, caps, last, charge_now))
+    return out
+
+
+def make_plan(
+    evses: Sequence[EvseState],
+    slots: Sequence[Slot],
+    now: datetime,
+    settings: PlanSettings,
+    peak_kw: float | None = None,
+) -> Plan:
+    """The cheapest plan that delivers the most energy; with `peak_kw`, site power stays under it if it can."""
+    slots = tuple(slots)
+    sessions = _sessions(evses, slots, now, settings)
+    flexible = [s for s in sessions if not s.charge_now]
+    caps = [s.ev_cap_kw * s.hours for s in slots]
+    target = peak_kw
+    if peak_kw is not None:
+        capped = [min(c, max(0.0, peak_kw - s.non_ev_kw) * s.hours) for c, s in zip(caps, slots, strict=True)]
+        x = _fill(flexible, slots, capped)
+        if _delivered(x) < _delivered(_fill(flexible, slots, caps)) - 1e-6:
+            target, x = _raise_peak(flexible, slots, caps, peak_kw)
+        caps = [min(c, max(0.0, target - s.non_ev_kw) * s.hours) for c, s in zip(caps, slots, strict=True)]  # type: ignore[operator]
+    else:
+        x = _fill(flexible, slots, caps)
+    used = [0.0] * len(slots)
+    for flows in x:
+        for k, kwh in flows.items():
+            used[k] += kwh
+    now_sessions = [s for s in sessions if s.charge_now]
+    x_now = _asap([s for s in now_sessions], [max(0.0, c - u) for c, u in zip(caps, used, strict=True)])
+    plans: dict[str, SessionPlan] = {}
+    for session, flows in [*zip(flexible, x, strict=True), *zip(now_sessions, x_now, strict=True)]:
+        per_slot = [0.0] * len(slots)
+        for k, value in flows.items():
+            per_slot[k] = value
+        plans[session.evse.id] = SessionPlan(
+            session.evse.id, session.requested, session.departure, tuple(per_slot), session.charge_now
+        )
+    return Plan(now, slots, plans, target)
+
+
+def asap_plan(evses: Sequence[EvseState], slots: Sequence[Slot], now: datetime, settings: PlanSettings) -> Plan:
+    """The baseline: everyone charges as fast as the limits allow, earliest departure first in each slot."""
+    slots = tuple(slots)
+    sessions = _sessions(evses, slots, now, settings)
+    x = _asap(sessions, [s.ev_cap_kw * s.hours for s in slots])
+    plans = {
+        s.evse.id: SessionPlan(s.evse.id, s.requested, s.departure,
+                               tuple(flows.get(k, 0.0) for k in range(len(slots))), s.charge_now)
+        for s, flows in zip(sessions, x, strict=True)
+    }
+    return Plan(now, slots, plans, None)
+
+
+def _delivered(x: list[dict[int, float]]) -> float:
+    return sum(v for flows in x for v in flows.values())
+
+
+def _raise_peak(sessions: list[_Session], slots: Sequence[Slot], caps: list[float],
+                peak_kw: float) -> tuple[float, list[dict[int, float]]]:
+    """The lowest site power target (≥ peak_kw) under which the plan still delivers all it can."""
+    best = _fill(sessions, slots, caps)
+    goal = _delivered(best) - 1e-6
+    high = max((c / s.hours + s.non_ev_kw for c, s in zip(caps, slots, strict=True) if s.hours > 0
+                and c < math.inf), default=peak_kw)
+    if high == peak_kw or not math.isfinite(high):
+        high = peak_kw + max((s.rate_kw for s in sessions), default=0.0) * len(sessions)
+    low = peak_kw
+    for _ in range(14):
+        mid = (low + high) / 2
+        x = _fill(sessions, slots, [min(c, max(0.0, mid - s.non_ev_kw) * s.hours)
+                                    for c, s in zip(caps, slots, strict=True)])
+        if _delivered(x) >= goal:
+            high, best = mid, x
+        else:
+            low = mid
+    return high, best
+
+
+def _asap(sessions: list[_Session], caps: list[float]) -> list[dict[int, float]]:
+    """Earliest slots first; inside a slot, earliest departure first."""
+    x: list[dict[int, float]] = [{} for _ in sessions]
+    left = [s.demand for s in sessions]
+    order = sorted(range(len(sessions)), key=lambda i: (sessions[i].departure, sessions[i].evse.id))
+    for k, cap in enumerate(caps):
+        room = cap
+        for i in order:
+            if room <= EPS:
+                break
+            give = min(left[i], sessions[i].caps[k], room)
+            if give > EPS:
+                x[i][k] = give
+                left[i] -= give
+                room -= give
+    return x
+
+
+def _fill(sessions: list[_Session], slots: Sequence[Slot], caps: list[float]) -> list[dict[int, float]]:
+    """Polymatroid greedy: each slot in price order gets as much energy as can be routed into it."""
+    n = len(sessions)
+    x: list[dict[int, float]] = [{} for _ in range(n)]
+    if n == 0:
+        return x
+    residual = [s.demand for s in sessions]
+    unmet = sum(residual)
+    order = sorted(range(len(slots)), key=lambda k: (slots[k].price, k))
+    # Earliest departure first: a session that leaves later has more slots to fall back on.
+    by_departure = sorted(range(n), key=lambda i: (sessions[i].last, sessions[i].evse.id))
+    room = list(caps)
+    opened = [False] * len(slots)
+    for k in order:
+        opened[k] = True
+        if unmet <= EPS:
+            break
+        if room[k] <= EPS:
+            continue
+        for i in by_departure:
+            if sessions[i].last < k or residual[i] <= EPS:
+                continue
+            give = min(residual[i], sessions[i].caps[k], room[k])
+            if give > EPS:
+                x[i][k] = x[i].get(k, 0.0) + give
+                residual[i] -= give
+                room[k] -= give
+                unmet -= give
+                if room[k] <= EPS:
+                    break
+        while room[k] > EPS and unmet > EPS:
+            pushed = _augment(sessions, x, residual, room, opened, k)
+            if pushed <= EPS:
+                break
+            unmet -= pushed
+    return x
+
+
+def _augment(sessions: list[_Session], x: list[dict[int, float]], residual: list[float], room: list[float],
+             opened: list[bool], target: int) -> float:
+    """One augmenting path into slot `target`: a session with unmet demand takes a slot another gives up.
+
+    Breadth-first from `target`: a session present there with room to take more either still needs energy
+    (done) or gives up energy in another open slot, where another session may take it over, and so on.
+    Returns the energy pushed (0 when no path exists).
+    """
+    n = len(sessions)
+    came_to: dict[int, int] = {}  # session → slot where it takes more
+    came_slot: dict[int, int] = {target: -1}  # slot → session that gives it up
+    queue = deque([target])
+    found = -1
+    while queue and found < 0:
+        b = queue.popleft()
+        for j in range(n):
+            if j in came_to or sessions[j].last < b or x[j].get(b, 0.0) >= sessions[j].caps[b] - EPS:
+                continue
+            came_to[j] = b
+            if residual[j] > EPS:
+                found = j
+                break
+            for c, amount in x[j].items():
+                if amount > EPS and c not in came_slot and opened[c]:
+                    came_slot[c] = j
+                    queue.append(c)
+    if found < 0:
+        return 0.0
+    path: list[tuple[int, int]] = []  # (session, slot it takes more in)
+    j = found
+    while True:
+        b = came_to[j]
+        path.append((j, b))
+        giver = came_slot[b]
+        if giver < 0:
+            break
+        j = giver
+    delta = min(room[target], residual[found])
+    for j, b in path:
+        delta = min(delta, sessions[j].caps[b] - x[j].get(b, 0.0))
+    # Each session further along the path gives up, in the slot the one before it takes more in, what it
+    # takes more of in its own slot.
+    gives = [(later, slot) for (later, _), (_, slot) in zip(path[1:], path[:-1], strict=True)]
+    for j, c in gives:
+        delta = min(delta, x[j].get(c, 0.0))
+    if delta <= EPS:
+        return 0.0
+    for j, b in path:
+        x[j][b] = x[j].get(b, 0.0) + delta
+    for j, c in gives:
+        x[j][c] -= delta
+        if x[j][c] <= EPS:
+            del x[j][c]
+    residual[found] -= delta
+    room[target] -= delta
+    return delta
+
+
+# ------------------------------------------------------------------------------------------------ targets
+
+
+def _step_ceil(amps: float, step: float) -> float:
+    return round(math.ceil(amps / step - 1e-6) * step, 6)
+
+
+def targets(plan: Plan, evses: Iterable[EvseState]) -> dict[str, float | None]:
+    """Each charger's `want_a` now: the current slot's planned power in amps, rounded up; None: no cap."""
+    out: dict[str, float | None] = {}
+    current = next((k for k, s in enumerate(plan.slots) if s.start <= plan.now < s.end), None)
+    for evse in evses:
+        session = plan.sessions.get(evse.id)
+        if session is None or session.charge_now or current is None:
+            out[evse.id] = None
+            continue
+        hours = plan.slots[current].hours
+        kw = session.kwh[current] / hours if hours > 0 else 0.0
+        if kw <= EPS or evse.kw_per_a <= 0:
+            out[evse.id] = 0.0
+            continue
+        amps = _step_ceil(kw / evse.kw_per_a, evse.step_a)
+        amps = max(amps, _step_ceil(max(J1772_MIN_A, evse.min_a), evse.step_a))
+        out[evse.id] = min(evse.max_a, amps)
+    return out
+
+
+def apply_targets(evses: Sequence[EvseState], plan: Plan) -> list[EvseState]:
+    """The chargers with `want_a` set from the plan (untouched when the plan does not cap them)."""
+    wants = targets(plan, evses)
+    return [replace(e, want_a=wants.get(e.id)) for e in evses]
+
+
+def site_profile(plan: Plan) -> list[tuple[datetime, datetime, float, float, float]]:
+    """(start, end, planned EV kW, planned site kW, EV limit kW) per slot: what the status chart draws."""
+    return [
+        (s.start, s.end, kw, kw + s.non_ev_kw, s.ev_cap_kw)
+        for s, kw in zip(plan.slots, plan.ev_kw(), strict=True)
+    ]
+
+
+__all__ = [
+    "Plan",
+    "PlanSettings",
+    "SessionPlan",
+    "Slot",
+    "apply_targets",
+    "asap_plan",
+    "build_slots",
+    "make_plan",
+    "site_profile",
+    "targets",
+]
