@@ -31,10 +31,6 @@ class VtnUnreachable(Exception):
     """Transport trouble (connect, TLS, timeout, HTTP status): retried with backoff."""
 
 
-class FingerprintMismatch(VtnUnreachable):
-    pass
-
-
 def fingerprint_of_der(der: bytes) -> str:
     return str(oadr_utils.certificate_fingerprint_from_der(der))
 
@@ -50,7 +46,29 @@ def client_ssl_context(vtn: VtnSection) -> ssl.SSLContext | None:
         ctx.set_ciphers("ECDHE-ECDSA-AES128-SHA256:AES128-SHA256")
     if vtn.cert and vtn.key:
         ctx.load_cert_chain(vtn.cert, vtn.key)
+    if vtn.vtn_fingerprint:
+        ctx.sslobject_class = pinned_sslobject(vtn.vtn_fingerprint)
     return ctx
+
+
+def pinned_sslobject(expected: str) -> type[ssl.SSLObject]:
+    """An SSLObject that fails the handshake unless the VTN's certificate has the pinned fingerprint.
+
+    Checked inside the handshake (asyncio drives TLS through `SSLContext.sslobject_class`), so not one
+    byte goes out on a connection to the wrong peer, and nothing depends on aiohttp internals.
+    """
+
+    class PinnedSSLObject(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            super().do_handshake()  # raises SSLWantReadError until the handshake is complete
+            der = self.getpeercert(binary_form=True)
+            seen = fingerprint_of_der(der) if der else "none"
+            if seen != expected:
+                raise ssl.SSLCertVerificationError(
+                    f"VTN certificate fingerprint {seen} is not the pinned {expected}"
+                )
+
+    return PinnedSSLObject
 
 
 class VtnLink:
@@ -112,7 +130,6 @@ class VtnLink:
         limit = self.vtn.max_body_bytes
         try:
             async with session.post(url, data=body) as resp:
-                self._check_pin(resp)
                 if resp.status != 200:
                     text = (await resp.content.read(300)).decode("utf-8", "replace")
                     raise VtnUnreachable(f"HTTP {resp.status} from {service}: {text.strip()[:200]!r}")
@@ -125,19 +142,6 @@ class VtnLink:
                 return data
         except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError, ssl.SSLError, OSError) as exc:
             raise VtnUnreachable(f"{service}: {type(exc).__name__}: {exc}".strip()) from None
-
-    def _check_pin(self, resp: aiohttp.ClientResponse) -> None:
-        if self.vtn.vtn_fingerprint is None or self.vtn.plain_http:
-            return
-        conn = resp.connection
-        transport = conn.transport if conn is not None else None
-        sslobj = transport.get_extra_info("ssl_object") if transport is not None else None
-        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
-        if der is None:
-            raise FingerprintMismatch("no VTN certificate to check the pinned fingerprint against")
-        seen = fingerprint_of_der(der)
-        if seen != self.vtn.vtn_fingerprint:
-            raise FingerprintMismatch(f"VTN certificate fingerprint {seen} is not the pinned {self.vtn.vtn_fingerprint}")
 
     def parse(self, raw: bytes) -> tuple[str, dict[str, Any]]:
         """Guard, validate against the 2.0b schema, check a signature if present, parse. Raises RefusedPayload."""

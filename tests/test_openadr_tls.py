@@ -1,0 +1,132 @@
+"""The VEN over HTTPS with mutual TLS against the openleadr VTN, using certificates from gateway.certs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pydantic
+import pytest
+
+from gateway.certs import DevPki, init_dev_pki
+from gateway.config.openadr import OpenAdrSection, VtnSection
+from gateway.domain import OptState, SignalType
+from gateway.openadr.ven import Ven
+from gateway.sim.vtn import SimVtn
+from gateway.store.vtn import VenStore
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    return init_dev_pki(tmp_path_factory.mktemp("pki"), ven_name="site-1")
+
+
+@pytest.fixture
+async def vtn(pki: DevPki) -> AsyncIterator[SimVtn]:
+    sim = SimVtn(http_cert=str(pki.vtn_cert), http_key=str(pki.vtn_key), ca_file=str(pki.ca_cert),
+                 ven_fingerprints={"site-1": pki.ven_fingerprint})
+    await sim.start()
+    yield sim
+    await sim.stop()
+
+
+def section(vtn: SimVtn, pki: DevPki, **kw: object) -> VtnSection:
+    base: dict[str, object] = {
+        "url": vtn.url, "ven_name": "site-1", "cert": str(pki.ven_cert), "key": str(pki.ven_key),
+        "ca_file": str(pki.ca_cert), "vtn_fingerprint": pki.vtn_fingerprint, "poll_s": 0.05,
+        "backoff_initial_s": 0.05, "backoff_max_s": 0.1, "request_timeout_s": 2.0,
+    }
+    base.update(kw)
+    return VtnSection.model_validate(base)
+
+
+async def running(tmp_path: Path, config: VtnSection) -> tuple[Ven, asyncio.Task[None], VenStore]:
+    store = VenStore.open(tmp_path / "gw.sqlite")
+    ven = Ven(config, OpenAdrSection(), store, rng=random.Random(1))
+    return ven, asyncio.create_task(ven.run()), store
+
+
+async def stop(task: asyncio.Task[None], store: VenStore) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    store.close()
+
+
+async def test_mtls_registration_and_event_with_pinned_fingerprints(tmp_path: Path, vtn: SimVtn, pki: DevPki) -> None:
+    assert vtn.url.startswith("https://")
+    ven, task, store = await running(tmp_path, section(vtn, pki))
+    try:
+        await asyncio.wait_for(ven.registered.wait(), 5)
+        assert vtn.vens[ven.ven_id or ""].fingerprint == pki.ven_fingerprint
+        eid = vtn.add_event(ven.ven_id or "", [("LOAD_CONTROL", "x-loadControlCapacity", [0.4])],
+                            start=datetime.now(UTC) + timedelta(minutes=5))
+        for _ in range(200):
+            if eid in store.events():
+                break
+            await asyncio.sleep(0.02)
+        e = store.events()[eid]
+        assert e.signals[0].type is SignalType.X_LOAD_CONTROL_CAPACITY and e.opt is OptState.OPT_IN
+    finally:
+        await stop(task, store)
+
+
+async def test_tls12_only_with_the_profile_cipher_suites(tmp_path: Path, vtn: SimVtn, pki: DevPki) -> None:
+    ven, task, store = await running(tmp_path, section(vtn, pki, tls12_only=True))
+    try:
+        await asyncio.wait_for(ven.registered.wait(), 5)
+    finally:
+        await stop(task, store)
+
+
+async def test_wrong_vtn_fingerprint_is_refused_and_retried(
+    tmp_path: Path, vtn: SimVtn, pki: DevPki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.openadr")
+    ven, task, store = await running(tmp_path, section(vtn, pki, vtn_fingerprint="00:11:22:33:44:55:66:77:88:99"))
+    try:
+        for _ in range(200):
+            if ven.failures >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert ven.failures >= 3 and not ven.registered.is_set() and not vtn.vens
+        lines = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(lines) == 1 and "fingerprint" in lines[0]
+    finally:
+        await stop(task, store)
+
+
+async def test_ven_certificate_from_another_ca_is_refused_by_the_vtn(
+    tmp_path: Path, vtn: SimVtn, pki: DevPki
+) -> None:
+    other = init_dev_pki(tmp_path / "other", ven_name="site-1")
+    config = section(vtn, pki, cert=str(other.ven_cert), key=str(other.ven_key))
+    ven, task, store = await running(tmp_path, config)
+    try:
+        for _ in range(200):
+            if ven.failures >= 2:
+                break
+            await asyncio.sleep(0.02)
+        assert ven.failures >= 2 and not vtn.vens
+    finally:
+        await stop(task, store)
+
+
+def test_plain_http_needs_an_explicit_allow() -> None:
+    with pytest.raises(pydantic.ValidationError, match="allow_plain_http"):
+        VtnSection(url="http://vtn.example/OpenADR2/Simple/2.0b", ven_name="v")
+    with pytest.raises(pydantic.ValidationError, match="ca_file"):
+        VtnSection(url="https://vtn.example/x", ven_name="v", cert="a", key="b")
+    with pytest.raises(pydantic.ValidationError, match="10 colon-separated"):
+        VtnSection(url="https://vtn.example/x", ven_name="v", vtn_fingerprint="AB:CD")
+
+
+def test_plain_http_logs_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.openadr")
+    store = VenStore.open(tmp_path / "gw.sqlite")
+    Ven(VtnSection(url="http://127.0.0.1:1/x", ven_name="v", allow_plain_http=True), OpenAdrSection(), store)
+    store.close()
+    assert any("plain HTTP" in r.getMessage() for r in caplog.records)
