@@ -275,6 +275,11 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("bad protocol", {"chargers.0.protocol": "ocpp2.1"}, "chargers[0].protocol: Input should be 'ocpp1.6'"),
     (
+        "bad id",
+        {"chargers.0.id": "cp 1"},
+        "chargers[0].id: 'cp 1' is not a usable id: letters, digits and _ . : - only, starting with a letter or digit",
+    ),
+    (
         "stale before a poll",
         {"meters.0.poll_s": 5, "meters.0.stale_after_s": 5},
         "meters[0].stale_after_s: 5 s is not longer than poll_s (5 s): every reading would be stale",
@@ -321,6 +326,11 @@ def test_cross_checks_still_run_when_an_unrelated_section_is_wrong() -> None:
 def test_a_bad_site_section_stops_before_cross_checks() -> None:
     problems = problems_of(site(**{"site.service_breaker_a": -5, "chargers.0.circuit": "ghost"}))
     assert problems == ["site.service_breaker_a: Input should be greater than 0 (got -5)"]
+
+
+def test_protocol_and_phases_in_any_case() -> None:
+    config = parse_config(site(**{"chargers.0.protocol": "OCPP1.6", "chargers.0.phases": "l1-l2"}))
+    assert (config.chargers[0].protocol, config.chargers[0].phases) == ("ocpp1.6", ("L1", "L2"))
 
 
 def test_voltages_follow_from_either_one() -> None:
@@ -530,3 +540,31 @@ def test_the_reference_documents_every_key_of_the_site_sections() -> None:
         section = text.split(heading, 1)[1].split("\n## ", 1)[0]
         for name in model.model_fields:
             assert f"| `{name}` |" in section or f"`{name}." in section, f"{heading}: `{name}` undocumented"
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 500) | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.data())
+def test_any_value_anywhere_gives_problems_not_exceptions(data: st.DataObject) -> None:
+    """Replace one value of a valid config with anything TOML-shaped: a ConfigError or a config, nothing else."""
+    doc = site()
+    node: Any = doc
+    while True:
+        keys = list(node) if isinstance(node, dict) else list(range(len(node)))
+        key = data.draw(st.sampled_from(keys))
+        child = node[key]
+        if isinstance(child, dict | list) and child and data.draw(st.booleans()):
+            node = child
+            continue
+        node[key] = data.draw(JSON)
+        break
+    try:
+        parse_config(doc)
+    except ConfigError as exc:
+        assert exc.problems and all(": " in p and "\n" not in p for p in exc.problems)

@@ -135,6 +135,10 @@ def _message(err: ErrorDetails, loc: tuple[int | str, ...]) -> str:
         return f"expected a list, got {_kind_of(err['input'])}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
         return f"expected a table, got {_kind_of(err['input'])}"
+    if kind == "string_pattern_mismatch" and loc and loc[-1] in ("id", "parent", "circuit", "service_id"):
+        return (
+            f"{err['input']!r} is not a usable id: letters, digits and _ . : - only, starting with a letter or digit"
+        )
     message = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
     if kind != "value_error" and isinstance(value, str | int | float | bool) and repr(value) not in message:

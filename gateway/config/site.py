@@ -44,9 +44,9 @@ WIRING_FACTS: dict[Wiring, tuple[tuple[str, ...], float, float]] = {
 def parse_phases(value: object) -> tuple[str, ...]:
     """Accept "L1-L2", "L1,L2" or ["L1", "L2"]; normalise to an ordered tuple of distinct conductors."""
     if isinstance(value, str):
-        parts = [p.strip() for p in value.replace(",", "-").split("-") if p.strip()]
+        parts = [p.strip().upper() for p in value.replace(",", "-").split("-") if p.strip()]
     elif isinstance(value, list | tuple):
-        parts = [str(p).strip() for p in value]
+        parts = [str(p).strip().upper() for p in value]
     else:
         raise ValueError("expected phase conductors like 'L1-L2' or ['L1', 'L2']")
     for p in parts:
@@ -183,6 +183,11 @@ class ChargerSection(Strict):
     @classmethod
     def _phases(cls, value: object) -> tuple[str, ...]:
         return parse_phases(value)
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_any_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
 
     # Field validators (not one model validator) so that each problem names the field to fix.
     @field_validator("max_a")
