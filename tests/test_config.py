@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.certs import init_dev_pki
 from gateway.cli import main
 from gateway.config import ConfigError, GatewayConfig, load_config, parse_config
 from gateway.config.checks import advisories
@@ -95,7 +96,11 @@ def test_the_workplace_example_is_valid_and_matches_the_issue() -> None:
     assert advisories(config) == []
 
 
-def test_the_examples_pass_check_config(capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_examples_pass_check_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    init_dev_pki(tmp_path / "certs")  # the examples name certs/ven.crt, certs/ven.key, certs/ca.crt
+    monkeypatch.chdir(tmp_path)
     for name in ("example-home.toml", "example-workplace.toml"):
         assert main(["check-config", str(EXAMPLES / name)]) == 0
         captured = capsys.readouterr()
@@ -423,6 +428,33 @@ def test_check_config_quiet_and_warnings(tmp_path: Path, capsys: pytest.CaptureF
     assert captured.err.startswith("warning: status.token: ")
     assert main(["check-config", "-q", str(path)]) == 0
     assert capsys.readouterr() == ("", "")
+
+
+def test_check_config_warns_about_certificate_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    home = (EXAMPLES / "example-home.toml").read_text()
+    (tmp_path / "site.toml").write_text(home)
+    assert main(["check-config", "site.toml"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: vtn.cert: cannot read certs/ven.crt (No such file or directory) "
+        "(development ones: gateway certs init DIR)",
+        "warning: vtn.key: cannot read certs/ven.key (No such file or directory) "
+        "(development ones: gateway certs init DIR)",
+        "warning: vtn.ca_file: cannot read certs/ca.crt (No such file or directory) "
+        "(development ones: gateway certs init DIR)",
+    ]
+    pki = init_dev_pki(tmp_path / "certs")
+    pki.ven_key.write_bytes(pki.vtn_key.read_bytes())  # a key from the wrong pair
+    pki.ven_key.chmod(0o644)
+    pki.ca_cert.write_text("not a certificate")
+    assert main(["check-config", "site.toml"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "warning: vtn.key: certs/ven.key can be read by other users (chmod 600 certs/ven.key)",
+        "warning: vtn.ca_file: certs/ca.crt: not a PEM certificate (expected -----BEGIN CERTIFICATE-----)",
+        "warning: vtn.key: not the private key of vtn.cert (or not a PEM key without a passphrase)",
+    ]
 
 
 # ---------------------------------------------------------------------------------- random trees

@@ -1,13 +1,21 @@
 """`gateway check-config FILE`: validate a site config and print a short summary of the site.
 
-Valid: the summary on stdout (and a `warning:` line on stderr for each thing worth a second look), exit 0.
-Not valid: one `error: <path>: <message>` line per problem on stderr, exit 2, never a traceback.
+Valid: the summary on stdout and a `warning:` line on stderr for each thing worth a second look
+(including certificate and key files that are missing or too open, relative to the current directory,
+as the gateway will open them), exit 0. Not valid: one `error: <path>: <message>` line per problem on
+stderr, exit 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import stat
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 NAME = "check-config"
 HELP = "validate a site config (TOML) and summarise the site"
@@ -31,6 +39,58 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if not args.quiet:
         print(summarise(config))
-        for note in advisories(config):
+        for note in [*advisories(config), *file_advisories(config)]:
             print(f"warning: {note}", file=sys.stderr)
     return 0
+
+
+def file_advisories(config: GatewayConfig) -> list[str]:
+    """Certificate and key files the gateway will open: missing, unreadable, not PEM, or keys others can read."""
+    from gateway.certs import CertError, fingerprint
+
+    files: list[tuple[str, str | None, str]] = []
+    if config.vtn is not None:
+        files += [("vtn.cert", config.vtn.cert, "cert"), ("vtn.key", config.vtn.key, "key")]
+        files += [("vtn.ca_file", config.vtn.ca_file, "cert")]
+    files += [("ocpp.tls_cert", config.ocpp.tls_cert, "cert"), ("ocpp.tls_key", config.ocpp.tls_key, "key")]
+    notes = []
+    readable: dict[str, bytes] = {}
+    for where, name, kind in files:
+        if name is None:
+            continue
+        path = Path(name)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            hint = " (development ones: gateway certs init DIR)" if where.startswith("vtn.") else ""
+            notes.append(f"{where}: cannot read {name} ({exc.strerror or exc}){hint}")
+            continue
+        if kind == "cert":
+            try:
+                fingerprint(data)
+            except CertError as exc:
+                notes.append(f"{where}: {name}: {exc}")
+                continue
+        elif stat.S_IMODE(path.stat().st_mode) & 0o077:
+            notes.append(f"{where}: {name} can be read by other users (chmod 600 {name})")
+        readable[where] = data
+    for cert, key in (("vtn.cert", "vtn.key"), ("ocpp.tls_cert", "ocpp.tls_key")):
+        if cert in readable and key in readable and not _pair(readable[cert], readable[key]):
+            notes.append(f"{key}: not the private key of {cert} (or not a PEM key without a passphrase)")
+    return notes
+
+
+def _pair(cert_pem: bytes, key_pem: bytes) -> bool:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+    except (ValueError, TypeError):
+        return False
+    public = serialization.PublicFormat.SubjectPublicKeyInfo
+    cert_key = x509.load_pem_x509_certificate(cert_pem).public_key()
+    return bool(
+        cert_key.public_bytes(serialization.Encoding.DER, public)
+        == key.public_key().public_bytes(serialization.Encoding.DER, public)
+    )
