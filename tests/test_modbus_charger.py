@@ -238,3 +238,19 @@ async def test_driver_from_site_config_is_an_evse_driver(sims: list[SimCharger])
             break
     assert seen == {"w1": ChargerStatus.CHARGING, "a1": ChargerStatus.AVAILABLE}
     await pool.close()
+
+
+async def test_one_register_values_go_as_fc6_unless_the_map_says_fc16(sims: list[SimCharger]) -> None:
+    sim, charger = await _pair(sims, "generic-charger")
+    assert (await charger.apply(10.0)).accepted
+    assert (6, 0) in sim.image.write_requests and (16, 0) not in sim.image.write_requests
+    sim, charger = await _pair(sims, "alfen-ng9xx")
+    assert (await charger.apply(10.0)).accepted
+    assert sim.image.write_requests == [(16, 1210)], "a float32 goes in one FC16 request, never split"
+    fc16_map = load_map("generic-charger").model_copy(update={"single_write": "fc16"})
+    sim = SimCharger(fc16_map)
+    sims.append(sim)
+    port = await sim.start()
+    charger = ModbusCharger("cp", fc16_map, ModbusLink("127.0.0.1", port, timeout_s=0.5))
+    assert (await charger.apply(10.0)).accepted
+    assert {fc for fc, _ in sim.image.write_requests} == {16}

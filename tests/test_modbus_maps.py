@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from gateway.config.modbus import ModbusEndpoint
@@ -170,3 +172,24 @@ def test_sanity_check_catches_swapped_words() -> None:
     why = implausible(m, "voltage_l1", decode(m, v, regs[::-1]))
     assert why is not None and "denormal" in why
     assert implausible(m, "frequency", 0.0) is not None  # a meter on a live grid reads 40-70 Hz
+
+
+# values travel as floats, so 64-bit registers are exact up to 2**53 (an energy counter in Wh: 9e15 Wh)
+INT_RANGES = {"int16": (-(2**15), 2**15 - 1), "uint16": (0, 2**16 - 1), "int32": (-(2**31), 2**31 - 1),
+              "uint32": (0, 2**32 - 1), "int64": (-(2**53), 2**53), "uint64": (0, 2**53)}
+
+
+@given(data=st.data(), kind=st.sampled_from(sorted(INT_RANGES)), word_order=st.sampled_from(["big", "little"]))
+def test_any_integer_that_fits_round_trips(data: st.DataObject, kind: str, word_order: str) -> None:
+    lo, hi = INT_RANGES[kind]
+    raw = data.draw(st.integers(lo, hi))
+    m = _map(f'type = "{kind}"', word_order)
+    r = m.registers["current_l1"]
+    assert decode(m, r, encode(m, r, float(raw))) == float(raw)
+
+
+@given(value=st.floats(allow_nan=False, allow_infinity=False, width=32), word_order=st.sampled_from(["big", "little"]))
+def test_any_float32_round_trips(value: float, word_order: str) -> None:
+    m = _map('type = "float32"', word_order)
+    r = m.registers["current_l1"]
+    assert decode(m, r, encode(m, r, value)) == value

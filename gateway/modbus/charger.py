@@ -113,11 +113,11 @@ class ModbusCharger:
         try:
             await self._program_failsafe()
             setpoint = m.registers["setpoint"]
-            await self.link.write(setpoint.address, encode(m, setpoint, wire), self.unit)
+            await self._write(setpoint.address, encode(m, setpoint, wire))
             self._written_at = self._clock()
             watchdog = m.reg("watchdog")
             if watchdog is not None and watchdog.write_value is not None:
-                await self.link.write(watchdog.address, [watchdog.write_value] + [0] * (watchdog.width - 1), self.unit)
+                await self._write(watchdog.address, [watchdog.write_value] + [0] * (watchdog.width - 1))
             back = await self._read_back()
         except LinkError as exc:
             self._written_at = None
@@ -137,6 +137,9 @@ class ModbusCharger:
         self.trouble.ok("read-back")
         return True, f"written {wire:g} A"
 
+    async def _write(self, address: int, registers: list[int]) -> None:
+        await self.link.write(address, registers, self.unit, single_fc6=self.map.single_write == "fc6")
+
     async def _read_back(self) -> float | None:
         if self._readback is None:
             return None
@@ -154,10 +157,10 @@ class ModbusCharger:
         m = self.map
         fs_current = m.reg("failsafe_current")
         if fs_current is not None and fs_current.writable:
-            await self.link.write(fs_current.address, encode(m, fs_current, self.fallback_a), self.unit)
+            await self._write(fs_current.address, encode(m, fs_current, self.fallback_a))
         fs_timeout = m.reg("failsafe_timeout")
         if fs_timeout is not None and self.failsafe_timeout_s is not None:
-            await self.link.write(fs_timeout.address, encode(m, fs_timeout, self.failsafe_timeout_s), self.unit)
+            await self._write(fs_timeout.address, encode(m, fs_timeout, self.failsafe_timeout_s))
         self._programmed_client = self.link.connection
 
     # ------------------------------------------------------------------ readings

@@ -39,6 +39,7 @@ class RegisterImage:
         self._unmuted = asyncio.Event()
         self._unmuted.set()
         self.requests = 0
+        self.write_requests: list[tuple[int, int]] = []  # (function code, address) of each write
 
     @property
     def mute(self) -> bool:
@@ -91,6 +92,7 @@ class RegisterImage:
             self.before_read()
             self._fill(table, start_address, address, count, registers)
             return None
+        self.write_requests.append((function_code, address))
         return self._write(address, [int(v) for v in set_values])
 
     def _fill(self, table: Table, start: int, address: int, count: int, registers: list[int]) -> None:

@@ -122,11 +122,16 @@ class ModbusLink:
                 raise LinkError("exception", f"read {table.value} {address}: {len(registers)} of {count} registers")
             return registers[:count]
 
-    async def write(self, address: int, values: list[int], unit: int) -> None:
-        """FC16 even for one register: multi-register values must arrive in one request (Alfen requires it)."""
+    async def write(self, address: int, values: list[int], unit: int, *, single_fc6: bool = True) -> None:
+        """One request: FC16 for a multi-register value (never split: Alfen and ABB require that), FC6 for
+        one register unless the device only takes FC16 (`single_fc6=False`)."""
         async with self._lock:
             client = await self._connected()
-            await self._call(client.write_registers(address, values, device_id=unit), f"write {address}")
+            if single_fc6 and len(values) == 1:
+                pending = client.write_register(address, values[0], device_id=unit)
+            else:
+                pending = client.write_registers(address, values, device_id=unit)
+            await self._call(pending, f"write {address}")
 
     async def close(self) -> None:
         async with self._lock:

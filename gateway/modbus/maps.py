@@ -158,6 +158,7 @@ class RegisterMap(BaseModel):
     unit: int = Field(default=1, ge=0, le=255)
     word_order: WordOrder = "big"
     max_gap: int = Field(default=0, ge=0, le=100)  # unused registers one read may span (0: none)
+    single_write: Literal["fc6", "fc16"] = "fc6"  # how a one-register value is written
     failsafe_timeout_s: float | None = Field(default=None, gt=0, le=3600)  # programmed, or the device's own
     refresh_s: float | None = Field(default=None, gt=0, le=3600)  # None: failsafe_timeout_s / 2
     status: dict[str, ChargerStatus] = Field(default_factory=dict)  # raw state (as text) → status
