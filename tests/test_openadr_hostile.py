@@ -72,7 +72,7 @@ class ScriptedVtn:
             await self.runner.cleanup()
 
 
-class aioresponses:  # noqa: N801  the tests read like the aioresponses ones they replace
+class aioresponses:
     current: ScriptedVtn
 
     def __enter__(self) -> ScriptedVtn:
@@ -278,7 +278,9 @@ def test_rfc5545_durations(text: str, seconds: int) -> None:
     assert parse_duration(text).total_seconds() == seconds
 
 
-async def test_markup_in_an_echoed_id_is_not_injected_into_our_answer(ven: Ven, caplog: pytest.LogCaptureFixture) -> None:
+async def test_markup_in_an_echoed_id_is_not_injected_into_our_answer(
+    ven: Ven, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.WARNING, logger="gateway.openadr")
     sent = await poll_with(ven, distribute(event_id="a&lt;/ei:eventID&gt;&lt;x&gt;"))
     assert sent == []

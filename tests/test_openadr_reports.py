@@ -3,6 +3,7 @@ fake TelemetrySource, a backlog kept in SQLite while the VTN is unreachable and 
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -142,7 +143,7 @@ async def test_backlog_while_vtn_unreachable_is_delivered_once_without_gaps(tmp_
         await ven.step()
         times = [t for r, t, _ in vtn.received if r == reports.SITE_POWER]
         assert len(times) == 11 and len(set(times)) == 11, "every sample once"
-        assert all(b - a == timedelta(seconds=60) for a, b in zip(times, times[1:], strict=False)), "no gap"
+        assert all(b - a == timedelta(seconds=60) for a, b in itertools.pairwise(times)), "no gap"
         assert store.unsent_readings() == []
     finally:
         await ven.link.close()

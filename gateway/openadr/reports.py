@@ -17,9 +17,9 @@ from typing import Any
 
 from openleadr import enums, objects
 
+from gateway.openadr.translate import as_list
 from gateway.ports import TelemetrySource
 from gateway.store.vtn import Reading, ReportRequest
-from gateway.openadr.translate import as_list
 
 log = logging.getLogger("gateway.openadr")
 

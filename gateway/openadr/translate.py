@@ -147,7 +147,7 @@ def _signal(
     except ValueError as exc:
         return f"{label}: {exc}"
     unit, factor = _unit_and_factor(raw)
-    if name is SignalName.LOAD_DISPATCH and stype in (ST.SETPOINT, ST.DELTA) or stype is ST.X_LOAD_CONTROL_SETPOINT:
+    if (name is SignalName.LOAD_DISPATCH and stype in (ST.SETPOINT, ST.DELTA)) or stype is ST.X_LOAD_CONTROL_SETPOINT:
         intervals = tuple(Interval(i.duration, i.value * factor) for i in intervals)
         unit = "powerReal" if unit in _POWER_KEYS or unit is None else unit
     if stype is ST.LEVEL and any(i.value not in (0.0, 1.0, 2.0, 3.0) for i in intervals):

@@ -12,6 +12,7 @@ registration, stores nothing and has no backoff; its message layer (build, schem
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import random
@@ -107,10 +108,8 @@ class Ven:
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), timeout=seconds)
-        except TimeoutError:
-            pass
 
     # ---------------------------------------------------------------------------------------- run
 
@@ -226,7 +225,7 @@ class Ven:
         offered = reports.metadata_reports(
             self.charger_ids, timedelta(seconds=self.config.report_interval_s), now
         )
-        mtype, payload = await self.link.exchange(
+        _mtype, payload = await self.link.exchange(
             "EiReport", "oadrRegisterReport", request_id=uuid.uuid4().hex, ven_id=self.ven_id,
             reports=offered, report_request_id=0,
         )
@@ -350,7 +349,7 @@ class Ven:
                 continue
             event = events.get(v.event_id)
             opt_type = event.opt if event is not None and event.opt is not OptState.NONE else OptState.OPT_IN
-            if event is None or v.code != 200 and v.code != lifecycle.OUT_OF_SEQUENCE:
+            if event is None or (v.code != 200 and v.code != lifecycle.OUT_OF_SEQUENCE):
                 opt_type = OptState.OPT_OUT
             responses.append({
                 "response_code": v.code,
@@ -400,14 +399,14 @@ class Ven:
             if pending.reason == "cancel":
                 previous = await self._db(self.store.last_sent_opt_id, pending.event_id)
                 if previous is not None:
-                    mtype, payload = await self.link.exchange(
+                    _, payload = await self.link.exchange(
                         "EiOpt", "oadrCancelOpt", request_id=uuid.uuid4().hex, opt_id=previous, ven_id=self.ven_id
                     )
                     self._check_response("oadrCancelOpt", payload)
             else:
                 events = await self._db(self.store.events)
                 event = events.get(pending.event_id)
-                mtype, payload = await self.link.exchange(
+                _mtype, payload = await self.link.exchange(
                     "EiOpt", "oadrCreateOpt",
                     request_id=uuid.uuid4().hex,
                     ven_id=self.ven_id,
@@ -485,10 +484,8 @@ class Ven:
             requests = await self._db(self.store.report_requests)
             now = self.clock()
             waits = [max(0.05, ((r.next_sample_at or now) - now).total_seconds()) for r in requests]
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake_sampler.wait(), timeout=min(waits, default=1.0))
-            except TimeoutError:
-                pass
 
     async def _send_reports(self) -> None:
         now = self.clock()

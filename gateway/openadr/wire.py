@@ -8,7 +8,6 @@ Every exchange is bounded by one total timeout and a byte limit on the answer.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 from pathlib import Path
@@ -140,7 +139,7 @@ class VtnLink:
                 if len(data) > limit:
                     raise RefusedPayload(f"body over the {limit}-byte limit")
                 return data
-        except (aiohttp.ClientError, TimeoutError, asyncio.TimeoutError, ssl.SSLError, OSError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ssl.SSLError, OSError) as exc:
             raise VtnUnreachable(f"{service}: {type(exc).__name__}: {exc}".strip()) from None
 
     def parse(self, raw: bytes) -> tuple[str, dict[str, Any]]:

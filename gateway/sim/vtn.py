@@ -85,7 +85,9 @@ class SimVtn:
         ctx: ssl.SSLContext | None = self.server.ssl_context
         site = web.TCPSite(self._runner, host="127.0.0.1", port=port, ssl_context=ctx)
         await site.start()
-        sockets = site._server.sockets if site._server is not None else []  # noqa: SLF001  aiohttp has no public getter
+        server = site._server  # aiohttp has no public way to learn the port the OS picked
+        assert isinstance(server, asyncio.Server)
+        sockets = server.sockets
         self.port = int(sockets[0].getsockname()[1])
         return self.url
 
