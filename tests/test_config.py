@@ -320,6 +320,14 @@ def test_shape_and_cross_check_problems_come_in_one_run() -> None:
     ]
 
 
+def test_a_resource_naming_a_refused_charger_is_not_a_second_problem() -> None:
+    data = site(**{"chargers.1.max_a": "lots"})
+    data["openadr"] = {"resources": {"fleet": ["cp-1", "cp-2"]}}
+    assert problems_of(data) == [
+        "chargers[1].max_a: Input should be a valid number, unable to parse string as a number (got 'lots')"
+    ]
+
+
 def test_cross_checks_still_run_when_an_unrelated_section_is_wrong() -> None:
     data = site(**{"chargers.0.max_a": 48})
     data["control"] = {"tick_s": -1}

@@ -58,7 +58,7 @@ def cross_check(config: GatewayConfig, omitted: Omitted | None = None) -> list[s
         problems += _electrical(config, at)
     problems += _meters(config, at)
     problems += _endpoints(config, at)
-    problems += _resources(config)
+    problems += _resources(config, omitted)
     return problems
 
 
@@ -294,8 +294,11 @@ def _endpoints(config: GatewayConfig, at: _At) -> list[str]:
     return problems
 
 
-def _resources(config: GatewayConfig) -> list[str]:
+def _resources(config: GatewayConfig, omitted: Omitted) -> list[str]:
+    if omitted.circuit_ids is None:
+        return []  # the circuits section was refused: any name may be one of its circuits
     names = {c.id for c in config.chargers} | {c.id for c in config.circuits} | {config.site.service_id}
+    names |= {ident for kind in ("chargers", "circuits") for _, ident in omitted.refused_ids.get(kind, ())}
     problems = []
     for resource, refs in config.openadr.resources.items():
         for ref in refs:
