@@ -171,8 +171,13 @@ def _laxity_s(evse: EvseState, now: datetime) -> float:
 def admission_key(evse: EvseState, now: datetime, min_on_time: timedelta) -> tuple[bool, float, float, str]:
     """Who is served first inside a priority class when not everyone fits at their minimum."""
     protected = evse.on_since is not None and now - evse.on_since < min_on_time
-    waited = (now - evse.waiting_since).total_seconds() if evse.waiting_since is not None else 0.0
-    return (not protected, _laxity_s(evse, now), -waited, evse.id)
+    # Longest waiting first; among those charging, the one charging longest yields first.
+    turn = 0.0
+    if evse.waiting_since is not None:
+        turn = -(now - evse.waiting_since).total_seconds()
+    elif evse.on_since is not None:
+        turn = (now - evse.on_since).total_seconds()
+    return (not protected, _laxity_s(evse, now), turn, evse.id)
 
 
 def _why_idle(evse: EvseState) -> str | None:

@@ -58,7 +58,11 @@ def _level_fraction(level: float, settings: ScheduleSettings) -> float:
 
 
 def _asks(signal: Signal, value: float, settings: ScheduleSettings) -> tuple[str, float] | None:
-    """What one interval value of one signal asks: (kind, value), or None for "nothing beyond normal"."""
+    """What one interval value of one signal asks: (kind, value); None for a combination we do not act on.
+
+    "Normal operation" (level 0, 100 % capacity, a positive delta) is a limit of +inf rather than nothing:
+    an event of better priority that says "normal" must still override a worse-priority curtailment.
+    """
     cap = settings.ev_capacity_kw
     name, kind = signal.name, signal.type
     fraction: float | None = None
@@ -74,7 +78,7 @@ def _asks(signal: Signal, value: float, settings: ScheduleSettings) -> tuple[str
         if kind is SignalType.SETPOINT:
             return ("site_kw", max(0.0, value))
         if kind is SignalType.DELTA:
-            return ("ev_kw", max(0.0, cap + value)) if value < 0 else None
+            return ("ev_kw", max(0.0, cap + value) if value < 0 else math.inf)
         if kind is SignalType.MULTIPLIER:
             fraction = value
     elif name in (SignalName.ELECTRICITY_PRICE, SignalName.ENERGY_PRICE):
@@ -87,9 +91,9 @@ def _asks(signal: Signal, value: float, settings: ScheduleSettings) -> tuple[str
             return ("price", base * value)
     elif name is SignalName.DEMAND_CHARGE and kind is SignalType.PRICE:
         return ("demand_charge", value)
-    if fraction is None or fraction >= 1.0:
+    if fraction is None:
         return None
-    return ("ev_kw", max(0.0, fraction) * cap)
+    return ("ev_kw", max(0.0, fraction) * cap if fraction < 1.0 else math.inf)
 
 
 def _pieces(event: Event, settings: ScheduleSettings) -> list[_Piece]:
@@ -115,7 +119,7 @@ def _pieces(event: Event, settings: ScheduleSettings) -> list[_Piece]:
                 if targets and kind in ("ev_kw", "site_kw"):
                     for resource in targets:
                         scale = 1.0
-                        if kind == "ev_kw" and settings.ev_capacity_kw > 0:
+                        if kind == "ev_kw" and settings.ev_capacity_kw > 0 and value != math.inf:
                             scale = settings.resource_capacity_kw.get(resource, 0.0) / settings.ev_capacity_kw
                         out.append(_Piece(at, piece_end, f"group_kw:{resource}", value * scale, rank, reason))
                 else:
@@ -170,11 +174,13 @@ def _resolve(live: list[_Piece], start: datetime, end: datetime | None) -> Segme
         tighter = p.value < known.value if family == "limit" else p.value > known.value
         if tighter:
             chosen[p.kind] = p
-    groups = {k.split(":", 1)[1]: p.value for k, p in chosen.items() if k.startswith("group_kw:")}
+    groups = {
+        k.split(":", 1)[1]: p.value for k, p in chosen.items() if k.startswith("group_kw:") and p.value != math.inf
+    }
     reasons = tuple(sorted({p.reason for p in chosen.values()}))
 
     def value(kind: str) -> float | None:
-        return chosen[kind].value if kind in chosen else None
+        return chosen[kind].value if kind in chosen and chosen[kind].value != math.inf else None
 
     return Segment(start, end, value("site_kw"), value("ev_kw"), value("price"), value("demand_charge"), groups,
                    reasons)
