@@ -177,6 +177,7 @@ async def test_wrong_unit_id_is_an_error_not_a_hang(sims: list[SimCharger]) -> N
     charger = ModbusCharger("cp-1", load_map("generic-charger"), link, unit=7)
     ack = await charger.apply(10.0)
     assert not ack.accepted and ack.round_trip_s < 1.0
+    assert "exception 11 (gateway target failed to respond)" in ack.detail
 
 
 async def test_link_drops_and_comes_back_and_failsafe_is_reprogrammed(sims: list[SimCharger]) -> None:

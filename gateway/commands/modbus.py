@@ -14,6 +14,14 @@ NAME = "modbus"
 HELP = "talk to a Modbus TCP charger or meter by its register map (one-shot read)"
 
 
+HINTS: dict[object, str] = {
+    "timeout": " (is it a Modbus TCP device, and is Modbus enabled on it?)",
+    2: " (an address the device does not have: is --model the right map for it?)",
+    10: " (wrong --unit?)",
+    11: " (wrong --unit?)",
+}
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     read = sub.add_parser("read", help="read every readable register once and print the decoded values")
@@ -80,7 +88,8 @@ async def _read(m: object, host: str, port: int, unit: int | None, timeout_s: fl
                 warn = implausible(m, name, value) if name != "status" else None
                 print(f"  {name:16} {shown:28} {where}{'  WARNING: ' + warn if warn else ''}")
     except LinkError as exc:
-        print(f"error: {host}:{port} unit {unit_id}: {exc.detail}", file=sys.stderr)
+        hint = HINTS.get(exc.code if exc.kind == "exception" else exc.kind, "")
+        print(f"error: {host}:{port} unit {unit_id}: {exc.detail}{hint}", file=sys.stderr)
         return 2
     finally:
         await link.close()

@@ -131,6 +131,13 @@ def _string_registers(text: str, width: int) -> list[int]:
     return [int.from_bytes(data[i : i + 2], "big") for i in range(0, 2 * width, 2)]
 
 
+async def _no_such_unit(
+    function_code: int, start_address: int, address: int, count: int, registers: list[int],
+    set_values: list[int] | list[bool] | None,
+) -> ExcCodes | None:
+    return ExcCodes.GATEWAY_NO_RESPONSE
+
+
 class ImageServer:
     """A pymodbus TCP server for one image on 127.0.0.1; `port` is chosen by the OS unless given."""
 
@@ -141,7 +148,12 @@ class ImageServer:
         self._server: ModbusTcpServer | None = None
 
     async def start(self) -> int:
-        server = ModbusTcpServer(self.image.device(), address=(self.host, self.port))
+        devices = [self.image.device()]
+        if self.image.unit != 0:
+            # any other unit id gets what a TCP gateway answers for a device that is not on its bus
+            devices.append(SimDevice(0, simdata=[SimData(0, count=65535, values=0, datatype=DataType.REGISTERS)],
+                                     action=_no_such_unit))
+        server = ModbusTcpServer(devices, address=(self.host, self.port))
         await server.serve_forever(background=True)
         self._server = server
         listener = server.transport
