@@ -246,3 +246,38 @@ def test_cli_fingerprint_of_a_bad_file(
     assert main(["certs", "fingerprint", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith(f"error: {path}")
+
+
+async def test_openleadr_registers_over_mtls_with_the_dev_certificates(ec_pki: DevPki) -> None:
+    """A real openleadr VTN and VEN with these files: TLS both ways, and each side pins the other's fingerprint."""
+    from openleadr import OpenADRClient, OpenADRServer
+
+    def ven_lookup(ven_id: str) -> dict[str, str]:
+        return {"ven_id": ven_id, "ven_name": "site-7", "fingerprint": ec_pki.ven_fingerprint,
+                "registration_id": "reg-1"}
+
+    async def on_create_party_registration(payload: dict[str, object]) -> tuple[str, str]:
+        return "ven-1", "reg-1"
+
+    server = OpenADRServer(
+        vtn_id="test-vtn", http_host="127.0.0.1", http_port=0,
+        http_cert=str(ec_pki.vtn_cert), http_key=str(ec_pki.vtn_key), http_ca_file=str(ec_pki.ca_cert),
+        cert=str(ec_pki.vtn_cert), key=str(ec_pki.vtn_key), ven_lookup=ven_lookup,
+    )
+    server.add_handler("on_create_party_registration", on_create_party_registration)
+    await server.run_async()
+    port = server.app_runner.addresses[0][1]
+    url = f"https://127.0.0.1:{port}/OpenADR2/Simple/2.0b"
+    try:
+        for pin, expected in ((ec_pki.vtn_fingerprint, "ven-1"), ("00:00:00:00:00:00:00:00:00:00", None)):
+            client = OpenADRClient(
+                ven_name="site-7", vtn_url=url, cert=str(ec_pki.ven_cert), key=str(ec_pki.ven_key),
+                ca_file=str(ec_pki.ca_cert), vtn_fingerprint=pin,
+            )
+            try:
+                answer = await asyncio.wait_for(client.create_party_registration(ven_id="ven-1"), 15)
+            finally:
+                await client.stop()
+            assert (answer[1]["ven_id"] if answer else None) == expected
+    finally:
+        await server.stop()
