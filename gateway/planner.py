@@ -18,7 +18,7 @@ energy, so the plan delivers the most energy any plan could (every departure a f
 and costs the least among such plans. With a demand charge, `peak_kw` (the month's running peak of the
 15-minute average site power) caps every slot, and is raised by the least amount, found by bisection,
 only when a departure would otherwise be missed. Sessions without a departure get `settings.no_departure`:
-"charge-now" (planned into what is left, earliest first, and never capped by the plan) or "dwell" (a
+"charge-now" (planned into what is left, earliest first, never targeted below its minimum) or "dwell" (a
 departure `default_dwell` from now); sessions without an energy request want all they can take until they
 leave. `targets` turns the plan's current slot into amps, rounded up to the charger's step (and to its
 minimum when it charges at all) so the allocator never starves a plan; the runtime recomputes the plan
@@ -77,6 +77,7 @@ class SessionPlan:
     departure: datetime  # the one planned for (a default when the session gave none)
     kwh: tuple[float, ...]
     charge_now: bool = False
+    energy_known: bool = True  # False: it did not say; `requested_kwh` is all it could take
 
     @property
     def planned_kwh(self) -> float:
@@ -84,7 +85,8 @@ class SessionPlan:
 
     @property
     def unmet_kwh(self) -> float:
-        return max(0.0, self.requested_kwh - self.planned_kwh)
+        """What it asked for and will not get (zero when it did not say what it needs)."""
+        return max(0.0, self.requested_kwh - self.planned_kwh) if self.energy_known else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +245,8 @@ def make_plan(
         for k, value in flows.items():
             per_slot[k] = value
         plans[session.evse.id] = SessionPlan(
-            session.evse.id, session.requested, session.departure, tuple(per_slot), session.charge_now
+            session.evse.id, session.requested, session.departure, tuple(per_slot), session.charge_now,
+            session.evse.energy_needed_kwh is not None,
         )
     return Plan(now, slots, plans, target)
 
@@ -255,7 +258,8 @@ def asap_plan(evses: Sequence[EvseState], slots: Sequence[Slot], now: datetime, 
     x = _asap(sessions, [s.ev_cap_kw * s.hours for s in slots])
     plans = {
         s.evse.id: SessionPlan(s.evse.id, s.requested, s.departure,
-                               tuple(flows.get(k, 0.0) for k in range(len(slots))), s.charge_now)
+                               tuple(flows.get(k, 0.0) for k in range(len(slots))), s.charge_now,
+                               s.evse.energy_needed_kwh is not None)
         for s, flows in zip(sessions, x, strict=True)
     }
     return Plan(now, slots, plans, None)
@@ -408,17 +412,21 @@ def _step_ceil(amps: float, step: float) -> float:
 
 
 def targets(plan: Plan, evses: Iterable[EvseState]) -> dict[str, float | None]:
-    """Each charger's `want_a` now: the current slot's planned power in amps, rounded up; None: no cap."""
+    """Each charger's `want_a` now: the current slot's planned power in amps, rounded up; None: no cap.
+
+    A charge-now session is never planned down to nothing: it may always take its minimum, so that the
+    allocator's rotation, not the plan, decides when it waits.
+    """
     out: dict[str, float | None] = {}
     current = next((k for k, s in enumerate(plan.slots) if s.start <= plan.now < s.end), None)
     for evse in evses:
         session = plan.sessions.get(evse.id)
-        if session is None or session.charge_now or current is None:
+        if session is None or current is None:
             out[evse.id] = None
             continue
         hours = plan.slots[current].hours
         kw = session.kwh[current] / hours if hours > 0 else 0.0
-        if kw <= EPS or evse.kw_per_a <= 0:
+        if (kw <= EPS and not session.charge_now) or evse.kw_per_a <= 0:
             out[evse.id] = 0.0
             continue
         amps = _step_ceil(kw / evse.kw_per_a, evse.step_a)
