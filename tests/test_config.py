@@ -108,6 +108,11 @@ def test_the_examples_pass_check_config(
         assert captured.err == ""
 
 
+@pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path: Path) -> None:
+    assert isinstance(load_config(path), GatewayConfig)
+
+
 def test_the_small_fixture_site_is_valid() -> None:
     config = parse_config(site())
     assert isinstance(config, GatewayConfig)
