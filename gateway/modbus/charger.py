@@ -72,7 +72,7 @@ class ModbusCharger:
         self._written_at: float | None = None  # when the setpoint last reached the charger
         self._programmed_client: object = None  # the connection the failsafe was programmed on
         self._lock = asyncio.Lock()  # one push or refresh at a time per charger
-        self.trouble = Trouble(log, f"charger {charger_id}")
+        self.trouble = Trouble(log, f"modbus charger={charger_id}")
         self._plan = read_plan(m)
         self._readback = "setpoint" if m.registers["setpoint"].readable else (
             "applied_limit" if "applied_limit" in m.registers else None)

@@ -139,19 +139,24 @@ async def _no_such_unit(
 
 
 class ImageServer:
-    """A pymodbus TCP server for one image on 127.0.0.1; `port` is chosen by the OS unless given."""
+    """A pymodbus TCP server for one or more images (units) on 127.0.0.1; the OS picks the port unless given."""
 
-    def __init__(self, image: RegisterImage, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.image = image
+    def __init__(self, images: RegisterImage | list[RegisterImage], host: str = "127.0.0.1", port: int = 0) -> None:
+        self.images = images if isinstance(images, list) else [images]
+        units = [i.unit for i in self.images]
+        if len(set(units)) != len(units):
+            raise ValueError(f"two images with one unit id: {units}")
         self.host = host
         self.port = port
         self._server: ModbusTcpServer | None = None
 
     async def start(self) -> int:
-        devices = [self.image.device()]
-        if self.image.unit != 0:
+        devices = [image.device() for image in self.images]
+        if all(image.unit != 0 for image in self.images):
             # any other unit id gets what a TCP gateway answers for a device that is not on its bus
-            devices.append(SimDevice(0, simdata=[SimData(0, count=65535, values=0, datatype=DataType.REGISTERS)],
+            regs = [r for image in self.images for r in image.map.registers.values()]
+            lo, hi = min(r.address for r in regs), max(r.address + r.width for r in regs)
+            devices.append(SimDevice(0, simdata=[SimData(lo, count=hi - lo, values=0, datatype=DataType.REGISTERS)],
                                      action=_no_such_unit))
         server = ModbusTcpServer(devices, address=(self.host, self.port))
         await server.serve_forever(background=True)
@@ -163,7 +168,8 @@ class ImageServer:
 
     async def stop(self) -> None:
         if self._server is not None:
-            self.image.mute = False  # let a parked request finish so nothing is left pending
+            for image in self.images:
+                image.mute = False  # let a parked request finish so nothing is left pending
             shutdown: Callable[[], Awaitable[None]] = self._server.shutdown
             await shutdown()
             self._server = None

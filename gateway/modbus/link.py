@@ -97,7 +97,7 @@ class ModbusLink:
         self._clock = clock
         self._lock = asyncio.Lock()
         self._client: AsyncModbusTcpClient | None = None
-        self.trouble = Trouble(log, f"modbus {host}:{port}")
+        self.trouble = Trouble(log, f"modbus link={host}:{port}")
 
     @property
     def name(self) -> str:

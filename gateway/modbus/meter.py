@@ -62,7 +62,7 @@ class ModbusMeter:
         self.last_ok_at: float | None = None  # monotonic time of the last good poll
         self.polls_ok = 0
         self.polls_failed = 0
-        self.trouble = Trouble(log, f"meter {meter_id}")
+        self.trouble = Trouble(log, f"modbus meter={meter_id}")
 
     @classmethod
     def from_config(cls, section: MeterSection, pool: LinkPool, base: Path | None = None) -> ModbusMeter:

@@ -170,3 +170,12 @@ class SimCharger:
                 return ExcCodes.ILLEGAL_VALUE
             self.failsafe_timeout_s = float(value)
         return None
+
+
+async def serve_station(sockets: list[SimCharger], port: int = 0) -> ImageServer:
+    """Serve several simulated sockets (distinct unit ids) on one address, like a two-socket station."""
+    server = ImageServer([s.image for s in sockets], port=port)
+    for s in sockets:
+        s.server = server
+    await server.start()
+    return server
