@@ -311,6 +311,12 @@ def test_a_cycle_is_reported_once_and_circuits_below_it_not_at_all() -> None:
     assert problems_of(data) == ["circuits[0].parent: cycle in the circuit tree: panel → branch → panel"]
 
 
+def test_duplicate_circuit_ids_stop_the_electrical_checks() -> None:
+    problems = problems_of(site(**{"circuits.1.id": "panel", "chargers.0.max_a": 200}))
+    assert problems == ["circuits[1].id: duplicate id 'panel' (also circuits[0])",
+                        "chargers[0].circuit: unknown circuit 'branch' (known: main, panel)"]
+
+
 def test_shape_and_cross_check_problems_come_in_one_run() -> None:
     data = site(**{"chargers.0.max_a": "lots", "chargers.1.phases": "L1-L3"})
     data["chargers"].append({"id": "cp-1", "protocol": "ocpp1.6", "circuit": "ghost", "phases": "L1", "max_a": 16})

@@ -47,11 +47,12 @@ def cross_check(config: GatewayConfig, omitted: Omitted | None = None) -> list[s
         return f"{kind}[{positions[i] if positions is not None else i}]"
 
     problems = _ids(config, at, omitted)
-    tree_ok = True
+    # Two circuits with one id (or one named like the service) make every path through the tree ambiguous.
+    tree_ok = len({c.id for c in config.circuits} | {config.site.service_id}) == len(config.circuits) + 1
     for problem in _references(config, at, omitted):
         problems.append(problem)
         tree_ok = False
-    cycles = _cycles(config, at)
+    cycles = _cycles(config, at) if tree_ok else []
     problems += cycles
     tree_ok = tree_ok and not cycles and not omitted.refused_circuits
     if tree_ok:
