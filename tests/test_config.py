@@ -545,6 +545,15 @@ def random_sites(draw: st.DrawFn, broken: bool) -> dict[str, Any]:
     }
 
 
+def _points_into(data: dict[str, Any], path: str) -> bool:
+    """The entry a problem's path starts with (`chargers[3]`, `site`) exists in the document."""
+    head = path.split(".")[0]
+    if "[" not in head:
+        return True
+    kind, index = head[:-1].split("[")
+    return kind in data and int(index) < len(data[kind])
+
+
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.booleans().flatmap(random_sites))
 def test_random_trees_give_a_valid_config_or_clear_problems(data: dict[str, Any]) -> None:
@@ -556,6 +565,7 @@ def test_random_trees_give_a_valid_config_or_clear_problems(data: dict[str, Any]
             path, _, message = problem.partition(": ")
             assert path and message and "\n" not in problem
             assert path.split(".")[0].split("[")[0] in {"site", "circuits", "chargers", "meters"}
+            assert _points_into(data, path), f"{problem!r} names no entry of the document"
         return
     # A valid config is one the allocator can run safely: what check-config promises.
     limits = {c.id: c for c in circuit_limits(config)}
