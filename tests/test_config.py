@@ -269,6 +269,11 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("unknown time zone", {"site.timezone": "Mars/Olympus"}, "site.timezone: unknown time zone 'Mars/Olympus'"),
     ("unknown phase", {"chargers.0.phases": "L1-L4"}, "chargers[0].phases: unknown phase conductor 'L4'"),
+    (
+        "phases without a separator",
+        {"chargers.0.phases": "L1L2"},
+        "chargers[0].phases: unknown phase conductor 'L1L2' (use L1, L2, L3; write 'L1-L2')",
+    ),
     ("typo in a key", {"chargers.0.max_amps": 32}, "chargers[0].max_amps: unknown key (did you mean 'max_a'?)"),
     ("typo in a section", {"charger": []}, "charger: unknown key (did you mean 'chargers'?)"),
     ("missing key", {"chargers.0.max_a": DELETE}, "chargers[0].max_a: required key is missing"),

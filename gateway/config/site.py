@@ -1,7 +1,9 @@
 """The electrical site in the config: wiring, the service, the tree of circuits, chargers and meters.
 
-Only shape and range checks live on the models; checks that relate one entry to another (references,
-cycles, phases a circuit does not carry, currents a circuit cannot hold) are in `gateway.config.checks`.
+The models check shapes, ranges and what relates fields of one entry (min_a ≤ max_a, a step that fits,
+a modbus table for a modbus charger), as field validators so that each problem names its field. Checks
+that relate one entry to another (references, cycles, phases a circuit does not carry, currents a circuit
+cannot hold) are in `gateway.config.checks`.
 """
 
 from __future__ import annotations
@@ -51,7 +53,9 @@ def parse_phases(value: object) -> tuple[str, ...]:
         raise ValueError("expected phase conductors like 'L1-L2' or ['L1', 'L2']")
     for p in parts:
         if p not in PHASES:
-            raise ValueError(f"unknown phase conductor {p!r} (use L1, L2, L3)")
+            joined = len(p) > 2 and len(p) % 2 == 0 and all(p[i : i + 2] in PHASES for i in range(0, len(p), 2))
+            hint = f"; write {'-'.join(p[i : i + 2] for i in range(0, len(p), 2))!r}" if joined else ""
+            raise ValueError(f"unknown phase conductor {p!r} (use L1, L2, L3{hint})")
     if not parts:
         raise ValueError("at least one phase conductor is needed")
     if len(set(parts)) != len(parts):
