@@ -280,3 +280,27 @@ async def test_two_sockets_behind_one_address_share_one_link(sims: list[SimCharg
     readings = {r.charger_id: r for r in await driver.poll_once()}
     assert readings["s1"].current_a["L1"] == 7.0 and readings["s2"].current_a == {"L1": 8.0, "L2": 0.0, "L3": 0.0}
     await pool.close()
+
+
+async def test_the_readings_loop_keeps_the_charger_out_of_failsafe_in_real_time(sims: list[SimCharger]) -> None:
+    sim, charger = await _pair(sims, "generic-charger", fallback_a=6.0, failsafe_timeout_s=1.0)
+    driver = ModbusChargers([charger], poll_s=1.0)
+    assert driver.poll_s == 0.25  # at least twice per 0.5 s refresh period
+    sim.plug_in(ev_max_a=32.0)
+    assert (await driver.apply_limits({"cp-1": 20.0}, "t"))[0].accepted
+
+    async def consume() -> None:
+        async for _ in driver.readings():
+            pass
+
+    task = asyncio.create_task(consume())
+    for _ in range(15):  # 1.5 s, longer than the 1 s failsafe timeout
+        await asyncio.sleep(0.1)
+        assert sim.drawing_a == 20.0
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    for _ in range(30):  # the gateway went quiet: the charger falls back by itself
+        if sim.in_failsafe:
+            break
+        await asyncio.sleep(0.1)
+    assert sim.in_failsafe and sim.drawing_a == 6.0

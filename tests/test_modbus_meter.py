@@ -82,6 +82,9 @@ async def test_a_silent_meter_goes_stale_and_recovers(
     clock = FakeClock()
     sim, meter = await _pair(sims, "eastron-sdm630", clock, stale_after_s=5.0)
     assert meter.stale(), "no reading yet is stale"
+    sim.set_load(L1=25.0)
+    assert await meter.poll_once() is not None
+    sim.set_load(L1=5.0)
     assert await meter.poll_once() is not None
     sim.image.mute = True
     with caplog.at_level(logging.DEBUG, logger="gateway.modbus"):
@@ -89,6 +92,8 @@ async def test_a_silent_meter_goes_stale_and_recovers(
             clock.t += 2.0
             assert await meter.poll_once() is None
     assert meter.stale() and meter.age_s() == pytest.approx(6.0)
+    assert meter.worst_recent_a(window_s=10.0)["L1"] == pytest.approx(25.0)
+    assert meter.worst_recent_a() == {}, "nothing good within stale_after_s"
     assert meter.last is not None, "the last good reading is kept, with its old timestamp"
     sim.image.mute = False
     await asyncio.sleep(0.25)  # past the bounded backoff

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -63,6 +64,7 @@ class ModbusMeter:
         self.polls_ok = 0
         self.polls_failed = 0
         self.trouble = Trouble(log, f"modbus meter={meter_id}")
+        self._recent: deque[tuple[float, Mapping[str, float]]] = deque()  # (clock, current_a) of good polls
 
     @classmethod
     def from_config(cls, section: MeterSection, pool: LinkPool, base: Path | None = None) -> ModbusMeter:
@@ -77,6 +79,18 @@ class ModbusMeter:
         if self.last_ok_at is None:
             return True
         return (self._clock() if now is None else now) - self.last_ok_at > self.stale_after_s
+
+    def worst_recent_a(self, window_s: float | None = None) -> dict[str, float]:
+        """The highest current per phase over the last `window_s` (default `stale_after_s`) of good polls:
+        what a stale reading is replaced by, so a meter going quiet during a peak is not read as calm."""
+        now = self._clock()
+        window = self.stale_after_s if window_s is None else window_s
+        worst: dict[str, float] = {}
+        for at, current in self._recent:
+            if now - at <= window:
+                for phase, amps in current.items():
+                    worst[phase] = max(amps, worst.get(phase, amps))
+        return worst
 
     def age_s(self) -> float | None:
         return None if self.last_ok_at is None else self._clock() - self.last_ok_at
@@ -103,6 +117,10 @@ class ModbusMeter:
         self.polls_ok += 1
         self.last = measurement
         self.last_ok_at = self._clock()
+        self._recent.append((self.last_ok_at, measurement.current_a))
+        horizon = max(self.stale_after_s, 60.0)
+        while self._recent and self.last_ok_at - self._recent[0][0] > horizon:
+            self._recent.popleft()
         return measurement
 
     async def measurements(self) -> AsyncIterator[Measurement]:
