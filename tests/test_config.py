@@ -375,8 +375,13 @@ def test_advisories_for_allowed_but_risky_settings() -> None:
     data["vtn"] = {"url": "http://vtn.test/OpenADR2/Simple/2.0b", "ven_name": "v", "allow_plain_http": True}
     data["status"] = {"bind": "0.0.0.0"}
     data["meters"][0]["circuit"] = "panel"
+    data["chargers"][1] |= {"protocol": "modbus", "modbus": {"model": "abb-terra-ac", "host": "192.0.2.7"}}
     notes = advisories(parse_config(data))
-    assert [n.split(":")[0] for n in notes] == ["vtn.url", "status.token", "meters"]
+    assert [n.split(":")[0] for n in notes] == ["vtn.url", "status.token", "meters", "chargers[1].fallback_a"]
+    assert notes[-1] == (
+        "chargers[1].fallback_a: the abb-terra-ac map has no fail-safe current register, so the gateway "
+        "cannot program 6 A; set it with the charger's own setup tool"
+    )
 
 
 # ------------------------------------------------------------------------------------------ the file

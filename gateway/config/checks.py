@@ -77,6 +77,21 @@ def advisories(config: GatewayConfig) -> list[str]:
         )
     if config.chargers and not any(m.circuit in (None, config.site.service_id) for m in config.meters):
         notes.append("meters: no meter at the service entrance: the gateway cannot see the site's non-EV load")
+    notes += _unenforced_fallbacks(config)
+    return notes
+
+
+def _unenforced_fallbacks(config: GatewayConfig) -> list[str]:
+    """Modbus chargers whose register map cannot be told a fail-safe current: fallback_a is a promise."""
+    from gateway.modbus.maps import load_map
+
+    notes = []
+    for i, ch in enumerate(config.chargers):
+        if ch.modbus is not None and "failsafe_current" not in load_map(ch.modbus.model).registers:
+            notes.append(
+                f"chargers[{i}].fallback_a: the {ch.modbus.model} map has no fail-safe current register, so the "
+                f"gateway cannot program {ch.fallback_a:g} A; set it with the charger's own setup tool"
+            )
     return notes
 
 
