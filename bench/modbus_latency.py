@@ -28,7 +28,7 @@ from gateway.modbus.meter import ModbusMeter
 from gateway.sim.modbus_charger import SimCharger
 from gateway.sim.modbus_meter import SimMeter
 
-CHARGER_MODELS = ["abb-terra-ac", "alfen-ng9xx", "generic-charger", "webasto-next"]
+CHARGER_MODELS = ["abb-terra-ac", "alfen-ng9xx", "generic-charger", "keba-p30", "webasto-next"]
 METER_MODELS = ["eastron-sdm630", "carlo-gavazzi-em24"]
 
 

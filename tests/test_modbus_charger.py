@@ -19,7 +19,7 @@ from gateway.modbus.maps import load_map
 from gateway.ports import EvseDriver
 from gateway.sim.modbus_charger import SimCharger, serve_station
 
-CHARGERS = ["abb-terra-ac", "alfen-ng9xx", "generic-charger", "webasto-next"]
+CHARGERS = ["abb-terra-ac", "alfen-ng9xx", "generic-charger", "keba-p30", "webasto-next"]
 
 
 class FakeClock:
@@ -72,7 +72,7 @@ async def test_setpoint_round_trip_for_each_model(model: str, sims: list[SimChar
 
     # below the minimum is a pause, written as 0
     assert (await charger.apply(4.0)).accepted
-    assert sim.setpoint_a == 0.0 and sim.drawing_a == 0.0
+    assert sim.limit_a == 0.0 and sim.drawing_a == 0.0
     assert (await charger.read()).status in (ChargerStatus.SUSPENDED_EVSE, ChargerStatus.PREPARING)
 
     sim.unplug()
@@ -304,3 +304,17 @@ async def test_the_readings_loop_keeps_the_charger_out_of_failsafe_in_real_time(
             break
         await asyncio.sleep(0.1)
     assert sim.in_failsafe and sim.drawing_a == 6.0
+
+
+async def test_a_charger_with_an_enable_register_is_paused_by_it_never_by_0_a(sims: list[SimCharger]) -> None:
+    sim, charger = await _pair(sims, "keba-p30", fallback_a=10.0)
+    sim.plug_in(ev_max_a=32.0)
+    assert (await charger.apply(16.0)).accepted and sim.drawing_a == 16.0
+    ack = await charger.apply(0.0)
+    assert ack.accepted and ack.detail == "paused (disabled)"
+    assert not sim.enabled and sim.drawing_a == 0.0 and sim.setpoint_a == 6.0
+    assert (await charger.read()).status is ChargerStatus.SUSPENDED_EVSE
+    assert (await charger.apply(12.0)).accepted and sim.enabled and sim.drawing_a == 12.0
+    assert all(v >= 6.0 for n, v in sim.writes if n == "setpoint")
+    assert ("failsafe_current", 10.0) in sim.writes and ("failsafe_timeout", 30.0) in sim.writes
+    assert {fc for fc, _ in sim.image.write_requests} == {6}, "KEBA takes single-register writes"

@@ -14,11 +14,11 @@ from gateway.config.modbus import ModbusEndpoint
 from gateway.modbus.codec import CodecError, decode, encode, implausible, read_plan
 from gateway.modbus.maps import MapError, RegisterMap, load_map, parse_map, shipped_models
 
-CHARGERS = ["abb-terra-ac", "alfen-ng9xx", "generic-charger", "webasto-next"]
+CHARGERS = ["abb-terra-ac", "alfen-ng9xx", "generic-charger", "keba-p30", "webasto-next"]
 METERS = ["carlo-gavazzi-em24", "eastron-sdm630"]
 
 
-def test_the_shipped_maps_are_three_real_chargers_a_generic_one_and_two_meters() -> None:
+def test_the_shipped_maps_are_four_real_chargers_a_generic_one_and_two_meters() -> None:
     assert shipped_models() == sorted(CHARGERS + METERS)
     for name in shipped_models():
         m = load_map(name)

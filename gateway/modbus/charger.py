@@ -113,12 +113,19 @@ class ModbusCharger:
         try:
             await self._program_failsafe()
             setpoint = m.registers["setpoint"]
-            await self._write(setpoint.address, encode(m, setpoint, wire))
+            enable = m.reg("enable")
+            # A charger with an enable register pauses by it (its setpoint register may refuse 0); the
+            # setpoint still goes out, at the minimum, because writing it is what resets its failsafe timer.
+            paused_by_enable = enable is not None and wire == 0
+            amps = self.min_a if paused_by_enable else wire
+            await self._write(setpoint.address, encode(m, setpoint, amps))
+            if enable is not None:
+                await self._write(enable.address, encode(m, enable, 0.0 if paused_by_enable else 1.0))
             self._written_at = self._clock()
             watchdog = m.reg("watchdog")
             if watchdog is not None and watchdog.write_value is not None:
                 await self._write(watchdog.address, [watchdog.write_value] + [0] * (watchdog.width - 1))
-            back = await self._read_back()
+            back = None if paused_by_enable else await self._read_back()
         except LinkError as exc:
             self._written_at = None
             self.trouble.fail("write", exc.detail, reported=exc.kind != "exception")
@@ -128,7 +135,7 @@ class ModbusCharger:
             return False, str(exc)
         self.trouble.ok("write")
         if back is None:
-            return True, "written; no register to read it back"
+            return True, "paused (disabled)" if paused_by_enable else "written; no register to read it back"
         tolerance = max(0.1, abs(m.registers[self._readback or "setpoint"].scale))
         if abs(back - wire) > tolerance:
             detail = f"charger reports {back:g} A after {wire:g} A was written"

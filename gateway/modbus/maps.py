@@ -70,6 +70,7 @@ CHARGER_REGISTERS: dict[str, str] = {
     "failsafe_current": "A",
     "failsafe_timeout": "s",
     "watchdog": "count",
+    "enable": "count",  # 1 lets the charger charge, 0 pauses it
     "power": "kW",
     "energy": "kWh",
     **{f"current_{p}": "A" for p in PHASE_KEYS},
@@ -191,7 +192,7 @@ class RegisterMap(BaseModel):
             setpoint = self.registers.get("setpoint")
             if setpoint is None or not setpoint.writable:
                 raise ValueError("registers.setpoint: a charger map needs a writable setpoint register")
-            for name in ("failsafe_timeout", "watchdog"):
+            for name in ("failsafe_timeout", "watchdog", "enable"):
                 r = self.registers.get(name)
                 if r is not None and not r.writable:
                     raise ValueError(f"registers.{name}: must be writable (access = 'w' or 'rw')")

@@ -50,6 +50,7 @@ class SimCharger:
         self.setpoint_a: float | None = None  # None: never written; the charger runs at its rating
         self.last_refresh: float = clock()
         self.setpoint_changed_at: float | None = None  # clock time the last new setpoint arrived
+        self.enabled = True
         self.ev_max_a = 0.0
         self.ev_phases = 0
         self.energy_kwh = 0.0
@@ -92,6 +93,8 @@ class SimCharger:
         """The current the charger offers now (pilot duty cycle)."""
         if self.in_failsafe:
             return min(self.failsafe_a, self.rating_a)
+        if not self.enabled:
+            return 0.0
         return self.rating_a if self.setpoint_a is None else self.setpoint_a
 
     @property
@@ -151,8 +154,8 @@ class SimCharger:
             return ExcCodes.ILLEGAL_VALUE
         self.writes.append((name, value))
         if name == "setpoint":
-            if value < 0:
-                return ExcCodes.ILLEGAL_VALUE
+            if value < 0 or ("enable" in self.map.registers and value < J1772_MIN_A):
+                return ExcCodes.ILLEGAL_VALUE  # chargers that pause by an enable register refuse 0 A
             self._integrate()
             # like real chargers: a request above the rating is clamped, and below 6 A means pause
             new = min(float(value), self.rating_a)
@@ -163,6 +166,9 @@ class SimCharger:
             self.last_refresh = self._clock()
         elif name == "watchdog":
             self.last_refresh = self._clock()
+        elif name == "enable":
+            self._integrate()
+            self.enabled = value != 0
         elif name == "failsafe_current":
             self.failsafe_a = float(value)
         elif name == "failsafe_timeout":
