@@ -6,15 +6,18 @@ import copy
 import subprocess
 import sys
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.certs import init_dev_pki
 from gateway.cli import main
+from gateway.commands.check_config import file_advisories
 from gateway.config import ConfigError, GatewayConfig, load_config, parse_config
 from gateway.config.checks import advisories
 from gateway.config.site import Wiring
@@ -99,9 +102,11 @@ def test_the_workplace_example_is_valid_and_matches_the_issue() -> None:
 def test_the_examples_pass_check_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    init_dev_pki(tmp_path / "certs")  # the examples name certs/ven.crt, certs/ven.key, certs/ca.crt
-    monkeypatch.chdir(tmp_path)
     for name in ("example-home.toml", "example-workplace.toml"):
+        # The examples name certs/ven.crt, certs/ven.key and certs/ca.crt, made for their VEN name.
+        ven_name = load_config(EXAMPLES / name).vtn.ven_name  # type: ignore[union-attr]
+        init_dev_pki(tmp_path / name / "certs", ven_name=ven_name)
+        monkeypatch.chdir(tmp_path / name)
         assert main(["check-config", str(EXAMPLES / name)]) == 0
         captured = capsys.readouterr()
         assert captured.out.startswith("site ")
@@ -487,16 +492,24 @@ def test_check_config_warns_about_certificate_files(
         "warning: vtn.ca_file: cannot read certs/ca.crt (No such file or directory) "
         "(development ones: gateway certs init DIR)",
     ]
-    pki = init_dev_pki(tmp_path / "certs")
+    pki = init_dev_pki(tmp_path / "certs", ven_name="home-ven-0002", days=10)
     pki.ven_key.write_bytes(pki.vtn_key.read_bytes())  # a key from the wrong pair
     pki.ven_key.chmod(0o644)
     pki.ca_cert.write_text("not a certificate")
     assert main(["check-config", "site.toml"]) == 0
+    expires = x509.load_pem_x509_certificate(pki.ven_cert.read_bytes()).not_valid_after_utc
     assert capsys.readouterr().err.splitlines() == [
+        f"warning: vtn.cert: certs/ven.crt expires on {expires:%Y-%m-%d}, in 9 days",
         "warning: vtn.key: certs/ven.key can be read by other users (chmod 600 certs/ven.key)",
         "warning: vtn.ca_file: certs/ca.crt: not a PEM certificate (expected -----BEGIN CERTIFICATE-----)",
         "warning: vtn.key: not the private key of vtn.cert (or not a PEM key without a passphrase)",
+        "warning: vtn.ven_name: 'home-ven-0001' is not the VEN certificate's name (home-ven-0002); "
+        "VTNs that check the two will refuse it",
     ]
+    later = expires + timedelta(days=1)
+    assert file_advisories(load_config("site.toml"), now=later)[0] == (
+        f"vtn.cert: certs/ven.crt expired on {expires:%Y-%m-%d}"
+    )
 
 
 # ---------------------------------------------------------------------------------- random trees

@@ -9,6 +9,7 @@ stderr, exit 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import stat
 import sys
 from pathlib import Path
@@ -44,9 +45,12 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def file_advisories(config: GatewayConfig) -> list[str]:
-    """Certificate and key files the gateway will open: missing, unreadable, not PEM, or keys others can read."""
+def file_advisories(config: GatewayConfig, now: dt.datetime | None = None) -> list[str]:
+    """Certificate and key files the gateway will open: missing, unreadable, not PEM, expired, mismatched,
+    or keys others can read; and a VEN name that differs from the VEN certificate's."""
     from gateway.certs import CertError, fingerprint
+
+    now = now or dt.datetime.now(dt.UTC)
 
     files: list[tuple[str, str | None, str]] = []
     if config.vtn is not None:
@@ -71,13 +75,47 @@ def file_advisories(config: GatewayConfig) -> list[str]:
             except CertError as exc:
                 notes.append(f"{where}: {name}: {exc}")
                 continue
+            notes += _validity(where, name, data, now)
         elif stat.S_IMODE(path.stat().st_mode) & 0o077:
             notes.append(f"{where}: {name} can be read by other users (chmod 600 {name})")
         readable[where] = data
     for cert, key in (("vtn.cert", "vtn.key"), ("ocpp.tls_cert", "ocpp.tls_key")):
         if cert in readable and key in readable and not _pair(readable[cert], readable[key]):
             notes.append(f"{key}: not the private key of {cert} (or not a PEM key without a passphrase)")
+    if config.vtn is not None and "vtn.cert" in readable:
+        names = _common_names(readable["vtn.cert"])
+        if names and config.vtn.ven_name not in names:
+            notes.append(
+                f"vtn.ven_name: {config.vtn.ven_name!r} is not the VEN certificate's name ({', '.join(names)}); "
+                "VTNs that check the two will refuse it"
+            )
     return notes
+
+
+# A certificate that expires within this many days is worth renewing now: enrolment takes time.
+EXPIRY_WARNING_DAYS = 30
+
+
+def _validity(where: str, name: str, pem: bytes, now: dt.datetime) -> list[str]:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(pem)
+    if now < cert.not_valid_before_utc:
+        return [f"{where}: {name} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"]
+    if now > cert.not_valid_after_utc:
+        return [f"{where}: {name} expired on {cert.not_valid_after_utc:%Y-%m-%d}"]
+    left = cert.not_valid_after_utc - now
+    if left < dt.timedelta(days=EXPIRY_WARNING_DAYS):
+        return [f"{where}: {name} expires on {cert.not_valid_after_utc:%Y-%m-%d}, in {left.days} days"]
+    return []
+
+
+def _common_names(pem: bytes) -> list[str]:
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    cert = x509.load_pem_x509_certificate(pem)
+    return [str(a.value) for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
 
 
 def _pair(cert_pem: bytes, key_pem: bytes) -> bool:
