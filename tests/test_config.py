@@ -409,6 +409,12 @@ def test_load_config_problems_with_the_file_itself(tmp_path: Path) -> None:
     broken.write_text("[site]\nwiring = three\n")
     assert only_problem(broken).startswith(f"{broken}: not valid TOML: ")
     assert "line 2" in only_problem(broken)
+    deep = tmp_path / "deep.toml"
+    deep.write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
+    assert only_problem(deep) == f"{deep}: arrays or tables nested too deeply, not a site config"
+    long_value = tmp_path / "long.toml"
+    long_value.write_text(f'[site]\nwiring = "split-phase-120/240"\nservice_breaker_a = "{"9" * 5000}"\n')
+    assert len(only_problem(long_value)) < 200
     empty = tmp_path / "empty.toml"
     empty.write_text("")
     assert only_problem(empty) == "site: required key is missing"

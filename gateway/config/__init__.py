@@ -106,6 +106,8 @@ def load_config(path: str | Path) -> GatewayConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError([f"{path}: arrays or tables nested too deeply, not a site config"]) from None
     return parse_config(data)
 
 
@@ -142,7 +144,7 @@ def _message(err: ErrorDetails, loc: tuple[int | str, ...]) -> str:
     message = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
     if kind != "value_error" and isinstance(value, str | int | float | bool) and repr(value) not in message:
-        message += f" (got {value!r})"
+        message += f" (got {_short(value)})"
     return message
 
 
@@ -151,7 +153,13 @@ def _kind_of(value: object) -> str:
         return "a table"
     if isinstance(value, list):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    return f"{type(value).__name__} {_short(value)}"
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """repr(value), cut: a problem line must stay one readable line whatever the user pasted."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def _closest_key(loc: tuple[int | str, ...]) -> str | None:
