@@ -124,7 +124,13 @@ class Ven:
         sampler = asyncio.create_task(self._sample_forever(), name="openadr-report-sampler")
         try:
             while True:
-                delay = await self.step()
+                try:
+                    delay = await self.step()
+                except Exception:  # a bug or a full disk must not stop the VEN; the traceback helps fix it
+                    self.failures += 1
+                    delay = backoff_delay(self.failures, self.vtn.backoff_initial_s, self.vtn.backoff_max_s,
+                                          self.rng)
+                    log.exception("openadr round failed; retry in %.1fs", delay)
                 await self._sleep(delay)
         finally:
             sampler.cancel()

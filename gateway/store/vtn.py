@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Self
 
 import sqlite_utils
 
@@ -68,7 +69,7 @@ class VenStore:
         self._lock = threading.Lock()
 
     @classmethod
-    def open(cls, path: str | Path, *, synchronous: Synchronous = "FULL") -> VenStore:
+    def open(cls, path: str | Path, *, synchronous: Synchronous = "FULL") -> Self:
         return cls(open_db(path, synchronous=synchronous))
 
     def close(self) -> None:
