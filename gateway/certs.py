@@ -67,6 +67,16 @@ def fingerprint(cert_pem: bytes) -> str:
     return fingerprint_of(cert)
 
 
+def fingerprint_of_file_bytes(data: bytes) -> str:
+    """The fingerprint of a certificate file's contents, PEM or DER (utilities hand out either)."""
+    if b"-----BEGIN" in data:
+        return fingerprint(data)
+    try:
+        return fingerprint_of(x509.load_der_x509_certificate(data))
+    except ValueError:
+        raise CertError("not a certificate (neither PEM nor DER)") from None
+
+
 def fingerprint_of(cert: x509.Certificate) -> str:
     digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).digest()
     return ":".join(f"{byte:02X}" for byte in digest[-10:])

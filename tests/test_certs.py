@@ -206,6 +206,10 @@ def test_cli_init_prints_fingerprints_and_config_lines(tmp_path: Path, capsys: p
 
     assert main(["certs", "fingerprint", str(target / "ven.crt")]) == 0
     assert capsys.readouterr().out.strip() == ven_fp
+    der = tmp_path / "ven.der"
+    der.write_bytes(ssl.PEM_cert_to_DER_cert((target / "ven.crt").read_text()))
+    assert main(["certs", "fingerprint", str(der)]) == 0
+    assert capsys.readouterr().out.strip() == ven_fp
 
 
 def test_cli_rsa_option(tmp_path: Path) -> None:

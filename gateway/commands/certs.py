@@ -37,9 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fp = sub.add_parser(
         "fingerprint",
         help="print a certificate's OpenADR fingerprint",
-        description="print a PEM certificate's OpenADR fingerprint (last 10 bytes of its SHA-256, as openleadr)",
+        description="print a certificate's OpenADR fingerprint (last 10 bytes of its SHA-256, as openleadr)",
     )
-    fp.add_argument("file", metavar="FILE", help="a PEM certificate")
+    fp.add_argument("file", metavar="FILE", help="a certificate, PEM or DER")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,14 +55,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _fingerprint(path: Path) -> int:
-    from gateway.certs import CertError, fingerprint
+    from gateway.certs import CertError, fingerprint_of_file_bytes
 
     try:
         data = path.read_bytes()
     except OSError as exc:
         raise CertError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
-        print(fingerprint(data))
+        print(fingerprint_of_file_bytes(data))
     except CertError as exc:
         raise CertError(f"{path}: {exc}") from None
     return 0
