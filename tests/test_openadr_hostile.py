@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -35,6 +36,7 @@ class ScriptedVtn:
         self.queued: dict[str, list[tuple[int, bytes]]] = {}
         self.default: dict[str, tuple[int, bytes]] = {}
         self.got: list[tuple[str, bytes]] = []
+        self.on_request: list[object] = []  # callables run when a request arrives (before the answer)
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -46,6 +48,7 @@ class ScriptedVtn:
             self.queued.setdefault(service, []).append((status, data))
 
     def reset(self) -> None:
+        self.on_request.clear()
         self.queued.clear()
         self.default.clear()
         self.got.clear()
@@ -53,6 +56,8 @@ class ScriptedVtn:
     async def _handle(self, request: web.Request) -> web.Response:
         service = request.match_info["service"]
         self.got.append((service, await request.read()))
+        for hook in self.on_request:
+            hook(service)  # type: ignore[operator]
         queue = self.queued.get(service)
         status, body = queue.pop(0) if queue else self.default.get(service, (404, b"no script"))
         return web.Response(status=status, body=body)
@@ -72,15 +77,16 @@ class ScriptedVtn:
             await self.runner.cleanup()
 
 
-class aioresponses:
-    current: ScriptedVtn
+CURRENT: list[ScriptedVtn] = []
 
-    def __enter__(self) -> ScriptedVtn:
-        aioresponses.current.reset()
-        return aioresponses.current
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+@contextmanager
+def scripted() -> Iterator[ScriptedVtn]:
+    """The running scripted VTN with a clean script, for one exchange."""
+    vtn = CURRENT[-1]
+    vtn.reset()
+    yield vtn
+
 
 HEAD = '<?xml version="1.0" encoding="UTF-8"?>\n'
 NS = (
@@ -146,7 +152,7 @@ def empty_response() -> str:
 async def ven(tmp_path: Path) -> AsyncIterator[Ven]:
     scripted = ScriptedVtn()
     await scripted.start()
-    aioresponses.current = scripted
+    CURRENT.append(scripted)
     store = VenStore.open(tmp_path / "gw.sqlite")
     store.save_registration(Registration("ven-7", "reg-7", "UTILITY-VTN", 10.0), datetime.now(UTC))
     vtn = VtnSection(url=scripted.url, ven_name="site-1", allow_plain_http=True, max_body_bytes=20_000,
@@ -164,7 +170,7 @@ def sent_bodies(m: ScriptedVtn, service: str) -> list[tuple[str, dict[str, objec
 
 
 async def poll_with(ven: Ven, body: str | bytes) -> list[tuple[str, dict[str, object]]]:
-    with aioresponses() as m:
+    with scripted() as m:
         m.post(POLL, body=body)
         m.post(POLL, body=empty_response(), repeat=True)
         m.post(EVENT, body=empty_response(), repeat=True)
@@ -189,6 +195,22 @@ async def test_days_fractions_of_seconds_in_times_and_a_lowercase_vtn_id_are_und
     assert e.dtstart == datetime(2030, 1, 1, 10, 0, 0, 250000, tzinfo=UTC)
     assert e.duration == timedelta(weeks=1) and e.signals[0].intervals[0].duration == timedelta(weeks=1)
     assert timedelta(0) < e.start_offset <= timedelta(minutes=10)
+
+
+async def test_the_event_is_in_sqlite_before_the_answer_reaches_the_vtn(ven: Ven) -> None:
+    seen_at_answer: list[set[str]] = []
+
+    def check(service: str) -> None:
+        if service == EVENT:
+            seen_at_answer.append(set(ven.store.events()))
+
+    with scripted() as m:
+        m.on_request.append(check)
+        m.post(POLL, distribute())
+        m.post(POLL, empty_response(), repeat=True)
+        m.post(EVENT, empty_response(), repeat=True)
+        await ven.step()
+    assert seen_at_answer == [{"ev-raw"}]
 
 
 async def test_any_test_event_value_but_false_is_a_test_event(ven: Ven) -> None:
@@ -303,7 +325,7 @@ async def test_lower_modification_number_is_answered_450(ven: Ven) -> None:
 async def test_http_500_and_garbage_status_back_off_and_keep_events(ven: Ven) -> None:
     await poll_with(ven, distribute())
     before = await ven.events()
-    with aioresponses() as m:
+    with scripted() as m:
         m.post(POLL, status=500, body="boom", repeat=True)
         delay = await ven.step()
     assert ven.failures == 1 and 0 < delay <= 0.02
@@ -316,7 +338,7 @@ async def test_operator_override_sends_create_opt_then_cancel_opt(ven: Ven) -> N
     assert updated is not None and updated.opt is OptState.OPT_OUT and not updated.acted_on
     created = create_message("oadrCreatedOpt", response={"response_code": 200, "response_description": "OK",
                                                           "request_id": None}, opt_id="x")
-    with aioresponses() as m:
+    with scripted() as m:
         m.post(POLL, body=empty_response(), repeat=True)
         m.post(OPT, body=created, repeat=True)
         await ven.step()
@@ -327,7 +349,7 @@ async def test_operator_override_sends_create_opt_then_cancel_opt(ven: Ven) -> N
     assert ven.store.pending_opts() == []
     back = await ven.set_opt("ev-raw", None)
     assert back is not None and back.opt is OptState.OPT_IN
-    with aioresponses() as m:
+    with scripted() as m:
         m.post(POLL, body=empty_response(), repeat=True)
         m.post(OPT, body=created, repeat=True)
         await ven.step()
@@ -337,7 +359,7 @@ async def test_operator_override_sends_create_opt_then_cancel_opt(ven: Ven) -> N
 
 async def test_opt_made_while_vtn_is_down_is_sent_when_it_is_back(ven: Ven) -> None:
     await poll_with(ven, distribute())
-    with aioresponses() as m:
+    with scripted() as m:
         m.post(POLL, status=503, repeat=True)
         await ven.set_opt("ev-raw", OptState.OPT_OUT, "maintenance")
         await ven.step()
@@ -345,7 +367,7 @@ async def test_opt_made_while_vtn_is_down_is_sent_when_it_is_back(ven: Ven) -> N
     assert (await ven.events())["ev-raw"].opt is OptState.OPT_OUT
     created = create_message("oadrCreatedOpt", response={"response_code": 200, "response_description": "OK",
                                                           "request_id": None}, opt_id="x")
-    with aioresponses() as m:
+    with scripted() as m:
         m.post(POLL, body=empty_response(), repeat=True)
         m.post(OPT, body=created, repeat=True)
         await ven.step()

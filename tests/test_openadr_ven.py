@@ -207,6 +207,15 @@ async def test_test_event_is_acknowledged_and_never_acted_on(h: Harness) -> None
     await until(lambda: (h.ven_id, eid, "optIn") in h.vtn.opt_responses)
 
 
+async def test_response_required_never_is_stored_but_not_answered(h: Harness) -> None:
+    await h.start()
+    quiet = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])], response_required="never")
+    loud = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])])
+    await h.wait_event(quiet)
+    await until(lambda: any(e == loud for _, e, _ in h.vtn.opt_responses))
+    assert not any(e == quiet for _, e, _ in h.vtn.opt_responses)
+
+
 async def test_priority_targets_and_market_context_are_kept(h: Harness) -> None:
     await h.start()
     eid = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])], priority=2, resource_ids=["fleet", "other"],
