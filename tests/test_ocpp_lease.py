@@ -15,6 +15,7 @@ from gateway.config.ocpp import OcppSection
 from gateway.config.site import ChargerSection
 from gateway.domain import ChargerReading, ChargerStatus
 from gateway.ocpp import OcppDriver
+from gateway.ocpp.cp201 import Cp201
 from gateway.ports import EvseDriver
 from gateway.sim.ocpp_cp import Ev, SimChargePoint
 
@@ -188,4 +189,37 @@ async def test_ev_charging_needs_reach_the_allocator() -> None:
             assert seen[-1].energy_requested_kwh == 30.0
         finally:
             task.cancel()
+            await sim.stop()
+
+
+async def test_an_ev_drawing_well_under_its_limit_offers_the_rest_back() -> None:
+    driver = OcppDriver(section(lease_s=30, hand_back_after_s=1.0), [charger("cp1")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", password=PASSWORD, ev=Ev(max_a=10))
+        await sim.start()
+        try:
+            await until(lambda: sim.limit_a() == 8.0)
+            await sim.plug_in()
+            await driver.apply_limits({"cp1": 24.0}, "test")
+            assert sim.draw_a() == 10.0
+            await until(lambda: driver.unused_cap("cp1") == 11.0, timeout_s=4.0)
+            sim.ev.max_a = 32  # the car wants more again
+            await until(lambda: driver.unused_cap("cp1") is None, timeout_s=3.0)
+        finally:
+            await sim.stop()
+
+
+async def test_composite_schedule_shows_the_limit_in_force() -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("cp1", "ocpp2.0.1")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version="2.0.1", password=PASSWORD)
+        await sim.start()
+        try:
+            await until(lambda: sim.limit_a() == 8.0)
+            await driver.apply_limits({"cp1": 12.5}, "test")
+            station = driver.controls["cp1"].station
+            assert isinstance(station, Cp201)
+            schedule = await station.composite_schedule(0, 60)
+            assert schedule is not None and schedule["charging_schedule_period"][0]["limit"] == 12.5
+        finally:
             await sim.stop()

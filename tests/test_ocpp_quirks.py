@@ -190,3 +190,34 @@ async def test_charger_speaking_the_other_version_is_closed_with_a_clear_line(ca
 def test_tls_needs_both_files() -> None:
     with pytest.raises(ValueError, match="go together"):
         OcppSection(tls_cert="cert.pem")
+
+
+async def test_a_charger_ignoring_its_limit_is_called_out_once(caplog: pytest.LogCaptureFixture) -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("cp1")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", password=PASSWORD, quirks=Quirks(ignores_limits=True))
+        await sim.start()
+        try:
+            await until(lambda: sim.limit_a() == 8.0)
+            with caplog.at_level(logging.WARNING, logger="gateway.ocpp"):
+                await sim.plug_in()
+                await driver.apply_limits({"cp1": 10.0}, "test")
+                await until(lambda: "above its acknowledged 10.0 A limit" in caplog.text, timeout_s=5.0)
+                await sim.send_meter_values()
+            assert caplog.text.count("above its acknowledged") == 1
+        finally:
+            await sim.stop()
+
+
+async def test_local_auth_list_refuses_unknown_tags(version: str) -> None:
+    driver = OcppDriver(section(lease_s=30, local_auth_list=["GOODTAG"]), [charger("cp1", f"ocpp{version}")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD)  # type: ignore[arg-type]
+        await sim.start()
+        try:
+            await sim.plug_in()  # the simulator presents SIMTAG
+            if version == "1.6":
+                assert driver.controls["cp1"].view.transaction_id() is None
+            assert not driver.authorize("SIMTAG") and driver.authorize("GOODTAG")
+        finally:
+            await sim.stop()

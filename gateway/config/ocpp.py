@@ -30,6 +30,8 @@ class OcppSection(BaseModel):
     heartbeat_s: int = Field(default=300, ge=10, le=86400)
     # idTags / idTokens accepted by Authorize; None accepts everyone (the site has no RFID policy)
     local_auth_list: tuple[str, ...] | None = None
+    # an EV drawing well under its limit this long is offered a lower cap (driver.unused_cap)
+    hand_back_after_s: float = Field(default=60.0, gt=0, le=3600)
     max_message_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
 
     @model_validator(mode="after")

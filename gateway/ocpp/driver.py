@@ -26,7 +26,7 @@ from gateway.config.site import ChargerSection
 from gateway.domain import ChargerReading, LimitAck
 from gateway.ocpp.cp16 import Cp16
 from gateway.ocpp.cp201 import Cp201
-from gateway.ocpp.link import Outcome, Station
+from gateway.ocpp.link import Outcome, Station, validate_inline
 from gateway.ocpp.profiles import (
     LIVE_PROFILE_ID,
     Abilities,
@@ -38,7 +38,7 @@ from gateway.ocpp.profiles import (
     strategies,
 )
 from gateway.ocpp.server import OcppServer
-from gateway.ocpp.state import ChargerView
+from gateway.ocpp.state import ChargerView, DrawWatch
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -82,6 +82,9 @@ class Control:
     reason: str = ""
     acked_a: float | None = None
     acked_on: Station | None = None  # the connection that acknowledged acked_a
+    acked_at: datetime | None = None
+    over_limit_logged: bool = False
+    watch: DrawWatch = field(default_factory=DrawWatch)
     lease_until: datetime | None = None
     in_flight: int = 0
     failed: bool = False
@@ -108,7 +111,8 @@ class OcppDriver:
         for c in ocpp:
             # without site voltage info assume 230 V per phase conductor; the runtime passes the real figure
             wpa = (watts_per_amp or {}).get(c.id, 230.0 * len(c.phases))
-            self.controls[c.id] = Control(charger=c, watts_per_amp=wpa, view=ChargerView(c.id, c.phases))
+            self.controls[c.id] = Control(charger=c, watts_per_amp=wpa, view=ChargerView(c.id, c.phases),
+                                          watch=DrawWatch(window_s=section.hand_back_after_s))
         self.server = OcppServer(section, ocpp, self._serve_station)
         self.history: deque[LimitRecord] = deque(maxlen=10_000)
         self._subscribers: list[asyncio.Queue[ChargerReading]] = []
@@ -125,6 +129,7 @@ class OcppDriver:
     # ------------------------------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        validate_inline()
         await self.server.start()
         self._renewer = asyncio.create_task(self._renew_leases(), name="ocpp-lease-renewal")
 
@@ -260,7 +265,7 @@ class OcppDriver:
                 if i != ctl.strategy:
                     log.info("ocpp charger=%s takes limits as %s (remembered)", cid, strategy.label)
                 ctl.strategy = i
-                ctl.acked_a, ctl.acked_on, ctl.lease_until = amps, station, now + self.lease
+                ctl.acked_a, ctl.acked_on, ctl.lease_until, ctl.acked_at = amps, station, now + self.lease, now
                 ctl.failed, ctl.next_try = False, None
                 break
             if not outcome.answered:
@@ -378,8 +383,41 @@ class OcppDriver:
 
     def updated(self, charger_id: str, measured: bool) -> None:
         ctl = self.controls.get(charger_id)
-        if ctl is not None:
-            self._publish(ctl, measured)
+        if ctl is None:
+            return
+        if measured:
+            self._check_draw(ctl)
+        if ctl.view.transaction_id() is None:
+            ctl.watch.reset()
+        self._publish(ctl, measured)
+
+    def _check_draw(self, ctl: Control) -> None:
+        """Trust the meter over "Accepted": say once when a charger draws clearly above its acknowledged limit."""
+        sample = ctl.view.sample
+        if sample is None or not sample.current_a:
+            return
+        now = self.clock()
+        draw = max(sample.current_a.values())
+        limit = self.applied_limit(ctl)
+        ctl.watch.update(now, draw, limit)
+        settled = ctl.acked_at is not None and now - ctl.acked_at > timedelta(seconds=2 * self.section.meter_interval_s)
+        if settled and not ctl.in_flight and draw > limit + 1.5:
+            if not ctl.over_limit_logged:
+                log.warning("ocpp charger=%s draws %.1f A above its acknowledged %.1f A limit (via %s): "
+                            "the model may ignore this kind of profile", ctl.charger.id, draw, limit,
+                            ctl.strategies[ctl.strategy].label if ctl.strategies else "?")
+                ctl.over_limit_logged = True
+        elif draw <= limit + 0.5 and ctl.over_limit_logged:
+            log.info("ocpp charger=%s keeps to its limit again", ctl.charger.id)
+            ctl.over_limit_logged = False
+
+    def unused_cap(self, charger_id: str) -> float | None:
+        """A cap for a charger whose EV has drawn well under its limit for a while (None: none).
+
+        The runtime may put it into `EvseState.want_a` so the allocator gives the rest to others; it is
+        withdrawn when the EV draws close to it again."""
+        ctl = self.controls.get(charger_id)
+        return None if ctl is None else ctl.watch.capped_a
 
     def authorize(self, token: str) -> bool:
         allowed = self.section.local_auth_list

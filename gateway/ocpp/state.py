@@ -174,3 +174,38 @@ class ChargerView:
             energy_requested_kwh=self.energy_requested_kwh,
             session_id=self.transaction_id(),
         )
+
+
+@dataclass(slots=True)
+class DrawWatch:
+    """Notices an EV drawing well under its limit for a while, so the allocator can hand the rest to others.
+
+    "Well under" is at least `margin_a` and 20 % below the limit, for `window_s`. The cap offered is the
+    highest draw seen meanwhile plus `headroom_a`; it is withdrawn as soon as the EV draws close to it
+    (the car wants more again).
+    """
+
+    window_s: float = 60.0
+    margin_a: float = 2.0
+    headroom_a: float = 1.0
+    under_since: datetime | None = None
+    peak_a: float = 0.0
+    capped_a: float | None = None
+
+    def update(self, at: datetime, draw_a: float, limit_a: float | None) -> None:
+        if self.capped_a is not None:
+            if draw_a >= self.capped_a - self.headroom_a / 2:
+                self.capped_a, self.under_since = None, None
+            return
+        if limit_a is None or draw_a > limit_a - max(self.margin_a, 0.2 * limit_a):
+            self.under_since = None
+            return
+        if self.under_since is None:
+            self.under_since, self.peak_a = at, draw_a
+            return
+        self.peak_a = max(self.peak_a, draw_a)
+        if (at - self.under_since).total_seconds() >= self.window_s:
+            self.capped_a = self.peak_a + self.headroom_a
+
+    def reset(self) -> None:
+        self.under_since, self.capped_a = None, None

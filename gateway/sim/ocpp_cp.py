@@ -67,6 +67,7 @@ class Quirks:
     watts_only: bool = False  # claims "Current,Power" but rejects amps
     ack_delay_s: float = 0.0  # answers SetChargingProfile this late (blocks its own link meanwhile)
     boot_on_reconnect: bool = True  # False: comes back after a drop without a BootNotification
+    ignores_limits: bool = False  # says Accepted, then draws what the EV wants anyway
 
 
 @dataclass
@@ -179,7 +180,7 @@ class _Sim16(Lib16):  # type: ignore[misc]
     @on("ChangeConfiguration")
     def on_change_configuration(self, key: str, value: str) -> Any:
         if key == "MeterValueSampleInterval":
-            self.owner.meter_interval_s = max(1, int(value))
+            self.owner.set_meter_interval(float(value))
         return result16.ChangeConfiguration(status="Accepted")
 
     @on("TriggerMessage")
@@ -234,7 +235,7 @@ class _Sim201(Lib201):  # type: ignore[misc]
         results = []
         for item in set_variable_data:
             if item["variable"]["name"] in ("TxUpdatedInterval", "Interval"):
-                self.owner.meter_interval_s = max(1, int(item["attribute_value"]))
+                self.owner.set_meter_interval(float(item["attribute_value"]))
             results.append({"attribute_status": "Accepted", "component": item["component"],
                             "variable": item["variable"]})
         return result201.SetVariables(set_variable_result=results)
@@ -276,6 +277,7 @@ class SimChargePoint:
         max_a: float = 32.0,
         meter_interval_s: float = 60.0,
         ssl: Any = None,
+        validate: bool = True,
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{cp_id}"
         self.cp_id, self.version, self.password = cp_id, version, password
@@ -284,6 +286,7 @@ class SimChargePoint:
         self.phases, self.volts, self.max_a = phases, volts, max_a
         self.meter_interval_s = meter_interval_s
         self.ssl = ssl
+        self.validate = validate  # False: skip JSON-schema checks on what arrives (benchmarks: a cheap peer)
         self.book = ProfileBook()
         self.energy_wh = 0.0
         self.boots = 0
@@ -297,6 +300,7 @@ class SimChargePoint:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._seq = itertools.count()
+        self._interval_changed = asyncio.Event()
 
     # ------------------------------------------------------------------------------------- the EV model
 
@@ -306,7 +310,7 @@ class SimChargePoint:
     def draw_a(self, now: datetime | None = None) -> float:
         if not self.ev.plugged:
             return 0.0
-        limit = self.limit_a(now)
+        limit = None if self.quirks.ignores_limits else self.limit_a(now)
         allowed = self.max_a if limit is None else min(limit, self.max_a)
         return 0.0 if allowed < 6.0 else round(min(allowed, self.ev.max_a), 1)
 
@@ -412,6 +416,9 @@ class SimChargePoint:
         cls = _Sim16 if self.version == "1.6" else _Sim201
         cp = cls(self.cp_id, ws, response_timeout=10, logger=_WIRE)
         cp.owner = self
+        if not self.validate:
+            for handlers in cp.route_map.values():
+                handlers["_skip_schema_validation"] = True
         self._cp = cp
         reader = asyncio.create_task(cp.start())
         try:
@@ -529,12 +536,19 @@ class SimChargePoint:
         else:
             await self._cp.call(call201.MeterValues(evse_id=1, meter_value=[self._meter_value()]))
 
+    def set_meter_interval(self, seconds: float) -> None:
+        self.meter_interval_s = max(1.0, seconds)
+        self._interval_changed.set()
+
     async def _meter_loop(self) -> None:
         loop = asyncio.get_running_loop()
         last = sent = loop.time()
         while True:
-            # short naps so a new MeterValueSampleInterval takes effect without waiting out the old one
-            await asyncio.sleep(max(0.01, min(0.25, sent + self.meter_interval_s - loop.time())))
+            self._interval_changed.clear()
+            # wake at the next sample, or at once when the central system changes the interval
+            due = max(0.0, sent + self.meter_interval_s - loop.time())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._interval_changed.wait(), due)
             now = loop.time()
             conductors = 3 if self.phases >= 3 else 1
             self.energy_wh += self.draw_a() * self.volts * conductors * (now - last) / 3600.0
