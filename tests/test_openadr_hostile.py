@@ -52,6 +52,10 @@ class ScriptedVtn:
         self.queued.clear()
         self.default.clear()
         self.got.clear()
+        # What a start-up sync needs (oadrRegisterReport, oadrRequestEvent): a VTN with nothing to say.
+        self.post("EiReport", registered_report(), repeat=True)
+        self.post("EiEvent", empty_response(), repeat=True)
+        self.post("OadrPoll", empty_response(), repeat=True)
 
     async def _handle(self, request: web.Request) -> web.Response:
         service = request.match_info["service"]
@@ -143,6 +147,11 @@ def distribute(
     )
 
 
+def registered_report() -> str:
+    return str(create_message("oadrRegisteredReport", ven_id="ven-7", report_requests=[],
+                              response={"response_code": 200, "response_description": "OK", "request_id": None}))
+
+
 def empty_response() -> str:
     return str(create_message("oadrResponse", ven_id="ven-7",
                               response={"response_code": 200, "response_description": "OK", "request_id": None}))
@@ -150,19 +159,21 @@ def empty_response() -> str:
 
 @pytest.fixture
 async def ven(tmp_path: Path) -> AsyncIterator[Ven]:
-    scripted = ScriptedVtn()
-    await scripted.start()
-    CURRENT.append(scripted)
+    server = ScriptedVtn()
+    await server.start()
+    CURRENT.append(server)
     store = VenStore.open(tmp_path / "gw.sqlite")
     store.save_registration(Registration("ven-7", "reg-7", "UTILITY-VTN", 10.0), datetime.now(UTC))
-    vtn = VtnSection(url=scripted.url, ven_name="site-1", allow_plain_http=True, max_body_bytes=20_000,
+    vtn = VtnSection(url=server.url, ven_name="site-1", allow_plain_http=True, max_body_bytes=20_000,
                      backoff_initial_s=0.01, backoff_max_s=0.02)
     v = Ven(vtn, OpenAdrSection(), store, rng=random.Random(5))
     await v.load()
+    with scripted():
+        await v.step()  # the start-up sync against a VTN with nothing to say
     yield v
     await v.link.close()
     store.close()
-    await scripted.stop()
+    await server.stop()
 
 
 def sent_bodies(m: ScriptedVtn, service: str) -> list[tuple[str, dict[str, object]]]:

@@ -257,6 +257,22 @@ async def test_randomized_offset_survives_a_restart_and_registration_is_reused(h
         await h2.stop()
 
 
+async def test_events_changed_while_the_gateway_was_down_are_picked_up_at_start(h: Harness) -> None:
+    await h.start()
+    gone = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])])
+    changed = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])])
+    await h.wait_event(changed)
+    await h.stop()
+    h.vtn.drop_event(h.ven_id, gone)
+    h.vtn.modify_event(h.ven_id, changed, values=[3])
+    h.vtn.server.events_updated[h.ven_id] = False  # nothing queued for a poll: only a full sync sees it
+    h.vtn.polls = 0
+    await h.start()
+    events = await h.events()
+    assert events[gone].status is EventStatus.CANCELLED
+    assert events[changed].signals[0].intervals[0].value == 3
+
+
 async def test_lower_modification_number_is_refused_and_nothing_changes(h: Harness) -> None:
     await h.start()
     eid = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])])

@@ -79,6 +79,8 @@ class Ven:
         self._wake_sampler = asyncio.Event()
         self._last_report_sent: dict[str, datetime] = {}
         self.failures = 0
+        self._synced = False  # reports offered and events fetched since the last (re)registration or start
+        self._sampling_broken = False
         self.registration = Registration(vtn.ven_id, None, None, None)
         self.registered = asyncio.Event()  # set after each successful registration (tests wait on it)
         self.polls = 0
@@ -142,6 +144,8 @@ class Ven:
         try:
             if not self.registration.registration_id:
                 await self._register()
+            if not self._synced:
+                await self._sync()
             await self._poll()
             await self._send_pending_opts()
             await self._send_reports()
@@ -167,6 +171,7 @@ class Ven:
 
     async def _forget_registration(self) -> None:
         self.registration = dataclasses.replace(self.registration, registration_id=None)
+        self._synced = False
         self.registered.clear()
         await self._db(self.store.forget_registration, self.clock())
 
@@ -218,12 +223,19 @@ class Ven:
         self.registration = Registration(str(ven_id), str(registration_id), str(payload.get("vtn_id") or ""), poll_s)
         await self._db(self.store.save_registration, self.registration, self.clock())
         log.info("registered with vtn: ven_id=%s registration_id=%s poll_s=%.0f", ven_id, registration_id, poll_s)
+        self._synced = False
+        await self._sync()
+
+    async def _sync(self) -> None:
+        """After registering, and after every start: offer our reports and fetch the VTN's full event list
+        (which also cancels, implicitly, events it dropped while we were away)."""
         await self._register_reports()
         mtype, payload = await self.link.exchange(
             "EiEvent", "oadrRequestEvent", request_id=uuid.uuid4().hex, ven_id=self.ven_id, reply_limit=None
         )
         if mtype == "oadrDistributeEvent":
             await self._on_distribute(payload)
+        self._synced = True
         self.registered.set()
 
     async def _register_reports(self) -> None:
@@ -484,8 +496,13 @@ class Ven:
         while True:
             try:
                 await self.sample_once()
+                if self._sampling_broken:
+                    log.info("telemetry sampling works again")
+                    self._sampling_broken = False
             except Exception:  # a sampler must not die with a bad reading; the traceback helps fix the source
-                log.exception("telemetry sampling failed")
+                if not self._sampling_broken:
+                    log.exception("telemetry sampling failed (logged once until it works again)")
+                self._sampling_broken = True
             self._wake_sampler.clear()
             requests = await self._db(self.store.report_requests)
             now = self.clock()

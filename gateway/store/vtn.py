@@ -73,7 +73,10 @@ class VenStore:
         return cls(open_db(path, synchronous=synchronous))
 
     def close(self) -> None:
-        self.db.conn.close()
+        # Waits for a call still running in a worker thread (a cancelled to_thread does not stop it):
+        # closing under it would pull the connection from under sqlite.
+        with self._lock:
+            self.db.conn.close()
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
