@@ -16,6 +16,7 @@ from gateway.certs import DevPki, init_dev_pki
 from gateway.config.openadr import OpenAdrSection, VtnSection
 from gateway.domain import OptState, SignalType
 from gateway.openadr.ven import Ven
+from gateway.openadr.wire import VtnConfigError
 from gateway.sim.vtn import SimVtn
 from gateway.store.vtn import VenStore
 
@@ -113,6 +114,22 @@ async def test_ven_certificate_from_another_ca_is_refused_by_the_vtn(
         assert ven.failures >= 2 and not vtn.vens
     finally:
         await stop(task, store)
+
+
+def test_missing_or_mismatched_tls_files_are_one_clear_error(tmp_path: Path, pki: DevPki) -> None:
+    store = VenStore.open(tmp_path / "gw.sqlite")
+    try:
+        missing = VtnSection(url="https://127.0.0.1:1/x", ven_name="v", cert=str(tmp_path / "nope.crt"),
+                             key=str(pki.ven_key), ca_file=str(pki.ca_cert))
+        with pytest.raises(VtnConfigError, match="cannot load TLS files") as err:
+            Ven(missing, OpenAdrSection(), store)
+        assert "\n" not in str(err.value)
+        mismatched = VtnSection(url="https://127.0.0.1:1/x", ven_name="v", cert=str(pki.vtn_cert),
+                                key=str(pki.ven_key), ca_file=str(pki.ca_cert))
+        with pytest.raises(VtnConfigError):
+            Ven(mismatched, OpenAdrSection(), store)
+    finally:
+        store.close()
 
 
 def test_plain_http_needs_an_explicit_allow() -> None:

@@ -30,6 +30,10 @@ class VtnUnreachable(Exception):
     """Transport trouble (connect, TLS, timeout, HTTP status): retried with backoff."""
 
 
+class VtnConfigError(Exception):
+    """Our own certificate, key or CA cannot be used: a user error, one line, no point retrying."""
+
+
 def fingerprint_of_der(der: bytes) -> str:
     return str(oadr_utils.certificate_fingerprint_from_der(der))
 
@@ -78,9 +82,17 @@ class VtnLink:
         self._session: aiohttp.ClientSession | None = None
         self._sign_cert: bytes | None = None
         self._sign_key: bytes | None = None
-        if vtn.sign_messages and vtn.cert and vtn.key:
-            self._sign_cert = Path(vtn.cert).read_bytes()
-            self._sign_key = Path(vtn.key).read_bytes()
+        try:
+            # Built now so a wrong path or a key that does not match its certificate is reported at start.
+            self._ssl = client_ssl_context(vtn)
+            if vtn.sign_messages and vtn.cert and vtn.key:
+                self._sign_cert = Path(vtn.cert).read_bytes()
+                self._sign_key = Path(vtn.key).read_bytes()
+        except (OSError, ssl.SSLError, ValueError) as exc:
+            files = ", ".join(f"{k}={v}" for k, v in (("cert", vtn.cert), ("key", vtn.key), ("ca_file", vtn.ca_file))
+                              if v)
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise VtnConfigError(f"vtn: cannot load TLS files ({files}): {reason}") from None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -89,7 +101,7 @@ class VtnLink:
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=client_ssl_context(self.vtn) or False, limit=2)
+            connector = aiohttp.TCPConnector(ssl=self._ssl or False, limit=2)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 headers={"Content-Type": "application/xml"},
