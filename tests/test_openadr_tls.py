@@ -75,6 +75,25 @@ async def test_mtls_registration_and_event_with_pinned_fingerprints(tmp_path: Pa
         await stop(task, store)
 
 
+async def test_xml_signatures_both_ways(tmp_path: Path, pki: DevPki) -> None:
+    sim = SimVtn(http_cert=str(pki.vtn_cert), http_key=str(pki.vtn_key), ca_file=str(pki.ca_cert),
+                 sign_cert=str(pki.vtn_cert), sign_key=str(pki.vtn_key), verify_signatures=True,
+                 ven_fingerprints={"site-1": pki.ven_fingerprint})
+    await sim.start()
+    ven, task, store = await running(tmp_path, section(sim, pki, sign_messages=True))
+    try:
+        await asyncio.wait_for(ven.registered.wait(), 5)
+        eid = sim.add_event(ven.ven_id or "", [("SIMPLE", "level", [2])])
+        for _ in range(200):
+            if sim.opt_responses:
+                break
+            await asyncio.sleep(0.02)
+        assert sim.opt_responses == [(ven.ven_id, eid, "optIn")]
+    finally:
+        await stop(task, store)
+        await sim.stop()
+
+
 async def test_tls12_only_with_the_profile_cipher_suites(tmp_path: Path, vtn: SimVtn, pki: DevPki) -> None:
     ven, task, store = await running(tmp_path, section(vtn, pki, tls12_only=True))
     try:

@@ -40,6 +40,9 @@ class SimVtn:
     http_cert: str | None = None
     http_key: str | None = None
     ca_file: str | None = None
+    sign_cert: str | None = None  # sign our messages (XML signature) with this certificate and key
+    sign_key: str | None = None
+    verify_signatures: bool = False  # require VEN messages to be signed by the registered certificate
     ven_fingerprints: dict[str, str] = field(default_factory=dict)  # ven_name → expected fingerprint
     # r_id → (granularity, report back duration) requested when a VEN registers its reports
     request_reports: dict[str, tuple[timedelta, timedelta]] = field(default_factory=dict)
@@ -59,7 +62,9 @@ class SimVtn:
             http_ca_file=self.ca_file,
             requested_poll_freq=timedelta(seconds=self.poll_s),
             ven_lookup=self._ven_lookup,
-            verify_message_signatures=False,
+            cert=self.sign_cert,
+            key=self.sign_key,
+            verify_message_signatures=self.verify_signatures,
             show_fingerprint=False,
         )
         self.server.add_handler("on_create_party_registration", self._on_create_party_registration)
