@@ -221,3 +221,27 @@ async def test_local_auth_list_refuses_unknown_tags(version: str) -> None:
             assert not driver.authorize("SIMTAG") and driver.authorize("GOODTAG")
         finally:
             await sim.stop()
+
+
+async def test_a_charger_taking_stack_level_0_only_is_limited_without_a_lease(
+    version: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    driver = OcppDriver(section(lease_s=2), [charger("cp1", f"ocpp{version}")])
+    await driver.start()
+    sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD,  # type: ignore[arg-type]
+                         quirks=Quirks(only_stack_level_0=True))
+    await sim.start()
+    try:
+        await until(lambda: sim.limit_a() == 8.0)
+        with caplog.at_level(logging.WARNING, logger="gateway.ocpp"):
+            acks = await driver.apply_limits({"cp1": 20.0}, "test")
+        assert acks[0].accepted and sim.limit_a() == 20.0
+        assert driver.history[-1].strategy.endswith("/sl0")
+        assert "no lease" in caplog.text
+        await asyncio.sleep(2.5)  # longer than a lease: nothing expires, since nothing was leased
+        assert sim.limit_a() == 20.0
+        await driver.stop(release=True)  # a clean stop puts the fallback back in the shared slot
+        assert sim.limit_a() == 8.0
+    finally:
+        await sim.stop()
+        await driver.stop()

@@ -46,6 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.ocpp")
 Clock = Callable[[], datetime]
 T = TypeVar("T")
+UNLEASED = timedelta(days=3650)
+SILENT_SETUP_S = 5.0  # a live limit without validTo stays until replaced
 
 
 def utc_now() -> datetime:
@@ -158,8 +160,13 @@ class OcppDriver:
         station = ctl.station
         if station is None:
             return
+        timeout = min(2.0, self.section.response_timeout_s)
+        strategy = ctl.strategies[ctl.strategy] if ctl.strategies else None
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(station.clear_profile(LIVE_PROFILE_ID), min(2.0, self.section.response_timeout_s))
+            if strategy is not None and not strategy.leased:  # the live limit sits in the base's slot
+                await asyncio.wait_for(self._install_base(ctl, station, strategy), timeout)
+            else:
+                await asyncio.wait_for(station.clear_profile(LIVE_PROFILE_ID), timeout)
 
     # ------------------------------------------------------------------------------------------ EvseDriver
 
@@ -264,8 +271,12 @@ class OcppDriver:
             if outcome.accepted:
                 if i != ctl.strategy:
                     log.info("ocpp charger=%s takes limits as %s (remembered)", cid, strategy.label)
+                if not strategy.leased and i != ctl.strategy:
+                    log.warning("ocpp charger=%s takes limits only at stack level 0: no lease, it keeps its last "
+                                "limit (not its fallback) if the gateway goes away", cid)
                 ctl.strategy = i
-                ctl.acked_a, ctl.acked_on, ctl.lease_until, ctl.acked_at = amps, station, now + self.lease, now
+                lease_until = now + self.lease if strategy.leased else now + UNLEASED
+                ctl.acked_a, ctl.acked_on, ctl.lease_until, ctl.acked_at = amps, station, lease_until, now
                 ctl.failed, ctl.next_try = False, None
                 break
             if not outcome.answered:
@@ -348,6 +359,7 @@ class OcppDriver:
         ctl.view.online = True
         log.info("ocpp charger=%s connected version=%s", charger.id, station.version)
         self._publish(ctl, measured=False)
+        self._spawn(self._setup_if_silent(ctl, station))
         try:
             await station.start()
         except ConnectionClosed as exc:
@@ -359,6 +371,12 @@ class OcppDriver:
                 if ctl.setup is not None:
                     ctl.setup.cancel()
                 self._publish(ctl, measured=False)
+
+    async def _setup_if_silent(self, ctl: Control, station: Station) -> None:
+        # a charger that reconnects and says nothing (no boot, no status) still gets its profiles checked
+        await asyncio.sleep(SILENT_SETUP_S)
+        if ctl.station is station and ctl.setup is None:
+            ctl.setup = self._spawn(self._setup(ctl, station))
 
     def _control_of(self, station: Station) -> Control | None:
         ctl = self.controls.get(station.charger_id)

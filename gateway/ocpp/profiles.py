@@ -47,6 +47,12 @@ class Strategy:
     def label(self) -> str:
         return f"{self.purpose}/{self.unit}/sl{self.live_level}"
 
+    @property
+    def leased(self) -> bool:
+        """False when live and base share one slot: the live profile replaces the base and must not
+        expire, or the charger would be left with no profile at all (that is: unlimited)."""
+        return self.live_level > self.base_level or self.purpose != self.base_purpose
+
 
 @dataclass(frozen=True, slots=True)
 class ProfileSpec:
@@ -73,16 +79,20 @@ def strategies(version: Version, abilities: Abilities) -> list[Strategy]:
     The whole-station cap comes first: it works with or without a session and caps every connector.
     Then TxDefaultProfile (what many chargers and evcc use), then TxProfile on the running transaction.
     A unit the charger says it does not take is left out; amps before watts because the allocator thinks
-    in amps and a W limit depends on the voltage we assume.
+    in amps and a W limit depends on the voltage we assume. Last, for chargers that take stack level 0
+    only, the station cap at level 0 without a lease.
     """
     units: list[Unit] = [u for u in ("A", "W") if u in abilities.units] or ["A", "W"]
-    live = 1 if abilities.max_stack_level >= 1 else 0
     station = station_max_purpose(version)
     out: list[Strategy] = []
-    pairs = ((station, station), ("TxDefaultProfile", "TxDefaultProfile"), ("TxProfile", "TxDefaultProfile"))
-    for purpose, base in pairs:
-        for unit in units:
-            out.append(Strategy(purpose=purpose, base_purpose=base, unit=unit, live_level=live))
+    if abilities.max_stack_level >= 1:
+        pairs = ((station, station), ("TxDefaultProfile", "TxDefaultProfile"), ("TxProfile", "TxDefaultProfile"))
+        for purpose, base in pairs:
+            for unit in units:
+                out.append(Strategy(purpose=purpose, base_purpose=base, unit=unit))
+    # last resort, for models that take stack level 0 only: a limit with no lease (kept if we go away)
+    for unit in units:
+        out.append(Strategy(purpose=station, base_purpose=station, unit=unit, live_level=0))
     return out
 
 
@@ -131,7 +141,7 @@ def live_spec(
         limit=to_unit(amps, strategy.unit, watts_per_amp),
         number_phases=phases,
         start=now - START_SKEW,
-        valid_to=now + lease,
+        valid_to=now + lease if strategy.leased else None,
         transaction_id=transaction_id if strategy.purpose == "TxProfile" else None,
     )
 

@@ -162,9 +162,12 @@ class ChargerView:
         """A reading now; it carries the meter sample only when `measured` (just received), so a status
         change never makes an old current look fresh."""
         sample = self.sample if measured else None
+        at = now
+        if sample is not None and sample.at is not None and sample.at < now:
+            at = sample.at  # an old (queued) sample stays old; a clock running ahead is clamped to now
         return ChargerReading(
             charger_id=self.charger_id,
-            at=(sample.at if sample and sample.at else now),
+            at=at,
             status=self.status(),
             current_a=to_conductors(sample.current_a, self.conductors) if sample else {},
             power_kw=sample.power_kw if sample else None,

@@ -68,6 +68,7 @@ class Quirks:
     ack_delay_s: float = 0.0  # answers SetChargingProfile this late (blocks its own link meanwhile)
     boot_on_reconnect: bool = True  # False: comes back after a drop without a BootNotification
     ignores_limits: bool = False  # says Accepted, then draws what the EV wants anyway
+    only_stack_level_0: bool = False  # rejects any profile above stack level 0 (yet reports 8)
 
 
 @dataclass
@@ -328,6 +329,7 @@ class SimChargePoint:
             profile.purpose in self.quirks.reject_purposes
             or (self.quirks.watts_only and profile.unit == "A")
             or (profile.purpose == "TxProfile" and self.transaction_id is None)
+            or (self.quirks.only_stack_level_0 and profile.stack_level > 0)
         )
         status = "Rejected" if refused else "Accepted"
         self.received.append((f"{profile.purpose}/{profile.unit}", status))
