@@ -108,7 +108,7 @@ def reconcile(
                             " before it started"))
         elif old is None:
             notes.append(f"event={new.event_id} new: start={version.start.isoformat()} offset_s="
-                         f"{offset.total_seconds():.0f} signals="
+                         f"{offset.total_seconds():.1f} signals="
                          + ",".join(f"{s.name.value}/{s.type.value}" for s in new.signals))
         else:
             notes.append(f"event={new.event_id} modified: #{old.modification_number} -> #{new.modification_number}")

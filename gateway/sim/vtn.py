@@ -10,6 +10,7 @@ oadrCreateReport, oadrCancelReport) go through a small per-VEN outbox served on 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import ssl
@@ -296,11 +297,40 @@ class SimVtn:
         )
 
 
-async def serve_forever(vtn: SimVtn, port: int) -> None:
-    """For `make demo`: run until cancelled."""
+async def serve_forever(vtn: SimVtn, port: int, *, demo_events: bool = False) -> None:
+    """For `make demo`: run until cancelled; with `demo_events`, each VEN that registers gets a price
+    signal for the next hour and a SIMPLE level-2 event starting a minute later for ten minutes."""
     await vtn.start(port)
     log.info("sim vtn listening on %s", vtn.url)
+    served: set[str] = set()
     try:
-        await asyncio.Event().wait()
+        while True:
+            await asyncio.sleep(1.0)
+            for ven_id in [v for v in vtn.vens if v not in served] if demo_events else []:
+                served.add(ven_id)
+                now = datetime.now(UTC)
+                vtn.add_event(ven_id, [("ELECTRICITY_PRICE", "price", [0.32, 0.28, 0.12, 0.10])],
+                              start=now, interval=timedelta(minutes=15))
+                vtn.add_event(ven_id, [("SIMPLE", "level", [2])], start=now + timedelta(minutes=1),
+                              interval=timedelta(minutes=10), start_after=timedelta(seconds=30))
+                log.info("sim vtn: demo events sent to %s", ven_id)
     finally:
         await vtn.stop()
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Demo OpenADR 2.0b VTN (openleadr) on 127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--poll-s", type=float, default=5.0)
+    parser.add_argument("--demo-events", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("openleadr").setLevel(logging.WARNING)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve_forever(SimVtn(poll_s=args.poll_s), args.port, demo_events=args.demo_events))
+
+
+if __name__ == "__main__":
+    main()
