@@ -7,9 +7,9 @@ Pure: no I/O, no clock; `now` is a parameter. The API, in the order a caller use
     evses = apply_targets(evses, plan)                                  # sets want_a for the allocator
     allocation = allocate(Problem(..., evses=evses, ...))               # real-time limits still win
 
-`build_slots` cuts the horizon into `Slot`s on a regular grid (15 min by default) and at every change of
-limit or price, each with one price and the EV power the limit timeline leaves (`Segment.ev_kw`,
-`Segment.site_kw` less the non-EV load, the site's normal EV capacity). `make_plan` solves
+`build_slots` cuts the horizon into `Slot`s on a regular grid (15 min for 6 h, then hourly, by default) and
+at every change of limit or price, each with one price and the EV power the limit timeline leaves
+(`Segment.ev_kw`, `Segment.site_kw` less the non-EV load, the site's normal EV capacity). `make_plan` solves
 "deliver as much of each request as possible before its departure, at the lowest energy cost, never above
 a slot's capacity nor a charger's own maximum": slots are taken cheapest first (earliest among equal
 prices) and each is filled as far as the sessions can use it, rerouting earlier choices along augmenting
@@ -23,11 +23,15 @@ departure `default_dwell` from now); sessions without an energy request want all
 leave. `targets` turns the plan's current slot into amps, rounded up to the charger's step (and to its
 minimum when it charges at all) so the allocator never starves a plan; the runtime recomputes the plan
 whenever reality drifts from it. For the status page and the control loop: `Plan.ev_kw()`,
-`site_profile(plan)`, `Plan.cost()`, `Plan.peak_kw`.
+`site_profile(plan)`, `Plan.cost()`, `Plan.peak_kw` (pass it back as the next `peak_kw`, with the month's
+metered peak from `gateway.tariff.demand_peak_kw`, so a raised target is not searched for again). A tariff
+comes from the config (`load_config(path).tariff.to_tariff(site.timezone)`; `config/example-tariff-tou.toml`
+is SCE TOU-EV-4 as acnportal ships it) or is built directly (`gateway.tariff.Tariff`).
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections import deque
@@ -47,6 +51,10 @@ NoDeparture = Literal["charge-now", "dwell"]
 class PlanSettings:
     interval: timedelta = timedelta(minutes=15)
     horizon: timedelta = timedelta(hours=48)  # nothing is planned further ahead than this
+    # Beyond `fine_for` the grid is `coarse_interval`: a plan that far ahead is recomputed many times before
+    # it matters, and fewer slots keep every recomputation cheap. Limit and price changes still cut slots.
+    fine_for: timedelta = timedelta(hours=6)
+    coarse_interval: timedelta = timedelta(hours=1)
     ev_capacity_kw: float | None = None  # the site's normal EV capacity (None: only the timeline's limits)
     no_departure: NoDeparture = "charge-now"
     default_dwell: timedelta = timedelta(hours=8)
@@ -127,14 +135,16 @@ def build_slots(
     end = now + settings.horizon if until is None else min(until, now + settings.horizon)
     if end <= now:
         return ()
-    step = settings.interval.total_seconds()
     epoch = datetime(2000, 1, 1, tzinfo=UTC)
     cuts = {now, end}
-    grid = math.floor((now - epoch).total_seconds() / step) + 1
-    at = epoch + timedelta(seconds=grid * step)
-    while at < end:
-        cuts.add(at)
-        at += settings.interval
+    fine_end = min(end, now + settings.fine_for)
+    for interval, begin, finish in ((settings.interval, now, fine_end),
+                                    (max(settings.interval, settings.coarse_interval), fine_end, end)):
+        step = interval.total_seconds()
+        at = epoch + timedelta(seconds=(math.floor((begin - epoch).total_seconds() / step) + 1) * step)
+        while at < finish:
+            cuts.add(at)
+            at += interval
     for segment in schedule:
         for moment in (segment.start, segment.end):
             if moment is not None and now < moment < end:
@@ -192,6 +202,8 @@ class _Session:
 
 def _sessions(evses: Iterable[EvseState], slots: Sequence[Slot], now: datetime,
               settings: PlanSettings) -> list[_Session]:
+    hours = [slot.hours for slot in slots]
+    ends = [slot.end for slot in slots]
     out: list[_Session] = []
     for evse in evses:
         if not evse.connected or evse.max_a <= 0:
@@ -199,13 +211,14 @@ def _sessions(evses: Iterable[EvseState], slots: Sequence[Slot], now: datetime,
         rate = evse.kw_per_a * evse.max_a
         charge_now = evse.departure is None and settings.no_departure == "charge-now"
         departure = evse.departure if evse.departure is not None else now + settings.default_dwell
-        caps: list[float] = []
-        last = -1
-        for k, slot in enumerate(slots):
-            overlap = (min(slot.end, departure) - slot.start).total_seconds() / 3600.0
-            caps.append(rate * overlap if overlap > 0 else 0.0)
-            if overlap > 0:
-                last = k
+        # Present in every slot that ends by its departure, and in part of the one it leaves in.
+        full = bisect.bisect_right(ends, departure)
+        caps = [rate * h for h in hours[:full]]
+        last = full - 1
+        if full < len(slots) and departure > slots[full].start:
+            caps.append(rate * (departure - slots[full].start).total_seconds() / 3600.0)
+            last = full
+        caps += [0.0] * (len(slots) - len(caps))
         window = sum(caps)
         requested = window if evse.energy_needed_kwh is None else max(0.0, evse.energy_needed_kwh)
         out.append(_Session(evse, rate, min(requested, window), requested, departure, caps, last, charge_now))
@@ -228,8 +241,9 @@ def make_plan(
     if peak_kw is not None:
         capped = [min(c, max(0.0, peak_kw - s.non_ev_kw) * s.hours) for c, s in zip(caps, slots, strict=True)]
         x = _fill(flexible, slots, capped)
-        if _delivered(x) < _delivered(_fill(flexible, slots, caps)) - 1e-6:
-            target, x = _raise_peak(flexible, slots, caps, peak_kw)
+        free = _fill(flexible, slots, caps)
+        if _delivered(x) < _delivered(free) - 1e-6:
+            target, x = _raise_peak(flexible, slots, caps, peak_kw, free)
         caps = [min(c, max(0.0, target - s.non_ev_kw) * s.hours) for c, s in zip(caps, slots, strict=True)]  # type: ignore[operator]
     else:
         x = _fill(flexible, slots, caps)
@@ -269,17 +283,21 @@ def _delivered(x: list[dict[int, float]]) -> float:
     return sum(v for flows in x for v in flows.values())
 
 
-def _raise_peak(sessions: list[_Session], slots: Sequence[Slot], caps: list[float],
-                peak_kw: float) -> tuple[float, list[dict[int, float]]]:
-    """The lowest site power target (≥ peak_kw) under which the plan still delivers all it can."""
-    best = _fill(sessions, slots, caps)
-    goal = _delivered(best) - 1e-6
-    high = max((c / s.hours + s.non_ev_kw for c, s in zip(caps, slots, strict=True) if s.hours > 0
-                and c < math.inf), default=peak_kw)
-    if high == peak_kw or not math.isfinite(high):
-        high = peak_kw + max((s.rate_kw for s in sessions), default=0.0) * len(sessions)
-    low = peak_kw
-    for _ in range(14):
+def _raise_peak(sessions: list[_Session], slots: Sequence[Slot], caps: list[float], peak_kw: float,
+                free: list[dict[int, float]]) -> tuple[float, list[dict[int, float]]]:
+    """The lowest site power target (≥ peak_kw, to 0.5 % or 0.1 kW) under which the plan delivers all it can.
+
+    `free` is the plan without a target: its own peak is where the search starts from above.
+    """
+    goal = _delivered(free) - 1e-6
+    used = [0.0] * len(slots)
+    for flows in free:
+        for k, kwh in flows.items():
+            used[k] += kwh
+    high = max((u / s.hours + s.non_ev_kw for u, s in zip(used, slots, strict=True) if s.hours > 0),
+               default=peak_kw)
+    low, best = peak_kw, free
+    while high - low > max(0.1, 0.005 * high):
         mid = (low + high) / 2
         x = _fill(sessions, slots, [min(c, max(0.0, mid - s.non_ev_kw) * s.hours)
                                     for c, s in zip(caps, slots, strict=True)])
@@ -319,16 +337,24 @@ def _fill(sessions: list[_Session], slots: Sequence[Slot], caps: list[float]) ->
     order = sorted(range(len(slots)), key=lambda k: (slots[k].price, k))
     # Earliest departure first: a session that leaves later has more slots to fall back on.
     by_departure = sorted(range(n), key=lambda i: (sessions[i].last, sessions[i].evse.id))
+    lasts = [sessions[i].last for i in by_departure]
     room = list(caps)
-    opened = [False] * len(slots)
+    # Open slot → sessions that still need energy and had room left there when its capacity ran out. A
+    # session that needs energy never gives any up (only satisfied ones are rerouted), so entries only
+    # ever go stale, and are dropped when looked at.
+    takers: dict[int, list[int]] = {}
     for k in order:
-        opened[k] = True
         if unmet <= EPS:
             break
         if room[k] <= EPS:
             continue
-        for i in by_departure:
-            if sessions[i].last < k or residual[i] <= EPS:
+        waiting: list[int] = []
+        for i in by_departure[bisect.bisect_left(lasts, k):]:
+            if residual[i] <= EPS:
+                continue
+            if room[k] <= EPS:
+                if sessions[i].caps[k] > EPS:
+                    waiting.append(i)
                 continue
             give = min(residual[i], sessions[i].caps[k], room[k])
             if give > EPS:
@@ -336,40 +362,95 @@ def _fill(sessions: list[_Session], slots: Sequence[Slot], caps: list[float]) ->
                 residual[i] -= give
                 room[k] -= give
                 unmet -= give
-                if room[k] <= EPS:
-                    break
+                if residual[i] > EPS and x[i][k] < sessions[i].caps[k] - EPS:
+                    waiting.append(i)
+        if room[k] <= EPS:
+            if waiting:
+                takers[k] = waiting
+            continue
+        if unmet <= EPS:
+            continue
+        # Any path into k ends in an open slot where a session that still needs energy has room to take
+        # more; without one (the usual case once the sessions that leave early are as full as they can be)
+        # there is nothing to search for.
+        _prune(takers, sessions, x, residual)
+        if not takers:
+            continue
+        unmet -= _swap(sessions, x, residual, room, k, by_departure, lasts, takers)
         while room[k] > EPS and unmet > EPS:
-            pushed = _augment(sessions, x, residual, room, opened, k)
+            pushed = _augment(sessions, x, residual, room, k, by_departure, lasts)
             if pushed <= EPS:
                 break
             unmet -= pushed
     return x
 
 
+def _prune(takers: dict[int, list[int]], sessions: list[_Session], x: list[dict[int, float]],
+           residual: list[float]) -> None:
+    for b in list(takers):
+        live = [i for i in takers[b] if residual[i] > EPS and x[i].get(b, 0.0) < sessions[i].caps[b] - EPS]
+        if live:
+            takers[b] = live
+        else:
+            del takers[b]
+
+
+def _swap(sessions: list[_Session], x: list[dict[int, float]], residual: list[float], room: list[float],
+          target: int, by_departure: list[int], lasts: list[int], takers: dict[int, list[int]]) -> float:
+    """The short augmenting paths in bulk: a session moves energy from slot b to `target`, one in need takes b.
+
+    These are nearly all the paths a busy site needs, and finding them directly is far cheaper than a
+    search per path; `_augment` then finds any longer path that is left.
+    """
+    moved = 0.0
+    for j in by_departure[bisect.bisect_left(lasts, target):]:
+        if room[target] <= EPS:
+            break
+        if residual[j] > EPS:
+            continue  # it would have taken the room in target itself
+        x_j, caps_j = x[j], sessions[j].caps
+        for b in [b for b in x_j if b in takers]:
+            for u in takers[b]:
+                take = min(room[target], caps_j[target] - x_j.get(target, 0.0), x_j.get(b, 0.0), residual[u],
+                           sessions[u].caps[b] - x[u].get(b, 0.0))
+                if take <= EPS or u == j:
+                    continue
+                x_j[target] = x_j.get(target, 0.0) + take
+                x_j[b] -= take
+                if x_j[b] <= EPS:
+                    del x_j[b]
+                x[u][b] = x[u].get(b, 0.0) + take
+                residual[u] -= take
+                room[target] -= take
+                moved += take
+                if b not in x_j:
+                    break
+    return moved
+
+
 def _augment(sessions: list[_Session], x: list[dict[int, float]], residual: list[float], room: list[float],
-             opened: list[bool], target: int) -> float:
+             target: int, by_departure: list[int], lasts: list[int]) -> float:
     """One augmenting path into slot `target`: a session with unmet demand takes a slot another gives up.
 
     Breadth-first from `target`: a session present there with room to take more either still needs energy
     (done) or gives up energy in another open slot, where another session may take it over, and so on.
     Returns the energy pushed (0 when no path exists).
     """
-    n = len(sessions)
     came_to: dict[int, int] = {}  # session → slot where it takes more
     came_slot: dict[int, int] = {target: -1}  # slot → session that gives it up
     queue = deque([target])
     found = -1
     while queue and found < 0:
         b = queue.popleft()
-        for j in range(n):
-            if j in came_to or sessions[j].last < b or x[j].get(b, 0.0) >= sessions[j].caps[b] - EPS:
+        for j in by_departure[bisect.bisect_left(lasts, b):]:
+            if j in came_to or x[j].get(b, 0.0) >= sessions[j].caps[b] - EPS:
                 continue
             came_to[j] = b
             if residual[j] > EPS:
                 found = j
                 break
             for c, amount in x[j].items():
-                if amount > EPS and c not in came_slot and opened[c]:
+                if amount > EPS and c not in came_slot:
                     came_slot[c] = j
                     queue.append(c)
     if found < 0:
@@ -383,12 +464,12 @@ def _augment(sessions: list[_Session], x: list[dict[int, float]], residual: list
         if giver < 0:
             break
         j = giver
-    delta = min(room[target], residual[found])
-    for j, b in path:
-        delta = min(delta, sessions[j].caps[b] - x[j].get(b, 0.0))
     # Each session further along the path gives up, in the slot the one before it takes more in, what it
     # takes more of in its own slot.
     gives = [(later, slot) for (later, _), (_, slot) in zip(path[1:], path[:-1], strict=True)]
+    delta = min(room[target], residual[found])
+    for j, b in path:
+        delta = min(delta, sessions[j].caps[b] - x[j].get(b, 0.0))
     for j, c in gives:
         delta = min(delta, x[j].get(c, 0.0))
     if delta <= EPS:
