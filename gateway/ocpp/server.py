@@ -14,6 +14,7 @@ import binascii
 import hmac
 import logging
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from http import HTTPStatus
 
@@ -26,7 +27,12 @@ from gateway.config.ocpp import OcppSection
 from gateway.config.site import ChargerSection
 
 log = logging.getLogger("gateway.ocpp")
+# websockets logs every handshake at INFO; a site log wants our one line per refusal instead
+WS_LOG = logging.getLogger("gateway.ocpp.websockets")
+if WS_LOG.level == logging.NOTSET:
+    WS_LOG.setLevel(logging.WARNING)
 PATH_PREFIX = "/ocpp/"
+REPEAT_LOG_S = 600.0  # a refused charger retrying is logged once per this, not at every attempt
 SUBPROTOCOLS = (Subprotocol("ocpp2.0.1"), Subprotocol("ocpp1.6"))
 
 ServeStation = Callable[[ChargerSection, ServerConnection], Awaitable[None]]
@@ -62,6 +68,7 @@ class OcppServer:
         self.chargers: Mapping[str, ChargerSection] = {c.id: c for c in chargers}
         self._serve_station = serve_station
         self._server: Server | None = None
+        self._refusals: dict[str, float] = {}
 
     @property
     def port(self) -> int:
@@ -104,6 +111,7 @@ class OcppServer:
                 ping_timeout=30,
                 close_timeout=5,
                 compression=None,  # chargers rarely negotiate it; it costs CPU per frame at scale
+                logger=WS_LOG,
             )
         except OSError as exc:
             where = f"{self.section.bind}:{self.section.port}"
@@ -117,6 +125,18 @@ class OcppServer:
             await self._server.wait_closed()
             self._server = None
 
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        """One WARNING per refused charger and reason every REPEAT_LOG_S; retries in between at DEBUG."""
+        now = time.monotonic()
+        last = self._refusals.get(key)
+        if last is not None and now - last < REPEAT_LOG_S:
+            log.debug(message, *args)
+            return
+        if len(self._refusals) > 1000:  # a scan of random ids must not grow this without bound
+            self._refusals.clear()
+        self._refusals[key] = now
+        log.warning(message + " (repeats within %.0f s are not logged)", *args, REPEAT_LOG_S)
+
     def _refuse(self, connection: ServerConnection, status: HTTPStatus, why: str) -> Response:
         response = connection.respond(status, why + "\n")
         if status == HTTPStatus.UNAUTHORIZED:
@@ -127,26 +147,30 @@ class OcppServer:
         peer = connection.remote_address[0] if connection.remote_address else "?"
         cid = charger_id_of(request.path)
         if cid is None:
-            log.warning("ocpp refused path=%r peer=%s: expected %s<id>", request.path[:80], peer, PATH_PREFIX)
+            self._warn_once(f"path:{peer}", "ocpp refused path=%r peer=%s: expected %s<id>", request.path[:80], peer,
+                            PATH_PREFIX)
             return self._refuse(connection, HTTPStatus.NOT_FOUND, "unknown path")
         charger = self.chargers.get(cid)
         if charger is None:
-            log.warning("ocpp refused unknown charge point id=%r peer=%s (not in the config)", cid[:64], peer)
+            self._warn_once(f"unknown:{cid[:64]}", "ocpp refused unknown charge point id=%r peer=%s "
+                            "(not in the config)", cid[:64], peer)
             return self._refuse(connection, HTTPStatus.NOT_FOUND, "unknown charge point")
         expected = charger.ocpp.password
         if expected is None:
             if self.section.require_password:
-                log.warning("ocpp refused charger=%s: no password configured and ocpp.require_password is on", cid)
+                self._warn_once(f"nopass:{cid}", "ocpp refused charger=%s: no password configured and "
+                                "ocpp.require_password is on", cid)
                 return self._refuse(connection, HTTPStatus.UNAUTHORIZED, "no password configured")
             return None
         given = basic_credentials(request.headers)
         if given is None:
-            log.warning("ocpp refused charger=%s peer=%s: no HTTP Basic credentials", cid, peer)
+            self._warn_once(f"nocred:{cid}", "ocpp refused charger=%s peer=%s: no HTTP Basic credentials", cid, peer)
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED, "credentials required")
         user_ok = hmac.compare_digest(given[0].encode(), cid.encode())
         password_ok = hmac.compare_digest(given[1].encode(), expected.encode())
         if not (user_ok and password_ok):
-            log.warning("ocpp refused charger=%s peer=%s: wrong %s", cid, peer, "password" if user_ok else "user name")
+            what = "password" if user_ok else "user name"
+            self._warn_once(f"wrong:{cid}", "ocpp refused charger=%s peer=%s: wrong %s", cid, peer, what)
             return self._refuse(connection, HTTPStatus.UNAUTHORIZED, "wrong credentials")
         return None
 
@@ -166,8 +190,8 @@ class OcppServer:
             return
         if ws.subprotocol is None:
             offered = ws.request.headers.get("Sec-WebSocket-Protocol", "none") if ws.request else "none"
-            log.warning("ocpp refused charger=%s: offered subprotocols %s, config says %s",
-                        cid, offered, charger.protocol)
+            self._warn_once(f"proto:{cid}", "ocpp refused charger=%s: offered subprotocols %s, config says %s",
+                            cid, offered, charger.protocol)
             await ws.close(1002, f"expected subprotocol {charger.protocol}")
             return
         await self._serve_station(charger, ws)

@@ -365,15 +365,17 @@ class SimChargePoint:
             await asyncio.wait_for(self.connected.wait(), timeout_s)
 
     async def stop(self) -> None:
-        for task in [self._runner, *self._tasks]:
+        runner, self._runner = self._runner, None
+        if self._ws is not None:  # a clean close (1000), as a charger switched off politely would
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(), 2)
+        for task in [runner, *self._tasks]:
             if task is not None:
                 task.cancel()
-        for task in [self._runner, *self._tasks]:
+        for task in [runner, *self._tasks]:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        if self._ws is not None:
-            await self._ws.close()
 
     async def drop(self) -> None:
         """Lose the link (the run loop reconnects)."""
