@@ -11,6 +11,7 @@ import itertools
 import math
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -44,7 +45,7 @@ TOU = Tariff(
 )
 
 
-def evse(ident: str, energy: float | None, hours: float | None, max_a: float = 32.0, **kw: object) -> EvseState:
+def evse(ident: str, energy: float | None, hours: float | None, max_a: float = 32.0, **kw: Any) -> EvseState:
     departure = None if hours is None else NOW + timedelta(hours=hours)
     car = EvseState(ident, "main", ("L1", "L2"), 240.0, max_a, connected=True, energy_needed_kwh=energy,
                     departure=departure)
