@@ -51,10 +51,13 @@ class TimedStore(VenStore):
     samples: list[float]
 
     seen: set[str]
+    commits: list[float]
 
     def save_events(self, events: Iterable[Event], now: datetime, reasons: dict[str, str] | None = None) -> None:
         events = list(events)
+        began = time.perf_counter()
         super().save_events(events, now, reasons)
+        self.commits.append(time.perf_counter() - began)
         if self.link.arrived is not None:
             took = time.perf_counter() - self.link.arrived
             new = [e.event_id for e in events if e.event_id not in self.seen]
@@ -88,7 +91,7 @@ def vtn_process(n: int, port_out: multiprocessing.connection.Connection) -> None
     asyncio.run(serve())
 
 
-async def run(n: int, synchronous: Synchronous, directory: Path) -> list[float]:
+async def run(n: int, synchronous: Synchronous, directory: Path) -> tuple[list[float], list[float]]:
     receiver, sender = multiprocessing.Pipe(duplex=False)
     child = multiprocessing.Process(target=vtn_process, args=(n, sender), daemon=True)
     child.start()
@@ -99,13 +102,14 @@ async def run(n: int, synchronous: Synchronous, directory: Path) -> list[float]:
     store.link = link
     store.samples = []
     store.seen = set()
+    store.commits = []
     ven = Ven(config, OpenAdrSection(), store, link=link, rng=random.Random(1))
     task = asyncio.create_task(ven.run())
     try:
         deadline = time.monotonic() + 0.1 * n + 30
         while len(store.samples) < n and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        return store.samples[:n]
+        return store.samples[:n], store.commits
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -121,12 +125,15 @@ async def main() -> None:
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("openleadr").setLevel(logging.CRITICAL)  # it sets INFO on itself and logs whole payloads
     with tempfile.TemporaryDirectory() as tmp:
-        print(f"{'synchronous':<12} {'events':>6} {'median ms':>10} {'p99 ms':>8} {'max ms':>8}")
+        print(f"{'synchronous':<12} {'events':>6} {'median ms':>10} {'p99 ms':>8} {'max ms':>8}"
+              f" {'commit median ms':>17} {'commit p99 ms':>14}")
         modes: tuple[Synchronous, ...] = ("FULL", "NORMAL")
         for mode in modes:
-            samples = await run(args.events, mode, Path(tmp))
+            samples, commits = await run(args.events, mode, Path(tmp))
             ms = [s * 1000 for s in samples]
-            print(f"{mode:<12} {len(ms):>6} {statistics.median(ms):>10.2f} {pct(ms, 99):>8.2f} {max(ms):>8.2f}")
+            cms = [c * 1000 for c in commits]
+            print(f"{mode:<12} {len(ms):>6} {statistics.median(ms):>10.2f} {pct(ms, 99):>8.2f} {max(ms):>8.2f}"
+                  f" {statistics.median(cms):>17.2f} {pct(cms, 99):>14.2f}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -132,3 +133,10 @@ def test_opt_outbox_keeps_only_the_latest_unsent_change(store: VenStore) -> None
     assert pending.opt_id == "opt-2"
     store.mark_opt_sent(pending.id, NOW)
     assert store.last_sent_opt_id(e.event_id) == "opt-2" and store.pending_opts() == []
+
+
+def test_old_finished_events_are_pruned_live_ones_kept(store: VenStore) -> None:
+    live = dataclasses.replace(full_event("live"), status=EventStatus.ACTIVE)
+    store.save_events([full_event("done"), live], NOW)
+    assert store.prune_events(NOW + timedelta(days=8)) == 1
+    assert set(store.events()) == {"live"}

@@ -490,6 +490,7 @@ class Ven:
             stored += len(values)
         horizon = now - timedelta(days=self.config.backlog_days)
         await self._db(self.store.prune_readings, horizon)
+        await self._db(self.store.prune_events, horizon)
         return stored
 
     async def _sample_forever(self) -> None:

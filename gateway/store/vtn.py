@@ -165,6 +165,15 @@ class VenStore:
             for event_id in event_ids:
                 self.db.conn.execute("DELETE FROM events WHERE event_id = ?", (event_id,))
 
+    def prune_events(self, before: datetime) -> int:
+        """Forget completed and cancelled events last touched before `before` (kept a while for the record)."""
+        with self._tx():
+            cur = self.db.conn.execute(
+                "DELETE FROM events WHERE status IN ('completed', 'cancelled') AND updated_at < ?",
+                (before.isoformat(),),
+            )
+            return int(cur.rowcount)
+
     # ------------------------------------------------------------------------------------------- opts
 
     def overrides(self) -> dict[str, tuple[OptState, str]]:
