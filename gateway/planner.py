@@ -209,8 +209,11 @@ def _sessions(evses: Iterable[EvseState], slots: Sequence[Slot], now: datetime,
         if not evse.connected or evse.max_a <= 0:
             continue
         rate = evse.kw_per_a * evse.max_a
-        charge_now = evse.departure is None and settings.no_departure == "charge-now"
-        departure = evse.departure if evse.departure is not None else now + settings.default_dwell
+        # A car still plugged in after the departure it gave is treated as one that gave none: planning
+        # it for a moment already past would hold it at 0 A for as long as it stays.
+        known = evse.departure if evse.departure is not None and evse.departure > now else None
+        charge_now = known is None and settings.no_departure == "charge-now"
+        departure = known if known is not None else now + settings.default_dwell
         # Present in every slot that ends by its departure, and in part of the one it leaves in.
         full = bisect.bisect_right(ends, departure)
         caps = [rate * h for h in hours[:full]]

@@ -283,6 +283,15 @@ def test_sessions_without_departure_or_energy_never_starve() -> None:
     assert dwell.sessions["walk-in"].departure == NOW + timedelta(hours=8)
 
 
+def test_a_car_past_its_departure_still_charges() -> None:
+    cfg = PlanSettings(ev_capacity_kw=50.0)
+    late = evse("late", 5.0, -1.0)
+    plan = make_plan([late], tou_slots(cfg), NOW, cfg)
+    assert plan.sessions["late"].charge_now
+    assert plan.sessions["late"].planned_kwh == pytest.approx(5.0)
+    assert targets(plan, [late])["late"] == 32.0
+
+
 def test_allocator_follows_the_plan_but_limits_win() -> None:
     cfg = PlanSettings(ev_capacity_kw=50.0)
     slots = tou_slots(cfg)

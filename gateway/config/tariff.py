@@ -22,7 +22,7 @@ from gateway.planner import PlanSettings
 from gateway.tariff import DAY_NAMES, MINUTES_PER_DAY, Season, Tariff, TouPeriod
 
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
-_DATE = re.compile(r"^(\d{2})-(\d{2})$")
+_DATE = re.compile(r"^(\d{1,2})-(\d{1,2})$")
 _LEAP_YEAR = 2024  # season dates are checked against a leap year, so 02-29 is a valid day
 
 
@@ -58,15 +58,17 @@ def _days(value: object) -> frozenset[int]:
     """'all', 'weekdays', 'weekends', 'mon-fri', 'sat' or a list of those."""
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list | tuple) or not items:
-        raise ValueError("expected days like 'weekdays', 'weekends', 'all', 'mon-fri' or ['sat', 'sun']")
+        raise ValueError(
+            f"expected days like 'weekdays', 'weekends', 'all', 'mon-fri' or ['sat', 'sun'] (got {value!r})"
+        )
     out: set[int] = set()
     for item in items:
         word = str(item).strip().lower()
         if word in ("all", "every day", "daily"):
             out |= set(range(7))
-        elif word == "weekdays":
+        elif word in ("weekdays", "weekday"):
             out |= set(range(5))
-        elif word == "weekends":
+        elif word in ("weekends", "weekend"):
             out |= {5, 6}
         elif "-" in word:
             first, _, last = word.partition("-")
