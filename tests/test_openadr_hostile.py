@@ -224,6 +224,18 @@ async def test_the_event_is_in_sqlite_before_the_answer_reaches_the_vtn(ven: Ven
     assert seen_at_answer == [{"ev-raw"}]
 
 
+async def test_an_answer_the_vtn_did_not_get_is_sent_again(ven: Ven) -> None:
+    with scripted() as m:
+        m.post(POLL, distribute())
+        m.post(EVENT, "down for maintenance", status=503)
+        await ven.step()
+        assert ven.failures == 1 and "ev-raw" in await ven.events()
+        await ven.step()
+        created = sent_bodies(m, EVENT)
+    assert [t for t, _ in created] == ["oadrCreatedEvent", "oadrCreatedEvent"]
+    assert created[1][1]["event_responses"][0]["event_id"] == "ev-raw"  # type: ignore[index]
+
+
 async def test_any_test_event_value_but_false_is_a_test_event(ven: Ven) -> None:
     await poll_with(ven, distribute(test_event="yes"))
     assert (await ven.events())["ev-raw"].test_event

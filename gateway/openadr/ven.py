@@ -81,6 +81,7 @@ class Ven:
         self.failures = 0
         self._synced = False  # reports offered and events fetched since the last (re)registration or start
         self._sampling_broken = False
+        self._unanswered: tuple[str, list[dict[str, Any]]] | None = None  # an oadrCreatedEvent not yet delivered
         self.registration = Registration(vtn.ven_id, None, None, None)
         self.registered = asyncio.Event()  # set after each successful registration (tests wait on it)
         self.polls = 0
@@ -146,6 +147,7 @@ class Ven:
                 await self._register()
             if not self._synced:
                 await self._sync()
+            await self._send_unanswered()
             await self._poll()
             await self._send_pending_opts()
             await self._send_reports()
@@ -172,6 +174,7 @@ class Ven:
     async def _forget_registration(self) -> None:
         self.registration = dataclasses.replace(self.registration, registration_id=None)
         self._synced = False
+        self._unanswered = None  # the sync after registering answers the VTN's whole list again
         self.registered.clear()
         await self._db(self.store.forget_registration, self.clock())
 
@@ -379,11 +382,20 @@ class Ven:
             })
         if not responses:
             return
+        # Kept until the VTN has it: a VTN that queued the event once will not send it again.
+        self._unanswered = (request_id, responses)
+        await self._send_unanswered()
+
+    async def _send_unanswered(self) -> None:
+        if self._unanswered is None:
+            return
+        request_id, responses = self._unanswered
         mtype, payload = await self.link.exchange(
             "EiEvent", "oadrCreatedEvent", ven_id=self.ven_id,
             response={"response_code": 200, "response_description": "OK", "request_id": request_id},
             event_responses=responses,
         )
+        self._unanswered = None
         if mtype is not None:
             self._check_response("oadrCreatedEvent", payload)
 
