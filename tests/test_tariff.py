@@ -299,3 +299,21 @@ def test_gateway_plan_bad_input_is_one_line_per_problem(tmp_path: Path, capsys: 
     assert run_plan(plan_input(limits=[{"start": "2026-11-25T16:00:00-08:00", "ev_kw": 10},
                                        {"start": "2026-11-25T17:00:00-08:00", "ev_kw": 5}]), tmp_path) == 2
     assert capsys.readouterr().err.strip() == "error: limits[1].start: overlaps limits[0]"
+
+
+def test_gateway_plan_takes_the_tariff_from_a_site_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = plan_input(now="2026-07-15T10:05:00-07:00", peak_kw=8)
+    for key in ("tariff", "timezone", "prices", "limits", "ev_capacity_kw"):
+        del data[key]
+    data["evses"][0]["departure"] = "2026-07-16T08:00:00-07:00"
+    data["evses"][1]["departure"] = "2026-07-15T19:00:00-07:00"
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert main(["plan", str(path), "--json", "--config", str(EXAMPLES / "example-tariff-tou.toml")]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["tariff"] == "SCE TOU-EV-4 (2019-03)"
+    assert result["now"] == "2026-07-15T10:05:00-07:00"
+    overnight = result["sessions"][0]
+    assert {p["price"] for p in overnight["profile"]} == {0.05623}  # summer off-peak only
+    assert result["planned"]["peak_target_kw"] == 8
+    assert max(s["ev_kw"] for s in result["site"]) <= 8 + 1e-9

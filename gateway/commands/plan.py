@@ -6,7 +6,9 @@ give; they win over the tariff), `limits` [{start, end?, site_kw?, ev_kw?}] (the
 it `site_limit_kw`/`ev_limit_kw` hold throughout), `ev_capacity_kw?`, `peak_kw?` (the month's 15-minute
 peak so far: set it to keep under it) and `plan` (the keys of `[tariff.plan]`). It prints each session's
 planned power over time, the expected cost against charging as fast as possible, and the allocation now
-with the plan's targets applied (`--json` for the same as JSON). Bad input: one line per problem, exit 2.
+with the plan's targets applied (`--json` for the same as JSON). `--config SITE.toml` takes the tariff, time
+zone and normal EV capacity from a site config where the input leaves them out. Bad input (or a bad site
+config): one line per problem, exit 2.
 """
 
 from __future__ import annotations
@@ -97,6 +99,9 @@ def input_model() -> type[BaseModel]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="the input JSON, or - for standard input")
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--config", metavar="SITE_TOML",
+                        help="take the tariff, time zone and normal EV capacity from this site config "
+                             "where the input does not give them")
 
 
 def parse_plan_input(data: Any) -> Any:
@@ -149,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         spec = parse_plan_input(data)
+        if args.config:
+            spec = with_site_config(spec, data, args.config)
         result = compute(spec)
     except ConfigError as exc:
         for line in exc.problems:
@@ -162,6 +169,22 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(render(result))
     return 0
+
+
+def with_site_config(spec: Any, data: dict[str, Any], path: str) -> Any:
+    """The input with the site config's tariff, time zone and EV capacity where the input has none."""
+    from gateway.config import load_config
+    from gateway.topology import ev_capacity_kw
+
+    config = load_config(path)
+    update: dict[str, Any] = {}
+    if "tariff" not in data:
+        update["tariff"] = config.tariff
+    if "timezone" not in data:
+        update["timezone"] = config.site.timezone
+    if "ev_capacity_kw" not in data:
+        update["ev_capacity_kw"] = ev_capacity_kw(config)
+    return spec.model_copy(update=update)
 
 
 def compute(spec: Any) -> dict[str, Any]:
