@@ -1,7 +1,7 @@
 """The OCPP `EvseDriver`: pushes the allocator's limits to OCPP chargers and streams what they report.
 
-Per charger it keeps the limit wanted, the limit acknowledged, the lease (the live profile's validTo) and
-the strategy that works for that charger. Pushes go out concurrently, only when a limit changed or its
+It owns the websocket server and one `Control` per charger (the limit wanted and acknowledged, the lease,
+the strategy that works; see `control`). Pushes go out concurrently, only when a limit changed or its
 lease is at half-life; `apply_limits` waits at most `ack_wait_s` and reports late answers as readings
 (`applied_limit_a`), so one slow charger never holds up the control loop or the others. Until a charger
 acknowledges, it is assumed to draw its maximum. Every push is recorded (when, why, answer, round trip).
@@ -14,8 +14,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from websockets.asyncio.server import ServerConnection
@@ -24,19 +23,11 @@ from websockets.exceptions import ConnectionClosed
 from gateway.config.ocpp import OcppSection
 from gateway.config.site import ChargerSection
 from gateway.domain import ChargerReading, LimitAck
+from gateway.ocpp.control import Context, Control, LimitRecord
 from gateway.ocpp.cp16 import Cp16
 from gateway.ocpp.cp201 import Cp201
-from gateway.ocpp.link import Outcome, Station, validate_inline
-from gateway.ocpp.profiles import (
-    LIVE_PROFILE_ID,
-    Abilities,
-    Strategy,
-    base_spec,
-    floor_tenth,
-    live_spec,
-    number_phases,
-    strategies,
-)
+from gateway.ocpp.link import Station, validate_inline
+from gateway.ocpp.profiles import floor_tenth
 from gateway.ocpp.server import OcppServer
 from gateway.ocpp.state import ChargerView, DrawWatch
 
@@ -46,53 +37,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway.ocpp")
 Clock = Callable[[], datetime]
 T = TypeVar("T")
-UNLEASED = timedelta(days=3650)
-SILENT_SETUP_S = 5.0  # a live limit without validTo stays until replaced
+SILENT_SETUP_S = 5.0
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class LimitRecord:
-    """One limit sent to one charger: the audit trail the runtime may store."""
-
-    charger_id: str
-    amps: float
-    reason: str
-    sent_at: datetime
-    accepted: bool
-    round_trip_s: float
-    detail: str
-    strategy: str
-
-
-@dataclass(slots=True)
-class Control:
-    """The driver's book on one charger."""
-
-    charger: ChargerSection
-    watts_per_amp: float
-    view: ChargerView
-    station: Station | None = None
-    strategies: list[Strategy] = field(default_factory=list)
-    strategy: int = 0  # index of the one that last worked: remembered across reconnects
-    base_purpose: str | None = None  # base profile installed on this connection
-    base_ever: bool = False  # some base profile was accepted at some time: the charger falls back to it
-    desired_a: float | None = None
-    reason: str = ""
-    acked_a: float | None = None
-    acked_on: Station | None = None  # the connection that acknowledged acked_a
-    acked_at: datetime | None = None
-    over_limit_logged: bool = False
-    watch: DrawWatch = field(default_factory=DrawWatch)
-    lease_until: datetime | None = None
-    in_flight: int = 0
-    failed: bool = False
-    next_try: datetime | None = None
-    setup: asyncio.Task[None] | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class OcppDriver:
@@ -108,15 +57,15 @@ class OcppDriver:
         ocpp = [c for c in chargers if c.protocol.startswith("ocpp")]
         self.section = section
         self.clock = clock
-        self.lease = timedelta(seconds=section.lease_s)
+        self.history: deque[LimitRecord] = deque(maxlen=10_000)
+        ctx = Context(section, clock, self.history, lambda ctl: self._publish(ctl, measured=False))
         self.controls: dict[str, Control] = {}
         for c in ocpp:
             # without site voltage info assume 230 V per phase conductor; the runtime passes the real figure
             wpa = (watts_per_amp or {}).get(c.id, 230.0 * len(c.phases))
-            self.controls[c.id] = Control(charger=c, watts_per_amp=wpa, view=ChargerView(c.id, c.phases),
-                                          watch=DrawWatch(window_s=section.hand_back_after_s))
+            self.controls[c.id] = Control(c, wpa, ctx, ChargerView(c.id, c.phases),
+                                          DrawWatch(window_s=section.hand_back_after_s))
         self.server = OcppServer(section, ocpp, self._serve_station)
-        self.history: deque[LimitRecord] = deque(maxlen=10_000)
         self._subscribers: list[asyncio.Queue[ChargerReading]] = []
         self._tasks: set[asyncio.Task[object]] = set()
         self._renewer: asyncio.Task[None] | None = None
@@ -144,7 +93,7 @@ class OcppDriver:
                 await self._renewer
         if release:
             online = [c for c in self.controls.values() if c.station is not None]
-            await asyncio.gather(*(self._release(c) for c in online))
+            await asyncio.gather(*(c.release() for c in online))
         for task in list(self._tasks):
             task.cancel()
         await self.server.stop()
@@ -155,18 +104,6 @@ class OcppDriver:
 
     async def __aexit__(self, *_: object) -> None:
         await self.stop()
-
-    async def _release(self, ctl: Control) -> None:
-        station = ctl.station
-        if station is None:
-            return
-        timeout = min(2.0, self.section.response_timeout_s)
-        strategy = ctl.strategies[ctl.strategy] if ctl.strategies else None
-        with contextlib.suppress(TimeoutError):
-            if strategy is not None and not strategy.leased:  # the live limit sits in the base's slot
-                await asyncio.wait_for(self._install_base(ctl, station, strategy), timeout)
-            else:
-                await asyncio.wait_for(station.clear_profile(LIVE_PROFILE_ID), timeout)
 
     # ------------------------------------------------------------------------------------------ EvseDriver
 
@@ -180,7 +117,7 @@ class OcppDriver:
                 acks.append(LimitAck(cid, wanted, now, False, 0.0, "not an OCPP charger of this site"))
                 continue
             amps = floor_tenth(max(0.0, min(wanted, ctl.charger.max_a)))
-            if self._unchanged(ctl, amps, now):
+            if ctl.unchanged(amps, now):
                 acks.append(LimitAck(cid, amps, now, True, 0.0, "unchanged"))
                 continue
             ctl.desired_a, ctl.reason = amps, reason
@@ -188,7 +125,7 @@ class OcppDriver:
                 acks.append(LimitAck(cid, amps, now, False, 0.0,
                                      f"offline: holds its own fallback of {ctl.charger.fallback_a:g} A"))
                 continue
-            task = self._spawn(self._push(ctl, reason))
+            task = self._spawn(ctl.push(reason))
             pushes[task] = (cid, amps)
         if pushes:
             done, _ = await asyncio.wait(pushes, timeout=self.section.ack_wait_s)
@@ -205,130 +142,14 @@ class OcppDriver:
         self._subscribers.append(queue)
         try:
             for ctl in self.controls.values():
-                queue.put_nowait(ctl.view.reading(self.clock(), self.applied_limit(ctl)))
+                queue.put_nowait(ctl.view.reading(self.clock(), ctl.applied_limit()))
             while True:
                 yield await queue.get()
         finally:
             self._subscribers.remove(queue)
 
-    # ------------------------------------------------------------------------------------------ limits
-
     def applied_limit(self, ctl: Control) -> float:
-        """The most the charger may draw as far as we know: its maximum while anything is unconfirmed."""
-        now = self.clock()
-        if ctl.in_flight or ctl.failed:
-            return ctl.charger.max_a
-        if ctl.acked_a is not None and ctl.lease_until is not None and now < ctl.lease_until:
-            return ctl.acked_a
-        return ctl.charger.fallback_a if ctl.base_ever else ctl.charger.max_a
-
-    def _unchanged(self, ctl: Control, amps: float, now: datetime) -> bool:
-        return (
-            ctl.desired_a == amps
-            and ctl.acked_a == amps
-            and not ctl.failed
-            and ctl.lease_until is not None
-            and now < ctl.lease_until - self.lease / 2
-        )
-
-    async def _push(self, ctl: Control, reason: str) -> LimitAck:
-        ctl.in_flight += 1
-        try:
-            async with ctl.lock:
-                return await self._push_locked(ctl, reason)
-        finally:
-            ctl.in_flight -= 1
-            self._publish(ctl, measured=False)
-
-    async def _push_locked(self, ctl: Control, reason: str) -> LimitAck:
-        cid, amps, station = ctl.charger.id, ctl.desired_a, ctl.station
-        sent_at = self.clock()
-        if amps is None:
-            return LimitAck(cid, 0.0, sent_at, False, 0.0, "nothing to send")
-        if station is None:
-            return LimitAck(cid, amps, sent_at, False, 0.0, "offline")
-        if not ctl.strategies:
-            ctl.strategies = strategies(station.version, Abilities())
-        outcome = Outcome(False, "no strategy left")
-        label = ""
-        for i in self._order(ctl):
-            strategy = ctl.strategies[i]
-            label = strategy.label
-            if ctl.base_purpose != strategy.base_purpose:
-                base = await self._install_base(ctl, station, strategy)
-                if not base.accepted:
-                    outcome = base
-                    if not base.answered:
-                        break
-                    continue
-            now = self.clock()
-            spec = live_spec(strategy, amps, ctl.watts_per_amp, number_phases(len(ctl.charger.phases)), now,
-                             self.lease, ctl.view.transaction_id())
-            if strategy.purpose == "TxProfile" and spec.transaction_id is None:
-                outcome = Outcome(False, "TxProfile needs a running transaction")
-                continue
-            outcome = await station.set_profile(spec)
-            if outcome.accepted:
-                if i != ctl.strategy:
-                    log.info("ocpp charger=%s takes limits as %s (remembered)", cid, strategy.label)
-                if not strategy.leased and i != ctl.strategy:
-                    log.warning("ocpp charger=%s takes limits only at stack level 0: no lease, it keeps its last "
-                                "limit (not its fallback) if the gateway goes away", cid)
-                ctl.strategy = i
-                lease_until = now + self.lease if strategy.leased else now + UNLEASED
-                ctl.acked_a, ctl.acked_on, ctl.lease_until, ctl.acked_at = amps, station, lease_until, now
-                ctl.failed, ctl.next_try = False, None
-                break
-            if not outcome.answered:
-                break
-        if not outcome.accepted:
-            ctl.failed = True
-            ctl.next_try = self.clock() + self.lease / 4
-        record = LimitRecord(cid, amps, reason, sent_at, outcome.accepted, outcome.round_trip_s, outcome.detail, label)
-        self.history.append(record)
-        level = logging.INFO if (reason != "lease renewal" or not outcome.accepted) else logging.DEBUG
-        log.log(level, "ocpp limit charger=%s amps=%.1f reason=%r accepted=%s rtt_ms=%.0f via=%s detail=%r",
-                cid, amps, reason, outcome.accepted, outcome.round_trip_s * 1000, label, outcome.detail)
-        return LimitAck(cid, amps, sent_at, outcome.accepted, outcome.round_trip_s, outcome.detail)
-
-    def _order(self, ctl: Control) -> list[int]:
-        n = len(ctl.strategies)
-        return [(ctl.strategy + k) % n for k in range(n)]
-
-    async def _install_base(self, ctl: Control, station: Station, strategy: Strategy) -> Outcome:
-        spec = base_spec(strategy, ctl.charger.fallback_a, ctl.watts_per_amp,
-                         number_phases(len(ctl.charger.phases)), self.clock())
-        outcome = await station.set_profile(spec)
-        if outcome.accepted:
-            ctl.base_purpose, ctl.base_ever = strategy.base_purpose, True
-            # a new base purpose means the old live profile may sit under a different purpose: re-send
-            ctl.acked_a = None
-        return outcome
-
-    async def _setup(self, ctl: Control, station: Station) -> None:
-        """Per connection: learn abilities, install the base profile first, then metering, then the limit."""
-        abilities = await station.discover()
-        fresh = strategies(station.version, abilities)
-        remembered = ctl.strategies[ctl.strategy].label if ctl.strategies else None
-        ctl.strategies = fresh
-        ctl.strategy = next((i for i, s in enumerate(fresh) if s.label == remembered), 0)
-        if not abilities.smart_charging:
-            log.warning("ocpp charger=%s does not list SmartCharging: trying profiles anyway", ctl.charger.id)
-        async with ctl.lock:
-            for i in self._order(ctl):
-                outcome = await self._install_base(ctl, station, fresh[i])
-                if outcome.accepted:
-                    ctl.strategy = i
-                    break
-                if not outcome.answered:
-                    return
-            else:
-                log.error("ocpp charger=%s accepted no base profile: without the gateway it charges unlimited",
-                          ctl.charger.id)
-        await station.configure(self.section.meter_interval_s)
-        delivered = ctl.acked_a == ctl.desired_a and ctl.acked_on is station
-        if ctl.desired_a is not None and not delivered and not ctl.in_flight:
-            await self._push(ctl, "reconnect: " + (ctl.reason or "limit"))
+        return ctl.applied_limit()
 
     async def _renew_leases(self) -> None:
         tick = min(1.0, self.section.lease_s / 8)
@@ -336,14 +157,8 @@ class OcppDriver:
             await asyncio.sleep(tick)
             now = self.clock()
             for ctl in self.controls.values():
-                if ctl.station is None or ctl.desired_a is None or ctl.in_flight:
-                    continue
-                if ctl.setup is not None and not ctl.setup.done():
-                    continue
-                due = ctl.next_try if ctl.failed else (
-                    None if ctl.lease_until is None else ctl.lease_until - self.lease / 2)
-                if due is None or now >= due:
-                    self._spawn(self._push(ctl, "lease renewal"))
+                if ctl.renewal_due(now):
+                    self._spawn(ctl.push("lease renewal"))
 
     # ------------------------------------------------------------------------------------------ sessions
 
@@ -376,7 +191,7 @@ class OcppDriver:
         # a charger that reconnects and says nothing (no boot, no status) still gets its profiles checked
         await asyncio.sleep(SILENT_SETUP_S)
         if ctl.station is station and ctl.setup is None:
-            ctl.setup = self._spawn(self._setup(ctl, station))
+            ctl.setup = self._spawn(ctl.run_setup(station))
 
     def _control_of(self, station: Station) -> Control | None:
         ctl = self.controls.get(station.charger_id)
@@ -391,43 +206,23 @@ class OcppDriver:
         if ctl.setup is not None:
             ctl.setup.cancel()
         ctl.base_purpose = None
-        ctl.setup = self._spawn(self._setup(ctl, station))
+        ctl.setup = self._spawn(ctl.run_setup(station))
 
     def seen(self, station: Station) -> None:
         # a charger that reconnects without a BootNotification still needs its profiles checked
         ctl = self._control_of(station)
         if ctl is not None and ctl.setup is None:
-            ctl.setup = self._spawn(self._setup(ctl, station))
+            ctl.setup = self._spawn(ctl.run_setup(station))
 
     def updated(self, charger_id: str, measured: bool) -> None:
         ctl = self.controls.get(charger_id)
         if ctl is None:
             return
         if measured:
-            self._check_draw(ctl)
+            ctl.check_draw()
         if ctl.view.transaction_id() is None:
             ctl.watch.reset()
         self._publish(ctl, measured)
-
-    def _check_draw(self, ctl: Control) -> None:
-        """Trust the meter over "Accepted": say once when a charger draws clearly above its acknowledged limit."""
-        sample = ctl.view.sample
-        if sample is None or not sample.current_a:
-            return
-        now = self.clock()
-        draw = max(sample.current_a.values())
-        limit = self.applied_limit(ctl)
-        ctl.watch.update(now, draw, limit)
-        settled = ctl.acked_at is not None and now - ctl.acked_at > timedelta(seconds=2 * self.section.meter_interval_s)
-        if settled and not ctl.in_flight and draw > limit + 1.5:
-            if not ctl.over_limit_logged:
-                log.warning("ocpp charger=%s draws %.1f A above its acknowledged %.1f A limit (via %s): "
-                            "the model may ignore this kind of profile", ctl.charger.id, draw, limit,
-                            ctl.strategies[ctl.strategy].label if ctl.strategies else "?")
-                ctl.over_limit_logged = True
-        elif draw <= limit + 0.5 and ctl.over_limit_logged:
-            log.info("ocpp charger=%s keeps to its limit again", ctl.charger.id)
-            ctl.over_limit_logged = False
 
     def unused_cap(self, charger_id: str) -> float | None:
         """A cap for a charger whose EV has drawn well under its limit for a while (None: none).
@@ -444,7 +239,7 @@ class OcppDriver:
     # ------------------------------------------------------------------------------------------ plumbing
 
     def _publish(self, ctl: Control, measured: bool) -> None:
-        reading = ctl.view.reading(self.clock(), self.applied_limit(ctl), measured)
+        reading = ctl.view.reading(self.clock(), ctl.applied_limit(), measured)
         for queue in self._subscribers:
             if queue.full():
                 queue.get_nowait()  # a stalled consumer loses the oldest reading, not the newest

@@ -1,0 +1,259 @@
+"""The driver's book on one OCPP charger, and every profile push to it.
+
+A `Control` knows the limit wanted, the one acknowledged and until when (the lease), which strategy works
+for this charger, and what the charger may be drawing meanwhile (`applied_limit`). Its pushes are
+serialised per charger by a lock, so pushes to different chargers run side by side and a slow one only
+waits for itself. Every push is appended to the shared history and logged as one line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from gateway.config.ocpp import OcppSection
+from gateway.config.site import ChargerSection
+from gateway.domain import LimitAck
+from gateway.ocpp.link import Outcome, Station
+from gateway.ocpp.profiles import (
+    LIVE_PROFILE_ID,
+    Abilities,
+    Strategy,
+    base_spec,
+    live_spec,
+    number_phases,
+    strategies,
+)
+from gateway.ocpp.state import ChargerView, DrawWatch
+
+log = logging.getLogger("gateway.ocpp")
+UNLEASED = timedelta(days=3650)  # a live limit without validTo stays until replaced
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRecord:
+    """One limit sent to one charger: the audit trail the runtime may store."""
+
+    charger_id: str
+    amps: float
+    reason: str
+    sent_at: datetime
+    accepted: bool
+    round_trip_s: float
+    detail: str
+    strategy: str
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """What every Control shares: settings, the clock, the history and how to announce a change."""
+
+    section: OcppSection
+    clock: Callable[[], datetime]
+    history: deque[LimitRecord]
+    changed: Callable[[Control], None]
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.section.lease_s)
+
+
+@dataclass(slots=True)
+class Control:
+    charger: ChargerSection
+    watts_per_amp: float
+    ctx: Context
+    view: ChargerView
+    watch: DrawWatch
+    station: Station | None = None
+    strategies: list[Strategy] = field(default_factory=list)
+    strategy: int = 0  # index of the one that last worked: remembered across reconnects
+    base_purpose: str | None = None  # base profile installed on this connection
+    base_ever: bool = False  # some base profile was accepted at some time: the charger falls back to it
+    desired_a: float | None = None
+    reason: str = ""
+    acked_a: float | None = None  # the live limit last acknowledged, in force until lease_until
+    acked_on: Station | None = None  # the connection that acknowledged it
+    acked_at: datetime | None = None
+    lease_until: datetime | None = None
+    in_flight: int = 0
+    failed: bool = False
+    next_try: datetime | None = None
+    over_limit_logged: bool = False
+    setup: asyncio.Task[None] | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    # ------------------------------------------------------------------------------------------ what we know
+
+    def applied_limit(self) -> float:
+        """The most the charger may draw as far as we know: its maximum while anything is unconfirmed
+        (a push in flight or refused, or a connection whose base profile is not in yet)."""
+        now = self.ctx.clock()
+        if self.in_flight or self.failed or (self.station is not None and self.base_purpose is None):
+            return self.charger.max_a
+        if self.acked_a is not None and self.lease_until is not None and now < self.lease_until:
+            return self.acked_a
+        return self.charger.fallback_a if self.base_ever else self.charger.max_a
+
+    def unchanged(self, amps: float, now: datetime) -> bool:
+        return (
+            self.desired_a == amps
+            and self.acked_a == amps
+            and not self.failed
+            and self.lease_until is not None
+            and now < self.lease_until - self.ctx.lease / 2
+        )
+
+    def renewal_due(self, now: datetime) -> bool:
+        if self.station is None or self.desired_a is None or self.in_flight:
+            return False
+        if self.setup is not None and not self.setup.done():
+            return False
+        due = self.next_try if self.failed else (
+            None if self.lease_until is None else self.lease_until - self.ctx.lease / 2)
+        return due is None or now >= due
+
+    # ------------------------------------------------------------------------------------------ pushes
+
+    async def push(self, reason: str) -> LimitAck:
+        self.in_flight += 1
+        try:
+            async with self.lock:
+                return await self._push_locked(reason)
+        finally:
+            self.in_flight -= 1
+            self.ctx.changed(self)
+
+    def _order(self) -> list[int]:
+        n = len(self.strategies)
+        return [(self.strategy + k) % n for k in range(n)]
+
+    async def _push_locked(self, reason: str) -> LimitAck:
+        cid, amps, station = self.charger.id, self.desired_a, self.station
+        sent_at = self.ctx.clock()
+        if amps is None:
+            return LimitAck(cid, 0.0, sent_at, False, 0.0, "nothing to send")
+        if station is None:
+            return LimitAck(cid, amps, sent_at, False, 0.0, "offline")
+        if not self.strategies:
+            self.strategies = strategies(station.version, Abilities())
+        outcome = Outcome(False, "no strategy left")
+        label = ""
+        for i in self._order():
+            strategy = self.strategies[i]
+            label = strategy.label
+            if self.base_purpose != strategy.base_purpose:
+                base = await self.install_base(station, strategy)
+                if not base.accepted:
+                    outcome = base
+                    if not base.answered:
+                        break
+                    continue
+            now = self.ctx.clock()
+            spec = live_spec(strategy, amps, self.watts_per_amp, number_phases(len(self.charger.phases)), now,
+                             self.ctx.lease, self.view.transaction_id())
+            if strategy.purpose == "TxProfile" and spec.transaction_id is None:
+                outcome = Outcome(False, "TxProfile needs a running transaction")
+                continue
+            outcome = await station.set_profile(spec)
+            if outcome.accepted:
+                self._accepted(i, strategy, amps, station, now)
+                break
+            if not outcome.answered:
+                break
+        if not outcome.accepted:
+            self.failed = True
+            self.next_try = self.ctx.clock() + self.ctx.lease / 4
+        record = LimitRecord(cid, amps, reason, sent_at, outcome.accepted, outcome.round_trip_s, outcome.detail, label)
+        self.ctx.history.append(record)
+        level = logging.INFO if (reason != "lease renewal" or not outcome.accepted) else logging.DEBUG
+        log.log(level, "ocpp limit charger=%s amps=%.1f reason=%r accepted=%s rtt_ms=%.0f via=%s detail=%r",
+                cid, amps, reason, outcome.accepted, outcome.round_trip_s * 1000, label, outcome.detail)
+        return LimitAck(cid, amps, sent_at, outcome.accepted, outcome.round_trip_s, outcome.detail)
+
+    def _accepted(self, i: int, strategy: Strategy, amps: float, station: Station, now: datetime) -> None:
+        if i != self.strategy:
+            log.info("ocpp charger=%s takes limits as %s (remembered)", self.charger.id, strategy.label)
+            if not strategy.leased:
+                log.warning("ocpp charger=%s takes limits only at stack level 0: no lease, it keeps its last "
+                            "limit (not its fallback) if the gateway goes away", self.charger.id)
+        self.strategy = i
+        self.acked_a, self.acked_on, self.acked_at = amps, station, now
+        self.lease_until = now + (self.ctx.lease if strategy.leased else UNLEASED)
+        self.failed, self.next_try = False, None
+
+    async def install_base(self, station: Station, strategy: Strategy) -> Outcome:
+        spec = base_spec(strategy, self.charger.fallback_a, self.watts_per_amp,
+                         number_phases(len(self.charger.phases)), self.ctx.clock())
+        outcome = await station.set_profile(spec)
+        if outcome.accepted:
+            self.base_purpose, self.base_ever = strategy.base_purpose, True
+        return outcome
+
+    async def run_setup(self, station: Station) -> None:
+        """Per connection: learn abilities, install the base profile first, then metering, then the limit."""
+        abilities = await station.discover()
+        fresh = strategies(station.version, abilities)
+        remembered = self.strategies[self.strategy].label if self.strategies else None
+        self.strategies = fresh
+        self.strategy = next((i for i, s in enumerate(fresh) if s.label == remembered), 0)
+        if not abilities.smart_charging:
+            log.warning("ocpp charger=%s does not list SmartCharging: trying profiles anyway", self.charger.id)
+        async with self.lock:
+            for i in self._order():
+                outcome = await self.install_base(station, fresh[i])
+                if outcome.accepted:
+                    self.strategy = i
+                    break
+                if not outcome.answered:
+                    return
+            else:
+                log.error("ocpp charger=%s accepted no base profile: without the gateway it charges unlimited",
+                          self.charger.id)
+        self.ctx.changed(self)
+        await station.configure(self.ctx.section.meter_interval_s)
+        delivered = self.acked_a == self.desired_a and self.acked_on is station
+        if self.desired_a is not None and not delivered and not self.in_flight:
+            await self.push("reconnect: " + (self.reason or "limit"))
+
+    async def release(self) -> None:
+        """Put the charger on its fallback now (a clean stop)."""
+        station = self.station
+        if station is None:
+            return
+        timeout = min(2.0, self.ctx.section.response_timeout_s)
+        strategy = self.strategies[self.strategy] if self.strategies else None
+        with contextlib.suppress(TimeoutError):
+            if strategy is not None and not strategy.leased:  # the live limit sits in the base's slot
+                await asyncio.wait_for(self.install_base(station, strategy), timeout)
+            else:
+                await asyncio.wait_for(station.clear_profile(LIVE_PROFILE_ID), timeout)
+
+    # ------------------------------------------------------------------------------------------ the meter
+
+    def check_draw(self) -> None:
+        """Trust the meter over "Accepted": say once when the charger draws clearly above its limit, and
+        feed the hand-back watch."""
+        sample = self.view.sample
+        if sample is None or not sample.current_a:
+            return
+        now = self.ctx.clock()
+        draw = max(sample.current_a.values())
+        limit = self.applied_limit()
+        self.watch.update(now, draw, limit)
+        settle = timedelta(seconds=2 * self.ctx.section.meter_interval_s)
+        settled = self.acked_at is not None and now - self.acked_at > settle
+        if settled and not self.in_flight and draw > limit + 1.5:
+            if not self.over_limit_logged:
+                via = self.strategies[self.strategy].label if self.strategies else "?"
+                log.warning("ocpp charger=%s draws %.1f A above its acknowledged %.1f A limit (via %s): "
+                            "the model may ignore this kind of profile", self.charger.id, draw, limit, via)
+                self.over_limit_logged = True
+        elif draw <= limit + 0.5 and self.over_limit_logged:
+            log.info("ocpp charger=%s keeps to its limit again", self.charger.id)
+            self.over_limit_logged = False

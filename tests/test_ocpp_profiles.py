@@ -1,0 +1,134 @@
+"""Pure parts of the OCPP driver: profiles we build, strategies, meter parsing, what a charger may draw."""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import UTC, datetime, timedelta
+
+from hypothesis import given
+from hypothesis import strategies as st
+from ocpp.charge_point import snake_to_camel_case
+from ocpp.messages import Call, _validate_payload
+from test_ocpp_lease import charger, section
+
+from gateway.ocpp.control import Context, Control
+from gateway.ocpp.profiles import (
+    Abilities,
+    base_spec,
+    floor_tenth,
+    live_spec,
+    parse_units,
+    strategies,
+    v16_profile,
+    v201_profile,
+)
+from gateway.ocpp.state import ChargerView, DrawWatch, parse_meter_values, to_conductors
+
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+LEASE = timedelta(seconds=120)
+
+
+def validate(version: str, action: str, payload: dict[str, object]) -> None:
+    _validate_payload(Call("1", action, snake_to_camel_case(payload)), version)
+
+
+@given(st.floats(min_value=0, max_value=80, allow_nan=False), st.sampled_from(["A", "W"]))
+def test_every_limit_we_build_passes_both_schemas(amps: float, unit: str) -> None:
+    for version in ("1.6", "2.0.1"):
+        plan = [s for s in strategies(version, Abilities()) if s.unit == unit]  # type: ignore[arg-type]
+        for strategy in plan:
+            spec = live_spec(strategy, amps, 690.0, 3, NOW, LEASE, "42")
+            assert spec.limit <= (amps if unit == "A" else amps * 690.0) + 1e-9  # never more than decided
+            if version == "1.6":
+                validate("1.6", "SetChargingProfile", {"connector_id": 0, "cs_charging_profiles": v16_profile(spec)})
+            else:
+                validate("2.0.1", "SetChargingProfile", {"evse_id": 0, "charging_profile": v201_profile(spec)})
+
+
+def test_limits_round_down_to_a_tenth() -> None:
+    assert floor_tenth(6.25) == 6.2
+    assert floor_tenth(16.0) == 16.0
+    assert floor_tenth(15.99) == 15.9
+
+
+def test_strategies_prefer_the_station_cap_in_amps_and_end_with_an_unleased_slot() -> None:
+    plan = strategies("1.6", Abilities())
+    assert [s.label for s in plan][:3] == [
+        "ChargePointMaxProfile/A/sl1", "ChargePointMaxProfile/W/sl1", "TxDefaultProfile/A/sl1"]
+    assert all(s.leased for s in plan[:-2]) and not any(s.leased for s in plan[-2:])
+    watts_only = strategies("2.0.1", Abilities(units=("W",), max_stack_level=0))
+    assert [s.label for s in watts_only] == ["ChargingStationMaxProfile/W/sl0"]
+
+
+def test_base_profile_has_no_end_and_the_live_one_a_lease() -> None:
+    strategy = strategies("1.6", Abilities())[0]
+    base = v16_profile(base_spec(strategy, 8.0, 690.0, 3, NOW))
+    live = v16_profile(live_spec(strategy, 16.0, 690.0, 3, NOW, LEASE))
+    assert "valid_to" not in base and base["stack_level"] == 0
+    assert live["valid_to"] == "2026-06-01T12:02:00.000Z" and live["stack_level"] == 1
+    assert base["charging_schedule"]["start_schedule"] == "2026-06-01T11:59:00.000Z"
+
+
+def test_units_from_both_versions() -> None:
+    assert parse_units("Current,Power") == ("A", "W")
+    assert parse_units("W") == ("W",)
+    assert parse_units("nonsense") == ()
+
+
+def test_meter_values_of_both_versions_and_bad_numbers() -> None:
+    v16 = [{"timestamp": "2026-06-01T12:00:00Z", "sampled_value": [
+        {"value": "16.1", "measurand": "Current.Import", "phase": "L1", "unit": "A"},
+        {"value": "oops", "measurand": "Current.Import", "phase": "L2", "unit": "A"},
+        {"value": "11.0", "measurand": "Power.Active.Import", "unit": "kW"},
+        {"value": "1500"},  # the default measurand: energy register in Wh
+    ]}]
+    sample = parse_meter_values(v16, "cp1")
+    assert sample is not None
+    assert sample.current_a == {"L1": 16.1} and sample.power_kw == 11.0 and sample.energy_kwh == 1.5
+    v201 = [{"timestamp": "2026-06-01T12:00:00Z", "sampled_value": [
+        {"value": 7.2, "measurand": "Power.Active.Import", "unit_of_measure": {"unit": "W", "multiplier": 3}},
+        {"value": 9.5, "measurand": "Current.Import", "phase": "L1-N"},
+    ]}]
+    sample = parse_meter_values(v201, "cp1")
+    assert sample is not None and sample.power_kw == 7.2 and sample.current_a == {"L1": 9.5}
+
+
+def test_charger_phases_land_on_the_conductors_it_is_wired_to() -> None:
+    assert to_conductors({"L1": 10.0}, ("L2",)) == {"L2": 10.0}
+    assert to_conductors({"L1": 10.0, "L2": 9.0}, ("L1", "L2")) == {"L1": 10.0, "L2": 10.0}  # one load
+    assert to_conductors({"": 12.0}, ("L1", "L2", "L3")) == {"L1": 12.0, "L2": 12.0, "L3": 12.0}
+    assert to_conductors({"L1": 1.0, "L2": 2.0, "L3": 3.0}, ("L1", "L2", "L3")) == {"L1": 1.0, "L2": 2.0, "L3": 3.0}
+
+
+def test_what_a_charger_may_draw_is_its_maximum_until_confirmed() -> None:
+    clock = [NOW]
+    ctx = Context(section(), lambda: clock[0], deque(), lambda ctl: None)
+    ctl = Control(charger("cp1"), 690.0, ctx, ChargerView("cp1", ("L1", "L2", "L3")), DrawWatch())
+    assert ctl.applied_limit() == 32  # never heard from: no profile known, so unlimited
+    ctl.base_ever = True
+    assert ctl.applied_limit() == 8  # offline with a base profile: its fallback
+    ctl.station = object()  # type: ignore[assignment]
+    assert ctl.applied_limit() == 32  # a new connection whose base is not confirmed yet
+    ctl.base_purpose = "ChargePointMaxProfile"
+    ctl.acked_a, ctl.lease_until = 16.0, NOW + timedelta(seconds=2)
+    assert ctl.applied_limit() == 16
+    ctl.in_flight = 1
+    assert ctl.applied_limit() == 32  # a push on its way: could be either, so the most
+    ctl.in_flight = 0
+    clock[0] = NOW + timedelta(seconds=2)
+    assert ctl.applied_limit() == 8  # the lease ran out
+    ctl.failed = True
+    assert ctl.applied_limit() == 32
+
+
+def test_draw_watch_offers_a_cap_after_a_while_and_withdraws_it() -> None:
+    watch = DrawWatch(window_s=60)
+    watch.update(NOW, 10.0, 32.0)
+    watch.update(NOW + timedelta(seconds=30), 10.4, 32.0)
+    assert watch.capped_a is None
+    watch.update(NOW + timedelta(seconds=61), 10.0, 32.0)
+    assert watch.capped_a == 11.4
+    watch.update(NOW + timedelta(seconds=70), 10.5, 11.4)
+    assert watch.capped_a == 11.4
+    watch.update(NOW + timedelta(seconds=80), 11.2, 11.4)  # the car wants more
+    assert watch.capped_a is None
