@@ -14,6 +14,7 @@ import pytest
 from gateway.config.openadr import OpenAdrSection, VtnSection
 from gateway.domain import Event, EventStatus, OptState, SignalName, SignalType
 from gateway.openadr.ven import Ven
+from gateway.schedule import ScheduleSettings, build_schedule, segment_at
 from gateway.sim.vtn import SimVtn
 from gateway.store.vtn import VenStore
 
@@ -154,6 +155,23 @@ async def test_every_signal_type_becomes_a_domain_signal_and_is_stored_before_th
         assert e.opt is OptState.OPT_IN
     assert {o for _, _, o in h.vtn.opt_responses} == {"optIn"}
     assert h.sink.calls, "the runtime was told"
+
+
+async def test_what_the_vtn_sends_is_what_the_schedule_acts_on(h: Harness) -> None:
+    await h.start()
+    start = datetime.now(UTC) + timedelta(hours=1)
+    h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])], start=start, interval=timedelta(minutes=30))
+    h.vtn.add_event(h.ven_id, [("LOAD_DISPATCH", "setpoint", [40])], start=start, interval=timedelta(minutes=30),
+                    unit="kW")
+    h.vtn.add_event(h.ven_id, [("ELECTRICITY_PRICE", "price", [0.31])], start=start,
+                    interval=timedelta(minutes=30))
+    h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [3])], start=start, test_event=True)
+    await until(lambda: len(h.vtn.opt_responses) >= 4)
+    events = list((await h.events()).values())
+    schedule = build_schedule(events, datetime.now(UTC), ScheduleSettings(ev_capacity_kw=50.0))
+    during = segment_at(schedule, start + timedelta(minutes=10))
+    assert during is not None
+    assert (during.ev_kw, during.site_kw, during.price) == (25.0, 40.0, 0.31)  # the test event did nothing
 
 
 async def test_modification_replaces_and_keeps_the_randomized_offset(h: Harness) -> None:
