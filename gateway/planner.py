@@ -244,9 +244,11 @@ def make_plan(
     if peak_kw is not None:
         capped = [min(c, max(0.0, peak_kw - s.non_ev_kw) * s.hours) for c, s in zip(caps, slots, strict=True)]
         x = _fill(flexible, slots, capped)
-        free = _fill(flexible, slots, caps)
-        if _delivered(x) < _delivered(free) - 1e-6:
-            target, x = _raise_peak(flexible, slots, caps, peak_kw, free)
+        if _delivered(x) < sum(s.demand for s in flexible) - 1e-6:
+            # Short of what was asked: raise the target only if a plan without it would deliver more.
+            free = _fill(flexible, slots, caps)
+            if _delivered(x) < _delivered(free) - 1e-6:
+                target, x = _raise_peak(flexible, slots, caps, peak_kw, free)
         caps = [min(c, max(0.0, target - s.non_ev_kw) * s.hours) for c, s in zip(caps, slots, strict=True)]  # type: ignore[operator]
     else:
         x = _fill(flexible, slots, caps)
