@@ -245,3 +245,17 @@ async def test_a_charger_taking_stack_level_0_only_is_limited_without_a_lease(
     finally:
         await sim.stop()
         await driver.stop()
+
+
+async def test_data_transfer_is_answered_not_acted_on_and_heartbeat_gives_the_time(version: str) -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("cp1", f"ocpp{version}")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD)  # type: ignore[arg-type]
+        await sim.start()
+        try:
+            answer = await sim.send_raw('[2, "d1", "DataTransfer", {"vendorId": "com.example", "data": "x"}]')
+            assert answer == [3, "d1", {"status": "UnknownVendorId"}]
+            beat = await sim.send_raw('[2, "h1", "Heartbeat", {}]')
+            assert beat is not None and beat[:2] == [3, "h1"] and beat[2]["currentTime"].endswith("Z")
+        finally:
+            await sim.stop()
