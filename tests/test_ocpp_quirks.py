@@ -259,3 +259,34 @@ async def test_data_transfer_is_answered_not_acted_on_and_heartbeat_gives_the_ti
             assert beat is not None and beat[:2] == [3, "h1"] and beat[2]["currentTime"].endswith("Z")
         finally:
             await sim.stop()
+
+
+async def test_an_oversized_frame_costs_the_link_not_the_gateway(caplog: pytest.LogCaptureFixture) -> None:
+    driver = OcppDriver(section(lease_s=30, max_message_bytes=4096), [charger("cp1"), charger("cp2")])
+    async with driver:
+        big = SimChargePoint(base_url(driver), "cp1", password=PASSWORD)
+        other = SimChargePoint(base_url(driver), "cp2", password=PASSWORD)
+        await asyncio.gather(big.start(), other.start())
+        try:
+            await until(lambda: big.limit_a() == 8.0 and other.limit_a() == 8.0)
+            with caplog.at_level(logging.INFO, logger="gateway.ocpp"):
+                await big.send_raw('[2, "b1", "DataTransfer", {"vendorId": "' + "x" * 8000 + '"}]', timeout_s=0.3)
+                await until(lambda: "charger=cp1 disconnected, closed by gateway code=1009" in caplog.text)
+            acks = await driver.apply_limits({"cp2": 12.0}, "unaffected")
+            assert acks[0].accepted and other.limit_a() == 12.0
+            await until(lambda: driver.controls["cp1"].station is not None)  # it reconnects by itself
+        finally:
+            await asyncio.gather(big.stop(), other.stop())
+
+
+async def test_require_password_refuses_a_charger_without_one(caplog: pytest.LogCaptureFixture) -> None:
+    driver = OcppDriver(section(require_password=True), [charger("cp1", ocpp={})])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1")
+        with caplog.at_level(logging.WARNING, logger="gateway.ocpp"):
+            await sim.start(wait=False)
+            try:
+                await until(lambda: sim.refused is not None)
+            finally:
+                await sim.stop()
+        assert sim.refused == 401 and "ocpp.require_password is on" in caplog.text

@@ -94,8 +94,11 @@ class OcppDriver:
         if release:
             online = [c for c in self.controls.values() if c.station is not None]
             await asyncio.gather(*(c.release() for c in online))
-        for task in list(self._tasks):
+        pending = list(self._tasks)
+        for task in pending:
             task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=2.0)
         await self.server.stop()
 
     async def __aenter__(self) -> OcppDriver:
@@ -178,7 +181,10 @@ class OcppDriver:
         try:
             await station.start()
         except ConnectionClosed as exc:
-            log.info("ocpp charger=%s disconnected code=%s", charger.id, exc.rcvd.code if exc.rcvd else "none")
+            ours = exc.rcvd_then_sent is False or exc.rcvd is None
+            frame, side = (exc.sent, "gateway") if ours else (exc.rcvd, "charger")
+            code = f"{frame.code} {frame.reason}".strip() if frame else "none (link lost)"
+            log.info("ocpp charger=%s disconnected, closed by %s code=%s", charger.id, side, code)
         finally:
             if ctl.station is station:
                 ctl.station = None
