@@ -415,11 +415,14 @@ def _swap(sessions: list[_Session], x: list[dict[int, float]], residual: list[fl
             continue  # it would have taken the room in target itself
         x_j, caps_j = x[j], sessions[j].caps
         for b in [b for b in x_j if b in takers]:
-            for u in takers[b]:
-                take = min(room[target], caps_j[target] - x_j.get(target, 0.0), x_j.get(b, 0.0), residual[u],
-                           sessions[u].caps[b] - x[u].get(b, 0.0))
-                if take <= EPS or u == j:
+            waiting = takers[b]
+            while waiting and b in x_j and room[target] > EPS and x_j.get(target, 0.0) < caps_j[target] - EPS:
+                u = waiting[-1]
+                u_room = sessions[u].caps[b] - x[u].get(b, 0.0)
+                if residual[u] <= EPS or u_room <= EPS:
+                    waiting.pop()  # satisfied or full there: it will not take b again
                     continue
+                take = min(room[target], caps_j[target] - x_j.get(target, 0.0), x_j[b], residual[u], u_room)
                 x_j[target] = x_j.get(target, 0.0) + take
                 x_j[b] -= take
                 if x_j[b] <= EPS:
@@ -428,8 +431,10 @@ def _swap(sessions: list[_Session], x: list[dict[int, float]], residual: list[fl
                 residual[u] -= take
                 room[target] -= take
                 moved += take
-                if b not in x_j:
-                    break
+            if not waiting:
+                del takers[b]
+        if not takers:
+            break
     return moved
 
 
@@ -445,11 +450,26 @@ def _augment(sessions: list[_Session], x: list[dict[int, float]], residual: list
     came_slot: dict[int, int] = {target: -1}  # slot → session that gives it up
     queue = deque([target])
     found = -1
+    n = len(by_departure)
+    # Sessions are visited once; `skip` jumps over visited positions of `by_departure` (path halving), so
+    # each slot's scan costs what it visits plus the sessions already full there, not the whole site.
+    skip = list(range(n + 1))
+
+    def unvisited(p: int) -> int:
+        while skip[p] != p:
+            skip[p] = skip[skip[p]]
+            p = skip[p]
+        return p
+
     while queue and found < 0:
         b = queue.popleft()
-        for j in by_departure[bisect.bisect_left(lasts, b):]:
-            if j in came_to or x[j].get(b, 0.0) >= sessions[j].caps[b] - EPS:
+        p = unvisited(bisect.bisect_left(lasts, b))
+        while p < n:
+            j = by_departure[p]
+            if x[j].get(b, 0.0) >= sessions[j].caps[b] - EPS:
+                p = unvisited(p + 1)
                 continue
+            skip[p] = p + 1
             came_to[j] = b
             if residual[j] > EPS:
                 found = j
@@ -458,6 +478,7 @@ def _augment(sessions: list[_Session], x: list[dict[int, float]], residual: list
                 if amount > EPS and c not in came_slot:
                     came_slot[c] = j
                     queue.append(c)
+            p = unvisited(p + 1)
     if found < 0:
         return 0.0
     path: list[tuple[int, int]] = []  # (session, slot it takes more in)
