@@ -103,3 +103,29 @@ def test_broken_trees_do_not_hang() -> None:
     assert ancestors(config, "a") == ["a", "b"]
     assert ancestors(config, "c") == ["c", "ghost"]
     assert chargers_under(config, "a") == []
+
+
+@pytest.mark.parametrize("name", ["example-home.toml", "example-workplace.toml", "example-depot.toml"])
+def test_the_allocator_accepts_what_the_config_describes(name: str) -> None:
+    """The shipped sites, every charger plugged in and hungry: the core's limits hold on every conductor."""
+    from dataclasses import replace
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from gateway.allocate import Problem, allocate
+    from gateway.config import load_config
+
+    config = load_config(Path(__file__).resolve().parent.parent / "config" / name)
+    circuits = circuit_limits(config)
+    evses = [replace(static_evse(config, ch), connected=True) for ch in config.chargers]
+    result = allocate(Problem(circuits=circuits, evses=evses, now=datetime(2026, 11, 25, 18, tzinfo=UTC)))
+    assert set(result.amps) == {e.id for e in evses}
+    assert any(a > 0 for a in result.amps.values())
+    for circuit in circuits:
+        for phase in circuit.phases:
+            load = sum(
+                result.amps[ch.id]
+                for ch in config.chargers
+                if phase in ch.phases and circuit.id in ancestors(config, ch.circuit or config.site.service_id)
+            )
+            assert load <= circuit.limit_of(phase) + 1e-6, (circuit.id, phase, load)
