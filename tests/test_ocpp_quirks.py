@@ -290,3 +290,26 @@ async def test_require_password_refuses_a_charger_without_one(caplog: pytest.Log
             finally:
                 await sim.stop()
         assert sim.refused == 401 and "ocpp.require_password is on" in caplog.text
+
+
+async def test_a_charger_that_stops_reporting_is_asked_for_meter_values(version: str) -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("cp1", f"ocpp{version}")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD,  # type: ignore[arg-type]
+                             quirks=Quirks(meter_silent=True))
+        await sim.start()
+        seen: list[ChargerReading] = []
+
+        async def collect() -> None:
+            async for reading in driver.readings():
+                seen.append(reading)
+
+        task = asyncio.create_task(collect())
+        try:
+            await until(lambda: sim.limit_a() == 8.0)
+            await sim.plug_in()
+            await driver.apply_limits({"cp1": 16.0}, "test")
+            await until(lambda: any(r.current_a.get("L1") == 16.0 for r in seen), timeout_s=6.0)
+        finally:
+            task.cancel()
+            await sim.stop()

@@ -85,6 +85,8 @@ class Control:
     failed: bool = False
     next_try: datetime | None = None
     over_limit_logged: bool = False
+    sample_at: datetime | None = None  # when the last meter sample arrived (our clock)
+    meter_asked_at: datetime | None = None
     setup: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -117,6 +119,18 @@ class Control:
         due = self.next_try if self.failed else (
             None if self.lease_until is None else self.lease_until - self.ctx.lease / 2)
         return due is None or now >= due
+
+    def meter_silent(self, now: datetime) -> bool:
+        """Charging, but no meter sample for three intervals: time to ask for one (at most once an interval).
+        A missing reading is never taken as zero; this only tries to get a real one."""
+        if self.station is None or not self.view.status().connected:
+            return False
+        if self.setup is None or not self.setup.done():
+            return False
+        interval = timedelta(seconds=self.ctx.section.meter_interval_s)
+        if self.sample_at is not None and now - self.sample_at < 3 * interval:
+            return False
+        return self.meter_asked_at is None or now - self.meter_asked_at >= interval
 
     # ------------------------------------------------------------------------------------------ pushes
 
@@ -240,9 +254,10 @@ class Control:
         """Trust the meter over "Accepted": say once when the charger draws clearly above its limit, and
         feed the hand-back watch."""
         sample = self.view.sample
+        now = self.ctx.clock()
+        self.sample_at = now
         if sample is None or not sample.current_a:
             return
-        now = self.ctx.clock()
         draw = max(sample.current_a.values())
         limit = self.applied_limit()
         self.watch.update(now, draw, limit)

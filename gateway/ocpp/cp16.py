@@ -167,5 +167,9 @@ class Cp16(GuardedRouting, ChargePoint):  # type: ignore[misc]
         return await attempt(lambda: self.call(call.ClearChargingProfile(id=profile_id), suppress=False),
                              status_is_accepted)
 
+    async def trigger_meter_values(self) -> Outcome:
+        return await attempt(lambda: self.call(call.TriggerMessage(requested_message="MeterValues"), suppress=False),
+                             status_is_accepted)
+
     async def close(self) -> None:
         await self._connection.close()

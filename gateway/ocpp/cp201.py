@@ -218,5 +218,9 @@ class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
         schedule: dict[str, Any] | None = result.schedule if outcome.accepted and result is not None else None
         return schedule
 
+    async def trigger_meter_values(self) -> Outcome:
+        return await attempt(lambda: self.call(call.TriggerMessage(requested_message="MeterValues"), suppress=False),
+                             status_is_accepted)
+
     async def close(self) -> None:
         await self._connection.close()

@@ -162,6 +162,9 @@ class OcppDriver:
             for ctl in self.controls.values():
                 if ctl.renewal_due(now):
                     self._spawn(ctl.push("lease renewal"))
+                if ctl.meter_silent(now) and ctl.station is not None:
+                    ctl.meter_asked_at = now
+                    self._spawn(ctl.station.trigger_meter_values())
 
     # ------------------------------------------------------------------------------------------ sessions
 

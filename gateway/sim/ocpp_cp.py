@@ -69,6 +69,7 @@ class Quirks:
     boot_on_reconnect: bool = True  # False: comes back after a drop without a BootNotification
     ignores_limits: bool = False  # says Accepted, then draws what the EV wants anyway
     only_stack_level_0: bool = False  # rejects any profile above stack level 0 (yet reports 8)
+    meter_silent: bool = False  # sends no periodic MeterValues (answers a TriggerMessage for them)
 
 
 @dataclass
@@ -189,6 +190,9 @@ class _Sim16(Lib16):  # type: ignore[misc]
         if requested_message == "StatusNotification":
             self.owner.spawn(self.owner.send_status(force=True))
             return result16.TriggerMessage(status="Accepted")
+        if requested_message == "MeterValues":
+            self.owner.spawn(self.owner.send_meter_values())
+            return result16.TriggerMessage(status="Accepted")
         return result16.TriggerMessage(status="NotImplemented")
 
     @on("GetCompositeSchedule")
@@ -245,6 +249,9 @@ class _Sim201(Lib201):  # type: ignore[misc]
     def on_trigger(self, requested_message: str, **_: Any) -> Any:
         if requested_message == "StatusNotification":
             self.owner.spawn(self.owner.send_status(force=True))
+            return result201.TriggerMessage(status="Accepted")
+        if requested_message == "MeterValues":
+            self.owner.spawn(self.owner.send_meter_values())
             return result201.TriggerMessage(status="Accepted")
         return result201.TriggerMessage(status="NotImplemented")
 
@@ -557,7 +564,7 @@ class SimChargePoint:
             conductors = 3 if self.phases >= 3 else 1
             self.energy_wh += self.draw_a() * self.volts * conductors * (now - last) / 3600.0
             last = now
-            if now - sent >= self.meter_interval_s:
+            if now - sent >= self.meter_interval_s and not self.quirks.meter_silent:
                 sent = now
                 with contextlib.suppress(ConnectionClosed, TimeoutError):
                     await self.send_meter_values()
