@@ -212,13 +212,13 @@ class Control:
     async def run_setup(self, station: Station) -> None:
         """Per connection: learn abilities, install the base profile first, then metering, then the limit."""
         abilities = await station.discover()
-        fresh = strategies(station.version, abilities)
-        remembered = self.strategies[self.strategy].label if self.strategies else None
-        self.strategies = fresh
-        self.strategy = next((i for i, s in enumerate(fresh) if s.label == remembered), 0)
         if not abilities.smart_charging:
             log.warning("ocpp charger=%s does not list SmartCharging: trying profiles anyway", self.charger.id)
-        async with self.lock:
+        async with self.lock:  # a push walks the strategy list under this lock: change it only here
+            fresh = strategies(station.version, abilities)
+            remembered = self.strategies[self.strategy].label if self.strategies else None
+            self.strategies = fresh
+            self.strategy = next((i for i, s in enumerate(fresh) if s.label == remembered), 0)
             for i in self._order():
                 outcome = await self.install_base(station, fresh[i])
                 if outcome.accepted:

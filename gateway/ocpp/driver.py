@@ -27,7 +27,7 @@ from gateway.ocpp.control import Context, Control, LimitRecord
 from gateway.ocpp.cp16 import Cp16
 from gateway.ocpp.cp201 import Cp201
 from gateway.ocpp.link import Station, validate_inline
-from gateway.ocpp.profiles import floor_tenth
+from gateway.ocpp.profiles import floor_tenth, number_phases
 from gateway.ocpp.server import OcppServer
 from gateway.ocpp.state import ChargerView, DrawWatch
 
@@ -61,8 +61,10 @@ class OcppDriver:
         ctx = Context(section, clock, self.history, lambda ctl: self._publish(ctl, measured=False))
         self.controls: dict[str, Control] = {}
         for c in ocpp:
-            # without site voltage info assume 230 V per phase conductor; the runtime passes the real figure
-            wpa = (watts_per_amp or {}).get(c.id, 230.0 * len(c.phases))
+            wpa = (watts_per_amp or {}).get(c.id)
+            if wpa is None:  # the runtime passes the real figure (from_config); this guess is for tests
+                wpa = 230.0 * number_phases(len(c.phases))
+                log.warning("ocpp charger=%s: no site voltage given, W limits assume 230 V per phase", c.id)
             self.controls[c.id] = Control(c, wpa, ctx, ChargerView(c.id, c.phases),
                                           DrawWatch(window_s=section.hand_back_after_s))
         self.server = OcppServer(section, ocpp, self._serve_station)
