@@ -26,7 +26,9 @@ whenever reality drifts from it. For the status page and the control loop: `Plan
 `site_profile(plan)`, `Plan.cost()`, `Plan.peak_kw` (pass it back as the next `peak_kw`, with the month's
 metered peak from `gateway.tariff.demand_peak_kw`, so a raised target is not searched for again). A tariff
 comes from the config (`load_config(path).tariff.to_tariff(site.timezone)`; `config/example-tariff-tou.toml`
-is SCE TOU-EV-4 as acnportal ships it) or is built directly (`gateway.tariff.Tariff`).
+is SCE TOU-EV-4 as acnportal ships it) or is built directly (`gateway.tariff.Tariff`). A simulator that
+has one price per fixed period (the ACN benchmark) can use `period_price_planner(ev_capacity_kw, demand)`,
+which fits `bench/acn.py`'s `Planner` hook as it is.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import bisect
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -556,7 +558,37 @@ def site_profile(plan: Plan) -> list[tuple[datetime, datetime, float, float, flo
     ]
 
 
+PeriodPlanner = Callable[[Sequence[EvseState], datetime, timedelta, Sequence[float]], dict[str, float]]
+
+
+def period_price_planner(
+    ev_capacity_kw: float | None = None, demand: bool = False, settings: PlanSettings | None = None
+) -> PeriodPlanner:
+    """A planner for a simulator that knows one price per fixed period from now on (acnportal's `get_prices`).
+
+    The returned function takes (chargers, now, period, prices) and answers `want_a` per charger it caps
+    (chargers it leaves uncapped are left out). With `demand`, it keeps the site's EV power under the
+    highest target it has had to plan for so far (starting from zero, as at the start of a month), raising
+    it only when a departure needs it: the simulator has no meter, so the plan's own peak stands in for it.
+    """
+    peak: list[float] = [0.0]
+
+    def plan_caps(evses: Sequence[EvseState], now: datetime, period: timedelta,
+                  prices: Sequence[float]) -> dict[str, float]:
+        horizon = period * max(1, len(prices))
+        cfg = settings or PlanSettings(interval=period, horizon=horizon, ev_capacity_kw=ev_capacity_kw)
+        steps = [PriceStep(now + n * period, now + (n + 1) * period, float(p), "period") for n, p in enumerate(prices)]
+        slots = build_slots(now, cfg, prices=steps)
+        plan = make_plan(evses, slots, now, cfg, peak_kw=peak[0] if demand else None)
+        if demand and plan.peak_kw is not None:
+            peak[0] = max(peak[0], plan.peak_kw)
+        return {ident: amps for ident, amps in targets(plan, evses).items() if amps is not None}
+
+    return plan_caps
+
+
 __all__ = [
+    "PeriodPlanner",
     "Plan",
     "PlanSettings",
     "SessionPlan",
@@ -565,6 +597,7 @@ __all__ = [
     "asap_plan",
     "build_slots",
     "make_plan",
+    "period_price_planner",
     "site_profile",
     "targets",
 ]

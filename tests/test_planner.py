@@ -27,6 +27,7 @@ from gateway.planner import (
     asap_plan,
     build_slots,
     make_plan,
+    period_price_planner,
     site_profile,
     targets,
 )
@@ -322,3 +323,17 @@ def test_nothing_connected_or_no_slots() -> None:
     plan = make_plan([evse("x", 5.0, 2.0)], (), NOW, PlanSettings())
     assert plan.sessions["x"].unmet_kwh == 5.0
     assert targets(plan, [evse("x", 5.0, 2.0)]) == {"x": None}
+
+
+def test_period_price_planner_fits_a_simulator_hook() -> None:
+    plan_caps = period_price_planner(ev_capacity_kw=10.0)
+    prices = [0.4] * 12 + [0.1] * 12  # an hour dear, then an hour cheap, in 5-minute periods
+    cars = [evse("a", 3.0, 2.0), evse("b", 3.0, 2.0)]
+    caps = plan_caps(cars, NOW, timedelta(minutes=5), prices)
+    assert caps == {"a": 0.0, "b": 0.0}  # 6 kWh fit in the cheap hour: wait
+    caps = plan_caps(cars, NOW + timedelta(hours=1), timedelta(minutes=5), [0.1] * 12)
+    assert set(caps) == {"a", "b"} and all(a >= 6.0 for a in caps.values())
+    # With a demand charge the peak comes first: 6 kWh over the two hours is 3 kW, not 6 kW for one hour.
+    flat = period_price_planner(ev_capacity_kw=10.0, demand=True)
+    caps = flat(cars, NOW, timedelta(minutes=5), prices)
+    assert sum(caps.values()) * 0.24 == pytest.approx(3.0, abs=0.6)  # 0.24 kW per A; rounded up to 1 A steps
