@@ -106,8 +106,10 @@ class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
                              transaction_info: dict[str, Any], meter_value: list[dict[str, Any]] | None = None,
                              evse: dict[str, Any] | None = None, id_token: dict[str, Any] | None = None,
                              **_: Any) -> Any:
-        evse_id = int((evse or {}).get("id", 1))
         tx = str(transaction_info.get("transaction_id", ""))
+        # evse is only required on the first event of a transaction; later ones are matched by id
+        known = next((e for e, t in self.view.transactions.items() if t == tx), 1)
+        evse_id = int(evse["id"]) if evse and "id" in evse else known
         state = transaction_info.get("charging_state")
         if event_type == "Ended":
             self.view.transactions.pop(evse_id, None)
