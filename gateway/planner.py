@@ -244,22 +244,18 @@ def make_plan(
     caps = [s.ev_cap_kw * s.hours for s in slots]
     target = peak_kw
     if peak_kw is not None:
-        capped = [min(c, max(0.0, peak_kw - s.non_ev_kw) * s.hours) for c, s in zip(caps, slots, strict=True)]
-        x = _fill(flexible, slots, capped)
+        x = _fill(flexible, slots, _under(caps, slots, peak_kw))
         if _delivered(x) < sum(s.demand for s in flexible) - 1e-6:
             # Short of what was asked: raise the target only if a plan without it would deliver more.
             free = _fill(flexible, slots, caps)
             if _delivered(x) < _delivered(free) - 1e-6:
                 target, x = _raise_peak(flexible, slots, caps, peak_kw, free)
-        caps = [min(c, max(0.0, target - s.non_ev_kw) * s.hours) for c, s in zip(caps, slots, strict=True)]  # type: ignore[operator]
+        caps = _under(caps, slots, target if target is not None else peak_kw)
     else:
         x = _fill(flexible, slots, caps)
-    used = [0.0] * len(slots)
-    for flows in x:
-        for k, kwh in flows.items():
-            used[k] += kwh
     now_sessions = [s for s in sessions if s.charge_now]
-    x_now = _asap([s for s in now_sessions], [max(0.0, c - u) for c, u in zip(caps, used, strict=True)])
+    left = [max(0.0, c - u) for c, u in zip(caps, _per_slot(x, len(slots)), strict=True)]
+    x_now = _asap(now_sessions, left)
     plans: dict[str, SessionPlan] = {}
     for session, flows in [*zip(flexible, x, strict=True), *zip(now_sessions, x_now, strict=True)]:
         per_slot = [0.0] * len(slots)
@@ -290,6 +286,19 @@ def _delivered(x: list[dict[int, float]]) -> float:
     return sum(v for flows in x for v in flows.values())
 
 
+def _per_slot(x: list[dict[int, float]], count: int) -> list[float]:
+    used = [0.0] * count
+    for flows in x:
+        for k, kwh in flows.items():
+            used[k] += kwh
+    return used
+
+
+def _under(caps: list[float], slots: Sequence[Slot], site_kw: float) -> list[float]:
+    """Each slot's EV energy limit with the site's power (EV plus non-EV) also kept under `site_kw`."""
+    return [min(c, max(0.0, site_kw - s.non_ev_kw) * s.hours) for c, s in zip(caps, slots, strict=True)]
+
+
 def _raise_peak(sessions: list[_Session], slots: Sequence[Slot], caps: list[float], peak_kw: float,
                 free: list[dict[int, float]]) -> tuple[float, list[dict[int, float]]]:
     """The lowest site power target (≥ peak_kw, to 0.5 % or 0.1 kW) under which the plan delivers all it can.
@@ -297,17 +306,14 @@ def _raise_peak(sessions: list[_Session], slots: Sequence[Slot], caps: list[floa
     `free` is the plan without a target: its own peak is where the search starts from above.
     """
     goal = _delivered(free) - 1e-6
-    used = [0.0] * len(slots)
-    for flows in free:
-        for k, kwh in flows.items():
-            used[k] += kwh
+    used = _per_slot(free, len(slots))
     high = max((u / s.hours + s.non_ev_kw for u, s in zip(used, slots, strict=True) if s.hours > 0),
                default=peak_kw)
+    high = max(high, peak_kw)
     low, best = peak_kw, free
     while high - low > max(0.1, 0.005 * high):
         mid = (low + high) / 2
-        x = _fill(sessions, slots, [min(c, max(0.0, mid - s.non_ev_kw) * s.hours)
-                                    for c, s in zip(caps, slots, strict=True)])
+        x = _fill(sessions, slots, _under(caps, slots, mid))
         if _delivered(x) >= goal:
             high, best = mid, x
         else:

@@ -253,6 +253,7 @@ def compute(spec: Any) -> dict[str, Any]:
     ev_kw = plan.ev_kw()
     return {
         "now": now.astimezone(zone).isoformat(),
+        "timezone": spec.timezone,
         "currency": currency,
         "tariff": tariff.name if tariff is not None else None,
         "slots": len(slots),
@@ -298,7 +299,8 @@ def render(result: dict[str, Any]) -> str:
     """The human view: a few lines per session, then the site's totals."""
     now = datetime.fromisoformat(result["now"])
     cur = f" {result['currency']}" if result["currency"] else ""
-    lines = [f"plan at {now:%Y-%m-%d %H:%M %Z}" + (f" on tariff {result['tariff']!r}" if result["tariff"] else "")
+    lines = [f"plan at {now:%Y-%m-%d %H:%M} {result['timezone']}"
+             + (f" on tariff {result['tariff']!r}" if result["tariff"] else "")
              + f", {result['slots']} slots"]
     for s in result["sessions"]:
         left = f", {s['unmet_kwh']:g} kWh short" if s["unmet_kwh"] > 0.001 else ""
