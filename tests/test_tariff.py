@@ -317,3 +317,36 @@ def test_gateway_plan_takes_the_tariff_from_a_site_config(tmp_path: Path, capsys
     assert {p["price"] for p in overnight["profile"]} == {0.05623}  # summer off-peak only
     assert result["planned"]["peak_target_kw"] == 8
     assert max(s["ev_kw"] for s in result["site"]) <= 8 + 1e-9
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(1, 47), min_size=1, max_size=6, unique=True), st.sampled_from(["drop", "stretch", "none"]),
+       st.data())
+def test_random_day_partitions_pass_and_broken_ones_say_where(
+    cuts: list[int], damage: str, data: st.DataObject
+) -> None:
+    """Periods that tile the day are valid and price every minute; one dropped or stretched is one line."""
+    bounds = [0, *sorted(c * 30 for c in cuts), 1440]
+    periods = [period(f"p{n}", f"{a // 60:02d}:{a % 60:02d}", f"{b // 60:02d}:{b % 60:02d}", 0.1 + n / 100)
+               for n, (a, b) in enumerate(itertools.pairwise(bounds))]
+    n = data.draw(st.integers(0, len(periods) - 1))
+    if damage == "none":
+        tariff = parse_config(site({"periods": periods})).tariff.to_tariff()
+        start = datetime(2026, 3, 2, tzinfo=UTC)
+        steps = tariff_steps(tariff, start, start + timedelta(days=7))
+        assert all(s.price is not None for s in steps)
+        return
+    if damage == "drop":
+        a, b = bounds[n], bounds[n + 1]
+        del periods[n]
+        gap = f"{a // 60:02d}:{a % 60:02d}-{b // 60:02d}:{b % 60:02d}"
+        assert problems_of({"periods": periods}) == [f"tariff.periods: no period covers {gap} on every day"]
+    else:
+        if n == len(periods) - 1:
+            n -= 1
+        if n < 0:
+            return
+        periods[n] = {**periods[n], "end": periods[n + 1]["end"]}
+        problems = problems_of({"periods": periods})
+        assert len(problems) == 1
+        assert problems[0].startswith(f"tariff.periods[{n + 1}]: 'p{n + 1}' overlaps periods[{n}]")
