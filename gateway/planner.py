@@ -16,7 +16,7 @@ prices) and each is filled as far as the sessions can use it, rerouting earlier 
 paths when that lets more energy in. This is the greedy algorithm on the polymatroid of deliverable
 energy, so the plan delivers the most energy any plan could (every departure a feasible plan meets is met)
 and costs the least among such plans. With a demand charge, `peak_kw` (the month's running peak of the
-15-minute average site power) caps every slot, and is raised by the least amount, found by bisection,
+15-minute average site power) caps every slot, and is raised by the least amount, found by false position,
 only when a departure would otherwise be missed. Sessions without a departure get `settings.no_departure`:
 "charge-now" (planned into what is left, earliest first, never targeted below its minimum) or "dwell" (a
 departure `default_dwell` from now); sessions without an energy request want all they can take until they
@@ -249,7 +249,7 @@ def make_plan(
             # Short of what was asked: raise the target only if a plan without it would deliver more.
             free = _fill(flexible, slots, caps)
             if _delivered(x) < _delivered(free) - 1e-6:
-                target, x = _raise_peak(flexible, slots, caps, peak_kw, free)
+                target, x = _raise_peak(flexible, slots, caps, peak_kw, _delivered(x), free)
         caps = _under(caps, slots, target if target is not None else peak_kw)
     else:
         x = _fill(flexible, slots, caps)
@@ -300,24 +300,30 @@ def _under(caps: list[float], slots: Sequence[Slot], site_kw: float) -> list[flo
 
 
 def _raise_peak(sessions: list[_Session], slots: Sequence[Slot], caps: list[float], peak_kw: float,
-                free: list[dict[int, float]]) -> tuple[float, list[dict[int, float]]]:
+                capped: float, free: list[dict[int, float]]) -> tuple[float, list[dict[int, float]]]:
     """The lowest site power target (≥ peak_kw, to 0.5 % or 0.1 kW) under which the plan delivers all it can.
 
-    `free` is the plan without a target: its own peak is where the search starts from above.
+    `capped` is what the plan delivers under `peak_kw`, `free` the plan without a target (its own peak is
+    where the search starts from above). The energy deliverable under a target is a concave, piecewise
+    linear function of the target (a parametric max-flow), so the chord between a target too low and one
+    high enough crosses the goal at a target that is high enough: false position, with a bisection step
+    whenever the chord makes little progress, needs a few plans where bisection needs ten.
     """
     goal = _delivered(free) - 1e-6
     used = _per_slot(free, len(slots))
     high = max((u / s.hours + s.non_ev_kw for u, s in zip(used, slots, strict=True) if s.hours > 0),
                default=peak_kw)
     high = max(high, peak_kw)
-    low, best = peak_kw, free
+    low, low_energy, high_energy, best = peak_kw, capped, goal + 1e-6, free
     while high - low > max(0.1, 0.005 * high):
-        mid = (low + high) / 2
-        x = _fill(sessions, slots, _under(caps, slots, mid))
-        if _delivered(x) >= goal:
-            high, best = mid, x
+        chord = low + (high - low) * (goal - low_energy) / max(high_energy - low_energy, 1e-12)
+        guess = chord if low < chord < high - 0.25 * (high - low) else (low + high) / 2
+        x = _fill(sessions, slots, _under(caps, slots, guess))
+        energy = _delivered(x)
+        if energy >= goal:
+            high, high_energy, best = guess, energy, x
         else:
-            low = mid
+            low, low_energy = guess, energy
     return high, best
 
 
