@@ -204,6 +204,13 @@ def test_each_mistake_is_one_clear_line(tariff: dict[str, Any], expected: str) -
     assert expected in problems_of(tariff)
 
 
+def test_describe_for_the_summary() -> None:
+    config = load_config(EXAMPLES / "example-tariff-tou.toml")
+    assert config.tariff.describe() == ("'SCE TOU-EV-4 (2019-03)': 12 time-of-use periods in 2 seasons, demand charge "
+                                        "15.51 USD/kW; plans every 15 min over 48 h")
+    assert parse_config(site({})).tariff.describe().startswith("none (OpenADR prices only")
+
+
 def test_day_names_and_ranges() -> None:
     config = parse_config(site({"periods": [
         period("weekend", "00:00", "24:00", days=["sat", "sunday"]),

@@ -259,6 +259,21 @@ class TariffSection(_Strict):
             seasons=self._core_seasons(), demand_charge_kw=self.demand_charge_kw,
         )
 
+    def describe(self) -> str:
+        """One line for `check-config`'s summary."""
+        if self.periods:
+            kind = f"{len(self.periods)} time-of-use periods" + (f" in {len(self.seasons)} seasons"
+                                                                 if self.seasons else "")
+        elif self.hourly:
+            kind = "24 hourly prices"
+        elif self.flat_price is not None:
+            kind = f"flat {self.flat_price:g} {self.currency}/kWh"
+        else:
+            kind = "none (OpenADR prices only; without them every hour costs the same)"
+        name = f"{self.name!r}: " if self.name else ""
+        demand = f", demand charge {self.demand_charge_kw:g} {self.currency}/kW" if self.demand_charge_kw else ""
+        return f"{name}{kind}{demand}; plans every {self.plan.interval_min} min over {self.plan.horizon_h:g} h"
+
     def to_settings(self, ev_capacity_kw: float | None = None) -> PlanSettings:
         plan = self.plan
         return PlanSettings(
