@@ -129,15 +129,19 @@ async def floor_rounds(count: int, rounds: int) -> list[list[float]]:
 # ----------------------------------------------------------------------------------------------- gateway
 
 
+def ids(count: int) -> list[str]:
+    return [f"cp{i:04d}" for i in range(count)]
+
+
 def chargers(count: int) -> list[ChargerSection]:
-    return [ChargerSection(id=f"cp{i:04d}", protocol="ocpp1.6", phases=("L1", "L2", "L3"), max_a=32, fallback_a=8)
-            for i in range(count)]
+    return [ChargerSection(id=cid, protocol="ocpp1.6", phases=("L1", "L2", "L3"), max_a=32, fallback_a=8)
+            for cid in ids(count)]
 
 
 async def gateway_rounds(count: int, rounds: int) -> list[list[float]]:
     # no meter traffic here, as in the floor run: the rounds compare the same work
     section = OcppSection(port=0, lease_s=600, ack_wait_s=60, response_timeout_s=30, meter_interval_s=3600)
-    driver = OcppDriver(section, chargers(count))
+    driver = OcppDriver(section, chargers(count), dict.fromkeys(ids(count), 690.0))
     async with driver:
         proc = await spawn_sims(f"ws://127.0.0.1:{driver.server.port}/ocpp", count, 3600)
         try:
@@ -166,7 +170,7 @@ async def booted(driver: OcppDriver) -> None:
 
 async def gateway_load(count: int, seconds: float, meter_s: float) -> str:
     section = OcppSection(port=0, lease_s=120, meter_interval_s=int(meter_s))
-    driver = OcppDriver(section, chargers(count))
+    driver = OcppDriver(section, chargers(count), dict.fromkeys(ids(count), 690.0))
     readings = 0
 
     async def consume() -> None:  # the runtime reads every reading; so does the bench

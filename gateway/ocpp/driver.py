@@ -60,13 +60,17 @@ class OcppDriver:
         self.history: deque[LimitRecord] = deque(maxlen=10_000)
         ctx = Context(section, clock, self.history, lambda ctl: self._publish(ctl, measured=False))
         self.controls: dict[str, Control] = {}
+        guessed: list[str] = []
         for c in ocpp:
             wpa = (watts_per_amp or {}).get(c.id)
             if wpa is None:  # the runtime passes the real figure (from_config); this guess is for tests
                 wpa = 230.0 * number_phases(len(c.phases))
-                log.warning("ocpp charger=%s: no site voltage given, W limits assume 230 V per phase", c.id)
+                guessed.append(c.id)
             self.controls[c.id] = Control(c, wpa, ctx, ChargerView(c.id, c.phases),
                                           DrawWatch(window_s=section.hand_back_after_s))
+        if guessed:
+            log.warning("ocpp: no site voltage given for %d charger(s) (%s): W limits assume 230 V per phase",
+                        len(guessed), ", ".join(guessed[:5]) + (", ..." if len(guessed) > 5 else ""))
         self.server = OcppServer(section, ocpp, self._serve_station)
         self._subscribers: list[asyncio.Queue[ChargerReading]] = []
         self._tasks: set[asyncio.Task[object]] = set()
