@@ -4,8 +4,9 @@ Run on purpose (`python bench/plan_speed.py`), never as a test. Each session has
 energy request and departure (a few without); the site's EV capacity binds in the evening, the tariff
 is a two-period TOU with a price spike event, and cases with and without a demand-charge peak target are
 timed, the latter also "warm" (the raised target passed back in, as the control loop does). Reports the
-median and worst of a few recomputations, the slot count and the energy left unmet (the site is overloaded
-on purpose: some requests cannot be met by any plan).
+median and worst of a few recomputations, the slot count, the energy left unmet (the site is overloaded
+on purpose: some requests cannot be met by any plan), and the planned cost per kWh against charging as
+fast as possible (which also delivers less: it fills early capacity with cars that could have waited).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from gateway.domain import EvseState, Segment
-from gateway.planner import PlanSettings, apply_targets, build_slots, make_plan
+from gateway.planner import PlanSettings, apply_targets, asap_plan, build_slots, make_plan
 from gateway.tariff import Tariff, TouPeriod, price_timeline
 
 NOW = datetime(2026, 11, 25, 16, 0, tzinfo=UTC)
@@ -64,12 +65,21 @@ def run(n: int, repeats: int, peak: float | None, seed: int, kw_each: float = 4.
         apply_targets(evses, again)
         warm.append(time.perf_counter() - t0)
     assert plan is not None
+    # Cost and energy of the sessions that said what they need (the others take whatever is left).
+    fast = asap_plan(evses, plan.slots, NOW, settings)
+    known = [ident for ident, p in plan.sessions.items() if p.energy_known]
+    planned_kwh = sum(plan.sessions[i].planned_kwh for i in known)
+    fast_kwh = sum(fast.sessions[i].planned_kwh for i in known)
+    plan_cost = sum(plan.session_cost(i) for i in known)
+    fast_cost = sum(fast.session_cost(i) for i in known)
     unmet = sum(p.unmet_kwh for p in plan.sessions.values())
     asked = sum(p.requested_kwh for p in plan.sessions.values() if p.energy_known)
     return {
         "sessions": n, "slots": len(plan.slots), "median_ms": statistics.median(times) * 1000,
         "max_ms": max(times) * 1000, "warm_median_ms": statistics.median(warm) * 1000,
         "unmet_kwh": round(unmet, 2), "asked_kwh": round(asked, 1),
+        "plan_per_kwh": plan_cost / planned_kwh if planned_kwh else 0.0, "planned_kwh": round(planned_kwh, 1),
+        "asap_per_kwh": fast_cost / fast_kwh if fast_kwh else 0.0, "asap_kwh": round(fast_kwh, 1),
         "peak_target_kw": round(plan.peak_kw, 1) if plan.peak_kw is not None else -1.0,
     }
 
@@ -92,11 +102,12 @@ def main() -> None:
         print(json.dumps(rows, indent=2))
         return
     print(f"{'sessions':>8} {'slots':>5} {'peak target':>12} {'median ms':>10} {'max ms':>8} {'warm ms':>8} "
-          f"{'unmet kWh':>10} {'of kWh':>8}")
+          f"{'unmet kWh':>10} {'of kWh':>8} {'plan kWh':>9} {'plan $/kWh':>10} {'asap kWh':>9} {'asap $/kWh':>10}")
     for r in rows:
         target = f"{r['peak_target_kw']:.0f} kW" if r["peak_target_kw"] >= 0 else "none"
         print(f"{r['sessions']:>8} {r['slots']:>5} {target:>12} {r['median_ms']:>10.1f} {r['max_ms']:>8.1f} "
-              f"{r['warm_median_ms']:>8.1f} {r['unmet_kwh']:>10.1f} {r['asked_kwh']:>8.0f}")
+              f"{r['warm_median_ms']:>8.1f} {r['unmet_kwh']:>10.1f} {r['asked_kwh']:>8.0f} "
+              f"{r['planned_kwh']:>9.0f} {r['plan_per_kwh']:>10.4f} {r['asap_kwh']:>9.0f} {r['asap_per_kwh']:>10.4f}")
 
 
 if __name__ == "__main__":
