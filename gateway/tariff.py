@@ -2,10 +2,10 @@
 
 Pure (no clock, no I/O). A `Tariff` is a flat price, 24 hourly prices, or time-of-use periods by weekday and
 season, in the site's local time, with an optional demand charge per kW of the month's highest 15-minute
-average. `price_timeline` cuts [start, end) into `PriceStep`s with one price each: where a schedule
-`Segment` carries a price (an ELECTRICITY_PRICE / ENERGY_PRICE event) that price wins, elsewhere the
-tariff's. `demand_peak_kw` gives the month's peak so far from meter readings, for the planner's target and
-the status page. Validation of a tariff a user wrote lives with its config section
+average; holidays are priced like Sundays. `price_timeline` cuts [start, end) into `PriceStep`s with one price
+each: where a schedule `Segment` carries a price (an ELECTRICITY_PRICE / ENERGY_PRICE event) that price wins,
+elsewhere the tariff's. `demand_peak_kw` gives the month's peak so far from meter readings, for the planner's
+target and the status page. Validation of a tariff a user wrote lives with its config section
 (`gateway.config.tariff`); here a `Tariff` is assumed consistent and the first matching period wins.
 """
 
@@ -62,6 +62,14 @@ class Tariff:
     periods: tuple[TouPeriod, ...] = ()
     seasons: tuple[Season, ...] = ()
     demand_charge_kw: float | None = None  # per kW of the month's highest 15-minute average
+    # Days priced like a Sunday (US TOU rates price holidays as weekends): (month, day) every year, or dates.
+    holidays: frozenset[tuple[int, int] | date] = frozenset()
+
+    def weekday_of(self, day: date) -> int:
+        """The weekday (0 = Monday) whose prices apply on `day`: Sunday's on a holiday."""
+        if day in self.holidays or (day.month, day.day) in self.holidays:
+            return 6
+        return day.weekday()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +93,7 @@ def day_prices(tariff: Tariff, day: date) -> list[tuple[int, int, float | None, 
     """The tariff on one local day: (start minute, end minute, price, source), covering 0..1440 in order."""
     if tariff.periods:
         season = season_of(tariff, day)
-        weekday = day.weekday()
+        weekday = tariff.weekday_of(day)
         applicable = sorted(
             (p for p in tariff.periods
              if weekday in p.days and (not p.seasons or (season is not None and season in p.seasons))),

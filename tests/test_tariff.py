@@ -62,6 +62,19 @@ def test_sce_tou_ev_4_by_season_weekday_and_hour() -> None:
     assert price_at(t, datetime(2026, 10, 1, 13, 0)) == 0.0869
 
 
+def test_holidays_are_priced_like_sundays() -> None:
+    t = sce()
+    assert price_at(t, datetime(2026, 11, 26, 13, 0)) == 0.06087  # Thanksgiving, a Thursday
+    assert price_at(t, datetime(2026, 7, 3, 13, 0)) == 0.26668  # the Friday before is a weekday
+    assert price_at(t, datetime(2026, 7, 4, 13, 0)) == 0.05623
+    assert price_at(t, datetime(2027, 12, 24, 13, 0)) == 0.0869
+    assert price_at(t, datetime(2027, 12, 27, 13, 0)) == 0.0869  # a Monday; "12-25" is the date itself
+    problems = problems_of({"flat_price": 0.1, "holidays": ["12-32", "2026-02-30", 7]})
+    assert problems == ["tariff.holidays: '12-32' is not a day of the year"]
+    assert problems_of({"flat_price": 0.1, "holidays": "12-25"}) == [
+        "tariff.holidays: expected a list of days like ['12-25', '2026-11-26'] (got '12-25')"]
+
+
 def test_steps_are_contiguous_across_a_dst_change() -> None:
     t = sce()
     start = datetime(2026, 10, 31, 12, 0, tzinfo=UTC)  # clocks go back in Los Angeles on Nov 1

@@ -1,11 +1,12 @@
 """The `[tariff]` section: what energy costs when no VTN sends prices, and how charging is planned around it.
 
 A tariff is one of `flat_price`, `hourly` (24 prices, local hours 0..23) or `[[tariff.periods]]` (time-of-use
-periods by weekday and, with `[[tariff.seasons]]`, by season), plus an optional `demand_charge_kw`. Times
-are the site's local time (`site.timezone`). Periods must cover every minute of every day of every season
-exactly once: an overlap or a gap is one error line each, with the field path and the days and times at
-fault, so `gateway check-config` says what to fix. `[tariff.plan]` tunes the planner (`gateway.planner`).
-`to_tariff` and `to_settings` turn the section into the pure core's `Tariff` and `PlanSettings`.
+periods by weekday and, with `[[tariff.seasons]]`, by season), plus an optional `demand_charge_kw`. Times are
+the site's local time (`site.timezone`); `holidays` are priced like Sundays. Periods must cover every minute
+of every day of every season exactly once: an overlap or a gap is one error line each, with the field path and
+the days and times at fault, so `gateway check-config` says what to fix. `[tariff.plan]` tunes the planner
+(`gateway.planner`). `to_tariff` and `to_settings` turn the section into the pure core's `Tariff` and
+`PlanSettings`.
 """
 
 from __future__ import annotations
@@ -150,7 +151,29 @@ class TariffSection(_Strict):
     periods: tuple[PeriodEntry, ...] = ()
     seasons: tuple[SeasonEntry, ...] = ()
     demand_charge_kw: float | None = Field(default=None, ge=0, le=1000)  # per kW of the month's 15-min peak
+    # Priced like a Sunday: "12-25" every year, "2026-11-26" once (floating holidays).
+    holidays: tuple[tuple[int, int] | date, ...] = ()
     plan: PlanSection = Field(default_factory=PlanSection)
+
+    @field_validator("holidays", mode="before")
+    @classmethod
+    def _holidays(cls, value: object) -> tuple[tuple[int, int] | date, ...]:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"expected a list of days like ['12-25', '2026-11-26'] (got {value!r})")
+        out: list[tuple[int, int] | date] = []
+        for item in value:
+            if isinstance(item, date):
+                out.append(item)  # TOML's own date literal
+                continue
+            text = str(item).strip()
+            if text.count("-") == 2:
+                try:
+                    out.append(date.fromisoformat(text))
+                except ValueError:
+                    raise ValueError(f"{item!r} is not a date (YYYY-MM-DD)") from None
+            else:
+                out.append(_month_day(text))
+        return tuple(out)
 
     @field_validator("hourly")
     @classmethod
@@ -257,6 +280,7 @@ class TariffSection(_Strict):
             periods=tuple(TouPeriod(p.name, p.price, p.days, p.start, p.end, frozenset(p.seasons))
                           for p in self.periods),
             seasons=self._core_seasons(), demand_charge_kw=self.demand_charge_kw,
+            holidays=frozenset(self.holidays),
         )
 
     def describe(self) -> str:
