@@ -40,22 +40,19 @@ def input_model() -> type[BaseModel]:
     from gateway.allocation_input import AllocationIn
     from gateway.config.tariff import PlanSection, TariffSection
 
-    class _In(BaseModel):
+    class Stretch(BaseModel):
+        """A stretch of time from `start`, open-ended without `end`."""
+
         model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-    class PriceIn(_In):
         start: AwareDatetime
         end: AwareDatetime | None = None
+
+    class PriceIn(Stretch):
         price: float = Field(ge=-10, le=100)
 
-
-    class LimitIn(_In):
-        start: AwareDatetime
-        end: AwareDatetime | None = None
+    class LimitIn(Stretch):
         site_kw: float | None = Field(default=None, ge=0)
         ev_kw: float | None = Field(default=None, ge=0)
-
 
     class PlanIn(AllocationIn):
         tariff: TariffSection | None = None
@@ -80,8 +77,8 @@ def input_model() -> type[BaseModel]:
             problems: list[str] = []
             for kind, items in (("prices", self.prices), ("limits", self.limits)):
                 ordered = sorted(range(len(items)), key=lambda n: items[n].start)
-                for n in range(len(items)):
-                    if items[n].end is not None and items[n].end <= items[n].start:  # type: ignore[operator]
+                for n, item in enumerate(items):
+                    if item.end is not None and item.end <= item.start:
                         problems.append(f"{kind}[{n}].end: not after its start")
                 for a, b in itertools.pairwise(ordered):
                     end_a = items[a].end
