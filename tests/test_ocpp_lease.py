@@ -17,7 +17,7 @@ from gateway.domain import ChargerReading, ChargerStatus
 from gateway.ocpp import OcppDriver
 from gateway.ocpp.cp201 import Cp201
 from gateway.ports import EvseDriver
-from gateway.sim.ocpp_cp import Ev, SimChargePoint
+from gateway.sim.ocpp_cp import Ev, Quirks, SimChargePoint
 
 PASSWORD = "correct-horse-1"
 
@@ -76,7 +76,8 @@ async def test_boot_installs_the_base_profile_before_any_limit(site: tuple[OcppD
     await until(lambda: sim.limit_a() == 8.0)
     await sim.plug_in()
     assert sim.draw_a() == 8.0  # the fallback holds from the first second, not "unlimited"
-    assert driver.applied_limit(driver.controls["cp1"]) == 8.0
+    # counted at its maximum until the live slot is known empty, then at its fallback
+    await until(lambda: driver.applied_limit(driver.controls["cp1"]) == 8.0)
 
 
 async def test_a_limit_takes_effect_and_the_fallback_returns_when_the_gateway_dies(
@@ -223,3 +224,36 @@ async def test_composite_schedule_shows_the_limit_in_force() -> None:
             assert schedule is not None and schedule["charging_schedule_period"][0]["limit"] == 12.5
         finally:
             await sim.stop()
+
+
+async def test_after_a_gateway_restart_an_old_live_profile_is_cleared_before_fallback_is_believed() -> None:
+    first = OcppDriver(section(lease_s=60), [charger("cp1")])
+    await first.start()
+    port = first.server.port
+    sim = SimChargePoint(base_url(first), "cp1", password=PASSWORD, quirks=Quirks(boot_on_reconnect=False))
+    await sim.start()
+    try:
+        await until(lambda: sim.limit_a() == 8.0)
+        await first.apply_limits({"cp1": 24.0}, "before the crash")
+        await first.stop(release=False)  # dies: the charger keeps 24 A for up to a minute
+        assert sim.limit_a() == 24.0
+        second = OcppDriver(section(lease_s=60, port=port), [charger("cp1")])
+        seen: list[ChargerReading] = []
+
+        async def collect() -> None:
+            async for reading in second.readings():
+                seen.append(reading)
+
+        async with second:
+            task = asyncio.create_task(collect())
+            try:
+                await until(lambda: second.controls["cp1"].station is not None, timeout_s=5.0)
+                await until(lambda: sim.limit_a() == 8.0)  # the stale 24 A profile is gone
+                await until(lambda: seen[-1].applied_limit_a == 8.0)
+                # until then nobody claimed the charger was at its fallback
+                before = [r.applied_limit_a for r in seen[:-1] if r.applied_limit_a is not None]
+                assert all(a == 32.0 for a in before[1:])
+            finally:
+                task.cancel()
+    finally:
+        await sim.stop()

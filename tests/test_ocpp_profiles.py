@@ -110,6 +110,9 @@ def test_what_a_charger_may_draw_is_its_maximum_until_confirmed() -> None:
     ctl.station = object()  # type: ignore[assignment]
     assert ctl.applied_limit() == 32  # a new connection whose base is not confirmed yet
     ctl.base_purpose = "ChargePointMaxProfile"
+    assert ctl.applied_limit() == 32  # the live slot may hold a profile from before (a gateway restart)
+    ctl.live_known_on = ctl.station
+    assert ctl.applied_limit() == 8
     ctl.acked_a, ctl.lease_until = 16.0, NOW + timedelta(seconds=2)
     assert ctl.applied_limit() == 16
     ctl.in_flight = 1

@@ -80,6 +80,7 @@ class Control:
     acked_a: float | None = None  # the live limit last acknowledged, in force until lease_until
     acked_on: Station | None = None  # the connection that acknowledged it
     acked_at: datetime | None = None
+    live_known_on: Station | None = None  # the connection on which we set or cleared the live slot
     lease_until: datetime | None = None
     in_flight: int = 0
     failed: bool = False
@@ -94,9 +95,12 @@ class Control:
 
     def applied_limit(self) -> float:
         """The most the charger may draw as far as we know: its maximum while anything is unconfirmed
-        (a push in flight or refused, or a connection whose base profile is not in yet)."""
+        (a push in flight or refused, or a connection whose base profile is not in yet or whose live slot
+        may still hold a profile from before: after a gateway restart, say)."""
         now = self.ctx.clock()
-        if self.in_flight or self.failed or (self.station is not None and self.base_purpose is None):
+        if self.in_flight or self.failed:
+            return self.charger.max_a
+        if self.station is not None and (self.base_purpose is None or self.live_known_on is not self.station):
             return self.charger.max_a
         if self.acked_a is not None and self.lease_until is not None and now < self.lease_until:
             return self.acked_a
@@ -197,7 +201,7 @@ class Control:
                 log.warning("ocpp charger=%s takes limits only at stack level 0: no lease, it keeps its last "
                             "limit (not its fallback) if the gateway goes away", self.charger.id)
         self.strategy = i
-        self.acked_a, self.acked_on, self.acked_at = amps, station, now
+        self.acked_a, self.acked_on, self.acked_at, self.live_known_on = amps, station, now, station
         self.lease_until = now + (self.ctx.lease if strategy.leased else UNLEASED)
         self.failed, self.next_try = False, None
 
@@ -229,11 +233,28 @@ class Control:
             else:
                 log.error("ocpp charger=%s accepted no base profile: without the gateway it charges unlimited",
                           self.charger.id)
-        self.ctx.changed(self)
         await station.configure(self.ctx.section.meter_interval_s)
         delivered = self.acked_a == self.desired_a and self.acked_on is station
         if self.desired_a is not None and not delivered and not self.in_flight:
             await self.push("reconnect: " + (self.reason or "limit"))
+        elif self.desired_a is None and self.live_known_on is not station:
+            await self._clear_stale_live(station)
+        self.ctx.changed(self)
+
+    async def _clear_stale_live(self, station: Station) -> None:
+        """No limit to give yet (a fresh start): empty the live slot, which may hold a leased profile from a
+        gateway that died, so the charger is really at its fallback when we say it is."""
+        strategy = self.strategies[self.strategy] if self.strategies else None
+        if strategy is not None and not strategy.leased:
+            self.live_known_on = station  # the base just went into the shared slot
+            return
+        async with self.lock:
+            if self.desired_a is not None or self.live_known_on is station:
+                return  # a push got in first: the slot holds a limit we know
+            outcome = await station.clear_profile(LIVE_PROFILE_ID)
+        if outcome.accepted and self.station is station:
+            self.live_known_on = station
+            self.acked_a = None
 
     async def release(self) -> None:
         """Put the charger on its fallback now (a clean stop)."""

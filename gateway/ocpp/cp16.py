@@ -22,6 +22,7 @@ from gateway.ocpp.link import (
     Outcome,
     after,
     attempt,
+    cleared,
     next_message_id,
     on,
     status_is_accepted,
@@ -165,7 +166,7 @@ class Cp16(GuardedRouting, ChargePoint):  # type: ignore[misc]
 
     async def clear_profile(self, profile_id: int) -> Outcome:
         return await attempt(lambda: self.call(call.ClearChargingProfile(id=profile_id), suppress=False),
-                             status_is_accepted)
+                             cleared)
 
     async def trigger_meter_values(self) -> Outcome:
         return await attempt(lambda: self.call(call.TriggerMessage(requested_message="MeterValues"), suppress=False),

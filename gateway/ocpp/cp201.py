@@ -20,6 +20,7 @@ from gateway.ocpp.link import (
     Outcome,
     after,
     attempt,
+    cleared,
     next_message_id,
     on,
     status_is_accepted,
@@ -204,7 +205,7 @@ class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
 
     async def clear_profile(self, profile_id: int) -> Outcome:
         return await attempt(lambda: self.call(call.ClearChargingProfile(charging_profile_id=profile_id),
-                                               suppress=False), status_is_accepted)
+                                               suppress=False), cleared)
 
     async def composite_schedule(self, evse_id: int, duration_s: int) -> dict[str, Any] | None:
         """What the station says it will apply (many models refuse this; None then)."""

@@ -88,7 +88,9 @@ class Station(Protocol):
 
     async def set_profile(self, spec: ProfileSpec) -> Outcome: ...
 
-    async def clear_profile(self, profile_id: int) -> Outcome: ...
+    async def clear_profile(self, profile_id: int) -> Outcome:
+        """Accepted also when the charger had no such profile."""
+        ...
 
     async def trigger_meter_values(self) -> Outcome: ...
 
@@ -124,6 +126,12 @@ async def attempt(call: Callable[[], Awaitable[Any]], accept: Callable[[Any], st
 def status_is_accepted(result: Any) -> str | None:
     status = getattr(result, "status", None)
     return None if status == "Accepted" else f"answered {status}"
+
+
+def cleared(result: Any) -> str | None:
+    """ClearChargingProfile: "Unknown" (no such profile) leaves the slot as empty as "Accepted" does."""
+    status = getattr(result, "status", None)
+    return None if status in ("Accepted", "Unknown") else f"answered {status}"
 
 
 def _unhandled(action: object, version: str) -> OCPPError:
