@@ -362,6 +362,7 @@ def _fill(sessions: list[_Session], slots: Sequence[Slot], caps: list[float]) ->
     # session that needs energy never gives any up (only satisfied ones are rerouted), so entries only
     # ever go stale, and are dropped when looked at.
     takers: dict[int, list[int]] = {}
+    taker_slots: dict[int, set[int]] = {}  # the same, by session: where it may still take more
     for k in order:
         if unmet <= EPS:
             break
@@ -386,36 +387,30 @@ def _fill(sessions: list[_Session], slots: Sequence[Slot], caps: list[float]) ->
         if room[k] <= EPS:
             if waiting:
                 takers[k] = waiting
+                for i in waiting:
+                    taker_slots.setdefault(i, set()).add(k)
             continue
         if unmet <= EPS:
             continue
         # Any path into k ends in an open slot where a session that still needs energy has room to take
         # more; without one (the usual case once the sessions that leave early are as full as they can be)
         # there is nothing to search for.
-        _prune(takers, sessions, x, residual)
-        if not takers:
+        for i in [i for i, where in taker_slots.items() if residual[i] <= EPS or not where]:
+            del taker_slots[i]
+        if not taker_slots:
             continue
-        unmet -= _swap(sessions, x, residual, room, k, by_departure, lasts, takers)
+        unmet -= _swap(sessions, x, residual, room, k, by_departure, lasts, takers, taker_slots)
         while room[k] > EPS and unmet > EPS:
-            pushed = _augment(sessions, x, residual, room, k, by_departure, lasts)
+            pushed = _augment(sessions, x, residual, room, k, by_departure, lasts, taker_slots)
             if pushed <= EPS:
                 break
             unmet -= pushed
     return x
 
 
-def _prune(takers: dict[int, list[int]], sessions: list[_Session], x: list[dict[int, float]],
-           residual: list[float]) -> None:
-    for b in list(takers):
-        live = [i for i in takers[b] if residual[i] > EPS and x[i].get(b, 0.0) < sessions[i].caps[b] - EPS]
-        if live:
-            takers[b] = live
-        else:
-            del takers[b]
-
-
 def _swap(sessions: list[_Session], x: list[dict[int, float]], residual: list[float], room: list[float],
-          target: int, by_departure: list[int], lasts: list[int], takers: dict[int, list[int]]) -> float:
+          target: int, by_departure: list[int], lasts: list[int], takers: dict[int, list[int]],
+          taker_slots: dict[int, set[int]]) -> float:
     """The short augmenting paths in bulk: a session moves energy from slot b to `target`, one in need takes b.
 
     These are nearly all the paths a busy site needs, and finding them directly is far cheaper than a
@@ -435,6 +430,7 @@ def _swap(sessions: list[_Session], x: list[dict[int, float]], residual: list[fl
                 u_room = sessions[u].caps[b] - x[u].get(b, 0.0)
                 if residual[u] <= EPS or u_room <= EPS:
                     waiting.pop()  # satisfied or full there: it will not take b again
+                    taker_slots.get(u, set()).discard(b)
                     continue
                 take = min(room[target], caps_j[target] - x_j.get(target, 0.0), x_j[b], residual[u], u_room)
                 x_j[target] = x_j.get(target, 0.0) + take
@@ -453,7 +449,7 @@ def _swap(sessions: list[_Session], x: list[dict[int, float]], residual: list[fl
 
 
 def _augment(sessions: list[_Session], x: list[dict[int, float]], residual: list[float], room: list[float],
-             target: int, by_departure: list[int], lasts: list[int]) -> float:
+             target: int, by_departure: list[int], lasts: list[int], taker_slots: dict[int, set[int]]) -> float:
     """One augmenting path into slot `target`: a session with unmet demand takes a slot another gives up.
 
     Breadth-first from `target`: a session present there with room to take more either still needs energy
@@ -516,6 +512,8 @@ def _augment(sessions: list[_Session], x: list[dict[int, float]], residual: list
         return 0.0
     for j, b in path:
         x[j][b] = x[j].get(b, 0.0) + delta
+        if x[j][b] >= sessions[j].caps[b] - EPS:
+            taker_slots.get(j, set()).discard(b)
     for j, c in gives:
         x[j][c] -= delta
         if x[j][c] <= EPS:
