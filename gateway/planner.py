@@ -450,16 +450,19 @@ def _swap(sessions: list[_Session], x: list[dict[int, float]], residual: list[fl
 
 def _augment(sessions: list[_Session], x: list[dict[int, float]], residual: list[float], room: list[float],
              target: int, by_departure: list[int], lasts: list[int], taker_slots: dict[int, set[int]]) -> float:
-    """One augmenting path into slot `target`: a session with unmet demand takes a slot another gives up.
+    """Augmenting paths into slot `target`: sessions with unmet demand take slots others give up.
 
     Breadth-first from `target`: a session present there with room to take more either still needs energy
-    (done) or gives up energy in another open slot, where another session may take it over, and so on.
-    Returns the energy pushed (0 when no path exists).
+    (a path ends) or gives up energy in another open slot, where another session may take it over, and so
+    on. One search finds many paths; each is then pushed as far as what is left along it allows (a later
+    path may share a step an earlier one used up, and then carries less or nothing). Returns the energy
+    pushed (0 when no path exists).
     """
     came_to: dict[int, int] = {}  # session → slot where it takes more
     came_slot: dict[int, int] = {target: -1}  # slot → session that gives it up
     queue = deque([target])
-    found = -1
+    found: list[int] = []
+    wanted = 0.0
     n = len(by_departure)
     # Sessions are visited once; `skip` jumps over visited positions of `by_departure` (path halving), so
     # each slot's scan costs what it visits plus the sessions already full there, not the whole site.
@@ -471,7 +474,7 @@ def _augment(sessions: list[_Session], x: list[dict[int, float]], residual: list
             p = skip[p]
         return p
 
-    while queue and found < 0:
+    while queue and wanted < room[target]:
         b = queue.popleft()
         p = unvisited(bisect.bisect_left(lasts, b))
         while p < n:
@@ -482,17 +485,28 @@ def _augment(sessions: list[_Session], x: list[dict[int, float]], residual: list
             skip[p] = p + 1
             came_to[j] = b
             if residual[j] > EPS:
-                found = j
-                break
-            for c, amount in x[j].items():
-                if amount > EPS and c not in came_slot:
-                    came_slot[c] = j
-                    queue.append(c)
+                found.append(j)  # it takes more and gives nothing up: the end of a path
+                wanted += residual[j]
+            else:
+                for c, amount in x[j].items():
+                    if amount > EPS and c not in came_slot:
+                        came_slot[c] = j
+                        queue.append(c)
             p = unvisited(p + 1)
-    if found < 0:
-        return 0.0
+    pushed = 0.0
+    for end in found:
+        if room[target] <= EPS:
+            break
+        pushed += _push(sessions, x, residual, room, target, end, came_to, came_slot, taker_slots)
+    return pushed
+
+
+def _push(sessions: list[_Session], x: list[dict[int, float]], residual: list[float], room: list[float],
+          target: int, end: int, came_to: dict[int, int], came_slot: dict[int, int],
+          taker_slots: dict[int, set[int]]) -> float:
+    """Push what is left along the search tree's path from `end` back to `target`; the energy pushed."""
     path: list[tuple[int, int]] = []  # (session, slot it takes more in)
-    j = found
+    j = end
     while True:
         b = came_to[j]
         path.append((j, b))
@@ -503,7 +517,7 @@ def _augment(sessions: list[_Session], x: list[dict[int, float]], residual: list
     # Each session further along the path gives up, in the slot the one before it takes more in, what it
     # takes more of in its own slot.
     gives = [(later, slot) for (later, _), (_, slot) in zip(path[1:], path[:-1], strict=True)]
-    delta = min(room[target], residual[found])
+    delta = min(room[target], residual[end])
     for j, b in path:
         delta = min(delta, sessions[j].caps[b] - x[j].get(b, 0.0))
     for j, c in gives:
@@ -518,7 +532,7 @@ def _augment(sessions: list[_Session], x: list[dict[int, float]], residual: list
         x[j][c] -= delta
         if x[j][c] <= EPS:
             del x[j][c]
-    residual[found] -= delta
+    residual[end] -= delta
     room[target] -= delta
     return delta
 
