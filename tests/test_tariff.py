@@ -336,7 +336,14 @@ def test_gateway_plan_takes_the_tariff_from_a_site_config(tmp_path: Path, capsys
     overnight = result["sessions"][0]
     assert {p["price"] for p in overnight["profile"]} == {0.05623}  # summer off-peak only
     assert result["planned"]["peak_target_kw"] == 8
+    assert result["planned"]["peak_raise_cost"] == 0.0
     assert max(s["ev_kw"] for s in result["site"]) <= 8 + 1e-9
+    data["peak_kw"] = 1.0  # too low for cp-2 to leave at 19:00 with its 8 kWh: raised, and its cost shown
+    path.write_text(json.dumps(data), encoding="utf-8")
+    assert main(["plan", str(path), "--json", "--config", str(EXAMPLES / "example-tariff-tou.toml")]) == 0
+    planned = json.loads(capsys.readouterr().out)["planned"]
+    assert planned["peak_target_kw"] > 1.0
+    assert planned["peak_raise_cost"] == pytest.approx((planned["peak_target_kw"] - 1.0) * 15.51, abs=0.01)
 
 
 @settings(max_examples=60, deadline=None)

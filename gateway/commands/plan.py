@@ -193,7 +193,7 @@ def compute(spec: Any) -> dict[str, Any]:
     from gateway.config.tariff import PlanSection, TariffSection
     from gateway.domain import Segment
     from gateway.planner import apply_targets, asap_plan, build_slots, make_plan, targets
-    from gateway.tariff import price_timeline
+    from gateway.tariff import demand_charge_at, price_timeline
 
     section = spec.plan or (spec.tariff.plan if spec.tariff is not None else PlanSection())
     tariff = spec.tariff.to_tariff(spec.timezone) if spec.tariff is not None else None
@@ -224,6 +224,8 @@ def compute(spec: Any) -> dict[str, Any]:
     site_limits = replace(problem.limits, site_kw=site_kw, ev_kw=ev_limit)
     allocation = allocate(replace(problem, evses=planned, limits=site_limits))
     wants = targets(plan, evses)
+    # What raising the month's peak costs: the demand charge in force now (an event's, else the tariff's).
+    charge = demand_charge_at(tariff, price_events, now)
     zone = ZoneInfo(spec.timezone)
     currency = tariff.currency if tariff is not None else ""
     sessions = []
@@ -257,7 +259,8 @@ def compute(spec: Any) -> dict[str, Any]:
         "sessions": sessions,
         "planned": {"kwh": round(energy, 3), "cost": round(plan.cost(), 4),
                     "peak_ev_kw": round(max(ev_kw, default=0.0), 3),
-                    "peak_target_kw": None if plan.peak_kw is None else round(plan.peak_kw, 3)},
+                    "peak_target_kw": None if plan.peak_kw is None else round(plan.peak_kw, 3),
+                    "peak_raise_cost": _raise_cost(spec.peak_kw, plan.peak_kw, charge)},
         "as_fast_as_possible": {"kwh": round(base_energy, 3), "cost": round(baseline.cost(), 4),
                                 "peak_ev_kw": round(max(baseline.ev_kw(), default=0.0), 3)},
         "site": [{"start": s.start.astimezone(zone).isoformat(), "end": s.end.astimezone(zone).isoformat(),
@@ -265,6 +268,12 @@ def compute(spec: Any) -> dict[str, Any]:
                   round(s.ev_cap_kw, 3), "price": s.price} for s, kw in zip(slots, ev_kw, strict=True)],
         "allocation": dict(allocation.amps),
     }
+
+
+def _raise_cost(month_peak: float | None, target: float | None, charge: float | None) -> float | None:
+    if month_peak is None or target is None or charge is None:
+        return None
+    return round(max(0.0, target - month_peak) * charge, 4)
 
 
 def _tightest(*limits: float | None) -> float | None:
@@ -316,7 +325,9 @@ def render(result: dict[str, Any]) -> str:
         return f"{part['cost'] / part['kwh']:.4f}{cur}/kWh" if part["kwh"] > 0 else "-"
 
     lines.append(f"planned: {p['kwh']:g} kWh for {p['cost']:.2f}{cur} ({per_kwh(p)}), EV peak {p['peak_ev_kw']:g} kW"
-                 + (f", site target {p['peak_target_kw']:g} kW" if p["peak_target_kw"] is not None else ""))
+                 + (f", site target {p['peak_target_kw']:g} kW" if p["peak_target_kw"] is not None else "")
+                 + (f" (raising the month's peak costs {p['peak_raise_cost']:.2f}{cur})"
+                    if p["peak_raise_cost"] else ""))
     lines.append(f"as fast as possible: {b['kwh']:g} kWh for {b['cost']:.2f}{cur} ({per_kwh(b)}), "
                  f"EV peak {b['peak_ev_kw']:g} kW")
     return "\n".join(lines)
