@@ -17,6 +17,7 @@ import argparse
 import functools
 import itertools
 import json
+import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
@@ -161,10 +162,11 @@ def run(args: argparse.Namespace) -> int:
     except ProblemError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(render(result))
+    try:
+        print(json.dumps(result, indent=2) if args.json else render(result), flush=True)
+    except BrokenPipeError:
+        # `gateway plan … | head`: the reader has seen enough; say nothing more (not even at exit).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
