@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.allocate import Problem, allocate
-from gateway.domain import Circuit, EvseState, Segment
+from gateway.domain import Circuit, EvseState, Segment, SiteLimits
 from gateway.planner import (
     Plan,
     PlanSettings,
@@ -337,3 +337,37 @@ def test_period_price_planner_fits_a_simulator_hook() -> None:
     flat = period_price_planner(ev_capacity_kw=10.0, demand=True)
     caps = flat(cars, NOW, timedelta(minutes=5), prices)
     assert sum(caps.values()) * 0.24 == pytest.approx(3.0, abs=0.6)  # 0.24 kW per A; rounded up to 1 A steps
+
+
+def test_closed_loop_day_meets_departures_and_saves() -> None:
+    """Plan, allocate and charge every 5 minutes for a day: what the plan promises is what the cars get."""
+    step = timedelta(minutes=5)
+    cfg = PlanSettings(ev_capacity_kw=15.0, interval=step)
+    circuits = [Circuit("main", None, 80.0, ("L1", "L2"))]
+    arrivals = [("a", 0.0, 20.0, 14.0), ("b", 0.5, 8.0, 2.5), ("c", 1.0, 30.0, 15.0), ("d", 3.0, 12.0, 12.0)]
+
+    def day(planned: bool) -> tuple[dict[str, float], float]:
+        needed = {ident: kwh for ident, _, kwh, _ in arrivals}
+        cost, moment = 0.0, NOW
+        while moment < NOW + timedelta(hours=16):
+            here = [evse(ident, needed[ident], hours - (moment - NOW).total_seconds() / 3600)
+                    for ident, at, _, hours in arrivals
+                    if NOW + timedelta(hours=at) <= moment < NOW + timedelta(hours=hours) and needed[ident] > 1e-9]
+            if planned:
+                slots = build_slots(moment, cfg, prices=price_timeline(TOU, moment, moment + cfg.horizon))
+                here = apply_targets(here, make_plan(here, slots, moment, cfg))
+            result = allocate(Problem(circuits=circuits, evses=here, now=moment,
+                                      limits=SiteLimits(ev_kw=cfg.ev_capacity_kw)))
+            price = price_timeline(TOU, moment, moment + step)[0].price or 0.0
+            for e in here:
+                kwh = min(needed[e.id], result.amps.get(e.id, 0.0) * e.kw_per_a * step.total_seconds() / 3600)
+                needed[e.id] -= kwh
+                cost += kwh * price
+            moment += step
+        return needed, cost
+
+    left_planned, cost_planned = day(planned=True)
+    left_fast, cost_fast = day(planned=False)
+    assert all(v == pytest.approx(0.0, abs=1e-6) for v in left_fast.values())
+    assert all(v == pytest.approx(0.0, abs=1e-6) for v in left_planned.values())
+    assert cost_planned < 0.6 * cost_fast
