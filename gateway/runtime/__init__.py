@@ -1,0 +1,1 @@
+"""The runtime: the pure decision step, the supervising control loop and the wiring of the adapters."""

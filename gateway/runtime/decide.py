@@ -1,0 +1,300 @@
+"""One control decision, pure: what the site knows now → the limits to have in force and the changes to send.
+
+No I/O and no clock (`now` is a parameter), so every safety rule here is unit-tested. From the circuits
+and chargers of the config (`Site`), the schedule segment in force and an operator cap, the latest
+charger readings, the meters and the smoothing memory, it builds an allocation `Problem`, runs `allocate`
+and `smooth`, and returns the limits, the changes with their reasons (one key=value log line each) and
+the new memory. Pessimism lives here: a charger silent for longer than `charger_stale_s` or with an
+unacknowledged limit is counted at its maximum and not re-allocated; a stale meter counts at the worst it
+read recently; a meter never read leaves nothing for the chargers below it. The non-EV load of a circuit
+is its meter's reading less the managed chargers' measured currents when the meter sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from gateway.allocate import Problem, allocate
+from gateway.domain import (
+    Allocation,
+    ChargerReading,
+    ChargerStatus,
+    Circuit,
+    EvseState,
+    GroupLimit,
+    NonEvLoad,
+    Phase,
+    Segment,
+    SiteLimits,
+)
+from gateway.smoothing import ChargerMemory, SmoothingSettings, remembered, smooth
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+
+@dataclass(frozen=True, slots=True)
+class MeterSpec:
+    id: str
+    circuit: str
+    includes_evs: bool
+    stale_after: timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    """What the decision needs from the config; built once at start."""
+
+    circuits: tuple[Circuit, ...]
+    evses: tuple[EvseState, ...]
+    meters: tuple[MeterSpec, ...]
+    service_id: str
+    ln_v: float
+    power_factor: float
+    smoothing: SmoothingSettings = field(default_factory=SmoothingSettings)
+    min_on_time: timedelta = timedelta(0)
+    charger_stale: timedelta = timedelta(seconds=60)
+    resources: Mapping[str, frozenset[str]] = field(default_factory=dict)  # OpenADR resource → charger ids
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> Site:
+        from gateway.topology import chargers_under, circuit_limits, static_evse
+
+        service = config.site.service_id
+        circuit_ids = {c.id for c in config.circuits} | {service}
+        resources: dict[str, frozenset[str]] = {}
+        for resource, members in config.openadr.resources.items():
+            ids: set[str] = set()
+            for member in members:
+                if member in circuit_ids:  # a circuit stands for every charger below it
+                    ids |= {ch.id for ch in chargers_under(config, member)}
+                else:
+                    ids.add(member)
+            resources[resource] = frozenset(ids)
+        control = config.control
+        return cls(
+            circuits=tuple(circuit_limits(config)),
+            evses=tuple(static_evse(config, ch) for ch in config.chargers),
+            meters=tuple(
+                MeterSpec(m.id, m.circuit or service, m.includes_evs, timedelta(seconds=m.stale_after_s))
+                for m in config.meters
+            ),
+            service_id=service,
+            ln_v=config.site.ln_v,
+            power_factor=config.site.power_factor,
+            smoothing=SmoothingSettings(control.deadband_a, control.ramp_a_per_s),
+            min_on_time=timedelta(seconds=control.min_on_time_s),
+            charger_stale=timedelta(seconds=control.charger_stale_s),
+            resources=resources,
+        )
+
+    def below(self, circuit_id: str) -> set[str]:
+        """`circuit_id` and every circuit under it."""
+        parents = {c.id: c.parent for c in self.circuits}
+        out: set[str] = set()
+        for cid in parents:
+            node: str | None = cid
+            hops = 0
+            while node is not None and hops <= len(parents):
+                if node == circuit_id:
+                    out.add(cid)
+                    break
+                node, hops = parents.get(node), hops + 1
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReading:
+    """The latest good reading of one meter, with the worst current per phase it read recently."""
+
+    meter_id: str
+    current_a: Mapping[Phase, float]
+    measured_at: datetime
+    worst_a: Mapping[Phase, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    now: datetime
+    segment: Segment | None = None
+    operator_cap_kw: float | None = None
+    readings: Mapping[str, ChargerReading] = field(default_factory=dict)
+    meters: Mapping[str, MeterReading] = field(default_factory=dict)
+    want_a: Mapping[str, float | None] = field(default_factory=dict)  # the plan's targets
+    unacked: frozenset[str] = frozenset()  # last limit not acknowledged: assumed at its maximum
+    memory: Mapping[str, ChargerMemory] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitChange:
+    evse_id: str
+    old_a: float
+    new_a: float
+    reason: str
+
+    def log_line(self) -> str:
+        return f"limit charger={self.evse_id} old_a={self.old_a:g} new_a={self.new_a:g} reason={self.reason!r}"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    now: datetime
+    limits: Mapping[str, float]  # in force after this decision (held chargers keep their old one)
+    changes: tuple[LimitChange, ...]
+    memory: Mapping[str, ChargerMemory]
+    allocation: Allocation
+    evses: tuple[EvseState, ...]
+    reasons: Mapping[str, str]  # per charger: why its limit is what it is
+    site_limit_kw: float | None
+    ev_limit_kw: float | None
+    non_ev: tuple[NonEvLoad, ...]
+    non_ev_kw: float
+
+    @property
+    def decreases(self) -> dict[str, float]:
+        return {c.evse_id: c.new_a for c in self.changes if c.new_a < c.old_a}
+
+    @property
+    def increases(self) -> dict[str, float]:
+        return {c.evse_id: c.new_a for c in self.changes if c.new_a >= c.old_a}
+
+
+def measured_a(evse: EvseState, reading: ChargerReading) -> float | None:
+    """The charger's highest phase current, or its power turned into amps when it reports no currents."""
+    currents = [reading.current_a[p] for p in evse.phases if p in reading.current_a]
+    if currents:
+        return max(currents)
+    if reading.power_kw is not None and evse.kw_per_a > 0:
+        return reading.power_kw / evse.kw_per_a
+    return None
+
+
+def charger_states(site: Site, inputs: Inputs) -> tuple[list[EvseState], set[str]]:
+    """Each charger as the allocator sees it now, and the ids of those held at their maximum."""
+    out: list[EvseState] = []
+    held: set[str] = set()
+    for evse in site.evses:
+        reading = inputs.readings.get(evse.id)
+        silent = (
+            reading is None
+            or reading.status is ChargerStatus.OFFLINE
+            or inputs.now - reading.at > site.charger_stale
+        )
+        state = replace(evse, want_a=inputs.want_a.get(evse.id))
+        if reading is not None:
+            state = replace(
+                state,
+                connected=reading.status.connected,
+                measured_a=measured_a(evse, reading),
+                departure=reading.departure,
+            )
+        if silent or evse.id in inputs.unacked:
+            # We cannot know what it draws: it may be at its own maximum until it tells us otherwise.
+            state = replace(state, held_a=evse.max_a)
+            held.add(evse.id)
+        out.append(state)
+    return out, held
+
+
+def non_ev_loads(site: Site, inputs: Inputs, evses: Sequence[EvseState], held: set[str]) -> list[NonEvLoad]:
+    """Per metered circuit and phase: what is not a managed charger, pessimistic when the meter is stale."""
+    circuits = {c.id: c for c in site.circuits}
+    loads: dict[tuple[str, Phase], float] = {}
+    for spec in site.meters:
+        circuit = circuits.get(spec.circuit)
+        if circuit is None:
+            continue
+        reading = inputs.meters.get(spec.id)
+        below = site.below(spec.circuit)
+        for phase in circuit.phases:
+            if reading is None:
+                amps = circuit.limit_of(phase)  # never read: nothing is known to be left for EVs
+            elif inputs.now - reading.measured_at > spec.stale_after:
+                # Stale: the worst it read recently, EVs included (double counting is the safe side).
+                amps = max(reading.worst_a.get(phase, 0.0), reading.current_a.get(phase, 0.0))
+                if not reading.worst_a and not reading.current_a:
+                    amps = circuit.limit_of(phase)
+            else:
+                amps = reading.current_a.get(phase, 0.0)
+                if spec.includes_evs:
+                    # Held chargers are counted at their max anyway; subtracting nothing for them is safe.
+                    amps -= sum(
+                        e.measured_a or 0.0
+                        for e in evses
+                        if e.id not in held and e.circuit in below and phase in e.phases
+                    )
+                # Export (PV) and measurement skew are not credited to the chargers: never below zero.
+                amps = max(0.0, amps)
+            key = (spec.circuit, phase)
+            loads[key] = max(loads.get(key, amps), amps)
+    return [NonEvLoad(c, p, a, inputs.now) for (c, p), a in loads.items()]
+
+
+def _min(*values: float | None) -> float | None:
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
+
+
+def decide(site: Site, inputs: Inputs) -> Decision:
+    now = inputs.now
+    evses, held = charger_states(site, inputs)
+    evses = remembered(evses, inputs.memory)
+    non_ev = non_ev_loads(site, inputs, evses, held)
+    # Non-EV power at the service, for the site kW limit (per-phase amps × line-to-neutral volts).
+    service_amps = sum(load.amps for load in non_ev if load.circuit == site.service_id)
+    non_ev_kw = service_amps * site.ln_v * site.power_factor / 1000.0
+    segment = inputs.segment
+    site_kw = _min(segment.site_kw if segment else None, inputs.operator_cap_kw)
+    ev_kw = segment.ev_kw if segment else None
+    group_kw = segment.group_kw if segment else {}
+    groups = tuple(GroupLimit(rid, site.resources.get(rid, frozenset()), kw) for rid, kw in group_kw.items())
+    why_limit = "; ".join(segment.reasons) if segment and segment.reasons else ""
+    if inputs.operator_cap_kw is not None and site_kw == inputs.operator_cap_kw:
+        why_limit = f"operator cap {inputs.operator_cap_kw:g} kW"
+    problem = Problem(
+        circuits=site.circuits,
+        evses=evses,
+        now=now,
+        non_ev=non_ev,
+        limits=SiteLimits(site_kw=site_kw, ev_kw=ev_kw, non_ev_kw=non_ev_kw, groups=groups, reason=why_limit),
+        min_on_time=site.min_on_time,
+    )
+    raw = allocate(problem)
+    free = [e for e in evses if e.id not in held]
+    limits, new_memory, changes = smooth(raw, free, inputs.memory, now, site.smoothing)
+    reasons: dict[str, str] = {}
+    out_changes: list[LimitChange] = []
+    for change in changes:
+        reason = change.reason
+        if reason in ("site", "ev") or reason.startswith("group:"):
+            reason = f"{reason} ({why_limit})" if why_limit else reason
+        out_changes.append(LimitChange(change.evse_id, change.old_a, change.new_a, reason))
+    for evse in evses:
+        binding = raw.binding.get(evse.id, "")
+        if evse.id in held:
+            mem = inputs.memory.get(evse.id)
+            limits[evse.id] = mem.limit_a if mem is not None else 0.0
+            if mem is not None:
+                new_memory[evse.id] = mem
+            why = "unacknowledged" if evse.id in inputs.unacked else "silent"
+            reasons[evse.id] = f"{why}: counted at max"
+        else:
+            reasons[evse.id] = binding
+    for sent in out_changes:
+        reasons[sent.evse_id] = sent.reason
+    return Decision(
+        now=now,
+        limits=limits,
+        changes=tuple(out_changes),
+        memory=new_memory,
+        allocation=raw,
+        evses=tuple(evses),
+        reasons=reasons,
+        site_limit_kw=site_kw,
+        ev_limit_kw=ev_kw,
+        non_ev=tuple(non_ev),
+        non_ev_kw=non_ev_kw,
+    )

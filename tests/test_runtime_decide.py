@@ -1,0 +1,120 @@
+"""The pure decision step: meters, silent chargers, schedule limits and smoothing turned into limits to send."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from gateway.config import GatewayConfig, parse_config
+from gateway.domain import ChargerReading, ChargerStatus, Segment
+from gateway.runtime.decide import Inputs, MeterReading, Site, decide
+
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def site_config(includes_evs: bool = True) -> GatewayConfig:
+    # 3 × 100 A service, 80 A usable per conductor; two 32 A three-phase chargers; a meter at the service.
+    return parse_config({
+        "site": {"wiring": "three-phase-400/230", "service_breaker_a": 100},
+        "chargers": [
+            {"id": "a", "protocol": "ocpp1.6", "phases": "L1-L2-L3", "max_a": 32},
+            {"id": "b", "protocol": "ocpp2.0.1", "phases": "L1-L2-L3", "max_a": 32},
+        ],
+        "meters": [{"id": "grid", "includes_evs": includes_evs,
+                    "modbus": {"model": "eastron-sdm630", "host": "127.0.0.1"}}],
+        "control": {"min_on_time_s": 0, "deadband_a": 0.5},
+    })
+
+
+def charging(cid: str, amps: float, at: datetime = NOW) -> ChargerReading:
+    return ChargerReading(cid, at, ChargerStatus.CHARGING, current_a={"L1": amps, "L2": amps, "L3": amps})
+
+
+def meter(amps: float, at: datetime = NOW, worst: float | None = None) -> MeterReading:
+    phases = {"L1": amps, "L2": amps, "L3": amps}
+    worst_a = {p: worst for p in phases} if worst is not None else phases
+    return MeterReading("grid", phases, at, worst_a)
+
+
+def test_both_chargers_get_their_max_with_room() -> None:
+    site = Site.from_config(site_config())
+    d = decide(site, Inputs(NOW, readings={"a": charging("a", 0), "b": charging("b", 0)},
+                            meters={"grid": meter(10)}))
+    assert d.limits == {"a": 32, "b": 32}
+    assert {c.evse_id for c in d.changes} == {"a", "b"}
+    assert all("charger=" in c.log_line() and "reason=" in c.log_line() for c in d.changes)
+
+
+def test_non_ev_load_jump_cuts_the_chargers_in_that_very_decision() -> None:
+    site = Site.from_config(site_config())
+    first = decide(site, Inputs(NOW, readings={"a": charging("a", 32), "b": charging("b", 32)},
+                                meters={"grid": meter(74)}))  # 64 A of EVs + 10 A of house
+    assert first.limits == {"a": 32, "b": 32}
+    later = NOW + timedelta(seconds=1)
+    # The house jumps by 40 A: the meter reads 114 A while the EVs still draw 64 A.
+    second = decide(site, Inputs(later, readings={"a": charging("a", 32, later), "b": charging("b", 32, later)},
+                                 meters={"grid": meter(114, later)}, memory=first.memory))
+    assert second.non_ev[0].amps == 50
+    assert sum(second.limits.values()) + 50 <= 80
+    assert second.decreases == {"a": 15, "b": 15}
+    assert all(c.reason.startswith("main/") for c in second.changes)
+
+
+def test_a_stale_meter_counts_at_its_worst() -> None:
+    site = Site.from_config(site_config())
+    old = NOW - timedelta(seconds=30)  # stale_after_s defaults to 10 s
+    d = decide(site, Inputs(NOW, readings={"a": charging("a", 0), "b": charging("b", 0)},
+                            meters={"grid": meter(10, at=old, worst=60)}))
+    assert d.non_ev[0].amps == 60
+    assert sum(d.limits.values()) <= 20
+
+
+def test_a_meter_never_read_leaves_nothing_for_the_chargers() -> None:
+    d = decide(Site.from_config(site_config()), Inputs(NOW, readings={"a": charging("a", 0)}))
+    assert d.limits["a"] == 0
+
+
+def test_a_silent_charger_is_counted_at_its_max_and_not_sent_anything() -> None:
+    site = Site.from_config(site_config(includes_evs=False))
+    d = decide(site, Inputs(NOW, readings={"a": charging("a", 0)}, meters={"grid": meter(30)}))
+    assert "b" not in {c.evse_id for c in d.changes}
+    assert d.reasons["b"].startswith("silent")
+    assert d.limits["a"] == 18  # 80 - 30 house - 32 held for b
+
+
+def test_an_unacknowledged_charger_keeps_its_old_limit_and_counts_at_max() -> None:
+    site = Site.from_config(site_config(includes_evs=False))
+    first = decide(site, Inputs(NOW, readings={"a": charging("a", 0), "b": charging("b", 0)},
+                                meters={"grid": meter(0)}))
+    d = decide(site, Inputs(NOW, readings={"a": charging("a", 0), "b": charging("b", 0)},
+                            meters={"grid": meter(30)}, unacked=frozenset({"b"}), memory=first.memory))
+    assert d.limits == {"a": 18, "b": 32}
+    assert [c.evse_id for c in d.changes] == ["a"]
+
+
+def test_a_curtailment_segment_and_operator_cap_bind_with_their_reason() -> None:
+    site = Site.from_config(site_config(includes_evs=False))
+    seg = Segment(NOW, None, ev_kw=11.0, reasons=("event=ev-1 SIMPLE level 2",))
+    readings = {"a": charging("a", 0), "b": charging("b", 0)}
+    d = decide(site, Inputs(NOW, segment=seg, readings=readings, meters={"grid": meter(0)}))
+    kw = sum(e.kw_per_a * d.limits[e.id] for e in d.evses)
+    assert kw <= 11.0 + 1e-9
+    assert all("event=ev-1" in c.reason for c in d.changes)
+    capped = decide(site, Inputs(NOW, operator_cap_kw=5.0, readings=readings, meters={"grid": meter(0)}))
+    assert sum(e.kw_per_a * capped.limits[e.id] for e in capped.evses) <= 5.0
+    assert any("operator cap" in c.reason for c in capped.changes)
+
+
+def test_increases_inside_the_deadband_are_not_sent() -> None:
+    site = Site.from_config(site_config(includes_evs=False))
+    readings = {"a": charging("a", 0), "b": charging("b", 0)}
+    first = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(50)}))
+    assert first.limits == {"a": 15, "b": 15}
+    again = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(50)}, memory=first.memory))
+    assert again.changes == ()
+
+
+def test_an_unplugged_charger_is_paused_with_its_reason() -> None:
+    site = Site.from_config(site_config())
+    idle = ChargerReading("b", NOW, ChargerStatus.AVAILABLE)
+    d = decide(site, Inputs(NOW, readings={"a": charging("a", 0), "b": idle}, meters={"grid": meter(0)}))
+    assert d.limits["b"] == 0 and d.reasons["b"] == "not connected"
