@@ -4,10 +4,11 @@ No I/O and no clock (`now` is a parameter), so every safety rule here is unit-te
 and chargers of the config (`Site`), the schedule segment in force and an operator cap, the latest
 charger readings, the meters and the smoothing memory, it builds an allocation `Problem`, runs `allocate`
 and `smooth`, and returns the limits, the changes with their reasons (one key=value log line each) and
-the new memory. Pessimism lives here: a charger silent for longer than `charger_stale_s` or with an
-unacknowledged limit is counted at its maximum and not re-allocated; a stale meter counts at the worst it
-read recently; a meter never read leaves nothing for the chargers below it. The non-EV load of a circuit
-is its meter's reading less the managed chargers' measured currents when the meter sees them.
+the new memory. Pessimism lives here: a charger never heard from, offline, silent with a car plugged in
+for longer than `charger_stale_s` or with an unacknowledged limit is counted at its maximum and not
+re-allocated; a stale meter counts at the worst it read recently; a meter never read leaves nothing
+for the chargers below it. The non-EV load of a circuit is its meter's reading less the managed
+chargers' measured currents when the meter sees them.
 """
 
 from __future__ import annotations
@@ -178,10 +179,12 @@ def charger_states(site: Site, inputs: Inputs) -> tuple[list[EvseState], set[str
     held: set[str] = set()
     for evse in site.evses:
         reading = inputs.readings.get(evse.id)
+        # An idle charger may rightly say nothing for long (OCPP reports on change); one with a car
+        # plugged in must keep reporting, or it is counted at its maximum.
         silent = (
             reading is None
             or reading.status is ChargerStatus.OFFLINE
-            or inputs.now - reading.at > site.charger_stale
+            or (reading.status.connected and inputs.now - reading.at > site.charger_stale)
         )
         state = replace(evse, want_a=inputs.want_a.get(evse.id))
         if reading is not None:

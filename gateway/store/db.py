@@ -73,6 +73,21 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX report_backlog_unsent ON report_backlog (sent_at, id);
     """,
+    # 2: the control loop's limits sent (gateway.store.decisions).
+    """
+    CREATE TABLE limits_sent (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        decided_at TEXT NOT NULL,
+        charger_id TEXT NOT NULL,
+        old_a REAL NOT NULL,
+        new_a REAL NOT NULL,
+        reason TEXT NOT NULL,
+        accepted INTEGER,
+        latency_s REAL,
+        detail TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX limits_sent_charger ON limits_sent (charger_id, id);
+    """,
 ]
 
 

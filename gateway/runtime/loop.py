@@ -1,0 +1,400 @@
+"""The control loop: wires the adapters of the config together and decides the site's limits, forever.
+
+`Runtime.run()` starts the store, the OCPP central system and the Modbus links, then runs one supervising
+asyncio TaskGroup: a reader per charger driver and per meter, the VEN when `[vtn]` is configured, the
+status endpoint, and the decision loop. A decision happens every `control.tick_s` and at once when a
+charger plugs in or out, a meter reads above its circuit's limit or the VTN changes the events. Each
+decision rebuilds the schedule from the stored events (so an event interval starting or ending is seen
+within one tick), runs the pure `decide`, pushes decreases first and increases after, and stores what
+was sent with its acknowledgement. An adapter that crashes is logged and restarted with bounded backoff;
+the loop keeps deciding meanwhile, counting its chargers at their maximum. Stopping (`stop()`, SIGTERM,
+Ctrl-C) clears the OCPP live profiles so the chargers drop to their fallback at once, closes the Modbus
+links (the chargers' watchdogs take over) and closes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from gateway.domain import ChargerReading, Event, LimitAck, Measurement, OptState
+from gateway.ports import EvseDriver
+from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, decide
+from gateway.runtime.supervise import supervised
+from gateway.schedule import ScheduleSettings, build_schedule, segment_at
+from gateway.smoothing import ChargerMemory
+from gateway.store.decisions import DecisionStore, rows_for
+from gateway.store.vtn import VenStore
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+    from gateway.modbus.link import LinkPool
+    from gateway.modbus.meter import ModbusMeter
+    from gateway.ocpp.driver import OcppDriver
+    from gateway.openadr.ven import Ven
+
+log = logging.getLogger("gateway.runtime")
+Clock = Callable[[], datetime]
+RESEND_UNACKED_S = 5.0  # how often a limit a charger has not acknowledged is sent again
+HISTORY_POINTS = 7200  # one point a second: the last two hours for the status page
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    at: datetime
+    load_kw: float | None
+    limit_kw: float | None
+
+
+class Runtime:
+    """The gateway as one running program; also the VEN's event sink and telemetry source."""
+
+    def __init__(self, config: GatewayConfig, *, base: Path | None = None, clock: Clock = utc_now,
+                 serve_status: bool = True) -> None:
+        from gateway.topology import ev_capacity_kw
+
+        self.config = config
+        self.serve_status = serve_status
+        self._status_runner: Any = None
+        self.base = base
+        self.clock = clock
+        self.site = Site.from_config(config)
+        levels = {int(k): v for k, v in config.openadr.simple_levels.items()}
+        self.schedule_settings = ScheduleSettings(ev_capacity_kw=ev_capacity_kw(config), simple_levels=levels)
+        self.protocol_of = {c.id: ("ocpp" if c.protocol.startswith("ocpp") else "modbus") for c in config.chargers}
+        self.circuit_limit = {c.id: c for c in self.site.circuits}
+        self.meter_circuit = {m.id: m.circuit for m in self.site.meters}
+        self.readings: dict[str, ChargerReading] = {}
+        self.measurements: dict[str, Measurement] = {}
+        self.events: dict[str, Event] = {}
+        self.memory: dict[str, ChargerMemory] = {}
+        self.unacked: dict[str, datetime] = {}  # charger → when its unacknowledged limit was last sent
+        self.acks: dict[str, LimitAck] = {}
+        self.operator_cap_kw: float | None = None
+        self.last: Decision | None = None
+        self.decisions = 0
+        self.history: deque[HistoryPoint] = deque(maxlen=HISTORY_POINTS)
+        self.restarts: dict[str, int] = {}
+        self.vtn_last_poll: datetime | None = None
+        self._ven_polls = 0
+        self._trigger = asyncio.Event()
+        self._stop = asyncio.Event()
+        self.started = asyncio.Event()
+        self.store: VenStore | None = None
+        self.decision_store: DecisionStore | None = None
+        self.ocpp: OcppDriver | None = None
+        self.modbus: EvseDriver | None = None
+        self.meters: dict[str, ModbusMeter] = {}
+        self.pool: LinkPool | None = None
+        self.ven: Ven | None = None
+        self.status_url: str | None = None
+
+    # ------------------------------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def trigger(self, why: str) -> None:
+        log.debug("decision now: %s", why)
+        self._trigger.set()
+
+    async def run(self) -> None:
+        """Until `stop()` (or cancellation): start everything, decide, then shut down cleanly."""
+        try:
+            await self._open()
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(t, name=n) for n, t in self._tasks()]
+                self.started.set()
+                await self._stop.wait()
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self._close()
+
+    async def _open(self) -> None:
+        from gateway.store.db import open_db
+
+        path = self._path(self.config.store.path)
+        self.store = VenStore.open(path)
+        # A second connection: the VEN's transactions and ours must not interleave on one connection.
+        self.decision_store = DecisionStore(open_db(path))
+        self.events = await asyncio.to_thread(self.store.events)
+        if any(p == "ocpp" for p in self.protocol_of.values()):
+            from gateway.ocpp.driver import OcppDriver
+
+            self.ocpp = OcppDriver.from_config(self.config, clock=self.clock)
+            await self.ocpp.start()
+        modbus_chargers = [c for c in self.config.chargers if c.protocol == "modbus"]
+        if modbus_chargers or self.config.meters:
+            from gateway.modbus.link import LinkPool
+
+            self.pool = LinkPool()
+        if modbus_chargers and self.pool is not None:
+            from gateway.modbus.charger import ModbusChargers
+
+            self.modbus = ModbusChargers.from_config(modbus_chargers, self.pool, self.base,
+                                                     poll_s=min(1.0, self.config.control.tick_s))
+        for section in self.config.meters:
+            from gateway.modbus.meter import ModbusMeter
+
+            assert self.pool is not None
+            self.meters[section.id] = ModbusMeter.from_config(section, self.pool, self.base)
+        if self.config.vtn is not None:
+            from gateway.openadr.ven import Ven
+
+            self.ven = Ven(self.config.vtn, self.config.openadr, self.store, sink=self, telemetry=self,
+                           charger_ids=[c.id for c in self.config.chargers], clock=self.clock)
+        if self.serve_status:
+            from gateway.status.app import serve
+
+            status = self.config.status
+            self._status_runner, port = await serve(self, status.bind, status.port)
+            host = f"[{status.bind}]" if ":" in status.bind else status.bind
+            self.status_url = f"http://{host}:{port}/"
+            log.info("status endpoint url=%s", self.status_url)
+
+    def _path(self, name: str) -> Path:
+        path = Path(name)
+        return path if path.is_absolute() or self.base is None else self.base / path
+
+    def _tasks(self) -> list[tuple[str, Any]]:
+        tasks: list[tuple[str, Any]] = [("decide", self._decide_forever())]
+        if self.ocpp is not None:
+            tasks.append(("ocpp", supervised("ocpp-readings", lambda: self._read(self.ocpp),
+                                             restarts=self.restarts)))
+        if self.modbus is not None:
+            tasks.append(("modbus", supervised("modbus-chargers", lambda: self._read(self.modbus),
+                                               restarts=self.restarts)))
+        for meter_id, meter in self.meters.items():
+            tasks.append((f"meter-{meter_id}", supervised(f"meter-{meter_id}", self._meter_reader(meter),
+                                                          restarts=self.restarts)))
+        ven = self.ven
+        if ven is not None:
+            tasks.append(("ven", supervised("openadr-ven", ven.run, restarts=self.restarts)))
+        return tasks
+
+    async def _close(self) -> None:
+        if self._status_runner is not None:
+            with contextlib.suppress(Exception):
+                await self._status_runner.cleanup()
+        if self.ocpp is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ocpp.stop(release=True), timeout=10.0)
+            log.info("shutdown: OCPP live profiles cleared; chargers on their fallback")
+        close = getattr(self.modbus, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
+        if self.pool is not None:
+            with contextlib.suppress(Exception):
+                await self.pool.close()
+        if self.decision_store is not None:
+            self.decision_store.db.conn.close()
+        if self.store is not None:
+            self.store.close()
+        log.info("shutdown: store closed")
+
+    # ------------------------------------------------------------------------------------ inputs
+
+    async def _read(self, driver: EvseDriver | None) -> None:
+        assert driver is not None
+        async for reading in driver.readings():
+            self.on_reading(reading)
+
+    def on_reading(self, reading: ChargerReading) -> None:
+        before = self.readings.get(reading.charger_id)
+        if not reading.current_a and reading.power_kw is None and before is not None and reading.status.connected:
+            # A status-only message (OCPP): keep the last measured current rather than forget it.
+            reading = replace(reading, current_a=before.current_a, power_kw=before.power_kw)
+        self.readings[reading.charger_id] = reading
+        if reading.charger_id in self.unacked and reading.applied_limit_a is not None:
+            mem = self.memory.get(reading.charger_id)
+            if mem is not None and reading.applied_limit_a <= mem.limit_a + 0.5:
+                del self.unacked[reading.charger_id]
+        if before is None or before.status.connected != reading.status.connected:
+            self.trigger(f"charger={reading.charger_id} status={reading.status.value}")
+
+    def _meter_reader(self, meter: ModbusMeter) -> Callable[[], Any]:
+        async def read() -> None:
+            async for m in meter.measurements():
+                self.on_measurement(m)
+
+        return read
+
+    def on_measurement(self, m: Measurement) -> None:
+        self.measurements[m.meter_id] = m
+        circuit = self.circuit_limit.get(self.meter_circuit.get(m.meter_id, ""))
+        if circuit is not None and any(a > circuit.limit_of(p) for p, a in m.current_a.items()):
+            self.trigger(f"meter={m.meter_id} over the limit of {circuit.id}")
+
+    def meter_readings(self) -> dict[str, MeterReading]:
+        out = {}
+        for meter_id, m in self.measurements.items():
+            meter = self.meters.get(meter_id)
+            worst = meter.worst_recent_a() if meter is not None else {}
+            out[meter_id] = MeterReading(meter_id, m.current_a, m.at, worst)
+        return out
+
+    # ------------------------------------------------------------------------------------ EventSink
+
+    def events_changed(self, events: Sequence[Event], now: datetime) -> None:
+        self.events = {e.event_id: e for e in events}
+        self.trigger("events changed")
+
+    def opt_of(self, event_id: str) -> OptState:
+        event = self.events.get(event_id)
+        return event.opt if event is not None else OptState.NONE
+
+    # ------------------------------------------------------------------------------------ TelemetrySource
+
+    def site_power_kw(self) -> float | None:
+        service = [m for mid, m in self.measurements.items() if self.meter_circuit.get(mid) == self.site.service_id]
+        return service[0].power_kw if service else None
+
+    def site_energy_kwh(self) -> float | None:
+        service = [m for mid, m in self.measurements.items() if self.meter_circuit.get(mid) == self.site.service_id]
+        return service[0].import_kwh if service else None
+
+    def charger_power_kw(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for evse in self.site.evses:
+            r = self.readings.get(evse.id)
+            if r is None or not r.status.connected:
+                out[evse.id] = 0.0
+            elif r.power_kw is not None:
+                out[evse.id] = r.power_kw
+            else:
+                out[evse.id] = sum(r.current_a.get(p, 0.0) for p in evse.phases) / len(evse.phases) * evse.kw_per_a
+        return out
+
+    def ev_power_kw(self) -> float | None:
+        return sum(self.charger_power_kw().values())
+
+    def limit_kw(self) -> float | None:
+        return self.last.site_limit_kw if self.last is not None else None
+
+    def online(self) -> bool:
+        return self.last is not None
+
+    # ------------------------------------------------------------------------------------ deciding
+
+    def set_operator_cap(self, kw: float | None) -> None:
+        self.operator_cap_kw = kw
+        self.trigger(f"operator cap {kw}")
+
+    def inputs(self, now: datetime) -> Inputs:
+        schedule = build_schedule(self.events.values(), now, self.schedule_settings)
+        return Inputs(
+            now=now,
+            segment=segment_at(schedule, now),
+            operator_cap_kw=self.operator_cap_kw,
+            readings=dict(self.readings),
+            meters=self.meter_readings(),
+            unacked=frozenset(self.unacked),
+            memory=dict(self.memory),
+        )
+
+    async def _decide_forever(self) -> None:
+        tick = self.config.control.tick_s
+        while True:
+            try:
+                await self.decide_once()
+            except Exception:  # a bug in one decision must not stop the site being decided
+                log.exception("decision failed")
+            self._trigger.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._trigger.wait(), timeout=tick)
+
+    async def decide_once(self) -> Decision:
+        now = self.clock()
+        decision = decide(self.site, self.inputs(now))
+        self.memory = dict(decision.memory)
+        self.last = decision
+        self.decisions += 1
+        for change in decision.changes:
+            log.info("%s", change.log_line())
+        # Decreases first and acknowledged (or timed out) before any increase uses the room they free.
+        acks = await self._push(decision.decreases, decision)
+        acks += await self._push(decision.increases, decision)
+        resend = {cid: decision.limits[cid] for cid, at in self.unacked.items()
+                  if cid in decision.limits and (now - at).total_seconds() >= RESEND_UNACKED_S
+                  and cid not in {a.charger_id for a in acks}}
+        acks += await self._push(resend, decision, "resend: not acknowledged")
+        for ack in acks:
+            self.acks[ack.charger_id] = ack
+            if ack.accepted:
+                self.unacked.pop(ack.charger_id, None)
+            else:
+                self.unacked[ack.charger_id] = now
+                log.warning("limit charger=%s amps=%g not acknowledged: %s", ack.charger_id, ack.amps, ack.detail)
+        if decision.changes and self.decision_store is not None:
+            changes = [(c.evse_id, c.old_a, c.new_a, c.reason) for c in decision.changes]
+            await asyncio.to_thread(self.decision_store.record, rows_for(now, changes, acks))
+        self._note(decision)
+        return decision
+
+    async def _push(self, limits: dict[str, float], decision: Decision, why: str | None = None) -> list[LimitAck]:
+        if not limits:
+            return []
+        calls = []
+        for driver, protocol in ((self.ocpp, "ocpp"), (self.modbus, "modbus")):
+            mine = {cid: a for cid, a in limits.items() if self.protocol_of.get(cid) == protocol}
+            if driver is None or not mine:
+                continue
+            reason = why or "; ".join(sorted({decision.reasons.get(cid, "") for cid in mine}))
+            calls.append(driver.apply_limits(mine, reason))
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        acks: list[LimitAck] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                log.error("pushing limits failed: %r", result)  # counted as unacknowledged below
+                continue
+            acks.extend(result)
+        answered = {a.charger_id for a in acks}
+        for cid, amps in limits.items():
+            if cid not in answered:
+                acks.append(LimitAck(cid, amps, decision.now, False, 0.0, "driver failed"))
+        return acks
+
+    def _note(self, decision: Decision) -> None:
+        if self.ven is not None and self.ven.polls != self._ven_polls:
+            self._ven_polls = self.ven.polls
+            self.vtn_last_poll = decision.now
+        if not self.history or decision.now - self.history[-1].at >= timedelta(seconds=1):
+            self.history.append(HistoryPoint(decision.now, self.load_kw(), decision.site_limit_kw))
+
+    def load_kw(self) -> float | None:
+        """Site power: the service meter, or the chargers' own power plus the non-EV estimate."""
+        measured = self.site_power_kw()
+        if measured is not None:
+            return measured
+        ev = self.ev_power_kw() or 0.0
+        return ev + (self.last.non_ev_kw if self.last is not None else 0.0)
+
+    def healthy(self) -> bool:
+        """True while the loop decided within the last three ticks."""
+        if self.last is None:
+            return False
+        age = (self.clock() - self.last.now).total_seconds()
+        return age <= 3 * self.config.control.tick_s
+
+    # ------------------------------------------------------------------------------------ for the status endpoint
+
+    def status(self) -> dict[str, Any]:
+        from gateway.runtime.snapshot import status_of
+
+        return status_of(self, self.clock())
+
+    def history_points(self) -> list[tuple[datetime, float | None, float | None]]:
+        return [(p.at, p.load_kw, p.limit_kw) for p in self.history]
