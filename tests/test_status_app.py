@@ -1,0 +1,99 @@
+"""The status endpoint over HTTP (aiohttp's test server): JSON, health, Prometheus metrics and the page."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.status.app import Point, make_app
+
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+class FixedSource:
+    """A gateway frozen at one moment: what the runtime would report."""
+
+    def __init__(self, healthy: bool = True) -> None:
+        self.is_healthy = healthy
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "now": NOW.isoformat(),
+            "vtn": {"configured": True, "registered": True, "ven_id": "ven-1", "last_poll": NOW.isoformat()},
+            "events": [{"id": "ev-<1>", "status": "active", "opt": "optIn", "start": NOW.isoformat(), "end": None,
+                        "active": True, "test": False,
+                        "signals": [{"name": "SIMPLE", "type": "level", "values": [2.0]}]}],
+            "site": {"name": "depot & co", "limit_kw": 40.0, "ev_limit_kw": 33.0, "load_kw": 38.5, "ev_kw": 30.0,
+                     "operator_cap_kw": None, "limits_in_force": {"site_kw": 40.0, "ev_kw": 33.0}},
+            "evses": [
+                {"id": "cp-1", "protocol": "ocpp", "connected": True, "state": "charging", "limit_a": 16.0,
+                 "current_a": 15.8, "reason": "ev (ev-1:SIMPLE:level=2)", "acknowledged": True},
+                {"id": "mb-1", "protocol": "modbus", "connected": False, "state": "available", "limit_a": 0.0,
+                 "current_a": None, "reason": "not connected", "acknowledged": True},
+            ],
+            "loop": {"decisions": 42, "last_decision": NOW.isoformat(), "tick_s": 1.0, "restarts": {}},
+        }
+
+    def healthy(self) -> bool:
+        return self.is_healthy
+
+    def history_points(self) -> Sequence[Point]:
+        return [(NOW + timedelta(seconds=s), 30.0 + s, 40.0 if s > 5 else 60.0) for s in range(10)]
+
+
+async def client_for(source: FixedSource) -> TestClient[Any, Any]:
+    client: TestClient[Any, Any] = TestClient(TestServer(make_app(source), host="127.0.0.1", port=0))
+    await client.start_server()
+    return client
+
+
+async def test_api_status_has_the_documented_shape() -> None:
+    client = await client_for(FixedSource())
+    try:
+        response = await client.get("/api/status")
+        assert response.status == 200
+        body = await response.json()
+        assert set(body["vtn"]) >= {"registered", "last_poll"}
+        assert set(body["site"]) >= {"limit_kw", "load_kw"}
+        assert set(body["evses"][0]) >= {"id", "connected", "limit_a", "current_a", "reason"}
+        assert body["events"][0]["id"] == "ev-<1>"
+    finally:
+        await client.close()
+
+
+async def test_healthz_follows_the_loop() -> None:
+    for healthy, code in ((True, 200), (False, 503)):
+        client = await client_for(FixedSource(healthy))
+        try:
+            assert (await client.get("/healthz")).status == code
+        finally:
+            await client.close()
+
+
+async def test_metrics_are_prometheus_text() -> None:
+    client = await client_for(FixedSource())
+    try:
+        response = await client.get("/metrics")
+        text = await response.text()
+        assert response.status == 200 and response.content_type == "text/plain"
+        assert "gateway_site_limit_kw 40.0" in text
+        assert 'gateway_evse_limit_amps{evse="cp-1"} 16.0' in text
+        assert 'gateway_evse_connected{evse="mb-1"} 0.0' in text
+        assert "gateway_healthy 1.0" in text
+    finally:
+        await client.close()
+
+
+async def test_the_page_is_self_contained_with_a_chart_and_escaped_names() -> None:
+    client = await client_for(FixedSource())
+    try:
+        page = await (await client.get("/")).text()
+        assert "<svg" in page and 'id="load"' in page and 'id="limit"' in page
+        assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        assert "depot &amp; co" in page and "ev-&lt;1&gt;" in page
+        assert "cp-1" in page and "not connected" in page
+    finally:
+        await client.close()
