@@ -1,0 +1,67 @@
+"""`gateway run --config FILE`: run the gateway for a site until SIGTERM or Ctrl-C.
+
+A config that is not valid prints one `error:` line per problem and exits 2 before anything starts;
+something the gateway cannot open at start (a port in use, an unwritable store) is one line and exit 1.
+On SIGTERM or Ctrl-C the OCPP chargers are released to their fallback current, the Modbus chargers left
+to their watchdog and the store closed before exiting 0. Logs go to stderr, key=value (or JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+NAME = "run"
+HELP = "run the gateway for the site described by a config file"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, metavar="FILE", help="the site config, TOML")
+    parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from gateway.config import ConfigError, load_config
+    from gateway.runtime.logs import setup_logging
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"error: {problem}", file=sys.stderr)
+        return 2
+    setup_logging(as_json=args.log_json, level=logging.DEBUG if args.verbose else logging.INFO)
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        print(f"error: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def serve(config: GatewayConfig, *, announce: bool = True) -> None:
+    """Run a `Runtime` for `config` until SIGTERM or SIGINT."""
+    import asyncio
+    import signal
+
+    from gateway.runtime.loop import Runtime
+
+    runtime = Runtime(config)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runtime.stop)
+    task = asyncio.create_task(runtime.run())
+    started = asyncio.create_task(runtime.started.wait())
+    await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
+    if announce and runtime.status_url and not task.done():
+        print(f"gateway running; status at {runtime.status_url}", file=sys.stderr)
+    started.cancel()
+    await task
