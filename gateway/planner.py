@@ -4,7 +4,7 @@ Pure: no I/O, no clock; `now` is a parameter. The API, in the order a caller use
 
     slots = build_slots(now, settings, schedule=segments, prices=price_timeline(...), non_ev_kw=2.0)
     plan = make_plan(evses, slots, now, settings, peak_kw=month_peak)   # or asap_plan(...) as a baseline
-    evses = apply_targets(evses, plan)                                  # sets want_a for the allocator
+    evses = apply_targets(evses, plan, now)      # every tick, until the plan is recomputed: want_a now
     allocation = allocate(Problem(..., evses=evses, ...))               # real-time limits still win
 
 `build_slots` cuts the horizon into `Slot`s on a regular grid (15 min for 6 h, then hourly, by default) and
@@ -544,14 +544,17 @@ def _step_ceil(amps: float, step: float) -> float:
     return round(math.ceil(amps / step - 1e-6) * step, 6)
 
 
-def targets(plan: Plan, evses: Iterable[EvseState]) -> dict[str, float | None]:
-    """Each charger's `want_a` now: the current slot's planned power in amps, rounded up; None: no cap.
+def targets(plan: Plan, evses: Iterable[EvseState], now: datetime | None = None) -> dict[str, float | None]:
+    """Each charger's `want_a` at `now` (default: when the plan was made): that slot's planned power in amps,
+    rounded up; None: no cap (no plan for it, or `now` outside the plan).
 
-    A charge-now session is never planned down to nothing: it may always take its minimum, so that the
-    allocator's rotation, not the plan, decides when it waits.
+    A plan is reused from tick to tick until it is recomputed, so `now` picks the slot. A charge-now session
+    is never planned down to nothing: it may always take its minimum, so that the allocator's rotation, not
+    the plan, decides when it waits.
     """
     out: dict[str, float | None] = {}
-    current = next((k for k, s in enumerate(plan.slots) if s.start <= plan.now < s.end), None)
+    moment = plan.now if now is None else now
+    current = next((k for k, s in enumerate(plan.slots) if s.start <= moment < s.end), None)
     for evse in evses:
         session = plan.sessions.get(evse.id)
         if session is None or current is None:
@@ -568,9 +571,9 @@ def targets(plan: Plan, evses: Iterable[EvseState]) -> dict[str, float | None]:
     return out
 
 
-def apply_targets(evses: Sequence[EvseState], plan: Plan) -> list[EvseState]:
-    """The chargers with `want_a` set from the plan (untouched when the plan does not cap them)."""
-    wants = targets(plan, evses)
+def apply_targets(evses: Sequence[EvseState], plan: Plan, now: datetime | None = None) -> list[EvseState]:
+    """The chargers with `want_a` set from the plan at `now` (None where the plan does not cap them)."""
+    wants = targets(plan, evses, now)
     return [replace(e, want_a=wants.get(e.id)) for e in evses]
 
 

@@ -257,6 +257,16 @@ def test_flat_price_charges_at_once() -> None:
     assert targets(plan, [car])["cp-1"] == 32.0
 
 
+def test_a_plan_reused_on_later_ticks_follows_its_slots() -> None:
+    cfg = PlanSettings(ev_capacity_kw=50.0)
+    car = evse("cp-1", 20.0, 14.0)  # on-peak until 21:00 (4 h from now), then off-peak
+    plan = make_plan([car], tou_slots(cfg), NOW, cfg)
+    assert targets(plan, [car]) == {"cp-1": 0.0}
+    assert targets(plan, [car], NOW + timedelta(hours=4, minutes=1)) == {"cp-1": 32.0}
+    assert apply_targets([car], plan, NOW + timedelta(hours=4))[0].want_a == 32.0
+    assert targets(plan, [car], NOW + timedelta(days=3)) == {"cp-1": None}  # past the plan: no cap
+
+
 def test_targets_round_up_to_the_step_and_minimum() -> None:
     slot = Slot(NOW, NOW + QUARTER, 0.1, 100.0)
     car = evse("cp-1", 0.3, 0.25, step_a=2.0)  # 0.3 kWh in 15 min = 1.2 kW = 5 A → minimum 6 A
