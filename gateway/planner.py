@@ -22,7 +22,7 @@ only when a departure would otherwise be missed. Sessions without a departure ge
 departure `default_dwell` from now); sessions without an energy request want all they can take until they
 leave. `targets` turns the plan's current slot into amps, rounded up to the charger's step (and to its
 minimum when it charges at all) so the allocator never starves a plan; the runtime recomputes the plan
-whenever reality drifts from it. For the status page and the control loop: `Plan.ev_kw()`,
+whenever reality drifts from it (`drift` says when). For the status page and the control loop: `Plan.ev_kw()`,
 `site_profile(plan)`, `Plan.cost()`, `Plan.peak_kw` (pass it back as the next `peak_kw`, with the month's
 metered peak from `gateway.tariff.demand_peak_kw`, so a raised target is not searched for again). A tariff
 comes from the config (`load_config(path).tariff.to_tariff(site.timezone)`; `config/example-tariff-tou.toml`
@@ -577,6 +577,40 @@ def apply_targets(evses: Sequence[EvseState], plan: Plan, now: datetime | None =
     return [replace(e, want_a=wants.get(e.id)) for e in evses]
 
 
+def drift(plan: Plan, evses: Iterable[EvseState], now: datetime, tolerance_kwh: float = 0.5,
+          max_age: timedelta = timedelta(minutes=15)) -> str | None:
+    """Why the plan no longer fits what is happening (recompute it), or None while it still does.
+
+    A car arrived or left, a departure or request changed, a car is more than `tolerance_kwh` behind or
+    ahead of where the plan expected it by now, or the plan is older than `max_age` (so the coarse slots far
+    ahead are refined as they come near). A new event or price is the caller's to notice.
+    """
+    if now - plan.now >= max_age or (plan.slots and now >= plan.slots[-1].end):
+        return "plan is old"
+    here = {e.id: e for e in evses if e.connected and e.max_a > 0}
+    arrived, left = sorted(here.keys() - plan.sessions.keys()), sorted(plan.sessions.keys() - here.keys())
+    if arrived:
+        return f"arrived: {arrived[0]}"
+    if left:
+        return f"left: {left[0]}"
+    for ident, evse in here.items():
+        session = plan.sessions[ident]
+        if evse.departure is not None and evse.departure > plan.now and evse.departure != session.departure:
+            return f"departure changed: {ident}"
+        if not session.energy_known or evse.energy_needed_kwh is None:
+            if session.energy_known != (evse.energy_needed_kwh is not None):
+                return f"request changed: {ident}"
+            continue
+        done = 0.0  # what the plan meant it to have had by now
+        for slot, kwh in zip(plan.slots, session.kwh, strict=True):
+            if slot.start >= now:
+                break
+            done += kwh * min(1.0, (now - slot.start) / (slot.end - slot.start))
+        if abs(session.requested_kwh - done - evse.energy_needed_kwh) > tolerance_kwh:
+            return f"off plan: {ident}"
+    return None
+
+
 def site_profile(plan: Plan) -> list[tuple[datetime, datetime, float, float, float]]:
     """(start, end, planned EV kW, planned site kW, EV limit kW) per slot: what the status chart draws."""
     return [
@@ -623,6 +657,7 @@ __all__ = [
     "apply_targets",
     "asap_plan",
     "build_slots",
+    "drift",
     "make_plan",
     "period_price_planner",
     "site_profile",
