@@ -118,3 +118,14 @@ def test_an_unplugged_charger_is_paused_with_its_reason() -> None:
     idle = ChargerReading("b", NOW, ChargerStatus.AVAILABLE)
     d = decide(site, Inputs(NOW, readings={"a": charging("a", 0), "b": idle}, meters={"grid": meter(0)}))
     assert d.limits["b"] == 0 and d.reasons["b"] == "not connected"
+
+
+def test_a_drop_in_non_ev_load_is_held_by_the_recent_highest_a_rise_is_not() -> None:
+    site = Site.from_config(site_config(includes_evs=False))
+    readings = {"a": charging("a", 0), "b": charging("b", 0)}
+    recent = {("main", p): 40.0 for p in ("L1", "L2", "L3")}
+    calm = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(10)}, non_ev_recent=recent))
+    assert calm.non_ev_raw[0].amps == 10 and calm.non_ev[0].amps == 40
+    assert sum(calm.limits.values()) == 40
+    busy = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(60)}, non_ev_recent=recent))
+    assert busy.non_ev[0].amps == 60 and sum(busy.limits.values()) <= 20

@@ -125,6 +125,10 @@ class Inputs:
     readings: Mapping[str, ChargerReading] = field(default_factory=dict)
     meters: Mapping[str, MeterReading] = field(default_factory=dict)
     want_a: Mapping[str, float | None] = field(default_factory=dict)  # the plan's targets
+    # The highest non-EV estimate per (circuit, phase) over the last few seconds: a drop in the estimate
+    # is often only the meter seeing a limit change before the charger reports it, so drops are believed
+    # slowly and rises at once (the caller keeps the window; see `Decision.non_ev_raw`).
+    non_ev_recent: Mapping[tuple[str, Phase], float] = field(default_factory=dict)
     unacked: frozenset[str] = frozenset()  # last limit not acknowledged: assumed at its maximum
     memory: Mapping[str, ChargerMemory] = field(default_factory=dict)
 
@@ -135,9 +139,11 @@ class LimitChange:
     old_a: float
     new_a: float
     reason: str
+    first: bool = False  # nothing was decided for it before (since start)
 
     def log_line(self) -> str:
-        return f"limit charger={self.evse_id} old_a={self.old_a:g} new_a={self.new_a:g} reason={self.reason!r}"
+        old = "none" if self.first else f"{self.old_a:g}"
+        return f"limit charger={self.evse_id} old_a={old} new_a={self.new_a:g} reason={self.reason!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +157,9 @@ class Decision:
     reasons: Mapping[str, str]  # per charger: why its limit is what it is
     site_limit_kw: float | None
     ev_limit_kw: float | None
-    non_ev: tuple[NonEvLoad, ...]
+    non_ev: tuple[NonEvLoad, ...]  # what the allocation used
     non_ev_kw: float
+    non_ev_raw: tuple[NonEvLoad, ...] = ()  # this decision's own estimate from fresh readings only
 
     @property
     def decreases(self) -> dict[str, float]:
@@ -202,10 +209,14 @@ def charger_states(site: Site, inputs: Inputs) -> tuple[list[EvseState], set[str
     return out, held
 
 
-def non_ev_loads(site: Site, inputs: Inputs, evses: Sequence[EvseState], held: set[str]) -> list[NonEvLoad]:
-    """Per metered circuit and phase: what is not a managed charger, pessimistic when the meter is stale."""
+def non_ev_loads(
+    site: Site, inputs: Inputs, evses: Sequence[EvseState], held: set[str]
+) -> tuple[list[NonEvLoad], set[tuple[str, Phase]]]:
+    """Per metered circuit and phase: what is not a managed charger, pessimistic when the meter is stale;
+    and which of those come from a fresh reading (the others are stand-ins, not measurements)."""
     circuits = {c.id: c for c in site.circuits}
     loads: dict[tuple[str, Phase], float] = {}
+    fresh: set[tuple[str, Phase]] = set()
     for spec in site.meters:
         circuit = circuits.get(spec.circuit)
         if circuit is None:
@@ -221,6 +232,7 @@ def non_ev_loads(site: Site, inputs: Inputs, evses: Sequence[EvseState], held: s
                 if not reading.worst_a and not reading.current_a:
                     amps = circuit.limit_of(phase)
             else:
+                fresh.add((spec.circuit, phase))
                 amps = reading.current_a.get(phase, 0.0)
                 if spec.includes_evs:
                     # Held chargers are counted at their max anyway; subtracting nothing for them is safe.
@@ -233,7 +245,7 @@ def non_ev_loads(site: Site, inputs: Inputs, evses: Sequence[EvseState], held: s
                 amps = max(0.0, amps)
             key = (spec.circuit, phase)
             loads[key] = max(loads.get(key, amps), amps)
-    return [NonEvLoad(c, p, a, inputs.now) for (c, p), a in loads.items()]
+    return [NonEvLoad(c, p, a, inputs.now) for (c, p), a in loads.items()], fresh
 
 
 def _min(*values: float | None) -> float | None:
@@ -245,7 +257,12 @@ def decide(site: Site, inputs: Inputs) -> Decision:
     now = inputs.now
     evses, held = charger_states(site, inputs)
     evses = remembered(evses, inputs.memory)
-    non_ev = non_ev_loads(site, inputs, evses, held)
+    estimated, fresh = non_ev_loads(site, inputs, evses, held)
+    non_ev = [
+        replace(load, amps=max(load.amps, inputs.non_ev_recent.get((load.circuit, load.phase), load.amps)))
+        for load in estimated
+    ]
+    non_ev_raw = [load for load in estimated if (load.circuit, load.phase) in fresh]
     # Non-EV power at the service, for the site kW limit (per-phase amps × line-to-neutral volts).
     service_amps = sum(load.amps for load in non_ev if load.circuit == site.service_id)
     non_ev_kw = service_amps * site.ln_v * site.power_factor / 1000.0
@@ -274,7 +291,8 @@ def decide(site: Site, inputs: Inputs) -> Decision:
         reason = change.reason
         if reason in ("site", "ev") or reason.startswith("group:"):
             reason = f"{reason} ({why_limit})" if why_limit else reason
-        out_changes.append(LimitChange(change.evse_id, change.old_a, change.new_a, reason))
+        first = change.evse_id not in inputs.memory
+        out_changes.append(LimitChange(change.evse_id, change.old_a, change.new_a, reason, first))
     for evse in evses:
         binding = raw.binding.get(evse.id, "")
         if evse.id in held:
@@ -300,4 +318,5 @@ def decide(site: Site, inputs: Inputs) -> Decision:
         ev_limit_kw=ev_kw,
         non_ev=tuple(non_ev),
         non_ev_kw=non_ev_kw,
+        non_ev_raw=tuple(non_ev_raw),
     )

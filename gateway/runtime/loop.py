@@ -24,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.domain import ChargerReading, Event, LimitAck, Measurement, OptState
+from gateway.domain import ChargerReading, ChargerStatus, Event, LimitAck, Measurement, OptState
 from gateway.ports import EvseDriver
 from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, decide
 from gateway.runtime.supervise import supervised
@@ -44,6 +44,7 @@ log = logging.getLogger("gateway.runtime")
 Clock = Callable[[], datetime]
 RESEND_UNACKED_S = 5.0  # how often a limit a charger has not acknowledged is sent again
 HISTORY_POINTS = 7200  # one point a second: the last two hours for the status page
+NON_EV_HOLD_S = 5.0  # a drop in the non-EV estimate is believed after this long (a rise at once)
 
 
 def utc_now() -> datetime:
@@ -79,6 +80,7 @@ class Runtime:
         self.measurements: dict[str, Measurement] = {}
         self.events: dict[str, Event] = {}
         self.memory: dict[str, ChargerMemory] = {}
+        self.non_ev_window: deque[tuple[datetime, dict[tuple[str, str], float]]] = deque()
         self.unacked: dict[str, datetime] = {}  # charger → when its unacknowledged limit was last sent
         self.acks: dict[str, LimitAck] = {}
         self.operator_cap_kw: float | None = None
@@ -222,6 +224,12 @@ class Runtime:
             mem = self.memory.get(reading.charger_id)
             if mem is not None and reading.applied_limit_a <= mem.limit_a + 0.5:
                 del self.unacked[reading.charger_id]
+        came_online = (before is None or before.status is ChargerStatus.OFFLINE) and (
+            reading.status is not ChargerStatus.OFFLINE)
+        if came_online and reading.charger_id in self.unacked:
+            # It refused the limit only because it was away: send it again now, not at the next resend.
+            self.unacked[reading.charger_id] = datetime.min.replace(tzinfo=UTC)
+            self.trigger(f"charger={reading.charger_id} online")
         if before is None or before.status.connected != reading.status.connected:
             self.trigger(f"charger={reading.charger_id} status={reading.status.value}")
 
@@ -303,7 +311,17 @@ class Runtime:
             meters=self.meter_readings(),
             unacked=frozenset(self.unacked),
             memory=dict(self.memory),
+            non_ev_recent=self.recent_non_ev(now),
         )
+
+    def recent_non_ev(self, now: datetime) -> dict[tuple[str, str], float]:
+        while self.non_ev_window and now - self.non_ev_window[0][0] > timedelta(seconds=NON_EV_HOLD_S):
+            self.non_ev_window.popleft()
+        highest: dict[tuple[str, str], float] = {}
+        for _, loads in self.non_ev_window:
+            for key, amps in loads.items():
+                highest[key] = max(amps, highest.get(key, amps))
+        return highest
 
     async def _decide_forever(self) -> None:
         tick = self.config.control.tick_s
@@ -320,6 +338,7 @@ class Runtime:
         now = self.clock()
         decision = decide(self.site, self.inputs(now))
         self.memory = dict(decision.memory)
+        self.non_ev_window.append((now, {(n.circuit, n.phase): n.amps for n in decision.non_ev_raw}))
         self.last = decision
         self.decisions += 1
         for change in decision.changes:
