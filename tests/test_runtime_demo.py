@@ -86,6 +86,7 @@ async def test_curtailment_reaches_the_chargers_and_the_status(
     assert status["vtn"]["registered"] is True
     assert {e["id"] for e in status["events"]} >= {"demo-curtail", "demo-price"}
     assert status["site"]["ev_limit_kw"] == pytest.approx(cap, abs=0.01)
+    assert status["site"]["limit_kw"] < 68  # under the service's own ~68 kW: the curtailment binds
     assert {e["id"] for e in status["evses"]} == {"cp-1", "cp-2", "cp-3", "cp-4", "mb-1", "mb-2"}
     rows = runtime.decision_store.recent(50) if runtime.decision_store else []
     assert rows and any(r.accepted for r in rows)

@@ -287,10 +287,14 @@ def decide(site: Site, inputs: Inputs) -> Decision:
     limits, new_memory, changes = smooth(raw, free, inputs.memory, now, site.smoothing)
     reasons: dict[str, str] = {}
     out_changes: list[LimitChange] = []
+
+    def explained(reason: str) -> str:
+        if why_limit and (reason in ("site", "ev") or reason.startswith("group:")):
+            return f"{reason} ({why_limit})"
+        return reason
+
     for change in changes:
-        reason = change.reason
-        if reason in ("site", "ev") or reason.startswith("group:"):
-            reason = f"{reason} ({why_limit})" if why_limit else reason
+        reason = explained(change.reason)
         first = change.evse_id not in inputs.memory
         out_changes.append(LimitChange(change.evse_id, change.old_a, change.new_a, reason, first))
     for evse in evses:
@@ -303,7 +307,7 @@ def decide(site: Site, inputs: Inputs) -> Decision:
             why = "unacknowledged" if evse.id in inputs.unacked else "silent"
             reasons[evse.id] = f"{why}: counted at max"
         else:
-            reasons[evse.id] = binding
+            reasons[evse.id] = explained(binding)
     for sent in out_changes:
         reasons[sent.evse_id] = sent.reason
     return Decision(

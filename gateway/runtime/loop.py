@@ -391,7 +391,7 @@ class Runtime:
             self._ven_polls = self.ven.polls
             self.vtn_last_poll = decision.now
         if not self.history or decision.now - self.history[-1].at >= timedelta(seconds=1):
-            self.history.append(HistoryPoint(decision.now, self.load_kw(), decision.site_limit_kw))
+            self.history.append(HistoryPoint(decision.now, self.load_kw(), self.effective_limit_kw()))
 
     def load_kw(self) -> float | None:
         """Site power: the service meter, or the chargers' own power plus the non-EV estimate."""
@@ -400,6 +400,22 @@ class Runtime:
             return measured
         ev = self.ev_power_kw() or 0.0
         return ev + (self.last.non_ev_kw if self.last is not None else 0.0)
+
+    def effective_limit_kw(self) -> float | None:
+        """The site power the last decision allowed: the lowest of the service's own capacity, the site
+        limit in force and the EV limit plus the non-EV load (what the status chart draws as "limit")."""
+        last = self.last
+        if last is None:
+            return None
+        site = self.config.site
+        service = self.circuit_limit[self.site.service_id]
+        service_kw = sum(service.limit_of(p) for p in service.phases) * site.ln_v * site.power_factor / 1000.0
+        candidates = [service_kw]
+        if last.site_limit_kw is not None:
+            candidates.append(last.site_limit_kw)
+        if last.ev_limit_kw is not None:
+            candidates.append(last.ev_limit_kw + last.non_ev_kw)
+        return min(candidates)
 
     def healthy(self) -> bool:
         """True while the loop decided within the last three ticks."""

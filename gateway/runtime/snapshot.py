@@ -72,7 +72,9 @@ def status_of(rt: Runtime, now: datetime) -> dict[str, Any]:
         "events": events,
         "site": {
             "name": rt.config.site.name,
-            "limit_kw": _round(last.site_limit_kw if last is not None else None),
+            # What the site may draw now, whichever limit binds (service, DR site limit, EV limit + non-EV).
+            "limit_kw": _round(rt.effective_limit_kw()),
+            "dr_site_limit_kw": _round(last.site_limit_kw if last is not None else None),
             "ev_limit_kw": _round(last.ev_limit_kw if last is not None else None),
             "load_kw": _round(rt.load_kw()),
             "ev_kw": _round(rt.ev_power_kw()),

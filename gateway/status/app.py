@@ -136,6 +136,16 @@ def _cell(value: object) -> str:
     return html.escape(str(value))
 
 
+def _clock(value: object) -> str:
+    """An ISO time as HH:MM:SS (UTC) for people; anything else as it is."""
+    if not isinstance(value, str):
+        return _cell(value)
+    try:
+        return datetime.fromisoformat(value).strftime("%H:%M:%S")
+    except ValueError:
+        return _cell(value)
+
+
 def render_page(status: dict[str, Any], points: Sequence[Point]) -> str:
     site, vtn = status["site"], status["vtn"]
     rows = "".join(
@@ -144,13 +154,13 @@ def render_page(status: dict[str, Any], points: Sequence[Point]) -> str:
         for e in status["evses"]
     )
     events = "".join(
-        f"<li>{_cell(e['id'])}: {_cell(', '.join(s['name'] for s in e['signals']))} from {_cell(e['start'])} "
-        f"to {_cell(e['end'])}{' (active)' if e['active'] else ''} opt={_cell(e['opt'])}</li>"
+        f"<li>{_cell(e['id'])}: {_cell(', '.join(s['name'] for s in e['signals']))} from {_clock(e['start'])} "
+        f"to {_clock(e['end'])}{' (active)' if e['active'] else ''} opt={_cell(e['opt'])}</li>"
         for e in status["events"]
     ) or "<li>none</li>"
     vtn_line = "not configured"
     if vtn["configured"]:
-        vtn_line = f"registered: {'yes' if vtn['registered'] else 'no'}, last poll: {_cell(vtn['last_poll'])}"
+        vtn_line = f"registered: {'yes' if vtn['registered'] else 'no'}, last poll: {_clock(vtn['last_poll'])}"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
 <title>{html.escape(site['name'])}: gateway status</title>
@@ -160,7 +170,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style></head>
 <p>Site load <b>{_cell(site['load_kw'])} kW</b>, limit in force <b>{_cell(site['limit_kw'])} kW</b>,
 EV limit {_cell(site['ev_limit_kw'])} kW. VTN {vtn_line}. Decisions: {status['loop']['decisions']}.</p>
 {chart_svg(points)}
-<h2>Events</h2><ul>{events}</ul>
+<h2>Events (times UTC)</h2><ul>{events}</ul>
 <h2>Chargers</h2>
 <table><tr><th>charger</th><th>state</th><th>limit (A)</th><th>current (A)</th><th>why</th></tr>{rows}</table>
 </body></html>
