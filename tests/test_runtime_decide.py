@@ -93,12 +93,13 @@ def test_an_unacknowledged_charger_keeps_its_old_limit_and_counts_at_max() -> No
 
 def test_a_curtailment_segment_and_operator_cap_bind_with_their_reason() -> None:
     site = Site.from_config(site_config(includes_evs=False))
-    seg = Segment(NOW, None, ev_kw=11.0, reasons=("event=ev-1 SIMPLE level 2",))
+    seg = Segment(NOW, None, ev_kw=11.0, price=0.3,
+                  reasons=("ev-1:SIMPLE:level=2", "p-1:ELECTRICITY_PRICE:price=0.3"))
     readings = {"a": charging("a", 0), "b": charging("b", 0)}
     d = decide(site, Inputs(NOW, segment=seg, readings=readings, meters={"grid": meter(0)}))
     kw = sum(e.kw_per_a * d.limits[e.id] for e in d.evses)
     assert kw <= 11.0 + 1e-9
-    assert all("event=ev-1" in c.reason for c in d.changes)
+    assert all(c.reason == "ev (ev-1:SIMPLE:level=2)" for c in d.changes)
     capped = decide(site, Inputs(NOW, operator_cap_kw=5.0, readings=readings, meters={"grid": meter(0)}))
     assert sum(e.kw_per_a * capped.limits[e.id] for e in capped.evses) <= 5.0
     assert any("operator cap" in c.reason for c in capped.changes)

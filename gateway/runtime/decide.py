@@ -271,7 +271,11 @@ def decide(site: Site, inputs: Inputs) -> Decision:
     ev_kw = segment.ev_kw if segment else None
     group_kw = segment.group_kw if segment else {}
     groups = tuple(GroupLimit(rid, site.resources.get(rid, frozenset()), kw) for rid, kw in group_kw.items())
-    why_limit = "; ".join(segment.reasons) if segment and segment.reasons else ""
+    # A segment's reasons name every signal in force; a limit is explained by the limiting ones only
+    # (reasons read "<event>:<signal>:<type>=<value>", so prices and demand charges are told by name).
+    limiting = [r for r in (segment.reasons if segment else ()) if not any(
+        f":{name}:" in r for name in ("ELECTRICITY_PRICE", "ENERGY_PRICE", "DEMAND_CHARGE"))]
+    why_limit = "; ".join(limiting)
     if inputs.operator_cap_kw is not None and site_kw == inputs.operator_cap_kw:
         why_limit = f"operator cap {inputs.operator_cap_kw:g} kW"
     problem = Problem(
