@@ -44,6 +44,7 @@ log = logging.getLogger("gateway.runtime")
 Clock = Callable[[], datetime]
 RESEND_UNACKED_S = 5.0  # how often a limit a charger has not acknowledged is sent again
 HISTORY_POINTS = 7200  # one point a second: the last two hours for the status page
+PRUNE_EVERY = timedelta(hours=1)  # old rows of limits sent are deleted this often
 NON_EV_HOLD_S = 5.0  # a drop in the non-EV estimate is believed after this long (a rise at once)
 
 
@@ -125,12 +126,10 @@ class Runtime:
             await self._close()
 
     async def _open(self) -> None:
-        from gateway.store.db import open_db
-
         path = self._path(self.config.store.path)
         self.store = VenStore.open(path)
         # A second connection: the VEN's transactions and ours must not interleave on one connection.
-        self.decision_store = DecisionStore(open_db(path))
+        self.decision_store = DecisionStore.open(path)
         self.events = await asyncio.to_thread(self.store.events)
         if any(p == "ocpp" for p in self.protocol_of.values()):
             from gateway.ocpp.driver import OcppDriver
@@ -202,7 +201,7 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.pool.close()
         if self.decision_store is not None:
-            self.decision_store.db.conn.close()
+            self.decision_store.close()
         if self.store is not None:
             self.store.close()
         log.info("shutdown: store closed")
@@ -325,11 +324,18 @@ class Runtime:
 
     async def _decide_forever(self) -> None:
         tick = self.config.control.tick_s
+        pruned_at: datetime | None = None
         while True:
             try:
                 await self.decide_once()
             except Exception:  # a bug in one decision must not stop the site being decided
                 log.exception("decision failed")
+            now = self.clock()
+            if self.decision_store is not None and (pruned_at is None or now - pruned_at > PRUNE_EVERY):
+                pruned_at = now
+                keep = timedelta(days=self.config.store.telemetry_days)
+                with contextlib.suppress(Exception):  # a full disk must not stop the deciding
+                    await asyncio.to_thread(self.decision_store.prune, now - keep)
             self._trigger.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._trigger.wait(), timeout=tick)

@@ -12,10 +12,12 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import sqlite_utils
 
 from gateway.domain import LimitAck
+from gateway.store.db import open_db
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,15 @@ class DecisionStore:
     def __init__(self, db: sqlite_utils.Database) -> None:
         self.db = db
         self._lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: str | Path) -> DecisionStore:
+        return cls(open_db(path))
+
+    def close(self) -> None:
+        # Waits for a write still running in a worker thread: closing under it would break sqlite.
+        with self._lock:
+            self.db.conn.close()
 
     def record(self, rows: Iterable[SentLimit]) -> int:
         values = [
