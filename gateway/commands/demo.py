@@ -34,8 +34,12 @@ def run(args: argparse.Namespace) -> int:
         print("error: --speed must be above 0 and --tick between 0.1 and 60 s", file=sys.stderr)
         return 2
     setup_logging(as_json=args.log_json)
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(demo(_free_or_any(args.port), args.speed, args.tick))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(demo(_free_or_any(args.port), args.speed, args.tick))
+    except OSError as exc:
+        print(f"error: cannot start the demo: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

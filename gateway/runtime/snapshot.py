@@ -29,13 +29,15 @@ def status_of(rt: Runtime, now: datetime) -> dict[str, Any]:
         end = event.end
         if end is not None and end < now:
             continue  # over: the page shows what is in force and what is coming
+        active = event.start <= now and (end is None or now < end) and event.acted_on
         events.append({
             "id": event.event_id,
-            "status": event.status.value,
+            # what the VTN last said, unless the event has started since (the VTN's status is not live)
+            "status": "active" if active else event.status.value,
             "opt": event.opt.value,
             "start": _iso(event.start),
             "end": _iso(end),
-            "active": event.start <= now and (end is None or now < end) and event.acted_on,
+            "active": active,
             "test": event.test_event,
             "signals": [
                 {"name": s.name.value, "type": s.type.value, "values": [i.value for i in s.intervals]}

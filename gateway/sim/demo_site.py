@@ -5,8 +5,9 @@ On 127.0.0.1 with ports the OS picks: the demo VTN (openleadr), four OCPP charge
 at the service whose reading is a house load plus whatever the simulated chargers draw (so the meter
 sees the EVs, as a real grid meter does). `config_text()` writes the gateway config for it. Once the
 gateway has registered, the VTN sends a price signal for the next hour and a SIMPLE level-2 curtailment
-starting `curtail_after_s` later; EVs arrive one after the other. `speed` makes the simulated world
-(arrivals, the event's start, the house load's swings) run that many times faster.
+starting `curtail_after_s` later; EVs arrive one after the other, then one leaves every two minutes and
+a new one arrives a minute later. `speed` makes the simulated world (arrivals and departures, the
+event's start, the house load's swings) run that many times faster.
 """
 
 from __future__ import annotations
@@ -104,6 +105,25 @@ class DemoSite:
             else:
                 self.modbus[cid].plug_in(ev_max_a=32.0, phases=3)
             log.info("demo: an EV plugged in at %s", cid)
+        # Then, every two simulated minutes, one car leaves and a new one takes its place a minute later.
+        turn = 0
+        while True:
+            await self._sleep(120.0)
+            cid = [*self.ocpp, *self.modbus][turn % (len(self.ocpp) + len(self.modbus))]
+            turn += 1
+            await self._plug(cid, False)
+            await self._sleep(60.0)
+            await self._plug(cid, True)
+
+    async def _plug(self, cid: str, arrive: bool) -> None:
+        with contextlib.suppress(Exception):  # a charger that is reconnecting misses this turn
+            if cid in self.ocpp:
+                await (self.ocpp[cid].plug_in(Ev(max_a=32.0, plugged=True)) if arrive else self.ocpp[cid].unplug())
+            elif arrive:
+                self.modbus[cid].plug_in(ev_max_a=32.0, phases=3)
+            else:
+                self.modbus[cid].unplug()
+        log.info("demo: an EV %s %s", "plugged in at" if arrive else "left", cid)
 
     async def _events(self) -> None:
         """Wait for the gateway to register, then send the price signal and the curtailment."""
