@@ -125,6 +125,7 @@ class Inputs:
     readings: Mapping[str, ChargerReading] = field(default_factory=dict)
     meters: Mapping[str, MeterReading] = field(default_factory=dict)
     want_a: Mapping[str, float | None] = field(default_factory=dict)  # the plan's targets
+    energy_needed_kwh: Mapping[str, float] = field(default_factory=dict)  # what each session still asks for
     # The highest non-EV estimate per (circuit, phase) over the last few seconds: a drop in the estimate
     # is often only the meter seeing a limit change before the charger reports it, so drops are believed
     # slowly and rises at once (the caller keeps the window; see `Decision.non_ev_raw`).
@@ -193,7 +194,8 @@ def charger_states(site: Site, inputs: Inputs) -> tuple[list[EvseState], set[str
             or reading.status is ChargerStatus.OFFLINE
             or (reading.status.connected and inputs.now - reading.at > site.charger_stale)
         )
-        state = replace(evse, want_a=inputs.want_a.get(evse.id))
+        state = replace(evse, want_a=inputs.want_a.get(evse.id),
+                        energy_needed_kwh=inputs.energy_needed_kwh.get(evse.id))
         if reading is not None:
             state = replace(
                 state,

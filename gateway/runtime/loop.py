@@ -24,9 +24,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.domain import ChargerReading, ChargerStatus, Event, LimitAck, Measurement, OptState
+from gateway.domain import ChargerReading, ChargerStatus, Event, LimitAck, Measurement, OptState, Segment
 from gateway.ports import EvseDriver
-from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, decide
+from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, charger_states, decide
+from gateway.runtime.plans import PlanKeeper
 from gateway.runtime.supervise import supervised
 from gateway.schedule import ScheduleSettings, build_schedule, segment_at
 from gateway.smoothing import ChargerMemory
@@ -81,6 +82,9 @@ class Runtime:
         self.measurements: dict[str, Measurement] = {}
         self.events: dict[str, Event] = {}
         self.memory: dict[str, ChargerMemory] = {}
+        self.plans = PlanKeeper.from_config(config)
+        self.session_start_kwh: dict[str, tuple[str | None, float]] = {}  # charger → (session, meter at start)
+        self._plan_failed = False
         self.non_ev_window: deque[tuple[datetime, dict[tuple[str, str], float]]] = deque()
         self.unacked: dict[str, datetime] = {}  # charger → when its unacknowledged limit was last sent
         self.acks: dict[str, LimitAck] = {}
@@ -219,6 +223,12 @@ class Runtime:
             # A status-only message (OCPP): keep the last measured current rather than forget it.
             reading = replace(reading, current_a=before.current_a, power_kw=before.power_kw)
         self.readings[reading.charger_id] = reading
+        if reading.energy_kwh is not None and reading.status.connected:
+            start = self.session_start_kwh.get(reading.charger_id)
+            if start is None or start[0] != reading.session_id or before is None or not before.status.connected:
+                self.session_start_kwh[reading.charger_id] = (reading.session_id, reading.energy_kwh)
+        elif not reading.status.connected:
+            self.session_start_kwh.pop(reading.charger_id, None)
         if reading.charger_id in self.unacked and reading.applied_limit_a is not None:
             mem = self.memory.get(reading.charger_id)
             if mem is not None and reading.applied_limit_a <= mem.limit_a + 0.5:
@@ -300,9 +310,22 @@ class Runtime:
         self.operator_cap_kw = kw
         self.trigger(f"operator cap {kw}")
 
+    def energy_needed(self) -> dict[str, float]:
+        """What each session still asks for: the EV's request less what its meter counted since it began."""
+        out: dict[str, float] = {}
+        for cid, reading in self.readings.items():
+            if reading.energy_requested_kwh is None or not reading.status.connected:
+                continue
+            start = self.session_start_kwh.get(cid)
+            delivered = 0.0
+            if start is not None and reading.energy_kwh is not None:
+                delivered = max(0.0, reading.energy_kwh - start[1])
+            out[cid] = max(0.0, reading.energy_requested_kwh - delivered)
+        return out
+
     def inputs(self, now: datetime) -> Inputs:
         schedule = build_schedule(self.events.values(), now, self.schedule_settings)
-        return Inputs(
+        inputs = Inputs(
             now=now,
             segment=segment_at(schedule, now),
             operator_cap_kw=self.operator_cap_kw,
@@ -311,7 +334,25 @@ class Runtime:
             unacked=frozenset(self.unacked),
             memory=dict(self.memory),
             non_ev_recent=self.recent_non_ev(now),
+            energy_needed_kwh=self.energy_needed(),
         )
+        return replace(inputs, want_a=self.wants(inputs, schedule))
+
+    def wants(self, inputs: Inputs, schedule: Sequence[Segment]) -> dict[str, float | None]:
+        """The plan's caps for the sessions that gave a departure; the others share what is left by the
+        allocator's own fairness (an as-soon-as-possible plan would cap them in an arbitrary order)."""
+        states, _ = charger_states(self.site, inputs)
+        non_ev_kw = self.last.non_ev_kw if self.last is not None else 0.0
+        try:
+            wants = self.plans.wants(states, schedule, inputs.now, non_ev_kw)
+        except Exception:  # the plan is an optimisation: without it the site is still safe, only dearer
+            if not self._plan_failed:
+                log.exception("charging plan failed; chargers are not capped by a plan until it works")
+            self._plan_failed = True
+            return {}
+        self._plan_failed = False
+        flexible = {e.id for e in states if e.connected and e.departure is not None and e.departure > inputs.now}
+        return {cid: amps for cid, amps in wants.items() if cid in flexible}
 
     def recent_non_ev(self, now: datetime) -> dict[tuple[str, str], float]:
         while self.non_ev_window and now - self.non_ev_window[0][0] > timedelta(seconds=NON_EV_HOLD_S):

@@ -5,7 +5,8 @@ On 127.0.0.1 with ports the OS picks: the demo VTN (openleadr), four OCPP charge
 at the service whose reading is a house load plus whatever the simulated chargers draw (so the meter
 sees the EVs, as a real grid meter does). `config_text()` writes the gateway config for it. Once the
 gateway has registered, the VTN sends a price signal for the next hour and a SIMPLE level-2 curtailment
-starting `curtail_after_s` later; EVs arrive one after the other, then one leaves every two minutes and
+starting `curtail_after_s` later; EVs arrive one after the other (the one at cp-3 says it leaves in 55
+minutes with 8 kWh to go, so the plan can wait for cheaper prices), then one leaves every two minutes and
 a new one arrives a minute later. `speed` makes the simulated world (arrivals and departures, the
 event's start, the house load's swings) run that many times faster.
 """
@@ -32,6 +33,7 @@ log = logging.getLogger("gateway.sim.demo")
 OCPP_CHARGERS: Sequence[tuple[str, str]] = (("cp-1", "1.6"), ("cp-2", "1.6"), ("cp-3", "2.0.1"), ("cp-4", "2.0.1"))
 MODBUS_CHARGERS: Sequence[str] = ("mb-1", "mb-2")
 HOUSE_BASE_A = 15.0
+FLEXIBLE_CAR = "cp-3"
 
 
 @dataclass
@@ -99,7 +101,13 @@ class DemoSite:
         for n, cid in enumerate([*self.ocpp, *self.modbus]):
             if n:
                 await self._sleep(3.0)
-            if cid in self.ocpp:
+            if cid == FLEXIBLE_CAR:
+                # An OCPP 2.0.1 car that says when it leaves and how much it needs: the plan can wait for
+                # the cheaper prices of the demo's price signal.
+                leaves = datetime.now(UTC) + timedelta(seconds=55 * 60 / self.speed)
+                with contextlib.suppress(Exception):
+                    await self.ocpp[cid].plug_in(Ev(max_a=32.0, plugged=True, departure=leaves, energy_wh=8000))
+            elif cid in self.ocpp:
                 with contextlib.suppress(Exception):  # a charger still connecting plugs in on the next demo
                     await self.ocpp[cid].plug_in(Ev(max_a=32.0 if n % 2 == 0 else 16.0, plugged=True))
             else:

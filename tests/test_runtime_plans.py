@@ -1,0 +1,61 @@
+"""The plan kept by the control loop: a flexible session waits for cheaper prices; re-planning happens on
+age, on a change of sessions and on a change of schedule, not every tick."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from gateway.domain import EvseState, Segment
+from gateway.planner import PlanSettings
+from gateway.runtime.plans import PlanKeeper
+
+NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def car(cid: str, departure: datetime | None, kwh: float | None) -> EvseState:
+    return EvseState(cid, "main", ("L1", "L2", "L3"), 400.0, 32.0, connected=True, departure=departure,
+                     energy_needed_kwh=kwh, power_factor=0.99)
+
+
+def prices(values: list[float]) -> tuple[Segment, ...]:
+    step = timedelta(minutes=15)
+    return tuple(Segment(NOW + n * step, NOW + (n + 1) * step, price=p, reasons=(f"p:ELECTRICITY_PRICE:{p}",))
+                 for n, p in enumerate(values))
+
+
+def keeper() -> PlanKeeper:
+    return PlanKeeper(PlanSettings(horizon=timedelta(hours=2), ev_capacity_kw=44.0))
+
+
+def test_a_flexible_session_waits_for_the_cheap_slots() -> None:
+    plans = keeper()
+    schedule = prices([0.32, 0.28, 0.12, 0.10])
+    wants = plans.wants([car("flex", NOW + timedelta(hours=1), 8.0)], schedule, NOW)
+    assert wants["flex"] == 0.0
+    later = NOW + timedelta(minutes=45)
+    assert (plans.wants([car("flex", NOW + timedelta(hours=1), 8.0)], schedule, later)["flex"] or 0) > 6
+
+
+def test_a_plan_is_reused_until_something_changes() -> None:
+    plans = keeper()
+    schedule = prices([0.32, 0.28, 0.12, 0.10])
+    cars = [car("flex", NOW + timedelta(hours=1), 8.0)]
+    plans.wants(cars, schedule, NOW)
+    first = plans.plan
+    plans.wants(cars, schedule, NOW + timedelta(seconds=5))
+    assert plans.plan is first  # same sessions, same schedule, young plan
+    plans.wants([*cars, car("other", None, None)], schedule, NOW + timedelta(seconds=6))
+    assert plans.plan is not first  # a car arrived
+    second = plans.plan
+    plans.wants([*cars, car("other", None, None)], prices([0.1, 0.1, 0.1, 0.1]), NOW + timedelta(seconds=7))
+    assert plans.plan is not second  # the prices changed
+    third = plans.plan
+    plans.wants([*cars, car("other", None, None)], prices([0.1, 0.1, 0.1, 0.1]), NOW + timedelta(minutes=2))
+    assert plans.plan is not third  # older than a minute
+
+
+def test_a_car_that_asks_for_nothing_more_is_capped_to_nothing() -> None:
+    plans = keeper()
+    wants = plans.wants([replace(car("done", NOW + timedelta(hours=1), 0.0))], prices([0.3]), NOW)
+    assert wants["done"] == 0.0
