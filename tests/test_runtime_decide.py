@@ -130,3 +130,11 @@ def test_a_drop_in_non_ev_load_is_held_by_the_recent_highest_a_rise_is_not() -> 
     assert sum(calm.limits.values()) == 40
     busy = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(60)}, non_ev_recent=recent))
     assert busy.non_ev[0].amps == 60 and sum(busy.limits.values()) <= 20
+
+
+def test_a_meter_silent_longer_than_it_remembers_leaves_nothing() -> None:
+    site = Site.from_config(site_config())
+    old = NOW - timedelta(minutes=5)
+    silent = MeterReading("grid", {"L1": 10.0, "L2": 10.0, "L3": 10.0}, old, {})
+    d = decide(site, Inputs(NOW, readings={"a": charging("a", 0)}, meters={"grid": silent}))
+    assert d.non_ev[0].amps == 80 and d.limits["a"] == 0

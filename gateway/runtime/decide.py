@@ -231,7 +231,7 @@ def non_ev_loads(
             elif inputs.now - reading.measured_at > spec.stale_after:
                 # Stale: the worst it read recently, EVs included (double counting is the safe side).
                 amps = max(reading.worst_a.get(phase, 0.0), reading.current_a.get(phase, 0.0))
-                if not reading.worst_a and not reading.current_a:
+                if not reading.worst_a:  # silent for longer than it remembers: nothing is known
                     amps = circuit.limit_of(phase)
             else:
                 fresh.add((spec.circuit, phase))

@@ -259,7 +259,9 @@ class Runtime:
         out = {}
         for meter_id, m in self.measurements.items():
             meter = self.meters.get(meter_id)
-            worst = meter.worst_recent_a() if meter is not None else {}
+            # Over a minute (what the meter keeps), not only `stale_after_s`: at the moment a meter turns
+            # stale its last `stale_after_s` hold no good poll, and the worst before it is what counts.
+            worst = meter.worst_recent_a(window_s=max(60.0, meter.stale_after_s)) if meter is not None else {}
             out[meter_id] = MeterReading(meter_id, m.current_a, m.at, worst)
         return out
 
