@@ -467,11 +467,13 @@ class Runtime:
         return min(candidates)
 
     def healthy(self) -> bool:
-        """True while the loop decided within the last three ticks."""
+        """True while the loop decided within the last three ticks (plus the time a push may wait for
+        chargers' answers: decreases and increases each wait up to the OCPP `ack_wait_s`)."""
         if self.last is None:
             return False
         age = (self.clock() - self.last.now).total_seconds()
-        return age <= 3 * self.config.control.tick_s
+        pushing = 2 * self.config.ocpp.ack_wait_s if self.ocpp is not None else 0.0
+        return age <= 3 * self.config.control.tick_s + pushing
 
     # ------------------------------------------------------------------------------------ for the status endpoint
 
