@@ -20,7 +20,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -48,7 +48,7 @@ from acnportal.signals.tariffs import TimeOfUseTariff
 
 from bench.acn_adapter import Rates, evse_state, linear_limits, site_circuit, snap_to_allowed, station_rates
 from gateway.allocate import Problem, Sharing, allocate
-from gateway.domain import EvseState
+from gateway.domain import Allocation, EvseState
 from gateway.smoothing import ChargerMemory, SmoothingSettings, remembered, smooth
 
 DATA = Path("/work/shared/data/acn-caltech-2020/acndata_sessions_caltech_2020.json")
@@ -104,8 +104,7 @@ class GatewayAlgorithm(BaseAlgorithm):  # type: ignore[misc]  # acnportal is unt
         iface = self.interface
         infra = iface.infrastructure_info()
         period = timedelta(minutes=iface.period)
-        start = iface._simulator.start  # the simulation's epoch: the same clock the baselines count in
-        now = start + period * iface.current_time
+        now = iface.current_datetime
         rates: dict[str, Rates] = {}
         evses: list[EvseState] = []
         for s in active_sessions:
@@ -116,7 +115,7 @@ class GatewayAlgorithm(BaseAlgorithm):  # type: ignore[misc]  # acnportal is unt
             rates[s.station_id] = station_rates(infra, i)
             evses.append(
                 evse_state(s.station_id, rates[s.station_id], float(infra.voltages[i]), float(s.remaining_demand),
-                           start + period * int(s.estimated_departure), period)
+                           now + period * (int(s.estimated_departure) - iface.current_time), period)
             )
         if self.planner is not None and evses:
             prices = list(iface.get_prices(int(24 * 60 / iface.period)))
@@ -127,17 +126,15 @@ class GatewayAlgorithm(BaseAlgorithm):  # type: ignore[misc]  # acnportal is unt
         limits, self.memory, _ = smooth(raw, evses, self.memory, now, self.settings)
         return {sid: [snap_to_allowed(limits.get(sid, 0.0), rates[sid])] for sid in rates}
 
-
-    def decide(self, evses: list[EvseState], now: datetime, linear: list[Any]) -> Any:
+    def decide(self, evses: list[EvseState], now: datetime, linear: list[Any]) -> Allocation:
         return allocate(Problem([site_circuit()], evses, now, min_on_time=self.min_on, linear=linear,
                                 sharing=self.sharing))
 
 
 def _capped(evse: EvseState, cap: float | None) -> EvseState:
+    """The charger with a planner's cap on top of the one it already has."""
     if cap is None:
         return evse
-    from dataclasses import replace
-
     want = cap if evse.want_a is None else min(cap, evse.want_a)
     return replace(evse, want_a=want)
 
@@ -162,6 +159,8 @@ class Derated(BaseAlgorithm):  # type: ignore[misc]
         self.inner.register_interface(interface)
 
     def schedule(self, active_sessions: list[Any]) -> dict[str, list[float]]:
+        # The harness plays the utility here: it lowers the network's own limits, which is also what
+        # acnportal's feasibility check and every scheduler's view then read.
         network = self.interface._simulator.network
         if self._base is None:
             self._base = np.array(network.magnitudes, dtype=float)
