@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -51,6 +52,37 @@ def test_run_serves_status_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
         rest = proc.communicate(timeout=15)[1]
         assert proc.returncode == 0
         assert "store closed" in rest and "Traceback" not in rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_demo_prints_where_to_look_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "demo", "--port", "0", "--speed", "20"],
+                            stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    seen: list[str] = []
+    # Drained all along: a full pipe would block the gateway's logging and so its event loop.
+    reader = threading.Thread(target=lambda: seen.extend(iter(proc.stderr.readline, "")) if proc.stderr else None,
+                              daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any("Ctrl-C to stop" in line for line in list(seen)):
+            time.sleep(0.1)
+        url = next(line.split()[-1] for line in list(seen) if line.startswith("demo: status page"))
+        deadline = time.monotonic() + 15
+        curtailed = False
+        while time.monotonic() < deadline and not curtailed:  # the curtailment starts 2 s after registration
+            time.sleep(0.5)
+            with urllib.request.urlopen(url + "api/status", timeout=5) as response:
+                curtailed = json.load(response)["site"]["ev_limit_kw"] is not None
+        assert curtailed
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        reader.join(timeout=5)
+        text = "".join(seen)
+        assert "store closed" in text and "Traceback" not in text
     finally:
         if proc.poll() is None:
             proc.kill()
