@@ -103,8 +103,8 @@ async def test_a_house_load_jump_cuts_the_chargers_within_a_tick(
     began = loop.time()
     await wait_for(lambda: runtime.last is not None and runtime.last.non_ev[0].amps >= 80
                    and sum(runtime.last.limits.values()) <= 12, 5)
-    # A meter poll (0.5 s) plus the sim's own update (0.2 s) plus one tick (0.25 s), with slack for CI.
-    assert loop.time() - began < 2.5
+    # A meter poll (0.5 s) plus the sim's own update (0.2 s) plus one tick (0.25 s), with slack for a busy machine.
+    assert loop.time() - began < 3.5
 
 
 async def test_stop_leaves_the_chargers_on_their_fallback(
