@@ -46,7 +46,6 @@ Clock = Callable[[], datetime]
 RESEND_UNACKED_S = 5.0  # how often a limit a charger has not acknowledged is sent again
 HISTORY_POINTS = 7200  # one point a second: the last two hours for the status page
 PRUNE_EVERY = timedelta(hours=1)  # old rows of limits sent are deleted this often
-NON_EV_HOLD_S = 5.0  # a drop in the non-EV estimate is believed after this long (a rise at once)
 
 
 def utc_now() -> datetime:
@@ -85,6 +84,10 @@ class Runtime:
         self.plans = PlanKeeper.from_config(config)
         self.session_start_kwh: dict[str, tuple[str | None, float]] = {}  # charger → (session, meter at start)
         self._plan_failed = False
+        # A drop in the non-EV estimate is believed once every charger has reported since (a rise at once):
+        # until then the meter may see a car's new draw that its charger has not reported yet.
+        ocpp_interval = config.ocpp.meter_interval_s if "ocpp" in self.protocol_of.values() else 0.0
+        self.non_ev_hold = timedelta(seconds=max(2.0, ocpp_interval + config.control.tick_s))
         self.non_ev_window: deque[tuple[datetime, dict[tuple[str, str], float]]] = deque()
         self.unacked: dict[str, datetime] = {}  # charger → when its unacknowledged limit was last sent
         self.acks: dict[str, LimitAck] = {}
@@ -357,7 +360,7 @@ class Runtime:
         return {cid: amps for cid, amps in wants.items() if cid in flexible}
 
     def recent_non_ev(self, now: datetime) -> dict[tuple[str, str], float]:
-        while self.non_ev_window and now - self.non_ev_window[0][0] > timedelta(seconds=NON_EV_HOLD_S):
+        while self.non_ev_window and now - self.non_ev_window[0][0] > self.non_ev_hold:
             self.non_ev_window.popleft()
         highest: dict[tuple[str, str], float] = {}
         for _, loads in self.non_ev_window:
