@@ -8,6 +8,9 @@ of urgency (protected by a minimum on-time, then least laxity, then longest wait
 the paused ones take turns. The admitted ones then rise together (max-min fair above their minimum) until
 each meets its own maximum or a full constraint, are rounded down to their step, and whatever the rounding
 freed is handed out again step by step, lowest first, so no capacity a charger could use is left idle.
+Limits that are no conductor of the tree (a transformer winding several phase pairs feed, a phasor limit
+cut into linear pieces) come in as `LinearLimit`s. With `Sharing.DEADLINE` a class is served in urgency
+tiers instead (cars about to miss their departure first, earliest departure first), each tier as above.
 Smoothing over time (deadband, ramps, rotation memory) is a separate step: `gateway.smoothing`.
 """
 
@@ -15,13 +18,35 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from gateway.domain import J1772_MIN_A, Allocation, Circuit, EvseState, NonEvLoad, SiteLimits
 
 EPS = 1e-9
+
+
+class Sharing(StrEnum):
+    """How the chargers of one priority class share what their class may use."""
+
+    FAIR = "fair"  # max-min fair in amps; urgency only orders who is admitted when minimums do not all fit
+    DEADLINE = "deadline"  # urgency tiers (`deadline_tier`), each served in turn, max-min fair inside a tier
+
+
+@dataclass(frozen=True, slots=True)
+class LinearLimit:
+    """A constraint `Σ coefs[charger id] · amps ≤ limit` that is not one conductor of the circuit tree.
+
+    Coefficients must not be negative: then pausing a charger never breaks a limit, which the admission
+    order, the rounding down and the rotation all rely on. A phase-cancelling effect is left out (a
+    conservative reading of the limit), never subtracted.
+    """
+
+    id: str
+    limit: float
+    coefs: Mapping[str, float]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +60,10 @@ class Problem:
     limits: SiteLimits = field(default_factory=SiteLimits)
     stale_after: timedelta = timedelta(seconds=10)
     min_on_time: timedelta = timedelta(0)
+    linear: Sequence[LinearLimit] = ()
+    sharing: Sharing = Sharing.FAIR
+    critical_slack: timedelta = timedelta(hours=1)  # DEADLINE: less slack than this is served first
+    deadline_step: timedelta = timedelta(minutes=5)  # DEADLINE: departures this close share a tier
 
 
 class ProblemError(ValueError):
@@ -122,6 +151,11 @@ def _build(problem: Problem) -> tuple[_Constraints, list[list[tuple[int, float]]
     site = cons.add("site", limits.site_kw - limits.non_ev_kw) if limits.site_kw is not None else None
     ev = cons.add("ev", limits.ev_kw) if limits.ev_kw is not None else None
     groups = [(cons.add(f"group:{g.id}", g.kw), g.evse_ids) for g in limits.groups]
+    linear: list[tuple[int, Mapping[str, float]]] = []
+    for lin in problem.linear:
+        if any(not (coef >= 0 and math.isfinite(coef)) for coef in lin.coefs.values()):
+            raise ProblemError(f"linear limit {lin.id!r}: every coefficient must be finite and not negative")
+        linear.append((cons.add(f"linear:{lin.id}", lin.limit), lin.coefs))
 
     members: list[list[tuple[int, float]]] = []
     seen: set[str] = set()
@@ -145,6 +179,10 @@ def _build(problem: Problem) -> tuple[_Constraints, list[list[tuple[int, float]]
         for index, ids in groups:
             if evse.id in ids:
                 entries.append((index, kw))
+        for index, coefs in linear:
+            coef = coefs.get(evse.id, 0.0)
+            if coef > 0:
+                entries.append((index, coef))
         members.append(entries)
         if evse.held_a is not None:
             for index, coef in entries:
@@ -178,6 +216,21 @@ def admission_key(evse: EvseState, now: datetime, min_on_time: timedelta) -> tup
     elif evse.on_since is not None:
         turn = (now - evse.on_since).total_seconds()
     return (not protected, _laxity_s(evse, now), turn, evse.id)
+
+
+def deadline_tier(evse: EvseState, now: datetime, critical_slack: timedelta, step: timedelta) -> tuple[int, float]:
+    """A charger's tier under DEADLINE sharing; a larger tier is served first, each to all it can take.
+
+    First the cars that can still leave with what they asked for but have less than `critical_slack` to
+    spare; then those that cannot make it even at full power (they still charge, but not ahead of the ones
+    the energy would save); then the rest. Inside each, earliest departure first, departures within one
+    `step` sharing a tier (max-min fair between them); an unknown departure comes last.
+    """
+    slack = _laxity_s(evse, now)
+    rank = 2 if 0.0 <= slack < critical_slack.total_seconds() else 1 if slack < 0.0 else 0
+    if evse.departure is None:
+        return rank, -math.inf
+    return rank, -float(math.floor((evse.departure - now) / step))
 
 
 def _why_idle(evse: EvseState) -> str | None:
@@ -231,22 +284,31 @@ def allocate(problem: Problem) -> Allocation:
     for i in candidates:
         by_class.setdefault(evses[i].priority, []).append(i)
     for priority in sorted(by_class, reverse=True):
-        order = sorted(by_class[priority], key=lambda i: admission_key(evses[i], problem.now, problem.min_on_time))
-        admitted = []
-        for i in order:
-            if fits(i, lows[i]):
-                take(i, lows[i])
-                admitted.append(i)
-        _fill(admitted, amps, members, users, head, highs)
-        for i in admitted:
-            snapped = step_floor(amps[i], evses[i].step_a)
-            take(i, snapped - amps[i])
-            amps[i] = snapped
-        for i in order:  # what rounding freed may now admit someone who did not fit
-            if amps[i] == 0.0 and fits(i, lows[i]):
-                take(i, lows[i])
-                admitted.append(i)
-        _top_up(admitted, evses, amps, highs, fits, take)
+        ranked = sorted(by_class[priority], key=lambda i: admission_key(evses[i], problem.now, problem.min_on_time))
+        tiers: dict[tuple[int, float], list[int]] = {}
+        if problem.sharing is Sharing.DEADLINE:
+            for i in ranked:
+                tier = deadline_tier(evses[i], problem.now, problem.critical_slack, problem.deadline_step)
+                tiers.setdefault(tier, []).append(i)
+        else:
+            tiers[(0, 0.0)] = ranked
+        for tier in sorted(tiers, reverse=True):
+            order = tiers[tier]
+            admitted = []
+            for i in order:
+                if fits(i, lows[i]):
+                    take(i, lows[i])
+                    admitted.append(i)
+            _fill(admitted, amps, members, users, head, highs)
+            for i in admitted:
+                snapped = step_floor(amps[i], evses[i].step_a)
+                take(i, snapped - amps[i])
+                amps[i] = snapped
+            for i in order:  # what rounding freed may now admit someone who did not fit
+                if amps[i] == 0.0 and fits(i, lows[i]):
+                    take(i, lows[i])
+                    admitted.append(i)
+            _top_up(admitted, evses, amps, highs, fits, take)
 
     for i in candidates:
         evse = evses[i]
