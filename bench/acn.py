@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -433,11 +434,15 @@ def algorithms_for(cap_kw: float, price: bool, demand: bool) -> dict[str, Callab
         for name, peak in (("ours + planner", False), ("ours + planner, peak", True)):
             if peak and not demand:
                 continue
-            # A fresh planner per run: with a peak target it remembers the highest peak it has planned.
             if find_planner(cap_kw, peak) is not None:
-                out[name] = lambda peak=peak: GatewayAlgorithm(planner=find_planner(cap_kw, peak))
-    fair: Callable[[], Any] = lambda: GatewayAlgorithm(sharing=Sharing.FAIR)  # noqa: E731
-    return {**out, "ours": GatewayAlgorithm, "ours (fair sharing)": fair, **baselines()}
+                out[name] = partial(_with_planner, cap_kw, peak)
+    return {**out, "ours": GatewayAlgorithm, "ours (fair sharing)": partial(GatewayAlgorithm, sharing=Sharing.FAIR),
+            **baselines()}
+
+
+def _with_planner(cap_kw: float, peak: bool) -> GatewayAlgorithm:
+    # A fresh planner per run: with a peak target it remembers the highest peak it has planned.
+    return GatewayAlgorithm(planner=find_planner(cap_kw, peak))
 
 
 def offline_bound(scenario: Scenario) -> float:
@@ -448,7 +453,7 @@ def offline_bound(scenario: Scenario) -> float:
     network = caltech_acn(basic_evse=True, voltage=VOLTAGE, transformer_cap=scenario.cap_kw)
     sessions = [(ev.station_id, ev.arrival, ev.departure, ev.requested_energy) for ev in evs]
     car_a = scenario.battery_kw * 1000 / VOLTAGE
-    requested = sum(ev.requested_energy for ev in evs)
+    requested = float(sum(ev.requested_energy for ev in evs))
     return round(100 * energy_bound_kwh(network, sessions, scenario.period_min, VOLTAGE, car_a) / requested, 2)
 
 

@@ -14,8 +14,8 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linprog
-from scipy.sparse import coo_matrix
+from scipy.optimize import linprog  # type: ignore[import-untyped]
+from scipy.sparse import coo_matrix  # type: ignore[import-untyped]
 
 
 def _directions(weights: np.ndarray, step_deg: float) -> list[float]:
