@@ -671,3 +671,12 @@ def test_any_value_anywhere_gives_problems_not_exceptions(data: st.DataObject) -
         parse_config(doc)
     except ConfigError as exc:
         assert exc.problems and all(": " in p and "\n" not in p for p in exc.problems)
+
+
+def test_required_ocpp_passwords_are_checked_per_charger() -> None:
+    data = site()
+    data["ocpp"] = {"require_password": True}
+    data["chargers"][1]["ocpp"] = {"password": "s3cret-passw0rd"}
+    assert problems_of(data) == ["chargers[0].ocpp.password: required because ocpp.require_password is on"]
+    data["chargers"][0]["ocpp"] = {"password": "another-passw0rd"}
+    parse_config(data)

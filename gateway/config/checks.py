@@ -60,7 +60,19 @@ def cross_check(config: GatewayConfig, omitted: Omitted | None = None) -> list[s
     problems += _meters(config, at)
     problems += _endpoints(config, at)
     problems += _resources(config, omitted)
+    problems += _passwords(config, at)
     return problems
+
+
+def _passwords(config: GatewayConfig, at: _At) -> list[str]:
+    """With ocpp.require_password on, an OCPP charger without a password could never connect."""
+    if not config.ocpp.require_password:
+        return []
+    return [
+        f"{at('chargers', i)}.ocpp.password: required because ocpp.require_password is on"
+        for i, ch in enumerate(config.chargers)
+        if ch.protocol != "modbus" and ch.ocpp.password is None
+    ]
 
 
 def advisories(config: GatewayConfig) -> list[str]:
