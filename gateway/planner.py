@@ -46,6 +46,7 @@ from gateway.domain import J1772_MIN_A, EvseState, Segment
 from gateway.tariff import PriceStep
 
 EPS = 1e-9
+SHORT_KWH = 0.01  # a session planned this much below its request is left to the allocator (see `targets`)
 NoDeparture = Literal["charge-now", "dwell"]
 
 
@@ -557,7 +558,9 @@ def targets(plan: Plan, evses: Iterable[EvseState], now: datetime | None = None)
     current = next((k for k, s in enumerate(plan.slots) if s.start <= moment < s.end), None)
     for evse in evses:
         session = plan.sessions.get(evse.id)
-        if session is None or current is None:
+        if session is None or current is None or session.unmet_kwh > SHORT_KWH:
+            # A session the plan cannot fully serve gains nothing from waiting: the allocator's own
+            # urgency order gives it what the limits allow, rather than the plan's share of a slot.
             out[evse.id] = None
             continue
         hours = plan.slots[current].hours

@@ -282,6 +282,14 @@ def test_drift_says_when_to_recompute() -> None:
     assert drift(plan, [on_track], NOW + timedelta(minutes=15)) == "plan is old"
 
 
+def test_a_session_the_plan_cannot_serve_is_left_to_the_allocator() -> None:
+    cfg = PlanSettings(ev_capacity_kw=50.0)
+    short = evse("short", 30.0, 1.0)  # 7.68 kWh in the hour it stays, at most
+    plan = make_plan([short], tou_slots(cfg), NOW, cfg)
+    assert plan.sessions["short"].unmet_kwh > 20
+    assert targets(plan, [short]) == {"short": None}
+
+
 def test_targets_round_up_to_the_step_and_minimum() -> None:
     slot = Slot(NOW, NOW + QUARTER, 0.1, 100.0)
     car = evse("cp-1", 0.3, 0.25, step_a=2.0)  # 0.3 kWh in 15 min = 1.2 kW = 5 A → minimum 6 A
