@@ -34,7 +34,10 @@ def test_a_flexible_session_waits_for_the_cheap_slots() -> None:
     wants = plans.wants([car("flex", NOW + timedelta(hours=1), 8.0)], schedule, NOW)
     assert wants["flex"] == 0.0
     later = NOW + timedelta(minutes=45)
-    assert (plans.wants([car("flex", NOW + timedelta(hours=1), 8.0)], schedule, later)["flex"] or 0) > 6
+    want = plans.wants([car("flex", NOW + timedelta(hours=1), 8.0)], schedule, later)["flex"]
+    # In the cheap slot it charges: capped above the minimum, or (the plan cannot give it all it asked for
+    # before it leaves) not capped at all, i.e. at its own maximum.
+    assert want is None or want > 6
 
 
 def test_a_plan_is_reused_until_something_changes() -> None:

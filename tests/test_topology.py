@@ -74,13 +74,14 @@ def test_static_evse_voltage_is_across_the_load() -> None:
     assert evses["three-phase"].voltage_v == 208
     assert evses["on-service"].circuit == "main"
     three = evses["three-phase"]
-    assert (three.min_a, three.max_a, three.step_a, three.priority, three.power_factor) == (8, 32, 0.5, 3, 0.99)
+    assert (three.min_a, three.max_a, three.step_a, three.priority, three.power_factor) == (8, 32, 0.5, 3, 1.0)
     assert not three.connected
 
 
 def test_ev_capacity_sums_the_chargers_or_takes_the_configured_value() -> None:
     config = workplace()
-    expected = 0.99 / 1000 * (120 * 16 + 208 * 40 + math.sqrt(3) * 208 * 32 + 208 * 24)
+    # kW limits are enforced at PF 1 (V·A), whatever site.power_factor says: never under-count power.
+    expected = 1.0 / 1000 * (120 * 16 + 208 * 40 + math.sqrt(3) * 208 * 32 + 208 * 24)
     assert ev_capacity_kw(config) == pytest.approx(expected)
     assert sum(charger_kw_max(config, ch) for ch in config.chargers) == pytest.approx(expected)
     configured = config.model_copy(update={"openadr": config.openadr.model_copy(update={"ev_capacity_kw": 50.0})})

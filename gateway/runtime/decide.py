@@ -265,9 +265,10 @@ def decide(site: Site, inputs: Inputs) -> Decision:
         for load in estimated
     ]
     non_ev_raw = [load for load in estimated if (load.circuit, load.phase) in fresh]
-    # Non-EV power at the service, for the site kW limit (per-phase amps × line-to-neutral volts).
+    # Non-EV power at the service, for the site kW limit (per-phase amps × line-to-neutral volts), at PF 1
+    # like the chargers' side: a PF below 1 would under-count it and let the site go over its kW limit.
     service_amps = sum(load.amps for load in non_ev if load.circuit == site.service_id)
-    non_ev_kw = service_amps * site.ln_v * site.power_factor / 1000.0
+    non_ev_kw = service_amps * site.ln_v / 1000.0
     segment = inputs.segment
     site_kw = _min(segment.site_kw if segment else None, inputs.operator_cap_kw)
     ev_kw = segment.ev_kw if segment else None
