@@ -8,8 +8,10 @@ reported as one line with the path to the value, like the config's.
 
 from __future__ import annotations
 
+import json
+import sys
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -17,6 +19,8 @@ from gateway.allocate import Problem
 from gateway.config import ConfigError, field_path
 from gateway.config.site import parse_phases
 from gateway.domain import J1772_MIN_A, PHASES, Circuit, EvseState, NonEvLoad, SiteLimits
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class _In(BaseModel):
@@ -121,24 +125,46 @@ class AllocationIn(_In):
         return self
 
 
-def parse_allocation_input(data: Any) -> AllocationIn:
+def read_json_input(name: str) -> Any:
+    """The JSON document in file `name` (or standard input for "-"); ConfigError with one line if not."""
+    try:
+        if name == "-":
+            text = sys.stdin.read()
+        else:
+            with open(name, encoding="utf-8") as handle:
+                text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{name}: cannot read ({getattr(exc, 'strerror', None) or exc})"]) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError([f"{name}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"]) from None
+
+
+def validate_input(model: type[M], data: Any) -> M:
+    """`data` as an instance of `model`, or ConfigError with one line per problem, each with its path."""
     if not isinstance(data, dict):
         raise ConfigError(["(top level): expected a JSON object"])
     try:
-        return AllocationIn.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         problems: list[str] = []
         for err in exc.errors():
             message = err["msg"].removeprefix("Value error, ")
-            if not err["loc"]:
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            if not loc:
                 problems.extend(message.splitlines())
                 continue
             if err["type"] == "extra_forbidden":
                 message = "unknown key (a typo?)"
             elif err["type"] == "missing":
                 message = "required key is missing"
-            problems.append(f"{field_path(tuple(err['loc']))}: {message}")
+            problems.append(f"{field_path(loc)}: {message}")
         raise ConfigError(problems) from None
+
+
+def parse_allocation_input(data: Any) -> AllocationIn:
+    return validate_input(AllocationIn, data)
 
 
 def to_problem(spec: AllocationIn) -> Problem:

@@ -16,26 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gateway.allocate import ProblemError, allocate
-    from gateway.allocation_input import parse_allocation_input, to_problem
+    from gateway.allocation_input import parse_allocation_input, read_json_input, to_problem
     from gateway.config import ConfigError
 
     try:
-        if args.file == "-":
-            text = sys.stdin.read()
-        else:
-            with open(args.file, encoding="utf-8") as handle:
-                text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"error: {args.file}: cannot read ({getattr(exc, 'strerror', None) or exc})", file=sys.stderr)
-        return 2
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        print(f"error: {args.file}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-              file=sys.stderr)
-        return 2
-    try:
-        problem = to_problem(parse_allocation_input(data))
+        problem = to_problem(parse_allocation_input(read_json_input(args.file)))
         result = allocate(problem)
     except ConfigError as exc:
         for line in exc.problems:

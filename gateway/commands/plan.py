@@ -104,53 +104,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_plan_input(data: Any) -> Any:
     """The validated input (an instance of `input_model()`), or ConfigError with one line per problem."""
-    from pydantic import ValidationError
+    from gateway.allocation_input import validate_input
 
-    from gateway.config import ConfigError, field_path
-
-    if not isinstance(data, dict):
-        raise ConfigError(["(top level): expected a JSON object"])
-    try:
-        return input_model().model_validate(data)
-    except ValidationError as exc:
-        problems: list[str] = []
-        for err in exc.errors():
-            message = err["msg"].removeprefix("Value error, ")
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-            if not loc:
-                problems.extend(message.splitlines())
-                continue
-            if err["type"] == "extra_forbidden":
-                message = "unknown key (a typo?)"
-            elif err["type"] == "missing":
-                message = "required key is missing"
-            problems.append(f"{field_path(loc)}: {message}")
-        raise ConfigError(problems) from None
-
-
-def _read(name: str) -> str:
-    if name == "-":
-        return sys.stdin.read()
-    with open(name, encoding="utf-8") as handle:
-        return handle.read()
+    return validate_input(input_model(), data)
 
 
 def run(args: argparse.Namespace) -> int:
     from gateway.allocate import ProblemError
+    from gateway.allocation_input import read_json_input
     from gateway.config import ConfigError
 
     try:
-        text = _read(args.file)
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"error: {args.file}: cannot read ({getattr(exc, 'strerror', None) or exc})", file=sys.stderr)
-        return 2
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        print(f"error: {args.file}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-              file=sys.stderr)
-        return 2
-    try:
+        data = read_json_input(args.file)
         spec = parse_plan_input(data)
         if args.config:
             spec = with_site_config(spec, data, args.config)
