@@ -24,6 +24,11 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/allocate_speed.py
+	$(BIN)/python bench/plan_speed.py --sizes 100,1000
+	$(BIN)/python bench/modbus_latency.py --seconds 10
+	$(BIN)/python bench/ocpp_fanout.py --sizes 100,500 --rounds 5
+	$(BIN)/python bench/openadr_event_latency.py
+	$(BIN)/python bench/acn.py --start 2020-01-13 --days 7 --cap-kw 150,100,75,50
 
 demo: $(STAMP)
 	$(BIN)/gateway demo

@@ -54,6 +54,7 @@ def summarise(config: GatewayConfig) -> str:
     else:
         security = "mTLS" if config.vtn.cert else "plain HTTP" if config.vtn.allow_plain_http else "TLS"
         lines.append(f"vtn: {config.vtn.url} as {config.vtn.ven_name!r} ({security})")
+    lines.append(f"tariff: {config.tariff.describe()}")
     lines.append(
         f"control: tick {config.control.tick_s:g} s, deadband {config.control.deadband_a:g} A, "
         f"min on-time {config.control.min_on_time_s:g} s; status on {config.status.bind}:{config.status.port}"
