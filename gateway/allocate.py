@@ -159,18 +159,25 @@ def _build(problem: Problem) -> tuple[_Constraints, list[list[tuple[int, float]]
 
     members: list[list[tuple[int, float]]] = []
     seen: set[str] = set()
+    # Chargers on the same circuit and conductors load the same conductor constraints: work them out once.
+    on_conductors: dict[tuple[str, tuple[str, ...]], list[tuple[int, float]]] = {}
     for evse in problem.evses:
         if evse.id in seen:
             raise ProblemError(f"charger {evse.id!r} listed twice")
         seen.add(evse.id)
         if evse.circuit not in circuits:
             raise ProblemError(f"charger {evse.id!r}: unknown circuit {evse.circuit!r}")
-        own = circuits[evse.circuit]
-        for phase in evse.phases:
-            if phase not in own.phases:
-                raise ProblemError(f"charger {evse.id!r}: circuit {own.id!r} does not carry {phase}")
-        paths = path_of(evse.circuit)
-        entries = [(index, 1.0) for phase in evse.phases for index in paths[phase]]
+        signature = (evse.circuit, evse.phases)
+        conductors = on_conductors.get(signature)
+        if conductors is None:
+            own = circuits[evse.circuit]
+            for phase in evse.phases:
+                if phase not in own.phases:
+                    raise ProblemError(f"charger {evse.id!r}: circuit {own.id!r} does not carry {phase}")
+            paths = path_of(evse.circuit)
+            conductors = [(index, 1.0) for phase in evse.phases for index in paths[phase]]
+            on_conductors[signature] = conductors
+        entries = conductors.copy()
         kw = evse.kw_per_a
         if site is not None:
             entries.append((site, kw))
@@ -233,14 +240,13 @@ def deadline_tier(evse: EvseState, now: datetime, critical_slack: timedelta, ste
     return rank, -float(math.floor((evse.departure - now) / step))
 
 
-def _why_idle(evse: EvseState) -> str | None:
+def _why_idle(evse: EvseState, low: float, high: float) -> str | None:
     if evse.held_a is not None:
         return "held"
     if not evse.connected:
         return "not connected"
     if evse.energy_needed_kwh is not None and evse.energy_needed_kwh <= 1e-6:
         return "energy delivered"
-    low, high = usable_range(evse)
     if high < low:
         return "plan" if evse.want_a is not None and evse.want_a < evse.max_a else "max below minimum"
     return None
@@ -253,8 +259,11 @@ def allocate(problem: Problem) -> Allocation:
     amps = [0.0] * len(evses)
     binding: dict[str, str] = {}
     candidates: list[int] = []
+    ranges = [usable_range(e) for e in evses]
+    lows = [r[0] for r in ranges]
+    highs = [r[1] for r in ranges]
     for i, evse in enumerate(evses):
-        reason = _why_idle(evse)
+        reason = _why_idle(evse, lows[i], highs[i])
         if reason is None:
             candidates.append(i)
         else:
@@ -265,9 +274,6 @@ def allocate(problem: Problem) -> Allocation:
     for i in candidates:
         for c, _ in members[i]:
             users[c].append(i)
-    ranges = [usable_range(e) for e in evses]
-    lows = [r[0] for r in ranges]
-    highs = [r[1] for r in ranges]
 
     def fits(i: int, extra: float) -> bool:
         for c, coef in members[i]:  # noqa: SIM110 (a plain loop: this is the hot path)
