@@ -138,3 +138,18 @@ def test_a_meter_silent_longer_than_it_remembers_leaves_nothing() -> None:
     silent = MeterReading("grid", {"L1": 10.0, "L2": 10.0, "L3": 10.0}, old, {})
     d = decide(site, Inputs(NOW, readings={"a": charging("a", 0)}, meters={"grid": silent}))
     assert d.non_ev[0].amps == 80 and d.limits["a"] == 0
+
+
+def test_the_demand_peak_target_is_a_site_limit_and_the_lowest_limit_binds() -> None:
+    site = Site.from_config(site_config())
+    readings = {"a": charging("a", 0), "b": charging("b", 0)}
+    held = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(10)}, peak_kw=20.0))
+    # 10 A of house on three phases at 230 V is 6.9 kW: 13.1 kW left for the two chargers under 20 kW.
+    assert sum(e.kw_per_a * held.limits[e.id] for e in held.evses) + held.non_ev_kw <= 20.0 + 1e-6
+    assert held.peak_kw == 20.0 and held.site_limit_kw is None
+    assert all("demand peak target 20.0 kW" in held.reasons[c] for c in ("a", "b"))
+    dr = Segment(NOW, None, site_kw=15.0, reasons=("ev-1:LOAD_CONTROL:x=15",))
+    tighter = decide(site, Inputs(NOW, segment=dr, readings=readings, meters={"grid": meter(10)}, peak_kw=20.0))
+    assert sum(e.kw_per_a * tighter.limits[e.id] for e in tighter.evses) + tighter.non_ev_kw <= 15.0 + 1e-6
+    assert tighter.site_limit_kw == 15.0
+    assert not any("demand peak" in r for r in tighter.reasons.values())

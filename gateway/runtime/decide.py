@@ -1,7 +1,8 @@
 """One control decision, pure: what the site knows now → the limits to have in force and the changes to send.
 
 No I/O and no clock (`now` is a parameter), so every safety rule here is unit-tested. From the circuits
-and chargers of the config (`Site`), the schedule segment in force and an operator cap, the latest
+and chargers of the config (`Site`), the schedule segment in force, an operator cap and the plan's demand
+peak target (all three are site power limits; the lowest binds), the latest
 charger readings, the meters and the smoothing memory, it builds an allocation `Problem`, runs `allocate`
 and `smooth`, and returns the limits, the changes with their reasons (one key=value log line each) and
 the new memory. Pessimism lives here: a charger never heard from, offline, silent with a car plugged in
@@ -126,6 +127,9 @@ class Inputs:
     meters: Mapping[str, MeterReading] = field(default_factory=dict)
     want_a: Mapping[str, float | None] = field(default_factory=dict)  # the plan's targets
     energy_needed_kwh: Mapping[str, float] = field(default_factory=dict)  # what each session still asks for
+    # The plan's site power target while a demand charge is in force: the site is kept under it like under
+    # a site limit, so the month's peak (and its charge) grows only when the plan needs it to.
+    peak_kw: float | None = None
     # The highest non-EV estimate per (circuit, phase) over the last few seconds: a drop in the estimate
     # is often only the meter seeing a limit change before the charger reports it, so drops are believed
     # slowly and rises at once (the caller keeps the window; see `Decision.non_ev_raw`).
@@ -161,6 +165,7 @@ class Decision:
     non_ev: tuple[NonEvLoad, ...]  # what the allocation used
     non_ev_kw: float
     non_ev_raw: tuple[NonEvLoad, ...] = ()  # this decision's own estimate from fresh readings only
+    peak_kw: float | None = None  # the demand peak target the site was kept under (None: no demand charge)
 
     @property
     def decreases(self) -> dict[str, float]:
@@ -270,7 +275,8 @@ def decide(site: Site, inputs: Inputs) -> Decision:
     service_amps = sum(load.amps for load in non_ev if load.circuit == site.service_id)
     non_ev_kw = service_amps * site.ln_v / 1000.0
     segment = inputs.segment
-    site_kw = _min(segment.site_kw if segment else None, inputs.operator_cap_kw)
+    dr_site_kw = _min(segment.site_kw if segment else None, inputs.operator_cap_kw)
+    site_kw = _min(dr_site_kw, inputs.peak_kw)
     ev_kw = segment.ev_kw if segment else None
     group_kw = segment.group_kw if segment else {}
     groups = tuple(GroupLimit(rid, site.resources.get(rid, frozenset()), kw) for rid, kw in group_kw.items())
@@ -281,6 +287,8 @@ def decide(site: Site, inputs: Inputs) -> Decision:
     why_limit = "; ".join(limiting)
     if inputs.operator_cap_kw is not None and site_kw == inputs.operator_cap_kw:
         why_limit = f"operator cap {inputs.operator_cap_kw:g} kW"
+    if inputs.peak_kw is not None and (dr_site_kw is None or inputs.peak_kw < dr_site_kw):
+        why_limit = f"demand peak target {inputs.peak_kw:.1f} kW"
     problem = Problem(
         circuits=site.circuits,
         evses=evses,
@@ -325,9 +333,10 @@ def decide(site: Site, inputs: Inputs) -> Decision:
         allocation=raw,
         evses=tuple(evses),
         reasons=reasons,
-        site_limit_kw=site_kw,
+        site_limit_kw=dr_site_kw,
         ev_limit_kw=ev_kw,
         non_ev=tuple(non_ev),
         non_ev_kw=non_ev_kw,
         non_ev_raw=tuple(non_ev_raw),
+        peak_kw=inputs.peak_kw,
     )

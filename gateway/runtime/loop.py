@@ -6,7 +6,10 @@ status endpoint, and the decision loop. A decision happens every `control.tick_s
 charger plugs in or out, a meter reads above its circuit's limit or the VTN changes the events. Each
 decision rebuilds the schedule from the stored events (so an event interval starting or ending is seen
 within one tick), runs the pure `decide`, pushes decreases first and increases after, and stores what
-was sent with its acknowledgement. An adapter that crashes is logged and restarted with bounded backoff;
+was sent with its acknowledgement. While a demand charge is in force (the tariff's or an OpenADR
+DEMAND_CHARGE) the plan gets a peak target (the month's metered peak so far, or the previous plan's target
+when higher) and the decision keeps the site's power under the plan's target, which the planner raises
+only when a departure would otherwise be missed. An adapter that crashes is logged and restarted with bounded backoff;
 the loop keeps deciding meanwhile, counting its chargers at their maximum. Stopping (`stop()`, SIGTERM,
 Ctrl-C) clears the OCPP live profiles so the chargers drop to their fallback at once, closes the Modbus
 links (the chargers' watchdogs take over) and closes the store.
@@ -27,12 +30,13 @@ from typing import TYPE_CHECKING, Any
 from gateway.domain import ChargerReading, ChargerStatus, Event, LimitAck, Measurement, OptState, Segment
 from gateway.ports import EvseDriver
 from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, charger_states, decide
-from gateway.runtime.plans import PlanKeeper
+from gateway.runtime.plans import PlanKeeper, SitePowerLog
 from gateway.runtime.supervise import supervised
 from gateway.schedule import ScheduleSettings, build_schedule, segment_at
 from gateway.smoothing import ChargerMemory
 from gateway.store.decisions import DecisionStore, rows_for
 from gateway.store.vtn import VenStore
+from gateway.tariff import Tariff, demand_charge_at, month_start
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -82,6 +86,9 @@ class Runtime:
         self.events: dict[str, Event] = {}
         self.memory: dict[str, ChargerMemory] = {}
         self.plans = PlanKeeper.from_config(config)
+        self.power_log = SitePowerLog()  # site power, for the month's demand peak
+        self.demand_charge: float | None = None  # per kW, in force at the last decision (None: none)
+        self.month_peak_kw: float | None = None  # the month's metered peak, while a demand charge is in force
         self.session_start_kwh: dict[str, tuple[str | None, float]] = {}  # charger → (session, meter at start)
         self._plan_failed = False
         # A drop in the non-EV estimate is believed once every charger has reported since (a rise at once):
@@ -341,20 +348,43 @@ class Runtime:
             non_ev_recent=self.recent_non_ev(now),
             energy_needed_kwh=self.energy_needed(),
         )
-        return replace(inputs, want_a=self.wants(inputs, schedule))
+        peak_kw = self.peak_target(schedule, now)
+        wants = self.wants(inputs, schedule, peak_kw)
+        # Without a plan (it failed) there is no target: the site is held only by its real limits.
+        target = self.plans.plan.peak_kw if peak_kw is not None and wants is not None and self.plans.plan else None
+        return replace(inputs, want_a=wants or {}, peak_kw=target)
 
-    def wants(self, inputs: Inputs, schedule: Sequence[Segment]) -> dict[str, float | None]:
+    def peak_target(self, schedule: Sequence[Segment], now: datetime) -> float | None:
+        """The site power target to plan under while a demand charge is in force (None: none is).
+
+        The month's metered peak is paid for already, so the plan may use all of it; the previous plan's
+        target counts too when higher (made this month), so a target the planner had to raise stays raised.
+        """
+        tariff = self.plans.tariff or Tariff(timezone=self.config.site.timezone)
+        self.demand_charge = demand_charge_at(tariff, schedule, now)
+        if self.demand_charge is None:
+            self.month_peak_kw = None
+            return None
+        since = month_start(tariff, now)
+        self.month_peak_kw = self.power_log.peak_kw(since)
+        plan = self.plans.plan
+        previous = plan.peak_kw if plan is not None and plan.peak_kw is not None and plan.now >= since else 0.0
+        return max(self.month_peak_kw, previous)
+
+    def wants(self, inputs: Inputs, schedule: Sequence[Segment],
+              peak_kw: float | None = None) -> dict[str, float | None] | None:
         """The plan's caps for the sessions that gave a departure; the others share what is left by the
-        allocator's own fairness (an as-soon-as-possible plan would cap them in an arbitrary order)."""
+        allocator's own fairness (an as-soon-as-possible plan would cap them in an arbitrary order).
+        None when the plan failed."""
         states, _ = charger_states(self.site, inputs)
         non_ev_kw = self.last.non_ev_kw if self.last is not None else 0.0
         try:
-            wants = self.plans.wants(states, schedule, inputs.now, non_ev_kw)
+            wants = self.plans.wants(states, schedule, inputs.now, non_ev_kw, peak_kw)
         except Exception:  # the plan is an optimisation: without it the site is still safe, only dearer
             if not self._plan_failed:
                 log.exception("charging plan failed; chargers are not capped by a plan until it works")
             self._plan_failed = True
-            return {}
+            return None
         self._plan_failed = False
         flexible = {e.id for e in states if e.connected and e.departure is not None and e.departure > inputs.now}
         return {cid: amps for cid, amps in wants.items() if cid in flexible}
@@ -442,8 +472,11 @@ class Runtime:
         if self.ven is not None and self.ven.polls != self._ven_polls:
             self._ven_polls = self.ven.polls
             self.vtn_last_poll = decision.now
+        load = self.load_kw()
+        if load is not None:
+            self.power_log.record(decision.now, load)
         if not self.history or decision.now - self.history[-1].at >= timedelta(seconds=1):
-            self.history.append(HistoryPoint(decision.now, self.load_kw(), self.effective_limit_kw()))
+            self.history.append(HistoryPoint(decision.now, load, self.effective_limit_kw()))
 
     def load_kw(self) -> float | None:
         """Site power: the service meter, or the chargers' own power plus the non-EV estimate."""
@@ -455,7 +488,8 @@ class Runtime:
 
     def effective_limit_kw(self) -> float | None:
         """The site power the last decision allowed: the lowest of the service's own capacity, the site
-        limit in force and the EV limit plus the non-EV load (what the status chart draws as "limit")."""
+        limit in force, the EV limit plus the non-EV load and the demand peak target (what the status chart
+        draws as "limit")."""
         last = self.last
         if last is None:
             return None
@@ -467,6 +501,8 @@ class Runtime:
             candidates.append(last.site_limit_kw)
         if last.ev_limit_kw is not None:
             candidates.append(last.ev_limit_kw + last.non_ev_kw)
+        if last.peak_kw is not None:
+            candidates.append(last.peak_kw)
         return min(candidates)
 
     def healthy(self) -> bool:

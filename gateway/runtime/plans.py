@@ -5,18 +5,25 @@ under the limit timeline; the control loop only needs the plan's target for the 
 is made again when it is older than `replan_every`, when the set of sessions changes (a car arrives or
 leaves, gives a new departure or energy need) and when the schedule changes; in between, the same plan
 answers for the current slot. Pure apart from the plan it keeps: `now` is always a parameter.
+
+With a demand charge in force the plan is given a site power target (`peak_kw`): the month's metered peak
+so far, from the site power `SitePowerLog` keeps, or the previous plan's target when that is higher (a
+target already raised is not searched for again). Power under what the month already reached costs nothing
+more, so the plan charges freely up to it; the control loop then keeps the site under the plan's target.
+The log keeps one average per finished 15-minute window (a month is ~3000 numbers, not millions of
+samples) and the samples of the window now open.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from gateway.domain import EvseState, Segment
 from gateway.planner import Plan, PlanSettings, build_slots, make_plan, targets
-from gateway.tariff import Tariff, price_timeline
+from gateway.tariff import DEMAND_WINDOW, Tariff, demand_peak_kw, price_timeline
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -31,6 +38,40 @@ def session_key(evses: Sequence[EvseState]) -> SessionKey:
         (e.id, e.departure, None if e.energy_needed_kwh is None else round(e.energy_needed_kwh))
         for e in evses if e.connected
     ))
+
+
+@dataclass
+class SitePowerLog:
+    """Site power samples reduced to what the month's demand peak needs (see `gateway.tariff.demand_peak_kw`)."""
+
+    window: timedelta = DEMAND_WINDOW
+    finished: list[tuple[datetime, float]] = field(default_factory=list)  # (window start, average kW)
+    current: list[tuple[datetime, float]] = field(default_factory=list)  # samples in the open window
+
+    def _start_of(self, moment: datetime) -> datetime:
+        epoch = datetime(2000, 1, 1, tzinfo=UTC)
+        width = self.window.total_seconds()
+        return epoch + timedelta(seconds=((moment - epoch).total_seconds() // width) * width)
+
+    def record(self, at: datetime, kw: float) -> None:
+        if self.current and at < self.current[-1][0]:
+            return  # the clock stepped back: the window averages assume time moves forward
+        if self.current and self._start_of(at) > self._start_of(self.current[0][0]):
+            opened = self._start_of(self.current[0][0])
+            self.finished.append((opened, demand_peak_kw(self.current, window=self.window)))
+            held = self.current[-1][1]  # holds until this sample: over any window skipped, and into this one
+            gap = opened + self.window
+            while gap < self._start_of(at):
+                self.finished.append((gap, held))
+                gap += self.window
+            self.current = [] if at == self._start_of(at) else [(self._start_of(at), held)]
+        self.current.append((at, kw))
+
+    def peak_kw(self, since: datetime) -> float:
+        """The highest window average from `since` on (the open window as if its last sample held)."""
+        self.finished = [(start, kw) for start, kw in self.finished if start >= since]
+        done = max((kw for _, kw in self.finished), default=0.0)
+        return max(done, demand_peak_kw(self.current, since=since, window=self.window))
 
 
 @dataclass
@@ -50,8 +91,11 @@ class PlanKeeper:
         return cls(settings=config.tariff.to_settings(ev_capacity_kw(config)), tariff=tariff)
 
     def wants(self, evses: Sequence[EvseState], schedule: Sequence[Segment], now: datetime,
-              non_ev_kw: float = 0.0) -> dict[str, float | None]:
-        """Each charger's cap from the plan for the slot in force at `now` (None: not capped)."""
+              non_ev_kw: float = 0.0, peak_kw: float | None = None) -> dict[str, float | None]:
+        """Each charger's cap from the plan for the slot in force at `now` (None: not capped).
+
+        `peak_kw`: the site power target to plan under (a demand charge is in force), None without one.
+        """
         key = session_key(evses)
         schedule = tuple(schedule)
         stale = self.plan is None or now - self.plan.now >= self.replan_every or not any(
@@ -59,10 +103,15 @@ class PlanKeeper:
         # Segments are rebuilt from `now` every tick, so compare what they say rather than where they start.
         shape = tuple((s.end, s.site_kw, s.ev_kw, s.price, s.reasons) for s in schedule)
         known = tuple((s.end, s.site_kw, s.ev_kw, s.price, s.reasons) for s in self._schedule)
-        if stale or key != self._key or shape != known:
+        # A demand charge starting or ending changes the plan; so does the metered peak passing the plan's
+        # target (what the month has already reached is paid for: holding the site under less wastes it).
+        target = None if self.plan is None else self.plan.peak_kw
+        demand_changed = (peak_kw is None) != (target is None) or (
+            peak_kw is not None and target is not None and peak_kw > target * 1.01 + 0.1)
+        if stale or key != self._key or shape != known or demand_changed:
             prices = price_timeline(self.tariff, now, now + self.settings.horizon, schedule)
             slots = build_slots(now, self.settings, schedule=schedule, prices=prices, non_ev_kw=non_ev_kw)
-            self.plan = make_plan(evses, slots, now, self.settings)
+            self.plan = make_plan(evses, slots, now, self.settings, peak_kw=peak_kw)
             self._key, self._schedule = key, schedule
         assert self.plan is not None
         return targets(self.plan, evses, now)
