@@ -123,3 +123,12 @@ def test_the_power_log_keeps_what_the_peak_needs() -> None:
     peak = log.peak_kw(later)
     assert log.finished == []
     assert abs(peak - demand_peak_kw([(later, samples[-2][1]), samples[-1]], since=later)) < 1e-9
+
+
+async def test_the_status_reports_the_demand_charge() -> None:
+    rt = await runtime(site_config(), needed_kwh=20.0, departs_in=timedelta(hours=4))
+    await decide(rt)
+    assert rt.status()["demand"] == {"month_peak_kw": 10.0, "peak_target_kw": 10.0, "charge_per_kw": 15.0}
+    flat = await runtime(site_config(demand_charge=None), needed_kwh=20.0, departs_in=timedelta(hours=4))
+    await decide(flat)
+    assert flat.status()["demand"] == {"month_peak_kw": None, "peak_target_kw": None, "charge_per_kw": None}

@@ -16,8 +16,12 @@ NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 class FixedSource:
     """A gateway frozen at one moment: what the runtime would report."""
 
-    def __init__(self, healthy: bool = True) -> None:
+    def __init__(self, healthy: bool = True, demand_charge: float | None = None) -> None:
         self.is_healthy = healthy
+        self.demand: dict[str, float | None] = {"month_peak_kw": None, "peak_target_kw": None,
+                                                "charge_per_kw": None}
+        if demand_charge is not None:
+            self.demand = {"month_peak_kw": 36.25, "peak_target_kw": 38.0, "charge_per_kw": demand_charge}
 
     def status(self) -> dict[str, Any]:
         return {
@@ -35,6 +39,7 @@ class FixedSource:
                  "current_a": None, "reason": "not connected", "acknowledged": True},
             ],
             "loop": {"decisions": 42, "last_decision": NOW.isoformat(), "tick_s": 1.0, "restarts": {}},
+            "demand": self.demand,
         }
 
     def healthy(self) -> bool:
@@ -95,5 +100,23 @@ async def test_the_page_is_self_contained_with_a_chart_and_escaped_names() -> No
         assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
         assert "depot &amp; co" in page and "ev-&lt;1&gt;" in page
         assert "cp-1" in page and "not connected" in page
+    finally:
+        await client.close()
+
+
+async def test_the_demand_charge_is_in_the_json_and_the_month_peak_on_the_page() -> None:
+    client = await client_for(FixedSource(demand_charge=15.51))
+    try:
+        body = await (await client.get("/api/status")).json()
+        assert body["demand"] == {"month_peak_kw": 36.25, "peak_target_kw": 38.0, "charge_per_kw": 15.51}
+        page = await (await client.get("/")).text()
+        assert 'id="demand"' in page and "month's peak so far <b>36.25 kW</b>" in page and "38 kW" in page
+    finally:
+        await client.close()
+    client = await client_for(FixedSource())
+    try:
+        body = await (await client.get("/api/status")).json()
+        assert body["demand"] == {"month_peak_kw": None, "peak_target_kw": None, "charge_per_kw": None}
+        assert 'id="demand"' not in await (await client.get("/")).text()
     finally:
         await client.close()

@@ -519,7 +519,22 @@ class Runtime:
     def status(self) -> dict[str, Any]:
         from gateway.runtime.snapshot import status_of
 
-        return status_of(self, self.clock())
+        status = status_of(self, self.clock())
+        status["demand"] = self.demand_status()
+        return status
+
+    def demand_status(self) -> dict[str, float | None]:
+        """The demand charge as of the last decision: the month's metered peak, the target the site is
+        held under and the charge per kW (all None while no demand charge is in force)."""
+        last = self.last
+        if last is None or self.demand_charge is None:
+            return {"month_peak_kw": None, "peak_target_kw": None, "charge_per_kw": None}
+        peak = self.month_peak_kw
+        return {
+            "month_peak_kw": round(peak, 2) if peak is not None else None,
+            "peak_target_kw": round(last.peak_kw, 2) if last.peak_kw is not None else None,
+            "charge_per_kw": self.demand_charge,
+        }
 
     def history_points(self) -> list[tuple[datetime, float | None, float | None]]:
         return [(p.at, p.load_kw, p.limit_kw) for p in self.history]

@@ -1,11 +1,12 @@
 """The status endpoint (aiohttp): what the gateway is doing, for people, scripts and Prometheus.
 
-`GET /api/status` is the JSON the runtime builds (vtn, events, site, evses, loop); `GET /healthz` answers
-200 only while the loop has decided within three ticks (503 otherwise, so a supervisor can restart a
-wedged gateway); `GET /metrics` is Prometheus text from a registry of its own (several apps in one
+`GET /api/status` is the JSON the runtime builds (vtn, events, site, evses, loop, demand); `GET /healthz`
+answers 200 only while the loop has decided within three ticks (503 otherwise, so a supervisor can restart
+a wedged gateway); `GET /metrics` is Prometheus text from a registry of its own (several apps in one
 process, as in tests, do not collide); `GET /` is one server-rendered page with no scripts and nothing
-loaded from elsewhere: an inline SVG chart of site load against the limit in force, the events and the
-chargers. The app reads from any `StatusSource`; it never changes the gateway (writes come later).
+loaded from elsewhere: an inline SVG chart of site load against the limit in force, the month's demand
+peak while a demand charge applies, the events and the chargers. The app reads from any `StatusSource`;
+it never changes the gateway (writes come later).
 """
 
 from __future__ import annotations
@@ -158,6 +159,13 @@ def render_page(status: dict[str, Any], points: Sequence[Point]) -> str:
         f"to {_clock(e['end'])}{' (active)' if e['active'] else ''} opt={_cell(e['opt'])}</li>"
         for e in status["events"]
     ) or "<li>none</li>"
+    demand = status.get("demand") or {}
+    demand_line = ""
+    if demand.get("charge_per_kw") is not None:
+        # The month's peak is what the demand charge is billed on: people need it beside the load.
+        demand_line = (f"\n<p id=\"demand\">Demand charge {_cell(demand['charge_per_kw'])}/kW: month's peak so far "
+                       f"<b>{_cell(demand.get('month_peak_kw'))} kW</b>, site held under "
+                       f"{_cell(demand.get('peak_target_kw'))} kW.</p>")
     vtn_line = "not configured"
     if vtn["configured"]:
         vtn_line = f"registered: {'yes' if vtn['registered'] else 'no'}, last poll: {_clock(vtn['last_poll'])}"
@@ -168,7 +176,7 @@ def render_page(status: dict[str, Any], points: Sequence[Point]) -> str:
 td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style></head>
 <body><h1>{html.escape(site['name'])}</h1>
 <p>Site load <b>{_cell(site['load_kw'])} kW</b>, limit in force <b>{_cell(site['limit_kw'])} kW</b>,
-EV limit {_cell(site['ev_limit_kw'])} kW. VTN {vtn_line}. Decisions: {status['loop']['decisions']}.</p>
+EV limit {_cell(site['ev_limit_kw'])} kW. VTN {vtn_line}. Decisions: {status['loop']['decisions']}.</p>{demand_line}
 {chart_svg(points)}
 <h2>Events (times UTC)</h2><ul>{events}</ul>
 <h2>Chargers</h2>
