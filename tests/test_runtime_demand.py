@@ -132,3 +132,15 @@ async def test_the_status_reports_the_demand_charge() -> None:
     flat = await runtime(site_config(demand_charge=None), needed_kwh=20.0, departs_in=timedelta(hours=4))
     await decide(flat)
     assert flat.status()["demand"] == {"month_peak_kw": None, "peak_target_kw": None, "charge_per_kw": None}
+
+
+async def test_the_plan_points_for_the_chart_are_the_plans_site_power() -> None:
+    rt = await runtime(site_config(), needed_kwh=20.0, departs_in=timedelta(hours=4))
+    await decide(rt)
+    points = rt.plan_points()
+    plan = rt.plans.plan
+    assert plan is not None and len(points) == len(plan.slots)
+    start, end, kw = points[0]
+    assert start == NOW and end == plan.slots[0].end
+    assert abs(kw - 10.0) < 1e-6  # charging now, up to the target: house plus car at 10 kW
+    assert points[-1][2] == plan.slots[-1].non_ev_kw  # long after the departure: only the house

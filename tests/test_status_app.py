@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.status.app import Point, make_app
+from gateway.status.app import PlanPoint, Point, make_app
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -47,6 +47,12 @@ class FixedSource:
 
     def history_points(self) -> Sequence[Point]:
         return [(NOW + timedelta(seconds=s), 30.0 + s, 40.0 if s > 5 else 60.0) for s in range(10)]
+
+    def plan_points(self) -> Sequence[PlanPoint]:
+        # The plan was made a little before the last history point; its slots run 15 min each.
+        made = NOW + timedelta(seconds=2)
+        ends = [made + timedelta(minutes=15 * (n + 1)) for n in range(12)]
+        return [(made if n == 0 else ends[n - 1], ends[n], 80.0 if n == 3 else 25.0) for n in range(12)]
 
 
 async def client_for(source: FixedSource) -> TestClient[Any, Any]:
@@ -118,5 +124,22 @@ async def test_the_demand_charge_is_in_the_json_and_the_month_peak_on_the_page()
         body = await (await client.get("/api/status")).json()
         assert body["demand"] == {"month_peak_kw": None, "peak_target_kw": None, "charge_per_kw": None}
         assert 'id="demand"' not in await (await client.get("/")).text()
+    finally:
+        await client.close()
+
+
+async def test_the_chart_draws_the_planned_site_power_with_a_legend() -> None:
+    client = await client_for(FixedSource())
+    try:
+        page = await (await client.get("/")).text()
+        chart = page[page.index("<svg"):page.index("</svg>")]
+        assert '<polyline id="plan"' in chart and ">planned</text>" in chart
+        points = chart.split('<polyline id="plan"', 1)[1].split('points="', 1)[1].split('"', 1)[0].split()
+        # Two points per slot, from the last history point on and no further than two hours ahead: the
+        # chart's right edge is where the plan's line ends.
+        assert len(points) == 2 * 9
+        assert float(points[-1].split(",")[0]) == 720 - 36
+        # The highest planned slot (80 kW) sets the top of the chart: it touches the top margin.
+        assert min(float(p.split(",")[1]) for p in points) < 60
     finally:
         await client.close()

@@ -538,3 +538,12 @@ class Runtime:
 
     def history_points(self) -> list[tuple[datetime, float | None, float | None]]:
         return [(p.at, p.load_kw, p.limit_kw) for p in self.history]
+
+    def plan_points(self) -> list[tuple[datetime, datetime, float]]:
+        """The current plan's site power per slot (EV plus the non-EV load it was made with)."""
+        from gateway.planner import site_profile
+
+        plan = self.plans.plan
+        if plan is None:
+            return []
+        return [(start, end, site_kw) for start, end, _, site_kw, _ in site_profile(plan)]

@@ -4,16 +4,17 @@
 answers 200 only while the loop has decided within three ticks (503 otherwise, so a supervisor can restart
 a wedged gateway); `GET /metrics` is Prometheus text from a registry of its own (several apps in one
 process, as in tests, do not collide); `GET /` is one server-rendered page with no scripts and nothing
-loaded from elsewhere: an inline SVG chart of site load against the limit in force, the month's demand
-peak while a demand charge applies, the events and the chargers. The app reads from any `StatusSource`;
-it never changes the gateway (writes come later).
+loaded from elsewhere: an inline SVG chart of site load against the limit in force with the charging
+plan's site power for the next two hours, the month's demand peak while a demand charge applies, the
+events and the chargers. The app reads from any `StatusSource`; it never changes the gateway (writes come
+later).
 """
 
 from __future__ import annotations
 
 import html
 from collections.abc import Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -22,6 +23,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 Point = tuple[datetime, float | None, float | None]  # when, site load kW, limit kW
+PlanPoint = tuple[datetime, datetime, float]  # a plan slot's start and end, planned site kW
+# How far ahead the chart draws the plan: what the next couple of hours hold, beside the last two.
+PLAN_AHEAD = timedelta(hours=2)
 
 
 class StatusSource(Protocol):
@@ -30,6 +34,8 @@ class StatusSource(Protocol):
     def healthy(self) -> bool: ...
 
     def history_points(self) -> Sequence[Point]: ...
+
+    def plan_points(self) -> Sequence[PlanPoint]: ...
 
 
 SOURCE = web.AppKey("source", StatusSource)
@@ -91,19 +97,33 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def page(request: web.Request) -> web.Response:
     source = request.app[SOURCE]
-    return web.Response(text=render_page(source.status(), source.history_points()), content_type="text/html")
+    text = render_page(source.status(), source.history_points(), source.plan_points())
+    return web.Response(text=text, content_type="text/html")
 
 
-def chart_svg(points: Sequence[Point], width: int = 720, height: int = 220) -> str:
-    """Site load (filled line) against the limit in force (dashed step line), as inline SVG."""
+def _planned(planned: Sequence[PlanPoint], start: datetime, end: datetime) -> list[tuple[datetime, float]]:
+    """The plan's site power as a step line, cut to [start, end)."""
+    out: list[tuple[datetime, float]] = []
+    for begin, finish, kw in sorted(planned):
+        begin, finish = max(begin, start), min(finish, end)
+        if finish > begin:
+            out += [(begin, kw), (finish, kw)]
+    return out
+
+
+def chart_svg(points: Sequence[Point], planned: Sequence[PlanPoint] = (), width: int = 720,
+              height: int = 220) -> str:
+    """Site load (line) against the limit in force (dashed step line), and the planned site power from
+    the last point on (dotted step line, up to `PLAN_AHEAD`), as inline SVG."""
     pad = 36
-    values = [v for _, load, limit in points for v in (load, limit) if v is not None]
-    top = max([*values, 1.0]) * 1.1
     if len(points) < 2:
         return (f'<svg id="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
                 f'<text x="{pad}" y="{height // 2}">collecting data…</text></svg>')
     t0, t1 = points[0][0], points[-1][0]
-    span = max((t1 - t0).total_seconds(), 1.0)
+    plan = _planned(planned, t1, t1 + PLAN_AHEAD)
+    values = [v for _, load, limit in points for v in (load, limit) if v is not None] + [v for _, v in plan]
+    top = max([*values, 1.0]) * 1.1
+    span = max(((plan[-1][0] if plan else t1) - t0).total_seconds(), 1.0)
 
     def xy(at: datetime, value: float) -> str:
         x = pad + (width - 2 * pad) * (at - t0).total_seconds() / span
@@ -112,6 +132,7 @@ def chart_svg(points: Sequence[Point], width: int = 720, height: int = 220) -> s
 
     load = " ".join(xy(at, v) for at, v, _ in points if v is not None)
     limit = " ".join(xy(at, v) for at, _, v in points if v is not None)
+    planned_line = " ".join(xy(at, v) for at, v in plan)
     axis = height - pad
     return (
         f'<svg id="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
@@ -123,8 +144,11 @@ def chart_svg(points: Sequence[Point], width: int = 720, height: int = 220) -> s
         f'<polyline id="load" fill="none" stroke="#1f77b4" stroke-width="2" points="{load}"/>'
         f'<polyline id="limit" fill="none" stroke="#d62728" stroke-width="2" stroke-dasharray="6 4" '
         f'points="{limit}"/>'
-        f'<text x="{width - pad - 150}" y="{pad - 10}" font-size="12" fill="#1f77b4">load</text>'
-        f'<text x="{width - pad - 90}" y="{pad - 10}" font-size="12" fill="#d62728">limit</text>'
+        f'<polyline id="plan" fill="none" stroke="#2ca02c" stroke-width="2" stroke-dasharray="2 3" '
+        f'points="{planned_line}"/>'
+        f'<text x="{width - pad - 210}" y="{pad - 10}" font-size="12" fill="#1f77b4">load</text>'
+        f'<text x="{width - pad - 150}" y="{pad - 10}" font-size="12" fill="#d62728">limit</text>'
+        f'<text x="{width - pad - 90}" y="{pad - 10}" font-size="12" fill="#2ca02c">planned</text>'
         f"</svg>"
     )
 
@@ -147,7 +171,7 @@ def _clock(value: object) -> str:
         return _cell(value)
 
 
-def render_page(status: dict[str, Any], points: Sequence[Point]) -> str:
+def render_page(status: dict[str, Any], points: Sequence[Point], planned: Sequence[PlanPoint] = ()) -> str:
     site, vtn = status["site"], status["vtn"]
     rows = "".join(
         f"<tr><td>{_cell(e['id'])}</td><td>{_cell(e['state'])}</td><td>{_cell(e['limit_a'])}</td>"
@@ -177,7 +201,7 @@ td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style></head>
 <body><h1>{html.escape(site['name'])}</h1>
 <p>Site load <b>{_cell(site['load_kw'])} kW</b>, limit in force <b>{_cell(site['limit_kw'])} kW</b>,
 EV limit {_cell(site['ev_limit_kw'])} kW. VTN {vtn_line}. Decisions: {status['loop']['decisions']}.</p>{demand_line}
-{chart_svg(points)}
+{chart_svg(points, planned)}
 <h2>Events (times UTC)</h2><ul>{events}</ul>
 <h2>Chargers</h2>
 <table><tr><th>charger</th><th>state</th><th>limit (A)</th><th>current (A)</th><th>why</th></tr>{rows}</table>
