@@ -7,12 +7,19 @@ test events, events opted out of and events cancelled before they started do not
 that is cancelled ends at its cancel time (shifted by its randomized offset); where events overlap, the
 one with the better OpenADR priority (1 highest, 0 none) governs each dimension, and among equals the
 most restrictive limit (and the highest price) wins.
+
+Prices given relative to the site's own (priceRelative, priceMultiplier) are their own piece kinds: under a
+time-of-use tariff "0.05 more" means 0.05 more than the tariff's price at each moment, which a segment's
+single price cannot say. `price_changes` gives them as `PriceChange`s, for `gateway.tariff.price_timeline`
+to apply to the tariff's price; an absolute price of the same priority wins over them. Only when
+`ScheduleSettings.base_price` is given (a site with one constant price) are they also turned into the
+segment's `price`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -25,8 +32,24 @@ DEFAULT_SIMPLE_LEVELS: Mapping[int, float] = {0: 1.0, 1: 0.5, 2: 0.25, 3: 0.0}
 class ScheduleSettings:
     ev_capacity_kw: float  # normal EV capacity: fractions and offsets are of this
     simple_levels: Mapping[int, float] = field(default_factory=lambda: dict(DEFAULT_SIMPLE_LEVELS))
-    base_price: float | None = None  # what priceRelative and priceMultiplier modify (the tariff's price)
+    # A constant price for priceRelative and priceMultiplier to modify into the segment's `price`. None (the
+    # gateway): they modify the tariff's price at each moment instead (`price_changes`).
+    base_price: float | None = None
     resource_capacity_kw: Mapping[str, float] = field(default_factory=dict)  # targeted resources
+
+
+@dataclass(frozen=True, slots=True)
+class PriceChange:
+    """An OpenADR price relative to the tariff's over [start, end): the tariff's price × multiplier + relative."""
+
+    start: datetime
+    end: datetime | None
+    relative: float = 0.0
+    multiplier: float = 1.0
+    reasons: tuple[str, ...] = ()
+
+    def apply(self, price: float) -> float:
+        return price * self.multiplier + self.relative
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +58,8 @@ class _Piece:
 
     start: datetime
     end: datetime | None
-    kind: str  # "site_kw", "ev_kw", "group_kw:<resource>", "price", "demand_charge"
+    kind: str  # "site_kw", "ev_kw", "group_kw:<resource>", "price", "price_relative", "price_multiplier",
+    # "demand_charge"
     value: float
     rank: float  # OpenADR priority, 0 → lowest
     reason: str
@@ -82,13 +106,12 @@ def _asks(signal: Signal, value: float, settings: ScheduleSettings) -> tuple[str
         if kind is SignalType.MULTIPLIER:
             fraction = value
     elif name in (SignalName.ELECTRICITY_PRICE, SignalName.ENERGY_PRICE):
-        base = settings.base_price or 0.0
         if kind is SignalType.PRICE:
             return ("price", value)
         if kind is SignalType.PRICE_RELATIVE:
-            return ("price", base + value)
+            return ("price_relative", value)
         if kind is SignalType.PRICE_MULTIPLIER:
-            return ("price", base * value)
+            return ("price_multiplier", value)
     elif name is SignalName.DEMAND_CHARGE and kind is SignalType.PRICE:
         return ("demand_charge", value)
     if fraction is None:
@@ -130,8 +153,9 @@ def _pieces(event: Event, settings: ScheduleSettings) -> list[_Piece]:
     return out
 
 
-def build_schedule(events: Iterable[Event], now: datetime, settings: ScheduleSettings) -> tuple[Segment, ...]:
-    """Consecutive segments from `now` on. The last one is open-ended and carries no limit."""
+def _stretches(events: Iterable[Event], now: datetime,
+               settings: ScheduleSettings) -> Iterator[tuple[datetime, datetime | None, list[_Piece]]]:
+    """Consecutive stretches from `now` on, each with the pieces live throughout it."""
     pieces = [p for e in latest_versions(events) for p in _pieces(e, settings)]
     pieces = [p for p in pieces if p.end is None or p.end > now]
     cuts = {now}
@@ -141,11 +165,16 @@ def build_schedule(events: Iterable[Event], now: datetime, settings: ScheduleSet
         if p.end is not None and p.end > now:
             cuts.add(p.end)
     times = sorted(cuts)
-    segments: list[Segment] = []
     for n, start in enumerate(times):
         end = times[n + 1] if n + 1 < len(times) else None
-        live = [p for p in pieces if p.start <= start and (p.end is None or p.end > start)]
-        segment = _resolve(live, start, end)
+        yield start, end, [p for p in pieces if p.start <= start and (p.end is None or p.end > start)]
+
+
+def build_schedule(events: Iterable[Event], now: datetime, settings: ScheduleSettings) -> tuple[Segment, ...]:
+    """Consecutive segments from `now` on. The last one is open-ended and carries no limit."""
+    segments: list[Segment] = []
+    for start, end, live in _stretches(events, now, settings):
+        segment = _resolve(live, start, end, settings.base_price)
         if segments and _same(segments[-1], segment):
             segments[-1] = Segment(
                 segments[-1].start, segment.end, segment.site_kw, segment.ev_kw, segment.price,
@@ -156,9 +185,36 @@ def build_schedule(events: Iterable[Event], now: datetime, settings: ScheduleSet
     return tuple(segments)
 
 
-def _resolve(live: list[_Piece], start: datetime, end: datetime | None) -> Segment:
+def price_changes(events: Iterable[Event], now: datetime, settings: ScheduleSettings) -> tuple[PriceChange, ...]:
+    """Where the events give a price relative to the tariff's (and no absolute price governs), from `now` on."""
+    out: list[PriceChange] = []
+    for start, end, live in _stretches(events, now, settings):
+        chosen = _choose(live)
+        relative, multiplier = chosen.get("price_relative"), chosen.get("price_multiplier")
+        if relative is None and multiplier is None:
+            continue
+        change = PriceChange(
+            start, end, relative.value if relative is not None else 0.0,
+            multiplier.value if multiplier is not None else 1.0,
+            tuple(sorted(p.reason for p in (relative, multiplier) if p is not None)),
+        )
+        last = out[-1] if out else None
+        if last is not None and last.end == start and (last.relative, last.multiplier, last.reasons) == (
+                change.relative, change.multiplier, change.reasons):
+            out[-1] = PriceChange(last.start, end, last.relative, last.multiplier, last.reasons)
+        else:
+            out.append(change)
+    return tuple(out)
+
+
+PRICE_KINDS = ("price", "price_relative", "price_multiplier")
+
+
+def _choose(live: list[_Piece]) -> dict[str, _Piece]:
+    """The piece that governs each kind: the best priority per family, then the tightest limit or the
+    highest price. An absolute price governs over relative ones of the same priority."""
     chosen: dict[str, _Piece] = {}
-    families = {"price": "price", "demand_charge": "demand_charge"}
+    families = {kind: "price" for kind in PRICE_KINDS} | {"demand_charge": "demand_charge"}
     best_rank: dict[str, float] = {}
     for p in live:
         family = families.get(p.kind, "limit")
@@ -174,6 +230,14 @@ def _resolve(live: list[_Piece], start: datetime, end: datetime | None) -> Segme
         tighter = p.value < known.value if family == "limit" else p.value > known.value
         if tighter:
             chosen[p.kind] = p
+    if "price" in chosen:
+        chosen.pop("price_relative", None)
+        chosen.pop("price_multiplier", None)
+    return chosen
+
+
+def _resolve(live: list[_Piece], start: datetime, end: datetime | None, base_price: float | None = None) -> Segment:
+    chosen = _choose(live)
     groups = {
         k.split(":", 1)[1]: p.value for k, p in chosen.items() if k.startswith("group_kw:") and p.value != math.inf
     }
@@ -182,8 +246,12 @@ def _resolve(live: list[_Piece], start: datetime, end: datetime | None) -> Segme
     def value(kind: str) -> float | None:
         return chosen[kind].value if kind in chosen and chosen[kind].value != math.inf else None
 
-    return Segment(start, end, value("site_kw"), value("ev_kw"), value("price"), value("demand_charge"), groups,
-                   reasons)
+    price = value("price")
+    relative, multiplier = chosen.get("price_relative"), chosen.get("price_multiplier")
+    if price is None and base_price is not None and (relative is not None or multiplier is not None):
+        price = base_price * (multiplier.value if multiplier is not None else 1.0) + (
+            relative.value if relative is not None else 0.0)
+    return Segment(start, end, value("site_kw"), value("ev_kw"), price, value("demand_charge"), groups, reasons)
 
 
 def _same(a: Segment, b: Segment) -> bool:

@@ -4,9 +4,11 @@ Pure (no clock, no I/O). A `Tariff` is a flat price, 24 hourly prices, or time-o
 season, in the site's local time, with an optional demand charge per kW of the month's highest 15-minute
 average; holidays are priced like Sundays. `price_timeline` cuts [start, end) into `PriceStep`s with one price
 each: where a schedule `Segment` carries a price (an ELECTRICITY_PRICE / ENERGY_PRICE event) that price wins,
-elsewhere the tariff's. `demand_peak_kw` gives the month's peak so far from meter readings, for the planner's
-target and the status page. Validation of a tariff a user wrote lives with its config section
-(`gateway.config.tariff`); here a `Tariff` is assumed consistent and the first matching period wins.
+elsewhere the tariff's, modified where an event gives a price relative to it (`PriceChange`s from
+`gateway.schedule.price_changes`: priceRelative, priceMultiplier). `demand_peak_kw` gives the month's peak
+so far from meter readings, for the planner's target and the status page. Validation of a tariff a user
+wrote lives with its config section (`gateway.config.tariff`); here a `Tariff` is assumed consistent and the
+first matching period wins.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from gateway.domain import Segment
+from gateway.schedule import PriceChange
 
 DAY_NAMES: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 MINUTES_PER_DAY = 24 * 60
@@ -168,9 +171,43 @@ def _fill(steps: list[PriceStep], start: datetime, end: datetime) -> list[PriceS
 
 
 def price_timeline(
-    tariff: Tariff | None, start: datetime, end: datetime, schedule: Sequence[Segment] = ()
+    tariff: Tariff | None, start: datetime, end: datetime, schedule: Sequence[Segment] = (),
+    changes: Sequence[PriceChange] = (),
 ) -> tuple[PriceStep, ...]:
-    """Consecutive price steps over [start, end): OpenADR prices where a segment has one, else the tariff's."""
+    """Consecutive price steps over [start, end): OpenADR prices where a segment has one, else the tariff's,
+    multiplied and shifted where a `PriceChange` is in force (an unknown price stays unknown)."""
+    return _changed(_timeline(tariff, start, end, schedule), changes)
+
+
+def _changed(steps: Sequence[PriceStep], changes: Sequence[PriceChange]) -> tuple[PriceStep, ...]:
+    """The tariff's steps cut where the (non-overlapping) changes start and end, each changed part modified."""
+    if not changes:
+        return tuple(steps)
+    ordered = sorted(changes, key=lambda c: c.start)
+    out: list[PriceStep] = []
+    for step in steps:
+        if step.price is None or step.source.startswith("openadr:"):
+            out.append(step)  # an absolute OpenADR price wins; nothing known is nothing to modify
+            continue
+        at = step.start
+        for change in ordered:
+            begin = max(change.start, at)
+            finish = step.end if change.end is None else min(change.end, step.end)
+            if finish <= begin:
+                continue
+            if begin > at:
+                out.append(PriceStep(at, begin, step.price, step.source))
+            reason = ",".join(change.reasons) or "event"
+            out.append(PriceStep(begin, finish, change.apply(step.price), f"{step.source}+openadr:{reason}"))
+            at = finish
+        if at < step.end:
+            out.append(PriceStep(at, step.end, step.price, step.source))
+    return tuple(out)
+
+
+def _timeline(
+    tariff: Tariff | None, start: datetime, end: datetime, schedule: Sequence[Segment]
+) -> tuple[PriceStep, ...]:
     out: list[PriceStep] = []
     at = start
     for segment in sorted(schedule, key=lambda s: s.start):

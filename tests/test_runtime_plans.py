@@ -9,6 +9,8 @@ from datetime import UTC, datetime, timedelta
 from gateway.domain import EvseState, Segment
 from gateway.planner import PlanSettings
 from gateway.runtime.plans import PlanKeeper
+from gateway.schedule import PriceChange
+from gateway.tariff import Tariff
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -62,3 +64,14 @@ def test_a_car_that_asks_for_nothing_more_is_capped_to_nothing() -> None:
     plans = keeper()
     wants = plans.wants([replace(car("done", NOW + timedelta(hours=1), 0.0))], prices([0.3]), NOW)
     assert wants["done"] == 0.0
+
+
+def test_a_price_relative_to_the_tariff_moves_the_plan() -> None:
+    plans = PlanKeeper(PlanSettings(horizon=timedelta(hours=2), ev_capacity_kw=44.0), tariff=Tariff(flat_price=0.2))
+    cars = [car("flex", NOW + timedelta(hours=1), 8.0)]
+    assert plans.wants(cars, (), NOW)["flex"] != 0.0  # one price all along: it charges at once
+    # The VTN makes the next 30 minutes 0.30 dearer than the tariff: the car waits for the tariff's price.
+    dearer = (PriceChange(NOW, NOW + timedelta(minutes=30), relative=0.30, reasons=("r:ENERGY_PRICE:x",)),)
+    assert plans.wants(cars, (), NOW + timedelta(seconds=1), changes=dearer)["flex"] == 0.0
+    plan = plans.plan
+    assert plan is not None and plan.slots[0].price == 0.5 and plan.slots[-1].price == 0.2

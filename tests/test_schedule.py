@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.domain import Event, EventStatus, Interval, OptState, Signal, SignalName, SignalType
-from gateway.schedule import ScheduleSettings, build_schedule, latest_versions, segment_at
+from gateway.schedule import ScheduleSettings, build_schedule, latest_versions, price_changes, segment_at
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 H = timedelta(hours=1)
@@ -199,3 +199,28 @@ def test_the_timeline_is_consecutive_and_never_looser_than_any_top_priority_even
         best = [e for e, r in zip(active, ranks, strict=True) if r == min(ranks)]
         expected = min(CAP.simple_levels[e.signals[0].intervals[0].value] * 100.0 for e in best)  # type: ignore[index]
         assert segment.ev_kw == (None if expected >= 100.0 else expected)
+
+
+def test_relative_prices_without_a_base_price_are_changes_to_the_tariffs_price() -> None:
+    plain = ScheduleSettings(ev_capacity_kw=100.0)
+    relative = event("r", SignalName.ENERGY_PRICE, SignalType.PRICE_RELATIVE, [0.05, 0.10])
+    multiplier = event("m", SignalName.ELECTRICITY_PRICE, SignalType.PRICE_MULTIPLIER, [2.0], start=NOW + 2 * H)
+    # The segment says no absolute price (the tariff's stands) but still names the event.
+    segment = at([relative, multiplier], NOW + 1.5 * H, plain)
+    assert segment.price is None and segment.reasons == ("r:ENERGY_PRICE:priceRelative=0.05",)
+    changes = price_changes([relative, multiplier], NOW, plain)
+    assert [(c.start, c.end, c.relative, c.multiplier) for c in changes] == [
+        (NOW + H, NOW + 2 * H, 0.05, 1.0), (NOW + 2 * H, NOW + 3 * H, 0.10, 2.0)]
+    assert changes[1].apply(0.30) == pytest.approx(0.70)
+    assert changes[1].reasons == ("m:ELECTRICITY_PRICE:priceMultiplier=2", "r:ENERGY_PRICE:priceRelative=0.1")
+
+
+def test_an_absolute_price_governs_relative_ones_of_the_same_priority_but_not_better_ones() -> None:
+    plain = ScheduleSettings(ev_capacity_kw=100.0)
+    absolute = event("a", SignalName.ELECTRICITY_PRICE, SignalType.PRICE, [0.40])
+    relative = event("r", SignalName.ENERGY_PRICE, SignalType.PRICE_RELATIVE, [0.05])
+    assert price_changes([absolute, relative], NOW, plain) == ()
+    assert at([absolute, relative], NOW + 1.5 * H, plain).price == 0.40
+    better = replace(relative, priority=1)
+    assert [c.relative for c in price_changes([absolute, better], NOW, plain)] == [0.05]
+    assert at([absolute, better], NOW + 1.5 * H, plain).price is None

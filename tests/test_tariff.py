@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from gateway.cli import main
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.domain import Segment
+from gateway.schedule import PriceChange
 from gateway.tariff import (
     Tariff,
     TouPeriod,
@@ -377,3 +378,24 @@ def test_random_day_partitions_pass_and_broken_ones_say_where(
         problems = problems_of({"periods": periods})
         assert len(problems) == 1
         assert problems[0].startswith(f"tariff.periods[{n + 1}]: 'p{n + 1}' overlaps periods[{n}]")
+
+
+def test_relative_openadr_prices_modify_the_tou_price_at_each_moment() -> None:
+    t = Tariff(periods=(TouPeriod("off", 0.12, frozenset(range(7)), 0, 16 * 60),
+                        TouPeriod("on", 0.45, frozenset(range(7)), 16 * 60, 21 * 60),
+                        TouPeriod("late", 0.12, frozenset(range(7)), 21 * 60, 24 * 60)))
+    day = datetime(2026, 11, 25, tzinfo=UTC)
+    plus = PriceChange(day + timedelta(hours=15), day + timedelta(hours=17), relative=0.05,
+                       reasons=("r:ENERGY_PRICE:priceRelative=0.05",))
+    double = PriceChange(day + timedelta(hours=20), None, multiplier=2.0)
+    steps = price_timeline(t, day + timedelta(hours=14), day + timedelta(hours=23), (), (plus, double))
+    assert [(s.start - day).total_seconds() / 3600 for s in steps] == [14, 15, 16, 17, 20, 21]
+    assert [s.price for s in steps] == pytest.approx([0.12, 0.17, 0.50, 0.45, 0.90, 0.24])
+    assert steps[1].source == "tariff:off+openadr:r:ENERGY_PRICE:priceRelative=0.05"
+    assert steps[0].start == day + timedelta(hours=14) and steps[-1].end == day + timedelta(hours=23)
+    assert all(a.end == b.start for a, b in itertools.pairwise(steps))
+    # An absolute OpenADR price wins over the change; without a tariff there is nothing to modify.
+    absolute = Segment(day + timedelta(hours=16), day + timedelta(hours=17), price=0.9, reasons=("a",))
+    steps = price_timeline(t, day + timedelta(hours=15), day + timedelta(hours=17), (absolute,), (plus,))
+    assert [s.price for s in steps] == pytest.approx([0.17, 0.9])
+    assert [s.price for s in price_timeline(None, day, day + timedelta(hours=1), (), (double,))] == [None]

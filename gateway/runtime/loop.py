@@ -32,7 +32,7 @@ from gateway.ports import EvseDriver
 from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, charger_states, decide
 from gateway.runtime.plans import PlanKeeper, SitePowerLog
 from gateway.runtime.supervise import supervised
-from gateway.schedule import ScheduleSettings, build_schedule, segment_at
+from gateway.schedule import PriceChange, ScheduleSettings, build_schedule, price_changes, segment_at
 from gateway.smoothing import ChargerMemory
 from gateway.store.decisions import DecisionStore, rows_for
 from gateway.store.vtn import VenStore
@@ -349,7 +349,8 @@ class Runtime:
             energy_needed_kwh=self.energy_needed(),
         )
         peak_kw = self.peak_target(schedule, now)
-        wants = self.wants(inputs, schedule, peak_kw)
+        changes = price_changes(self.events.values(), now, self.schedule_settings)
+        wants = self.wants(inputs, schedule, peak_kw, changes)
         # Without a plan (it failed) there is no target: the site is held only by its real limits.
         target = self.plans.plan.peak_kw if peak_kw is not None and wants is not None and self.plans.plan else None
         return replace(inputs, want_a=wants or {}, peak_kw=target)
@@ -371,15 +372,15 @@ class Runtime:
         previous = plan.peak_kw if plan is not None and plan.peak_kw is not None and plan.now >= since else 0.0
         return max(self.month_peak_kw, previous)
 
-    def wants(self, inputs: Inputs, schedule: Sequence[Segment],
-              peak_kw: float | None = None) -> dict[str, float | None] | None:
+    def wants(self, inputs: Inputs, schedule: Sequence[Segment], peak_kw: float | None = None,
+              changes: Sequence[PriceChange] = ()) -> dict[str, float | None] | None:
         """The plan's caps for the sessions that gave a departure; the others share what is left by the
         allocator's own fairness (an as-soon-as-possible plan would cap them in an arbitrary order).
         None when the plan failed."""
         states, _ = charger_states(self.site, inputs)
         non_ev_kw = self.last.non_ev_kw if self.last is not None else 0.0
         try:
-            wants = self.plans.wants(states, schedule, inputs.now, non_ev_kw, peak_kw)
+            wants = self.plans.wants(states, schedule, inputs.now, non_ev_kw, peak_kw, changes)
         except Exception:  # the plan is an optimisation: without it the site is still safe, only dearer
             if not self._plan_failed:
                 log.exception("charging plan failed; chargers are not capped by a plan until it works")

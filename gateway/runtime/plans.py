@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from gateway.domain import EvseState, Segment
 from gateway.planner import Plan, PlanSettings, build_slots, make_plan, targets
+from gateway.schedule import PriceChange
 from gateway.tariff import DEMAND_WINDOW, Tariff, demand_peak_kw, price_timeline
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ class PlanKeeper:
     plan: Plan | None = None
     _key: SessionKey = ()
     _schedule: tuple[Segment, ...] = ()
+    _changes: tuple[PriceChange, ...] = ()
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> PlanKeeper:
@@ -91,10 +93,12 @@ class PlanKeeper:
         return cls(settings=config.tariff.to_settings(ev_capacity_kw(config)), tariff=tariff)
 
     def wants(self, evses: Sequence[EvseState], schedule: Sequence[Segment], now: datetime,
-              non_ev_kw: float = 0.0, peak_kw: float | None = None) -> dict[str, float | None]:
+              non_ev_kw: float = 0.0, peak_kw: float | None = None,
+              changes: Sequence[PriceChange] = ()) -> dict[str, float | None]:
         """Each charger's cap from the plan for the slot in force at `now` (None: not capped).
 
         `peak_kw`: the site power target to plan under (a demand charge is in force), None without one.
+        `changes`: OpenADR prices relative to the tariff's (`gateway.schedule.price_changes`).
         """
         key = session_key(evses)
         schedule = tuple(schedule)
@@ -108,10 +112,11 @@ class PlanKeeper:
         target = None if self.plan is None else self.plan.peak_kw
         demand_changed = (peak_kw is None) != (target is None) or (
             peak_kw is not None and target is not None and peak_kw > target * 1.01 + 0.1)
-        if stale or key != self._key or shape != known or demand_changed:
-            prices = price_timeline(self.tariff, now, now + self.settings.horizon, schedule)
+        changes = tuple(changes)
+        if stale or key != self._key or shape != known or demand_changed or changes != self._changes:
+            prices = price_timeline(self.tariff, now, now + self.settings.horizon, schedule, changes)
             slots = build_slots(now, self.settings, schedule=schedule, prices=prices, non_ev_kw=non_ev_kw)
             self.plan = make_plan(evses, slots, now, self.settings, peak_kw=peak_kw)
-            self._key, self._schedule = key, schedule
+            self._key, self._schedule, self._changes = key, schedule, changes
         assert self.plan is not None
         return targets(self.plan, evses, now)
