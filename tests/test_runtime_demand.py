@@ -144,3 +144,19 @@ async def test_the_plan_points_for_the_chart_are_the_plans_site_power() -> None:
     assert start == NOW and end == plan.slots[0].end
     assert abs(kw - 10.0) < 1e-6  # charging now, up to the target: house plus car at 10 kW
     assert points[-1][2] == plan.slots[-1].non_ev_kw  # long after the departure: only the house
+
+
+async def test_a_car_without_a_departure_is_not_starved_at_the_start_of_a_month() -> None:
+    # No peak metered yet (a new month, or a restart): the plan's target is the house load alone and a car
+    # that gave no departure never raises it. Held under it, the car would never charge and the metered peak
+    # never grow; the target leaves it its minimum instead.
+    rt = Runtime(site_config(), clock=lambda: NOW, serve_status=False)
+    rt.on_measurement(Measurement("grid", NOW, power_kw=3 * HOUSE_A * 0.23,
+                                  current_a={"L1": HOUSE_A, "L2": HOUSE_A, "L3": HOUSE_A}))
+    rt.on_reading(ChargerReading("b", NOW, ChargerStatus.AVAILABLE))
+    await decide(rt)
+    rt.on_reading(ChargerReading("a", NOW, ChargerStatus.PREPARING, current_a={"L1": 0.0, "L2": 0.0, "L3": 0.0}))
+    decision = await decide(rt)
+    assert rt.plans.plan is not None and rt.plans.plan.peak_kw is not None and rt.plans.plan.peak_kw < 3.0
+    assert decision.limits["a"] >= 6.0
+    assert decision.peak_kw is not None and site_kw(rt) <= decision.peak_kw + 1e-6

@@ -27,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway.domain import ChargerReading, ChargerStatus, Event, LimitAck, Measurement, OptState, Segment
+from gateway.domain import J1772_MIN_A, ChargerReading, ChargerStatus, Event, LimitAck, Measurement, OptState, Segment
 from gateway.ports import EvseDriver
 from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, charger_states, decide
 from gateway.runtime.plans import PlanKeeper, SitePowerLog
@@ -353,7 +353,24 @@ class Runtime:
         wants = self.wants(inputs, schedule, peak_kw, changes)
         # Without a plan (it failed) there is no target: the site is held only by its real limits.
         target = self.plans.plan.peak_kw if peak_kw is not None and wants is not None and self.plans.plan else None
-        return replace(inputs, want_a=wants or {}, peak_kw=target)
+        return replace(inputs, want_a=wants or {}, peak_kw=self.target_floor(target, inputs))
+
+    def target_floor(self, target: float | None, inputs: Inputs) -> float | None:
+        """The peak target the decision holds the site under: the plan's, but never so low that a car which
+        gave no departure cannot take its minimum. Such a car never raises the plan's target, so at the
+        start of a month (or after a restart, the metered peak being kept in memory) a target at the house
+        load would hold it at 0 A for good, the metered peak never growing; with room for one minimum the
+        allocator's rotation serves them in turn and the month's peak grows only by that much."""
+        if target is None:
+            return None
+        states, _ = charger_states(self.site, inputs)
+        unplanned = [e for e in states if e.connected and e.max_a > 0
+                     and (e.departure is None or e.departure <= inputs.now)]
+        if not unplanned:
+            return target
+        non_ev_kw = self.last.non_ev_kw if self.last is not None else 0.0
+        least = max(max(J1772_MIN_A, e.min_a) * e.kw_per_a for e in unplanned)
+        return max(target, non_ev_kw + least)
 
     def peak_target(self, schedule: Sequence[Segment], now: datetime) -> float | None:
         """The site power target to plan under while a demand charge is in force (None: none is).
