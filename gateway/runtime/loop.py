@@ -9,8 +9,8 @@ within one tick), runs the pure `decide`, pushes decreases first and increases a
 was sent with its acknowledgement. While a demand charge is in force (the tariff's or an OpenADR
 DEMAND_CHARGE) the plan gets a peak target (the month's metered peak so far, or the previous plan's target
 when higher) and the decision keeps the site's power under the plan's target, which the planner raises
-only when a departure would otherwise be missed. An adapter that crashes is logged and restarted with bounded backoff;
-the loop keeps deciding meanwhile, counting its chargers at their maximum. Stopping (`stop()`, SIGTERM,
+only when a departure would otherwise be missed. An adapter that crashes is logged and restarted with
+bounded backoff; the loop keeps deciding meanwhile, counting its chargers at their maximum. Stopping (`stop()`, SIGTERM,
 Ctrl-C) clears the OCPP live profiles so the chargers drop to their fallback at once, closes the Modbus
 links (the chargers' watchdogs take over) and closes the store.
 """
