@@ -171,6 +171,9 @@ def test_sanity_check_catches_swapped_words() -> None:
     assert implausible(m, "voltage_l1", decode(m, v, regs)) is None
     why = implausible(m, "voltage_l1", decode(m, v, regs[::-1]))
     assert why is not None and "denormal" in why
+    e = m.registers["import_energy"]
+    small = decode(m, e, encode(m, e, 9.9e-7))  # a session a millisecond old: small, and real
+    assert implausible(m, "import_energy", small) is None
     assert implausible(m, "frequency", 0.0) is not None  # a meter on a live grid reads 40-70 Hz
 
 

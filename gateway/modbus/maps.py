@@ -95,7 +95,10 @@ PLAUSIBLE: dict[str, tuple[float, float]] = {
     "Hz": (40.0, 70.0),
     "s": (0.0, 86400.0),
 }
-TINY = 1e-6  # non-zero magnitudes below this are a float decoded with swapped words, not a measurement
+# Non-zero magnitudes below this are a float decoded with swapped words (230.0 swapped reads 2.4e-41), not a
+# measurement. It sits far under any real reading: a charger's energy counter a millisecond into a session
+# already reads ~1e-6 kWh.
+TINY = 1e-12
 
 
 class Register(BaseModel):
