@@ -1,6 +1,6 @@
 """`gateway demo [--port P] [--speed N]`: the gateway against a whole simulated site, until Ctrl-C.
 
-Starts the demo VTN, four OCPP charge points (1.6J and 2.0.1), two Modbus chargers and a meter with a
+Starts the demo VTN, six OCPP charge points (1.6J and 2.0.1), two Modbus chargers and a meter with a
 house load, all on 127.0.0.1 (`gateway.sim.demo_site`), writes a config for them in a temporary
 directory, runs the gateway on it and prints where to look. Once the gateway has registered, the VTN
 sends a price signal and, 40 simulated seconds later, a curtailment; `--speed N` runs the simulated
@@ -88,8 +88,9 @@ async def demo(status_port: int, speed: float, tick_s: float) -> None:
             print(f"demo: status page  {runtime.status_url}", file=sys.stderr)
             print(f"demo: VTN          {site.vtn.url}", file=sys.stderr)
             print(f"demo: config       {config_path}", file=sys.stderr)
-            print("demo: 4 OCPP chargers (1.6J, 2.0.1), 2 Modbus chargers, a meter with a house load; "
-                  f"price signal now, curtailment in {site.curtail_after_s / speed:g} s. Ctrl-C to stop.",
+            print(f"demo: {len(site.ocpp)} OCPP chargers (1.6J, 2.0.1), {len(site.modbus)} Modbus chargers, "
+                  f"a meter with a house load; price signal now, curtailment in {site.curtail_after_s / speed:g} s. "
+                  "Ctrl-C to stop.",
                   file=sys.stderr)
         await task
     finally:

@@ -1,7 +1,7 @@
 """A whole simulated site for `gateway demo` and the end-to-end test: a VTN, chargers, EVs and a meter.
 
-On 127.0.0.1 with ports the OS picks: the demo VTN (openleadr), four OCPP charge points (two 1.6J, two
-2.0.1) that dial into the gateway's central system once it is up, two Modbus chargers and a Modbus meter
+On 127.0.0.1 with ports the OS picks: the demo VTN (openleadr), six OCPP charge points (three 1.6J,
+three 2.0.1) that dial into the gateway's central system once it is up, two Modbus chargers and a Modbus meter
 at the service whose reading is a house load plus whatever the simulated chargers draw (so the meter
 sees the EVs, as a real grid meter does). `config_text()` writes the gateway config for it. Once the
 gateway has registered, the VTN sends a price signal for the next hour and a SIMPLE level-2 curtailment
@@ -30,7 +30,9 @@ from gateway.sim.vtn import SimVtn
 
 log = logging.getLogger("gateway.sim.demo")
 
-OCPP_CHARGERS: Sequence[tuple[str, str]] = (("cp-1", "1.6"), ("cp-2", "1.6"), ("cp-3", "2.0.1"), ("cp-4", "2.0.1"))
+OCPP_CHARGERS: Sequence[tuple[str, str]] = (
+    ("cp-1", "1.6"), ("cp-2", "1.6"), ("cp-3", "2.0.1"), ("cp-4", "2.0.1"), ("cp-5", "1.6"), ("cp-6", "2.0.1"),
+)
 MODBUS_CHARGERS: Sequence[str] = ("mb-1", "mb-2")
 HOUSE_BASE_A = 15.0
 FLEXIBLE_CAR = "cp-3"
