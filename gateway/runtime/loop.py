@@ -1,18 +1,18 @@
 """The control loop: wires the adapters of the config together and decides the site's limits, forever.
 
 `Runtime.run()` starts the store, the OCPP central system and the Modbus links, then runs one supervising
-asyncio TaskGroup: a reader per charger driver and per meter, the VEN when `[vtn]` is configured, the
-status endpoint, and the decision loop. A decision happens every `control.tick_s` and at once when a
-charger plugs in or out, a meter reads above its circuit's limit or the VTN changes the events. Each
-decision rebuilds the schedule from the stored events (so an event interval starting or ending is seen
-within one tick), runs the pure `decide`, pushes decreases first and increases after, and stores what
-was sent with its acknowledgement. While a demand charge is in force (the tariff's or an OpenADR
+asyncio TaskGroup: a reader per charger driver and per meter, the VEN when `[vtn]` is configured, the status
+endpoint, and the decision loop. A decision happens every `control.tick_s` and at once when a charger plugs
+in or out, a meter reads above its circuit's limit, the VTN changes the events or an event interval starts
+or ends (apscheduler jobs at the schedule's boundaries, `runtime.boundaries`). Each decision rebuilds the
+schedule from the stored events, runs the pure `decide`, pushes decreases first and increases after, and
+stores what was sent with its acknowledgement. While a demand charge is in force (the tariff's or an OpenADR
 DEMAND_CHARGE) the plan gets a peak target (the month's metered peak so far, or the previous plan's target
-when higher) and the decision keeps the site's power under the plan's target, which the planner raises
-only when a departure would otherwise be missed. An adapter that crashes is logged and restarted with
-bounded backoff; the loop keeps deciding meanwhile, counting its chargers at their maximum. Stopping (`stop()`, SIGTERM,
-Ctrl-C) clears the OCPP live profiles so the chargers drop to their fallback at once, closes the Modbus
-links (the chargers' watchdogs take over) and closes the store.
+when higher) and the decision keeps the site's power under the plan's target, which the planner raises only
+when a departure would otherwise be missed. An adapter that crashes is logged and restarted with bounded
+backoff; the loop keeps deciding meanwhile, counting its chargers at their maximum. Stopping (`stop()`,
+SIGTERM, Ctrl-C) clears the OCPP live profiles so the chargers drop to their fallback at once, closes the
+Modbus links (the chargers' watchdogs take over) and closes the store.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.domain import J1772_MIN_A, ChargerReading, ChargerStatus, Event, LimitAck, Measurement, OptState, Segment
 from gateway.ports import EvseDriver
+from gateway.runtime.boundaries import Boundaries
 from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, charger_states, decide
 from gateway.runtime.plans import PlanKeeper, SitePowerLog
 from gateway.runtime.supervise import supervised
@@ -106,6 +107,7 @@ class Runtime:
         self.vtn_last_poll: datetime | None = None
         self._ven_polls = 0
         self._trigger = asyncio.Event()
+        self.boundaries = Boundaries(self.trigger)  # a decision at each start or end of a segment
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
         self.store: VenStore | None = None
@@ -145,6 +147,7 @@ class Runtime:
         # A second connection: the VEN's transactions and ours must not interleave on one connection.
         self.decision_store = DecisionStore.open(path)
         self.events = await asyncio.to_thread(self.store.events)
+        self.boundaries.start()
         if any(p == "ocpp" for p in self.protocol_of.values()):
             from gateway.ocpp.driver import OcppDriver
 
@@ -200,6 +203,7 @@ class Runtime:
         return tasks
 
     async def _close(self) -> None:
+        self.boundaries.stop()
         if self._status_runner is not None:
             with contextlib.suppress(Exception):
                 await self._status_runner.cleanup()
@@ -337,6 +341,7 @@ class Runtime:
 
     def inputs(self, now: datetime) -> Inputs:
         schedule = build_schedule(self.events.values(), now, self.schedule_settings)
+        self.boundaries.follow(schedule, now)
         inputs = Inputs(
             now=now,
             segment=segment_at(schedule, now),
@@ -420,6 +425,9 @@ class Runtime:
         tick = self.config.control.tick_s
         pruned_at: datetime | None = None
         while True:
+            # Cleared before deciding, not after: a trigger that arrives while a decision is being made or
+            # pushed (an event, a plug-in) wakes the next one at once instead of being lost for a tick.
+            self._trigger.clear()
             try:
                 await self.decide_once()
             except Exception:  # a bug in one decision must not stop the site being decided
@@ -430,7 +438,6 @@ class Runtime:
                 keep = timedelta(days=self.config.store.telemetry_days)
                 with contextlib.suppress(Exception):  # a full disk must not stop the deciding
                     await asyncio.to_thread(self.decision_store.prune, now - keep)
-            self._trigger.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._trigger.wait(), timeout=tick)
 
