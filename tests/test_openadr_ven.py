@@ -1,16 +1,26 @@
-"""VEN against a real openleadr VTN on 127.0.0.1: registration, every signal, lifecycle, restart, backoff."""
+"""VEN against a real openleadr VTN on 127.0.0.1: registration, every signal, lifecycle, restart, backoff.
+
+Every test runs twice: over plain HTTP and over HTTPS with mutual TLS and pinned fingerprints, with
+certificates made by `gateway certs init`."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import logging
 import random
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from gateway.certs import DevPki
+from gateway.cli import main
 from gateway.config.openadr import OpenAdrSection, VtnSection
 from gateway.domain import Event, EventStatus, OptState, SignalName, SignalType
 from gateway.openadr.ven import Ven
@@ -43,18 +53,57 @@ async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = 5.
         await asyncio.sleep(0.02)
 
 
-def vtn_config(url: str, **kw: object) -> VtnSection:
-    base: dict[str, object] = {"url": url, "ven_name": "site-1", "allow_plain_http": True,
-                               "backoff_initial_s": 0.05, "backoff_max_s": 0.2, "request_timeout_s": 2.0,
-                               "poll_s": 0.05}
-    base.update(kw)
-    return VtnSection.model_validate(base)
+def cli_pki(directory: Path) -> DevPki:
+    """Certificates made the way a user makes them: `gateway certs init DIR`, fingerprints read from its output."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["certs", "init", str(directory), "--ven-name", "site-1"]) == 0
+    prints = dict(re.findall(r"(VTN|VEN) fingerprint: (\S+)", out.getvalue()))
+    return DevPki(directory / "ca.crt", directory / "vtn.crt", directory / "vtn.key", directory / "ven.crt",
+                  directory / "ven.key", prints["VTN"], prints["VEN"])
+
+
+@dataclass(frozen=True)
+class Transport:
+    """Every flow runs once over plain HTTP (allowed explicitly) and once over HTTPS with mutual TLS."""
+
+    name: str
+    pki: DevPki | None
+
+    def make_vtn(self, **kw: Any) -> SimVtn:
+        if self.pki is None:
+            return SimVtn(**kw)
+        return SimVtn(http_cert=str(self.pki.vtn_cert), http_key=str(self.pki.vtn_key), ca_file=str(self.pki.ca_cert),
+                      ven_fingerprints={"site-1": self.pki.ven_fingerprint}, **kw)
+
+    def config(self, url: str, **kw: object) -> VtnSection:
+        base: dict[str, object] = {"url": url, "ven_name": "site-1", "backoff_initial_s": 0.05,
+                                   "backoff_max_s": 0.2, "request_timeout_s": 2.0, "poll_s": 0.05}
+        if self.pki is None:
+            base["allow_plain_http"] = True
+        else:
+            base.update(cert=str(self.pki.ven_cert), key=str(self.pki.ven_key), ca_file=str(self.pki.ca_cert),
+                        vtn_fingerprint=self.pki.vtn_fingerprint)
+        base.update(kw)
+        return VtnSection.model_validate(base)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    return cli_pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(params=["http", "mtls"])
+def transport(request: pytest.FixtureRequest, pki: DevPki) -> Transport:
+    return Transport(request.param, pki if request.param == "mtls" else None)
 
 
 class Harness:
-    def __init__(self, tmp: Path, vtn: SimVtn, config: OpenAdrSection | None = None, seed: int = 1) -> None:
+    def __init__(self, tmp: Path, vtn: SimVtn, transport: Transport, config: OpenAdrSection | None = None,
+                 seed: int = 1) -> None:
         self.tmp = tmp
         self.vtn = vtn
+        self.transport = transport
         self.config = config or OpenAdrSection(resources={"fleet": ("panel-a",)}, ev_capacity_kw=50.0)
         self.sink = Sink()
         self.seed = seed
@@ -62,20 +111,26 @@ class Harness:
         self.task: asyncio.Task[None] | None = None
         self.store: VenStore | None = None
 
-    async def start(self, **vtn_kw: object) -> Ven:
+    def make_ven(self, **vtn_kw: object) -> Ven:
         self.store = VenStore.open(self.tmp / "gw.sqlite")
-        self.ven = Ven(vtn_config(self.vtn.url, **vtn_kw), self.config, self.store, sink=self.sink,
+        self.ven = Ven(self.transport.config(self.vtn.url, **vtn_kw), self.config, self.store, sink=self.sink,
                        rng=random.Random(self.seed))
-        self.task = asyncio.create_task(self.ven.run())
-        await asyncio.wait_for(self.ven.registered.wait(), 5)
         return self.ven
+
+    async def start(self, **vtn_kw: object) -> Ven:
+        ven = self.make_ven(**vtn_kw)
+        self.task = asyncio.create_task(ven.run())
+        await asyncio.wait_for(ven.registered.wait(), 5)
+        return ven
 
     async def stop(self) -> None:
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
+            self.task = None
         if self.store is not None:
             self.store.close()
+            self.store = None
 
     @property
     def ven_id(self) -> str:
@@ -96,16 +151,16 @@ class Harness:
 
 
 @pytest.fixture
-async def vtn() -> AsyncIterator[SimVtn]:
-    sim = SimVtn()
+async def vtn(transport: Transport) -> AsyncIterator[SimVtn]:
+    sim = transport.make_vtn()
     await sim.start()
     yield sim
     await sim.stop()
 
 
 @pytest.fixture
-async def h(tmp_path: Path, vtn: SimVtn) -> AsyncIterator[Harness]:
-    harness = Harness(tmp_path, vtn)
+async def h(tmp_path: Path, vtn: SimVtn, transport: Transport) -> AsyncIterator[Harness]:
+    harness = Harness(tmp_path, vtn, transport)
     yield harness
     await harness.stop()
 
@@ -242,8 +297,10 @@ async def test_priority_targets_and_market_context_are_kept(h: Harness) -> None:
     assert e.priority == 2 and e.targets == ("fleet",) and e.market_context == "http://sim.example/programs/ev"
 
 
-async def test_event_outside_the_enrolled_program_is_opted_out(tmp_path: Path, vtn: SimVtn) -> None:
-    h = Harness(tmp_path, vtn, OpenAdrSection(market_contexts=("http://utility/ev",)))
+async def test_event_outside_the_enrolled_program_is_opted_out(
+    tmp_path: Path, vtn: SimVtn, transport: Transport
+) -> None:
+    h = Harness(tmp_path, vtn, transport, OpenAdrSection(market_contexts=("http://utility/ev",)))
     try:
         await h.start()
         eid = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])], market_context="http://utility/other")
@@ -261,10 +318,8 @@ async def test_randomized_offset_survives_a_restart_and_registration_is_reused(h
     reg_before = ven.registration
     await h.stop()
     h.seed = 999  # a different generator would draw a different offset
-    h2 = Harness(h.tmp, h.vtn, seed=999)
-    h2.store = VenStore.open(h.tmp / "gw.sqlite")
-    h2.ven = Ven(vtn_config(h.vtn.url), h2.config, h2.store, rng=random.Random(999))
-    h2.task = asyncio.create_task(h2.ven.run())
+    h2 = Harness(h.tmp, h.vtn, h.transport, seed=999)
+    h2.task = asyncio.create_task(h2.make_ven().run())
     try:
         await until(lambda: h2.ven is not None and h2.ven.polls > 2)
         assert h2.ven.registration.registration_id == reg_before.registration_id  # no new registration
@@ -326,10 +381,10 @@ async def test_reregisters_after_the_vtn_cancels_the_registration(h: Harness) ->
     assert ven.registration.registration_id not in (None, first)
 
 
-async def test_vtn_restart_mid_event_reregisters_and_keeps_the_schedule(tmp_path: Path) -> None:
-    vtn = SimVtn()
+async def test_vtn_restart_mid_event_reregisters_and_keeps_the_schedule(tmp_path: Path, transport: Transport) -> None:
+    vtn = transport.make_vtn()
     await vtn.start()
-    h = Harness(tmp_path, vtn)
+    h = Harness(tmp_path, vtn, transport)
     try:
         ven = await h.start()
         eid = vtn.add_event(h.ven_id, [("SIMPLE", "level", [2, 2])], start=datetime.now(UTC) - timedelta(minutes=1),
@@ -338,7 +393,7 @@ async def test_vtn_restart_mid_event_reregisters_and_keeps_the_schedule(tmp_path
         port = vtn.port
         await vtn.stop()
         # The VTN comes back with its events (they are in its database) but without its VEN registrations.
-        fresh = SimVtn()
+        fresh = transport.make_vtn()
         fresh.server.events.update(vtn.server.events)
         await until(lambda: ven.failures > 0)
         assert (await h.events())[eid] == before, "the stored schedule stays in force while the VTN is away"
@@ -353,16 +408,16 @@ async def test_vtn_restart_mid_event_reregisters_and_keeps_the_schedule(tmp_path
         await h.stop()
 
 
-async def test_backoff_never_stops_and_recovers(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    vtn = SimVtn()
+async def test_backoff_never_stops_and_recovers(
+    tmp_path: Path, transport: Transport, caplog: pytest.LogCaptureFixture
+) -> None:
+    vtn = transport.make_vtn()
     await vtn.start()
     port = vtn.port
     await vtn.stop()  # nobody listening
-    h = Harness(tmp_path, vtn)
-    h.store = VenStore.open(tmp_path / "gw.sqlite")
-    h.ven = Ven(vtn_config(vtn.url), h.config, h.store, rng=random.Random(3))
+    h = Harness(tmp_path, vtn, transport, seed=3)
     caplog.set_level(logging.DEBUG, logger="gateway.openadr")
-    h.task = asyncio.create_task(h.ven.run())
+    h.task = asyncio.create_task(h.make_ven().run())
     try:
         await until(lambda: h.ven is not None and h.ven.failures >= 4)
         warnings = [r for r in caplog.records if "vtn unreachable" in r.getMessage() and r.levelno >= logging.WARNING]

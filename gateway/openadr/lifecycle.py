@@ -4,7 +4,8 @@ Rules (2.0b spec and the conformance cases built on it):
 - an unknown eventID is a new event; one that arrives already cancelled is acknowledged and ignored;
 - a higher modificationNumber replaces the stored version, an equal one changes nothing, a lower one is
   answered 450 (out of sequence) and ignored;
-- an event the VTN stops listing in an oadrDistributeEvent is cancelled (implied cancel);
+- an event the VTN stops listing in an oadrDistributeEvent is cancelled (implied cancel); one it lists in a
+  form we refuse is left as stored;
 - a cancelled event that had started ends `start_offset` after the cancel (the cancel is randomized
   with the same draw as the start); one that had not started never acts;
 - the randomized offset inside `startafter` is drawn once and kept across modifications that keep the
@@ -14,7 +15,7 @@ Rules (2.0b spec and the conformance cases built on it):
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -69,12 +70,14 @@ def reconcile(
     draw: Draw,
     *,
     complete_list: bool,
+    listed: Iterable[str] = (),
 ) -> Reconciled:
-    """Decide what an oadrDistributeEvent changes. `complete_list`: it lists every event the VTN has for us."""
+    """Decide what an oadrDistributeEvent changes. `complete_list`: it lists every event the VTN has for us;
+    `listed`: ids it listed in a form we refused (not implicitly cancelled: a refusal changes nothing stored)."""
     changed: list[Event] = []
     verdicts: list[Verdict] = []
     notes: list[str] = []
-    seen: set[str] = set()
+    seen: set[str] = set(listed)
     for new in incoming:
         seen.add(new.event_id)
         old = stored.get(new.event_id)

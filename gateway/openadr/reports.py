@@ -23,6 +23,7 @@ from gateway.store.vtn import Reading, ReportRequest
 
 log = logging.getLogger("gateway.openadr")
 
+METADATA_ID = "METADATA"  # a request with this specifier asks for our oadrRegisterReport again
 USAGE_ID = "gateway-telemetry-usage"
 STATUS_ID = "gateway-telemetry-status"
 SITE_POWER = "site_power_kw"

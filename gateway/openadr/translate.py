@@ -37,6 +37,7 @@ VALID_TYPES: dict[SignalName, frozenset[SignalType]] = {
 }
 _SCALE = {"p": 1e-12, "n": 1e-9, "micro": 1e-6, "m": 1e-3, "c": 1e-2, "d": 1e-1, "k": 1e3, "M": 1e6, "G": 1e9,
           "T": 1e12, "none": 1.0}
+LATEST_YEAR = 9000
 _POWER_KEYS = ("powerReal", "powerApparent", "powerReactive")
 _UNIT_KEYS = (*_POWER_KEYS, "currencyPerKWh", "currencyPerKW", "currency", "energyReal", "customUnit")
 
@@ -204,6 +205,13 @@ def translate_event(
             dropped.append(result)
         else:
             signals.append(result)
+    longest = max([duration, *(sum((i.duration for i in s.intervals), timedelta(0)) for s in signals)])
+    try:
+        last = dtstart + start_after + longest
+    except OverflowError:
+        last = datetime.max.replace(tzinfo=dtstart.tzinfo)
+    if last.year > LATEST_YEAR:  # would overflow the calendar once offsets and cancels are added
+        raise BadEvent(f"event {event_id}: dtstart {dtstart.isoformat()} with its durations ends past {LATEST_YEAR}")
     targets, addressed = _targets(raw.get("targets"), ven_id, resources)
     created = descriptor.get("created_date_time")
     event = Event(

@@ -77,11 +77,11 @@ class Ven:
         self._db_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._wake_sampler = asyncio.Event()
-        self._last_report_sent: dict[str, datetime] = {}
         self.failures = 0
         self._synced = False  # reports offered and events fetched since the last (re)registration or start
         self._sampling_broken = False
         self._unanswered: tuple[str, list[dict[str, Any]]] | None = None  # an oadrCreatedEvent not yet delivered
+        self._stale_requests: set[str] = set()  # report requests of the registration just replaced
         self.registration = Registration(vtn.ven_id, None, None, None)
         self.registered = asyncio.Event()  # set after each successful registration (tests wait on it)
         self.polls = 0
@@ -164,8 +164,11 @@ class Ven:
             await self._forget_registration()
             return backoff_delay(self.failures, self.vtn.backoff_initial_s, self.vtn.backoff_max_s, self.rng)
         except RefusedPayload as exc:
-            log.warning("vtn message refused: %s", exc)
-            return self.poll_interval_s
+            # Backed off like any other failure: a VTN stuck on a bad message is not hammered every poll.
+            self.failures += 1
+            delay = backoff_delay(self.failures, self.vtn.backoff_initial_s, self.vtn.backoff_max_s, self.rng)
+            log.warning("vtn message refused: %s; retry in %.1fs", exc, delay)
+            return delay
         if self.failures:
             log.info("vtn reachable again after %d failed attempts", self.failures)
             self.failures = 0
@@ -177,6 +180,14 @@ class Ven:
         self._unanswered = None  # the sync after registering answers the VTN's whole list again
         self.registered.clear()
         await self._db(self.store.forget_registration, self.clock())
+
+    async def _exchange(self, service: str, message_type: str, **payload: Any) -> tuple[str | None, dict[str, Any]]:
+        """One exchange; an oadrRequestReregistration in answer (openleadr's VTN answers every message from a
+        VEN it does not know with one) raises NotRegistered, so nothing is marked delivered that was not."""
+        mtype, answer = await self.link.exchange(service, message_type, **payload)
+        if mtype == "oadrRequestReregistration" and message_type != "oadrPoll":
+            raise NotRegistered(f"{message_type} answered with oadrRequestReregistration")
+        return mtype, answer
 
     def _check_response(self, what: str, payload: dict[str, Any], *, about_us: bool = False) -> None:
         """Log a non-200 answer; `about_us`: the message names only our venID, so 452/463 means the VTN
@@ -194,15 +205,38 @@ class Ven:
 
     async def _register(self) -> None:
         request_id = uuid.uuid4().hex
-        mtype, payload = await self.link.exchange("EiRegisterParty", "oadrQueryRegistration", request_id=request_id)
+        mtype, payload = await self._exchange("EiRegisterParty", "oadrQueryRegistration", request_id=request_id)
         if mtype != "oadrCreatedPartyRegistration":
             raise VtnUnreachable(f"oadrQueryRegistration answered with {mtype}")
-        mtype, payload = await self.link.exchange(
+        mtype, payload = await self._create_registration(self.registration.ven_id)
+        refusal = self._registration_refusal(mtype, payload)
+        if refusal and self.registration.ven_id and not self.vtn.ven_id:
+            # A VTN that lost its state does not know the venID it once gave us (openleadr's answers 463 over
+            # TLS): register as a new VEN. A venID pre-allocated in the config is never dropped.
+            log.warning("vtn refused our venID %s (%s): registering as a new VEN", self.registration.ven_id, refusal)
+            mtype, payload = await self._create_registration(None)
+            refusal = self._registration_refusal(mtype, payload)
+        if refusal:
+            raise VtnUnreachable(f"registration refused: {refusal}")
+        registration_id = payload.get("registration_id")
+        ven_id = payload.get("ven_id")
+        poll = payload.get("requested_oadr_poll_freq")
+        poll_s = poll.total_seconds() if isinstance(poll, timedelta) and poll > timedelta(0) else 10.0
+        self.registration = Registration(str(ven_id), str(registration_id), str(payload.get("vtn_id") or ""), poll_s)
+        # Report requests belong to a registration: those the new one does not ask for again are dropped.
+        self._stale_requests = {r.report_request_id for r in await self._db(self.store.report_requests)}
+        await self._db(self.store.save_registration, self.registration, self.clock())
+        log.info("registered with vtn: ven_id=%s registration_id=%s poll_s=%.0f", ven_id, registration_id, poll_s)
+        self._synced = False
+        await self._sync()
+
+    async def _create_registration(self, ven_id: str | None) -> tuple[str | None, dict[str, Any]]:
+        return await self._exchange(
             "EiRegisterParty",
             "oadrCreatePartyRegistration",
             request_id=uuid.uuid4().hex,
             ven_name=self.vtn.ven_name,
-            ven_id=self.registration.ven_id,
+            ven_id=ven_id,
             http_pull_model=True,
             xml_signature=self.vtn.sign_messages,
             report_only=False,
@@ -211,29 +245,24 @@ class Ven:
             transport_address=None,
             registration_id=None,
         )
-        if mtype != "oadrCreatedPartyRegistration":
-            raise VtnUnreachable(f"oadrCreatePartyRegistration answered with {mtype}")
+
+    @staticmethod
+    def _registration_refusal(mtype: str | None, payload: dict[str, Any]) -> str | None:
+        """Why an answer to oadrCreatePartyRegistration is not a registration, or None if it is one."""
         response = payload.get("response") or {}
-        registration_id = payload.get("registration_id")
-        ven_id = payload.get("ven_id")
-        if response.get("response_code", 200) != 200 or not registration_id or not ven_id:
-            raise VtnUnreachable(
-                f"registration refused: {response.get('response_code')} {response.get('response_description', '')}"
-                f" (registration id {registration_id!r}, ven id {ven_id!r})"
-            )
-        poll = payload.get("requested_oadr_poll_freq")
-        poll_s = poll.total_seconds() if isinstance(poll, timedelta) and poll > timedelta(0) else 10.0
-        self.registration = Registration(str(ven_id), str(registration_id), str(payload.get("vtn_id") or ""), poll_s)
-        await self._db(self.store.save_registration, self.registration, self.clock())
-        log.info("registered with vtn: ven_id=%s registration_id=%s poll_s=%.0f", ven_id, registration_id, poll_s)
-        self._synced = False
-        await self._sync()
+        code = response.get("response_code", 200)
+        text = f"{code} {response.get('response_description', '')}".strip()
+        if mtype != "oadrCreatedPartyRegistration":
+            return f"answered with {mtype} {text}"
+        if code != 200 or not payload.get("registration_id") or not payload.get("ven_id"):
+            return f"{text} (registration id {payload.get('registration_id')!r}, ven id {payload.get('ven_id')!r})"
+        return None
 
     async def _sync(self) -> None:
         """After registering, and after every start: offer our reports and fetch the VTN's full event list
         (which also cancels, implicitly, events it dropped while we were away)."""
         await self._register_reports()
-        mtype, payload = await self.link.exchange(
+        mtype, payload = await self._exchange(
             "EiEvent", "oadrRequestEvent", request_id=uuid.uuid4().hex, ven_id=self.ven_id, reply_limit=None
         )
         if mtype == "oadrDistributeEvent":
@@ -246,20 +275,27 @@ class Ven:
         offered = reports.metadata_reports(
             self.charger_ids, timedelta(seconds=self.config.report_interval_s), now
         )
-        _mtype, payload = await self.link.exchange(
+        _mtype, payload = await self._exchange(
             "EiReport", "oadrRegisterReport", request_id=uuid.uuid4().hex, ven_id=self.ven_id,
             reports=offered, report_request_id=0,
         )
         self._check_response("oadrRegisterReport", payload)
         if payload.get("report_requests"):
-            await self._accept_report_requests(payload["report_requests"], reply=True,
+            await self._accept_report_requests(payload["report_requests"], reply=True, supersede=True,
                                                request_id=str(payload.get("request_id") or ""))
+        stale = [r for r in await self._db(self.store.report_requests) if r.report_request_id in self._stale_requests]
+        for rr in stale:
+            lost = await self._db(self.store.unsent_count, rr.report_request_id)
+            await self._db(self.store.cancel_report_request, rr.report_request_id)
+            log.warning("report request %s ended with the old registration (%d unsent readings dropped)",
+                        rr.report_request_id, lost)
+        self._stale_requests = set()
 
     # -------------------------------------------------------------------------------------- poll
 
     async def _poll(self) -> None:
         for _ in range(MAX_MESSAGES_PER_POLL):
-            mtype, payload = await self.link.exchange("OadrPoll", "oadrPoll", ven_id=self.ven_id)
+            mtype, payload = await self._exchange("OadrPoll", "oadrPoll", ven_id=self.ven_id)
             self.polls += 1
             if mtype is None or mtype == "oadrResponse":
                 if mtype is not None:
@@ -277,7 +313,7 @@ class Ven:
             await self._register()
         elif mtype == "oadrCancelPartyRegistration":
             log.warning("vtn cancelled our registration %s: registering again", payload.get("registration_id"))
-            await self.link.exchange(
+            await self._exchange(
                 "EiRegisterParty", "oadrCanceledPartyRegistration",
                 response={"response_code": 200, "response_description": "OK",
                           "request_id": payload.get("request_id")},
@@ -290,13 +326,13 @@ class Ven:
         elif mtype == "oadrCancelReport":
             await self._on_cancel_report(payload)
         elif mtype == "oadrRegisterReport":
-            await self.link.exchange(
+            await self._exchange(
                 "EiReport", "oadrRegisteredReport", report_requests=[], ven_id=self.ven_id,
                 response={"response_code": 200, "response_description": "OK",
                           "request_id": payload.get("request_id")},
             )
         elif mtype == "oadrUpdateReport":
-            await self.link.exchange(
+            await self._exchange(
                 "EiReport", "oadrUpdatedReport", ven_id=self.ven_id,
                 response={"response_code": 200, "response_description": "OK",
                           "request_id": payload.get("request_id")},
@@ -305,7 +341,7 @@ class Ven:
             log.warning("vtn sent %s, which a 2.0b VEN does not handle: ignored", mtype)
 
     async def _respond(self, service: str, code: int, text: str, request_id: str | None) -> None:
-        await self.link.exchange(
+        await self._exchange(
             service, "oadrResponse", ven_id=self.ven_id,
             response={"response_code": code, "response_description": text, "request_id": request_id},
         )
@@ -334,7 +370,8 @@ class Ven:
         stored = await self._db(self.store.events)
         overrides = await self._db(self.store.overrides)
         outcome = lifecycle.reconcile(
-            stored, [t.event for t in translated], now, self._draw_offset, complete_list=True
+            stored, [t.event for t in translated], now, self._draw_offset, complete_list=True,
+            listed=[v.event_id for v in bad],
         )
         targeted = {t.event.event_id: t.targeted for t in translated}
         changed: list[Event] = []
@@ -390,7 +427,7 @@ class Ven:
         if self._unanswered is None:
             return
         request_id, responses = self._unanswered
-        mtype, payload = await self.link.exchange(
+        mtype, payload = await self._exchange(
             "EiEvent", "oadrCreatedEvent", ven_id=self.ven_id,
             response={"response_code": 200, "response_description": "OK", "request_id": request_id},
             event_responses=responses,
@@ -429,14 +466,14 @@ class Ven:
             if pending.reason == "cancel":
                 previous = await self._db(self.store.last_sent_opt_id, pending.event_id)
                 if previous is not None:
-                    _, payload = await self.link.exchange(
+                    _, payload = await self._exchange(
                         "EiOpt", "oadrCancelOpt", request_id=uuid.uuid4().hex, opt_id=previous, ven_id=self.ven_id
                     )
                     self._check_response("oadrCancelOpt", payload)
             else:
                 events = await self._db(self.store.events)
                 event = events.get(pending.event_id)
-                _mtype, payload = await self.link.exchange(
+                _mtype, payload = await self._exchange(
                     "EiOpt", "oadrCreateOpt",
                     request_id=uuid.uuid4().hex,
                     ven_id=self.ven_id,
@@ -454,24 +491,35 @@ class Ven:
 
     # ------------------------------------------------------------------------------------ reports
 
-    async def _accept_report_requests(self, raw: Any, *, reply: bool, request_id: str) -> None:
+    async def _accept_report_requests(self, raw: Any, *, reply: bool, request_id: str,
+                                      supersede: bool = False) -> None:
+        """Store what the VTN asks us to report. `supersede`: asked in answer to our oadrRegisterReport, so
+        a request asked again (new id, same rIDs) replaces the earlier one and takes over its backlog."""
         now = self.clock()
+        metadata = [r for r in as_list(raw) if isinstance(r, dict) and str(
+            (r.get("report_specifier") or {}).get("report_specifier_id", "")) == reports.METADATA_ID]
         accepted, problems = reports.parse_requests(
-            raw, self.charger_ids, timedelta(seconds=self.config.report_interval_s)
+            [r for r in as_list(raw) if not any(r is m for m in metadata)], self.charger_ids,
+            timedelta(seconds=self.config.report_interval_s),
         )
         for line in problems:
             log.warning("%s", line)
         for rr in accepted:
             await self._db(self.store.save_report_request, dataclasses.replace(rr, next_sample_at=now), now)
-            log.info("report request %s: %s every %.0fs, sent every %.0fs", rr.report_request_id,
-                     ",".join(rr.r_ids), rr.granularity_s, rr.report_back_s)
+            moved = await self._db(self.store.supersede, rr) if supersede else 0
+            log.info("report request %s: %s every %.0fs, sent every %.0fs%s", rr.report_request_id,
+                     ",".join(rr.r_ids), rr.granularity_s, rr.report_back_s,
+                     f" (takes over {moved} unsent readings)" if moved else "")
         if reply:
             ids = [{"report_request_id": r.report_request_id} for r in accepted]
-            await self.link.exchange(
+            await self._exchange(
                 "EiReport", "oadrCreatedReport", ven_id=self.ven_id, pending_reports=ids,
                 response={"response_code": 200, "response_description": "OK", "request_id": request_id},
             )
         self._wake_sampler.set()
+        if metadata and not supersede:  # the VTN asks what we offer: answered with oadrRegisterReport
+            log.info("vtn asked for our METADATA: offering our reports again")
+            await self._register_reports()
 
     async def _on_cancel_report(self, payload: dict[str, Any]) -> None:
         ids = [str(i) for i in as_list(payload.get("report_request_id"))]
@@ -479,7 +527,7 @@ class Ven:
             await self._db(self.store.cancel_report_request, request)
             log.info("report request %s cancelled by the vtn", request)
         remaining = [{"report_request_id": r.report_request_id} for r in await self._db(self.store.report_requests)]
-        await self.link.exchange(
+        await self._exchange(
             "EiReport", "oadrCanceledReport", ven_id=self.ven_id, pending_reports=remaining,
             response={"response_code": 200, "response_description": "OK", "request_id": payload.get("request_id")},
         )
@@ -528,24 +576,28 @@ class Ven:
         requests = {r.report_request_id: r for r in await self._db(self.store.report_requests)}
         while True:
             unsent = await self._db(self.store.unsent_readings, 500)
+            # A request's readings go out once its oldest unsent one is a report-back duration old: one
+            # report per report-back duration in steady state, and a backlog (after an outage or a
+            # restart) at once.
+            oldest: dict[str, datetime] = {}
+            for r in unsent:
+                oldest.setdefault(r.report_request_id, r.measured_at)
             due = [
                 r for r in unsent
                 if r.report_request_id in requests and (
-                    now - self._last_report_sent.get(r.report_request_id, datetime.min.replace(tzinfo=UTC))
-                    >= timedelta(seconds=requests[r.report_request_id].report_back_s) or len(unsent) >= 500
+                    now - oldest[r.report_request_id] >= timedelta(seconds=requests[r.report_request_id].report_back_s)
+                    or len(unsent) >= 500
                 )
             ]
             if not due:
                 return
-            mtype, payload = await self.link.exchange(
+            mtype, payload = await self._exchange(
                 "EiReport", "oadrUpdateReport", request_id=uuid.uuid4().hex, ven_id=self.ven_id,
                 reports=reports.update_report_payload(due, now),
             )
             if mtype is not None:
                 self._check_response("oadrUpdateReport", payload)
             await self._db(self.store.mark_readings_sent, [r.id for r in due], now)
-            for r in due:
-                self._last_report_sent[r.report_request_id] = now
             if len(unsent) < 500:
                 return
 

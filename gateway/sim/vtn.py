@@ -1,5 +1,6 @@
 """A demo/test VTN on openleadr's OpenADRServer: registers VENs, sends every 2.0b signal type, modifies
-and cancels events, asks for re-registration, cancels registrations and requests reports.
+and cancels events, asks for re-registration, cancels registrations, requests reports and takes opts
+(EiOpt, which openleadr's server does not serve by itself).
 
 It listens on 127.0.0.1 at a port the OS picks (port 0) unless told otherwise, over HTTP or, with a
 certificate, key and CA, over mutual TLS with the VEN's certificate fingerprint checked. Messages that
@@ -22,6 +23,7 @@ from typing import Any
 
 from aiohttp import web
 from openleadr import OpenADRServer, objects, utils
+from openleadr.service import OptService, handler
 
 log = logging.getLogger("gateway.sim.vtn")
 
@@ -32,6 +34,29 @@ class VenRecord:
     ven_name: str
     registration_id: str | None
     fingerprint: str | None = None
+
+
+class SimOptService(OptService):  # type: ignore[misc]  # openleadr is untyped
+    """openleadr's EiOpt service with its two handlers filled in (0.5.36 leaves them as TODO stubs)."""
+
+    def __init__(self, vtn_id: str) -> None:
+        super().__init__(vtn_id)
+        self.opts: dict[str, dict[str, Any]] = {}  # opt_id → the oadrCreateOpt payload, while in force
+        self.log: list[tuple[str, str]] = []  # ("create" | "cancel", opt_id), in arrival order
+
+    @handler("oadrCreateOpt")  # type: ignore[untyped-decorator]
+    async def create_opt(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        opt_id = str(payload["opt_id"])
+        self.opts[opt_id] = payload
+        self.log.append(("create", opt_id))
+        return "oadrCreatedOpt", {"opt_id": opt_id}
+
+    @handler("oadrCancelOpt")  # type: ignore[untyped-decorator]
+    async def cancel_opt(self, payload: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        opt_id = str(payload["opt_id"])
+        self.opts.pop(opt_id, None)
+        self.log.append(("cancel", opt_id))
+        return "oadrCanceledOpt", {"opt_id": opt_id}
 
 
 @dataclass
@@ -52,6 +77,7 @@ class SimVtn:
     received: list[tuple[str, datetime, float]] = field(default_factory=list)  # (r_id, dtstart, value)
     outbox: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
     polls: int = 0
+    report_registrations: int = 0  # METADATA reports received (one call per report offered)
 
     def __post_init__(self) -> None:
         self.server = OpenADRServer(
@@ -72,6 +98,10 @@ class SimVtn:
         self.server.add_handler("on_cancel_party_registration", self._on_cancel_party_registration)
         self.server.add_handler("on_register_report", self._on_register_report)
         self.server.add_handler("on_created_report", self._on_created_report)
+        # openleadr's server leaves EiOpt out; served here so opts go over the wire to a real openleadr service.
+        self.opt_service = SimOptService(self.vtn_id)
+        self.server.services["opt_service"] = self.opt_service
+        self.server.app.add_routes([web.post(f"{self.server.http_path_prefix}/EiOpt", self.opt_service.handler)])
         poll_service = self.server.services["poll_service"]
         self._inner_poll = poll_service.handlers["oadrPoll"]
         poll_service.handlers["oadrPoll"] = self._poll
@@ -254,6 +284,7 @@ class SimVtn:
     # ------------------------------------------------------------------------------------ reports
 
     def _on_register_report(self, report: dict[str, Any]) -> list[tuple[Any, ...]] | None:
+        self.report_registrations += 1
         wanted = []
         for rd in report.get("report_descriptions", []):
             r_id = str(rd["r_id"])

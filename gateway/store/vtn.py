@@ -274,6 +274,46 @@ class VenStore:
                 "DELETE FROM report_backlog WHERE report_request_id = ? AND sent_at IS NULL", (report_request_id,)
             )
 
+    def supersede(self, rr: ReportRequest) -> int:
+        """`rr` (asked again in answer to our oadrRegisterReport) replaces stored requests of the same report
+        for its rIDs: their unsent readings move to `rr` (sent once, under the id the VTN now knows), and a
+        request left with no rIDs is dropped. Returns how many readings moved."""
+        moved = 0
+        with self._tx():
+            rows = self.db.conn.execute(
+                "SELECT report_request_id, r_ids FROM report_requests WHERE report_specifier_id = ?"
+                " AND report_request_id != ?",
+                (rr.report_specifier_id, rr.report_request_id),
+            ).fetchall()
+            for old_id, r_ids_json in rows:
+                old_r_ids = list(json.loads(str(r_ids_json)))
+                overlap = [r for r in old_r_ids if r in rr.r_ids]
+                if not overlap:
+                    continue
+                marks = ",".join("?" for _ in overlap)
+                cur = self.db.conn.execute(
+                    f"UPDATE OR IGNORE report_backlog SET report_request_id = ? WHERE report_request_id = ?"
+                    f" AND sent_at IS NULL AND r_id IN ({marks})",
+                    (rr.report_request_id, old_id, *overlap),
+                )
+                moved += int(cur.rowcount)
+                self.db.conn.execute(
+                    f"DELETE FROM report_backlog WHERE report_request_id = ? AND sent_at IS NULL AND r_id IN ({marks})",
+                    (old_id, *overlap),
+                )
+                left = [r for r in old_r_ids if r not in overlap]
+                if left:
+                    self.db.conn.execute("UPDATE report_requests SET r_ids = ? WHERE report_request_id = ?",
+                                         (json.dumps(left), old_id))
+                else:
+                    self.db.conn.execute("DELETE FROM report_requests WHERE report_request_id = ?", (old_id,))
+        return moved
+
+    def unsent_count(self, report_request_id: str) -> int:
+        rows = self._rows("SELECT COUNT(*) AS n FROM report_backlog WHERE report_request_id = ? AND sent_at IS NULL",
+                          (report_request_id,))
+        return int(str(rows[0]["n"]))
+
     def add_readings(
         self, rr: ReportRequest, values: Sequence[tuple[str, float]], at: datetime, next_sample_at: datetime
     ) -> None:
@@ -292,8 +332,10 @@ class VenStore:
 
     def unsent_readings(self, limit: int = 1000) -> list[Reading]:
         rows = self._rows(
+            # Only rows of requests still in force: a stray row must never block the queue behind it.
             "SELECT id, report_request_id, report_specifier_id, r_id, measured_at, value FROM report_backlog"
-            " WHERE sent_at IS NULL ORDER BY id LIMIT ?",
+            " WHERE sent_at IS NULL AND report_request_id IN (SELECT report_request_id FROM report_requests)"
+            " ORDER BY id LIMIT ?",
             (limit,),
         )
         return [
