@@ -36,6 +36,8 @@ from gateway.runtime.supervise import supervised
 from gateway.schedule import PriceChange, ScheduleSettings, build_schedule, price_changes, segment_at
 from gateway.smoothing import ChargerMemory
 from gateway.store.decisions import DecisionStore, rows_for
+from gateway.store.sessions import SessionLedger
+from gateway.store.telemetry import ChargerSample, SiteSample, Telemetry
 from gateway.store.vtn import VenStore
 from gateway.tariff import Tariff, demand_charge_at, month_start
 
@@ -50,7 +52,8 @@ log = logging.getLogger("gateway.runtime")
 Clock = Callable[[], datetime]
 RESEND_UNACKED_S = 5.0  # how often a limit a charger has not acknowledged is sent again
 HISTORY_POINTS = 7200  # one point a second: the last two hours for the status page
-PRUNE_EVERY = timedelta(hours=1)  # old rows of limits sent are deleted this often
+PRUNE_EVERY = timedelta(hours=1)  # old rows of limits sent are deleted (and telemetry compacted) this often
+TELEMETRY_EVERY = timedelta(seconds=1)  # telemetry and the session ledger are written at most this often
 
 
 def utc_now() -> datetime:
@@ -112,6 +115,11 @@ class Runtime:
         self.started = asyncio.Event()
         self.store: VenStore | None = None
         self.decision_store: DecisionStore | None = None
+        self.ledger: SessionLedger | None = None  # charging sessions, from the readings (billing)
+        self.telemetry_store: Telemetry | None = None
+        self._ledger_pending: deque[ChargerReading] = deque(maxlen=10_000)  # readings not yet in the ledger
+        self._recorded_at: datetime | None = None
+        self._record_failed = False
         self.ocpp: OcppDriver | None = None
         self.modbus: EvseDriver | None = None
         self.meters: dict[str, ModbusMeter] = {}
@@ -146,6 +154,9 @@ class Runtime:
         self.store = VenStore.open(path)
         # A second connection: the VEN's transactions and ours must not interleave on one connection.
         self.decision_store = DecisionStore.open(path)
+        # On the decision store's connection: all three are written by the decision task, one after another.
+        self.ledger = SessionLedger(self.decision_store.db, self.decision_store.lock)
+        self.telemetry_store = Telemetry(self.decision_store.db, self.decision_store.lock)
         self.events = await asyncio.to_thread(self.store.events)
         self.boundaries.start()
         if any(p == "ocpp" for p in self.protocol_of.values()):
@@ -219,6 +230,8 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.pool.close()
         if self.decision_store is not None:
+            with contextlib.suppress(Exception):  # what the chargers said last is in the ledger
+                await self._record(self.clock(), telemetry=False)
             self.decision_store.close()
         if self.store is not None:
             self.store.close()
@@ -237,6 +250,7 @@ class Runtime:
             # A status-only message (OCPP): keep the last measured current rather than forget it.
             reading = replace(reading, current_a=before.current_a, power_kw=before.power_kw)
         self.readings[reading.charger_id] = reading
+        self._ledger_pending.append(reading)
         if reading.energy_kwh is not None and reading.status.connected:
             start = self.session_start_kwh.get(reading.charger_id)
             if start is None or start[0] != reading.session_id or before is None or not before.status.connected:
@@ -438,6 +452,18 @@ class Runtime:
                 keep = timedelta(days=self.config.store.telemetry_days)
                 with contextlib.suppress(Exception):  # a full disk must not stop the deciding
                     await asyncio.to_thread(self.decision_store.prune, now - keep)
+                    if self.telemetry_store is not None:
+                        await asyncio.to_thread(self.telemetry_store.compact, now, keep)
+            # A tenth of slack: with a 1 s tick, a tick that wakes a little early must not skip a sample.
+            if self._recorded_at is None or now - self._recorded_at >= TELEMETRY_EVERY * 0.9:
+                self._recorded_at = now
+                try:
+                    await self._record(now)
+                    self._record_failed = False
+                except Exception:  # a full disk must not stop the deciding; the readings wait
+                    if not self._record_failed:
+                        log.exception("writing telemetry and sessions failed (logged once until it works)")
+                    self._record_failed = True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._trigger.wait(), timeout=tick)
 
@@ -502,6 +528,24 @@ class Runtime:
             self.power_log.record(decision.now, load)
         if not self.history or decision.now - self.history[-1].at >= timedelta(seconds=1):
             self.history.append(HistoryPoint(decision.now, load, self.effective_limit_kw()))
+
+    async def _record(self, now: datetime, *, telemetry: bool = True) -> None:
+        """The readings since the last call into the session ledger, then one telemetry sample."""
+        if self.ledger is not None and self._ledger_pending:
+            batch = list(self._ledger_pending)
+            await asyncio.to_thread(self.ledger.observe, batch)
+            for _ in batch:  # readings that came in meanwhile stay for the next call
+                self._ledger_pending.popleft()
+        if not telemetry or self.telemetry_store is None or self.last is None:
+            return
+        power = self.charger_power_kw()
+        chargers: dict[str, ChargerSample] = {}
+        for evse in self.site.evses:
+            r = self.readings.get(evse.id)
+            amps = max(r.current_a.values(), default=0.0) if r is not None and r.status.connected else None
+            chargers[evse.id] = ChargerSample(amps, power.get(evse.id), self.last.limits.get(evse.id))
+        site = SiteSample(self.load_kw(), sum(power.values()), self.effective_limit_kw())
+        await asyncio.to_thread(self.telemetry_store.write, now, TELEMETRY_EVERY.total_seconds(), site, chargers)
 
     def load_kw(self) -> float | None:
         """Site power: the service meter, or the chargers' own power plus the non-EV estimate."""

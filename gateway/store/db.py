@@ -88,6 +88,40 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX limits_sent_charger ON limits_sent (charger_id, id);
     """,
+    # 3: the charging-session ledger (gateway.store.sessions) and telemetry (gateway.store.telemetry).
+    """
+    CREATE TABLE charging_sessions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        charger_id TEXT NOT NULL,
+        session_id TEXT,
+        started_at TEXT NOT NULL,
+        stopped_at TEXT,
+        meter_start_kwh REAL,
+        meter_stop_kwh REAL,
+        energy_kwh REAL NOT NULL DEFAULT 0,
+        updated_at TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX charging_sessions_open ON charging_sessions (charger_id) WHERE stopped_at IS NULL;
+    CREATE INDEX charging_sessions_started ON charging_sessions (started_at);
+    CREATE TABLE telemetry_site (
+        at REAL NOT NULL,
+        span_s REAL NOT NULL,
+        site_kw REAL,
+        ev_kw REAL,
+        limit_kw REAL
+    );
+    CREATE INDEX telemetry_site_at ON telemetry_site (at);
+    CREATE TABLE telemetry_chargers (
+        at REAL NOT NULL,
+        span_s REAL NOT NULL,
+        charger_id TEXT NOT NULL,
+        current_a REAL,
+        power_kw REAL,
+        limit_a REAL
+    );
+    CREATE INDEX telemetry_chargers_at ON telemetry_chargers (at);
+    CREATE INDEX telemetry_chargers_charger ON telemetry_chargers (charger_id, at);
+    """,
 ]
 
 

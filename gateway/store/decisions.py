@@ -41,6 +41,11 @@ class DecisionStore:
     def open(cls, path: str | Path) -> DecisionStore:
         return cls(open_db(path))
 
+    @property
+    def lock(self) -> threading.Lock:
+        """The connection's lock, for the ledger and telemetry that share this connection."""
+        return self._lock
+
     def close(self) -> None:
         # Waits for a write still running in a worker thread: closing under it would break sqlite.
         with self._lock:
@@ -78,6 +83,26 @@ class DecisionStore:
         sql += " ORDER BY id DESC LIMIT ?"
         with self._lock:
             rows = self.db.conn.execute(sql, (*params, limit)).fetchall()
+        return [
+            SentLimit(datetime.fromisoformat(r[0]), r[1], r[2], r[3], r[4], None if r[5] is None else bool(r[5]),
+                      r[6], r[7])
+            for r in rows
+        ]
+
+    def between(self, since: datetime | None = None, until: datetime | None = None) -> list[SentLimit]:
+        """Limits sent in [since, until), oldest first."""
+        sql = "SELECT decided_at, charger_id, old_a, new_a, reason, accepted, latency_s, detail FROM limits_sent"
+        clauses, params = [], []
+        if since is not None:
+            clauses.append("decided_at >= ?")
+            params.append(since.isoformat())
+        if until is not None:
+            clauses.append("decided_at < ?")
+            params.append(until.isoformat())
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        with self._lock:
+            rows = self.db.conn.execute(sql + " ORDER BY id", params).fetchall()
         return [
             SentLimit(datetime.fromisoformat(r[0]), r[1], r[2], r[3], r[4], None if r[5] is None else bool(r[5]),
                       r[6], r[7])
