@@ -26,12 +26,13 @@ from typing import Any
 
 import websockets
 from ocpp import messages as ocpp_messages
-from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
+from websockets.typing import Subprotocol
 
 from gateway.config.ocpp import OcppSection
 from gateway.config.site import ChargerSection
 from gateway.ocpp import OcppDriver
+from gateway.ocpp.link import on
 from gateway.ocpp.profiles import Strategy, live_spec, v16_profile
 from gateway.sim.ocpp_cp import SimChargePoint
 
@@ -104,7 +105,8 @@ async def floor_rounds(count: int, rounds: int) -> list[list[float]]:
         with contextlib.suppress(websockets.ConnectionClosed):
             await cp.start()
 
-    async with websockets.serve(handler, "127.0.0.1", 0, subprotocols=["ocpp1.6"], compression=None) as server:
+    async with websockets.serve(handler, "127.0.0.1", 0, subprotocols=[Subprotocol("ocpp1.6")],
+                                compression=None) as server:
         port = server.sockets[0].getsockname()[1]
         proc = await spawn_sims(f"ws://127.0.0.1:{port}/ocpp", count, 3600)
         try:

@@ -35,7 +35,7 @@ def validate(version: str, action: str, payload: dict[str, object]) -> None:
 @given(st.floats(min_value=0, max_value=80, allow_nan=False), st.sampled_from(["A", "W"]))
 def test_every_limit_we_build_passes_both_schemas(amps: float, unit: str) -> None:
     for version in ("1.6", "2.0.1"):
-        plan = [s for s in strategies(version, Abilities()) if s.unit == unit]  # type: ignore[arg-type]
+        plan = [s for s in strategies(version, Abilities()) if s.unit == unit]
         for strategy in plan:
             spec = live_spec(strategy, amps, 690.0, 3, NOW, LEASE, "42")
             assert spec.limit <= (amps if unit == "A" else amps * 690.0) + 1e-9  # never more than decided
@@ -57,7 +57,9 @@ def test_strategies_prefer_the_station_cap_in_amps_and_end_with_an_unleased_slot
         "ChargePointMaxProfile/A/sl1", "ChargePointMaxProfile/W/sl1", "TxDefaultProfile/A/sl1"]
     assert all(s.leased for s in plan[:-2]) and not any(s.leased for s in plan[-2:])
     watts_only = strategies("2.0.1", Abilities(units=("W",), max_stack_level=0))
-    assert [s.label for s in watts_only] == ["ChargingStationMaxProfile/W/sl0"]
+    # a charger that stacks nothing still gets a leased limit in a session: TxProfile over a TxDefault base
+    assert [s.label for s in watts_only] == ["TxProfile/W/sl0", "ChargingStationMaxProfile/W/sl0"]
+    assert watts_only[0].leased and watts_only[0].base_purpose == "TxDefaultProfile"
 
 
 def test_base_profile_has_no_end_and_the_live_one_a_lease() -> None:
@@ -135,3 +137,18 @@ def test_draw_watch_offers_a_cap_after_a_while_and_withdraws_it() -> None:
     assert watch.capped_a == 11.4
     watch.update(NOW + timedelta(seconds=80), 11.2, 11.4)  # the car wants more
     assert watch.capped_a is None
+
+
+def test_a_tx_profile_limit_counts_only_for_its_own_session() -> None:
+    ctx = Context(section(), lambda: NOW, deque(), lambda ctl: None)
+    view = ChargerView("cp1", ("L1", "L2", "L3"))
+    ctl = Control(charger("cp1"), 690.0, ctx, view, DrawWatch())
+    ctl.station = ctl.live_known_on = object()  # type: ignore[assignment]
+    ctl.base_purpose, ctl.base_ever = "TxDefaultProfile", True
+    view.transactions[1] = "41"
+    ctl.desired_a = ctl.acked_a = 4.0
+    ctl.acked_tx, ctl.lease_until = "41", NOW + LEASE
+    assert ctl.applied_limit() == 4.0 and ctl.unchanged(4.0, NOW) and not ctl.session_changed()
+    view.transactions[1] = "42"  # the next car: its session starts under the TxDefault base
+    assert ctl.applied_limit() == 8.0  # the fallback, above the 4 A we had given: counted so
+    assert ctl.session_changed() and not ctl.unchanged(4.0, NOW)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -54,6 +56,28 @@ async def test_charger_connects_over_tls_with_basic_auth(tmp_path: Path) -> None
             assert acks[0].accepted and sim.limit_a() == 13.0
         finally:
             await sim.stop()
+
+
+async def test_over_tls_a_wrong_password_is_refused_and_plain_ws_gets_nowhere(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    cert, key = self_signed(tmp_path)
+    driver = OcppDriver(section(tls_cert=str(cert), tls_key=str(key)), [charger("cp1")])
+    async with driver:
+        trust = ssl.create_default_context(cafile=str(cert))
+        wrong = SimChargePoint(f"wss://127.0.0.1:{driver.server.port}/ocpp", "cp1", password="not-the-one", ssl=trust)
+        plain = SimChargePoint(f"ws://127.0.0.1:{driver.server.port}/ocpp", "cp1", password=PASSWORD)
+        with caplog.at_level(logging.WARNING, logger="gateway.ocpp"):
+            await wrong.start(wait=False)
+            await plain.start(wait=False)
+            try:
+                await until(lambda: wrong.refused is not None)
+                await asyncio.sleep(0.3)  # give the plain one a few tries at the TLS port
+            finally:
+                await asyncio.gather(wrong.stop(), plain.stop())
+        assert wrong.refused == 401 and "wrong password" in caplog.text
+        assert not plain.connected.is_set() and plain.refused is None
+        assert driver.controls["cp1"].station is None
 
 
 async def test_unreadable_certificate_is_one_clear_error(tmp_path: Path) -> None:

@@ -80,6 +80,7 @@ class Control:
     acked_a: float | None = None  # the live limit last acknowledged, in force until lease_until
     acked_on: Station | None = None  # the connection that acknowledged it
     acked_at: datetime | None = None
+    acked_tx: str | None = None  # the transaction a TxProfile limit was acknowledged for (None: not a TxProfile)
     live_known_on: Station | None = None  # the connection on which we set or cleared the live slot
     lease_until: datetime | None = None
     in_flight: int = 0
@@ -103,6 +104,8 @@ class Control:
         if self.station is not None and (self.base_purpose is None or self.live_known_on is not self.station):
             return self.charger.max_a
         if self.acked_a is not None and self.lease_until is not None and now < self.lease_until:
+            if self.acked_tx is not None and self.acked_tx != self.view.transaction_id():
+                return self.charger.fallback_a  # a TxProfile ends with its session: the base holds the next one
             return self.acked_a
         return self.charger.fallback_a if self.base_ever else self.charger.max_a
 
@@ -113,7 +116,12 @@ class Control:
             and not self.failed
             and self.lease_until is not None
             and now < self.lease_until - self.ctx.lease / 2
+            and not self.session_changed()
         )
+
+    def session_changed(self) -> bool:
+        """The limit went in as a TxProfile of another session than the one running now: send it again."""
+        return self.acked_tx is not None and self.view.transaction_id() not in (None, self.acked_tx)
 
     def renewal_due(self, now: datetime) -> bool:
         if self.station is None or self.desired_a is None or self.in_flight:
@@ -180,7 +188,7 @@ class Control:
                 continue
             outcome = await station.set_profile(spec)
             if outcome.accepted:
-                self._accepted(i, strategy, amps, station, now)
+                self._accepted(i, strategy, amps, station, now, spec.transaction_id)
                 break
             if not outcome.answered:
                 break
@@ -194,7 +202,8 @@ class Control:
                 cid, amps, reason, outcome.accepted, outcome.round_trip_s * 1000, label, outcome.detail)
         return LimitAck(cid, amps, sent_at, outcome.accepted, outcome.round_trip_s, outcome.detail)
 
-    def _accepted(self, i: int, strategy: Strategy, amps: float, station: Station, now: datetime) -> None:
+    def _accepted(self, i: int, strategy: Strategy, amps: float, station: Station, now: datetime,
+                  transaction_id: str | None) -> None:
         if i != self.strategy:
             log.info("ocpp charger=%s takes limits as %s (remembered)", self.charger.id, strategy.label)
             if not strategy.leased:
@@ -202,6 +211,7 @@ class Control:
                             "limit (not its fallback) if the gateway goes away", self.charger.id)
         self.strategy = i
         self.acked_a, self.acked_on, self.acked_at, self.live_known_on = amps, station, now, station
+        self.acked_tx = transaction_id
         self.lease_until = now + (self.ctx.lease if strategy.leased else UNLEASED)
         self.failed, self.next_try = False, None
 

@@ -98,8 +98,12 @@ class Cp16(GuardedRouting, ChargePoint):  # type: ignore[misc]
         if info["status"] == "Accepted":
             self.view.transactions[connector_id] = str(transaction_id)
             self.view.session_started = parse_time(timestamp) or datetime.now(UTC)
-            self.hooks.updated(self.charger_id, measured=False)
         return call_result.StartTransaction(transaction_id=transaction_id, id_tag_info=info)
+
+    @after("StartTransaction")
+    def after_start(self, **_: Any) -> None:
+        # told only once the answer is out: a TxProfile for this transaction must not overtake its id
+        self.hooks.updated(self.charger_id, measured=False)
 
     @on("StopTransaction")
     def on_stop(self, meter_stop: int, timestamp: str, transaction_id: int, **_: Any) -> Any:

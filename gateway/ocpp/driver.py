@@ -237,6 +237,8 @@ class OcppDriver:
             ctl.check_draw()
         if ctl.view.transaction_id() is None:
             ctl.watch.reset()
+        if ctl.session_changed() and ctl.station is not None and not ctl.in_flight:
+            self._spawn(ctl.push("new session: " + (ctl.reason or "limit")))
         self._publish(ctl, measured)
 
     def unused_cap(self, charger_id: str) -> float | None:

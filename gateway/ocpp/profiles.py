@@ -78,6 +78,8 @@ def strategies(version: Version, abilities: Abilities) -> list[Strategy]:
 
     The whole-station cap comes first: it works with or without a session and caps every connector.
     Then TxDefaultProfile (what many chargers and evcc use), then TxProfile on the running transaction.
+    A TxProfile overrides the TxDefaultProfile whatever their stack levels, so it sits at level 0 over a
+    TxDefaultProfile base there: leased, and taken by models that refuse any level above 0.
     A unit the charger says it does not take is left out; amps before watts because the allocator thinks
     in amps and a W limit depends on the voltage we assume. Last, for chargers that take stack level 0
     only, the station cap at level 0 without a lease.
@@ -86,10 +88,11 @@ def strategies(version: Version, abilities: Abilities) -> list[Strategy]:
     station = station_max_purpose(version)
     out: list[Strategy] = []
     if abilities.max_stack_level >= 1:
-        pairs = ((station, station), ("TxDefaultProfile", "TxDefaultProfile"), ("TxProfile", "TxDefaultProfile"))
-        for purpose, base in pairs:
+        for purpose in (station, "TxDefaultProfile"):
             for unit in units:
-                out.append(Strategy(purpose=purpose, base_purpose=base, unit=unit))
+                out.append(Strategy(purpose=purpose, base_purpose=purpose, unit=unit))
+    for unit in units:
+        out.append(Strategy(purpose="TxProfile", base_purpose="TxDefaultProfile", unit=unit, live_level=0))
     # last resort, for models that take stack level 0 only: a limit with no lease (kept if we go away)
     for unit in units:
         out.append(Strategy(purpose=station, base_purpose=station, unit=unit, live_level=0))

@@ -3,9 +3,11 @@
 A `SimChargePoint` dials a central system over a real websocket, boots, reports status, transactions and
 meter values, and keeps the charging profiles it is sent. Its EV draws min(limit in force, its own max),
 and 0 A when the limit is under 6 A; the limit in force follows OCPP: per purpose the valid profile
-(validFrom/validTo) with the highest stack level, TxProfile over TxDefaultProfile, capped by the station
-maximum, watts converted at the charger's voltage. With no profile at all it charges unlimited, as real
-chargers do. `Quirks` make it misbehave the way real models are reported to.
+(validFrom/validTo) with the highest stack level, TxProfile over TxDefaultProfile (a TxProfile ends with
+its transaction), capped by the station maximum, watts converted at the charger's voltage. With no
+profile at all it charges unlimited, as real chargers do. `Quirks` make it misbehave the way real models
+are reported to; every CALL it receives is kept in `requests` so a test can check what the central
+system asked.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import itertools
 import json
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +27,8 @@ from typing import Any, Literal, TypeVar, cast
 
 import websockets
 from ocpp import routing
+from ocpp.exceptions import NotSupportedError
+from ocpp.messages import Call
 from ocpp.v16 import ChargePoint as Lib16
 from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
@@ -70,6 +75,12 @@ class Quirks:
     ignores_limits: bool = False  # says Accepted, then draws what the EV wants anyway
     only_stack_level_0: bool = False  # rejects any profile above stack level 0 (yet reports 8)
     meter_silent: bool = False  # sends no periodic MeterValues (answers a TriggerMessage for them)
+    call_error_purposes: frozenset[str] = frozenset()  # answers a CallError (NotSupported) to these purposes
+    # holds every SetChargingProfile answer until the test sets it (a slow charger, without a clock)
+    ack_gate: asyncio.Event | None = None
+    # what it reports about itself instead of the defaults: 1.6 configuration keys
+    # ("ChargingScheduleAllowedChargingRateUnit": "Power") or 2.0.1 SmartChargingCtrlr variables ("RateUnit": "W")
+    reports: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -90,6 +101,7 @@ class HeldProfile:
     periods: list[tuple[int, float, int | None]]
     valid_from: datetime | None = None
     valid_to: datetime | None = None
+    transaction_id: str | None = None
 
 
 @dataclass
@@ -110,6 +122,12 @@ class ProfileBook:
             self.profiles.clear()
             return found
         return self.profiles.pop(profile_id, None) is not None
+
+    def end_session(self) -> None:
+        """A TxProfile lives only as long as its transaction."""
+        for pid, p in list(self.profiles.items()):
+            if p.purpose == "TxProfile":
+                del self.profiles[pid]
 
     def _limit_of(self, p: HeldProfile, now: datetime, volts: float, phases: int) -> float | None:
         if (p.valid_from and now < p.valid_from) or (p.valid_to and now >= p.valid_to):
@@ -152,10 +170,21 @@ def _held(profile: dict[str, Any], schedule: dict[str, Any], profile_id: int) ->
                  for p in schedule["charging_schedule_period"]],
         valid_from=_parse(profile.get("valid_from")),
         valid_to=_parse(profile.get("valid_to")),
+        transaction_id=None if profile.get("transaction_id") is None else str(profile["transaction_id"]),
     )
 
 
-class _Sim16(Lib16):  # type: ignore[misc]
+class _Recording:
+    """Mixin: every CALL from the central system is kept (action, camelCase payload) before it is handled."""
+
+    owner: SimChargePoint
+
+    async def _handle_call(self, msg: Call) -> Any:
+        self.owner.requests.append((msg.action, msg.payload))
+        return await super()._handle_call(msg)  # type: ignore[misc]
+
+
+class _Sim16(_Recording, Lib16):  # type: ignore[misc]
     owner: SimChargePoint
 
     @on("SetChargingProfile")
@@ -208,7 +237,7 @@ class _Sim16(Lib16):  # type: ignore[misc]
         )
 
 
-class _Sim201(Lib201):  # type: ignore[misc]
+class _Sim201(_Recording, Lib201):  # type: ignore[misc]
     owner: SimChargePoint
 
     @on("SetChargingProfile")
@@ -302,6 +331,8 @@ class SimChargePoint:
         self.refused: int | None = None  # HTTP status of the last refused handshake
         self.transaction_id: str | None = None
         self.received: list[tuple[str, str]] = []  # (purpose/unit, status) of every SetChargingProfile
+        # every CALL the central system made, in order (the latest few hundred: a demo runs for days)
+        self.requests: deque[tuple[str, dict[str, Any]]] = deque(maxlen=500)
         self._cp: Any = None
         self._ws: ClientConnection | None = None
         self._status_sent: str | None = None
@@ -309,6 +340,8 @@ class SimChargePoint:
         self._runner: asyncio.Task[None] | None = None
         self._seq = itertools.count()
         self._interval_changed = asyncio.Event()
+        self._tx_known = asyncio.Event()  # clear while a StartTransaction awaits its id, as firmware reads in order
+        self._tx_known.set()
 
     # ------------------------------------------------------------------------------------- the EV model
 
@@ -332,10 +365,19 @@ class SimChargePoint:
     async def take_profile(self, profile: HeldProfile) -> str:
         if self.quirks.ack_delay_s:
             await asyncio.sleep(self.quirks.ack_delay_s)
+        if self.quirks.ack_gate is not None:
+            await self.quirks.ack_gate.wait()
+        if profile.purpose == "TxProfile":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tx_known.wait(), 5)
+        if profile.purpose in self.quirks.call_error_purposes:
+            self.received.append((f"{profile.purpose}/{profile.unit}", "CallError"))
+            raise NotSupportedError(description=f"{profile.purpose} is not supported by this model")
         refused = (
             profile.purpose in self.quirks.reject_purposes
             or (self.quirks.watts_only and profile.unit == "A")
-            or (profile.purpose == "TxProfile" and self.transaction_id is None)
+            or (profile.purpose == "TxProfile" and (self.transaction_id is None
+                                                    or profile.transaction_id != self.transaction_id))
             or (self.quirks.only_stack_level_0 and profile.stack_level > 0)
         )
         status = "Rejected" if refused else "Accepted"
@@ -355,14 +397,12 @@ class SimChargePoint:
             "ChargingScheduleAllowedChargingRateUnit": "Current,Power",
             "SupportedFeatureProfiles": "Core,SmartCharging,RemoteTrigger",
             "MeterValueSampleInterval": str(int(self.meter_interval_s)),
+            **self.quirks.reports,
         }
 
     def variables(self) -> dict[tuple[str, str], str]:
-        return {
-            ("SmartChargingCtrlr", "Enabled"): "true",
-            ("SmartChargingCtrlr", "RateUnit"): "A,W",
-            ("SmartChargingCtrlr", "ProfileStackLevel"): "8",
-        }
+        known = {"Enabled": "true", "RateUnit": "A,W", "ProfileStackLevel": "8", **self.quirks.reports}
+        return {("SmartChargingCtrlr", name): value for name, value in known.items()}
 
     # ------------------------------------------------------------------------------------- lifecycle
 
@@ -491,9 +531,13 @@ class SimChargePoint:
         self.ev.plugged = True
         if self.version == "1.6":
             await self._cp.call(call16.StatusNotification(connector_id=1, error_code="NoError", status="Preparing"))
-            answer = await self._cp.call(call16.StartTransaction(
-                connector_id=1, id_tag="SIMTAG", meter_start=int(self.energy_wh), timestamp=_iso(_now())))
-            self.transaction_id = str(answer.transaction_id)
+            self._tx_known.clear()
+            try:
+                answer = await self._cp.call(call16.StartTransaction(
+                    connector_id=1, id_tag="SIMTAG", meter_start=int(self.energy_wh), timestamp=_iso(_now())))
+                self.transaction_id = str(answer.transaction_id)
+            finally:
+                self._tx_known.set()
         else:
             self.transaction_id = uuid.uuid4().hex[:16]
             await self._transaction_event("Started", "CablePluggedIn")
@@ -515,6 +559,7 @@ class SimChargePoint:
             else:
                 await self._transaction_event("Ended", "EVCommunicationLost")
         self.transaction_id = None
+        self.book.end_session()
         await self.send_status(force=True)
 
     def _meter_value(self) -> dict[str, Any]:

@@ -1,0 +1,169 @@
+"""What the central system does when a charger connects, and how it answers the charger's own messages.
+
+Real simulated charge points (both versions) over websockets on 127.0.0.1: the boot sequence in the order
+the issue asks (abilities, base profile, metering, a StatusNotification trigger), what the discovered
+abilities change, Authorize with and without a local list, and the EV's own suspension reaching the reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from test_ocpp_lease import PASSWORD, base_url, charger, section, until
+
+from gateway.domain import ChargerReading, ChargerStatus
+from gateway.ocpp import OcppDriver
+from gateway.sim.ocpp_cp import Quirks, SimChargePoint
+
+
+@pytest.fixture(params=["1.6", "2.0.1"])
+def version(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def actions(sim: SimChargePoint) -> list[str]:
+    return [action for action, _ in sim.requests]
+
+
+def payloads(sim: SimChargePoint, action: str) -> list[dict[str, Any]]:
+    return [payload for a, payload in sim.requests if a == action]
+
+
+async def booted(driver: OcppDriver, cid: str = "cp1") -> None:
+    await until(lambda: (task := driver.controls[cid].setup) is not None and task.done())
+
+
+async def test_16_boot_reads_abilities_installs_the_base_sets_metering_and_asks_for_status() -> None:
+    driver = OcppDriver(section(lease_s=30, meter_interval_s=7), [charger("cp1")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", password=PASSWORD)
+        await sim.start()
+        try:
+            await booted(driver)
+            seq = actions(sim)
+            assert seq[0] == "GetConfiguration"
+            assert set(payloads(sim, "GetConfiguration")[0]["key"]) >= {
+                "ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit", "SupportedFeatureProfiles"}
+            base = payloads(sim, "SetChargingProfile")[0]
+            profile = base["csChargingProfiles"]
+            assert base["connectorId"] == 0
+            assert profile["chargingProfilePurpose"] == "ChargePointMaxProfile" and profile["stackLevel"] == 0
+            assert "validTo" not in profile and profile["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 8
+            changes = {p["key"]: p["value"] for p in payloads(sim, "ChangeConfiguration")}
+            assert changes["MeterValueSampleInterval"] == "7" and sim.meter_interval_s == 7
+            assert "Current.Import" in changes["MeterValuesSampledData"]
+            assert {"requestedMessage": "StatusNotification"} in payloads(sim, "TriggerMessage")
+            # abilities first, the base before metering: the charger is never unlimited while we talk
+            assert seq.index("SetChargingProfile") < seq.index("ChangeConfiguration") < seq.index("TriggerMessage")
+        finally:
+            await sim.stop()
+
+
+async def test_201_boot_reads_the_smart_charging_controller_installs_the_base_and_sets_metering() -> None:
+    driver = OcppDriver(section(lease_s=30, meter_interval_s=7), [charger("cp1", "ocpp2.0.1")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version="2.0.1", password=PASSWORD)
+        await sim.start()
+        try:
+            await booted(driver)
+            seq = actions(sim)
+            assert seq[0] == "GetVariables"
+            asked = {(v["component"]["name"], v["variable"]["name"])
+                     for v in payloads(sim, "GetVariables")[0]["getVariableData"]}
+            assert asked == {("SmartChargingCtrlr", n) for n in ("Enabled", "RateUnit", "ProfileStackLevel")}
+            base = payloads(sim, "SetChargingProfile")[0]
+            assert base["evseId"] == 0
+            assert base["chargingProfile"]["chargingProfilePurpose"] == "ChargingStationMaxProfile"
+            assert base["chargingProfile"]["stackLevel"] == 0 and "validTo" not in base["chargingProfile"]
+            assert sim.meter_interval_s == 7
+            assert {"requestedMessage": "StatusNotification"} in payloads(sim, "TriggerMessage")
+            assert seq.index("SetChargingProfile") < seq.index("SetVariables") < seq.index("TriggerMessage")
+        finally:
+            await sim.stop()
+
+
+async def test_a_charger_that_says_it_takes_watts_only_is_never_sent_amps(version: str) -> None:
+    reports = ({"ChargingScheduleAllowedChargingRateUnit": "Power"} if version == "1.6" else {"RateUnit": "W"})
+    driver = OcppDriver(section(lease_s=30), [charger("cp1", f"ocpp{version}")], watts_per_amp={"cp1": 690.0})
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD,  # type: ignore[arg-type]
+                             quirks=Quirks(watts_only=True, reports=reports))
+        await sim.start()
+        try:
+            await until(lambda: sim.limit_a() == 8.0)
+            acks = await driver.apply_limits({"cp1": 16.0}, "test")
+            assert acks[0].accepted and sim.limit_a() == 16.0
+            assert sim.received and all(p.endswith("/W") and s == "Accepted" for p, s in sim.received)
+        finally:
+            await sim.stop()
+
+
+async def test_authorize_accepts_everyone_by_default(version: str) -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("cp1", f"ocpp{version}")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD)  # type: ignore[arg-type]
+        await sim.start()
+        try:
+            assert await authorize(sim, version, "ANYONE") == "Accepted"
+            await sim.plug_in()
+            await until(lambda: driver.controls["cp1"].view.transaction_id() == sim.transaction_id)
+        finally:
+            await sim.stop()
+
+
+async def test_authorize_with_a_local_list_answers_invalid_to_other_tags(version: str) -> None:
+    driver = OcppDriver(section(lease_s=30, local_auth_list=["GOODTAG"]), [charger("cp1", f"ocpp{version}")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD)  # type: ignore[arg-type]
+        await sim.start()
+        try:
+            assert await authorize(sim, version, "GOODTAG") == "Accepted"
+            assert await authorize(sim, version, "SIMTAG") == "Invalid"
+        finally:
+            await sim.stop()
+
+
+async def authorize(sim: SimChargePoint, version: str, tag: str) -> str:
+    if version == "1.6":
+        answer = await sim.send_raw(f'[2, "a-{tag}", "Authorize", {{"idTag": "{tag}"}}]')
+        assert answer is not None and answer[:2] == [3, f"a-{tag}"]
+        return str(answer[2]["idTagInfo"]["status"])
+    frame = f'[2, "a-{tag}", "Authorize", {{"idToken": {{"idToken": "{tag}", "type": "ISO14443"}}}}]'
+    answer = await sim.send_raw(frame)
+    assert answer is not None and answer[:2] == [3, f"a-{tag}"]
+    return str(answer[2]["idTokenInfo"]["status"])
+
+
+async def test_an_ev_that_suspends_itself_is_reported_as_suspended_by_the_ev(version: str) -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("cp1", f"ocpp{version}")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD)  # type: ignore[arg-type]
+        await sim.start()
+        seen: list[ChargerReading] = []
+
+        async def collect() -> None:
+            async for reading in driver.readings():
+                seen.append(reading)
+
+        task = asyncio.create_task(collect())
+        try:
+            await sim.plug_in()
+            await until(lambda: bool(seen) and seen[-1].status is ChargerStatus.CHARGING)
+            if version == "1.6":
+                frame = '[2, "s1", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", ' \
+                        '"status": "SuspendedEV"}]'
+            else:
+                frame = ('[2, "s1", "TransactionEvent", {"eventType": "Updated", "timestamp": '
+                         '"2026-06-01T12:00:00Z", "triggerReason": "ChargingStateChanged", "seqNo": 99, '
+                         f'"transactionInfo": {{"transactionId": "{sim.transaction_id}", '
+                         '"chargingState": "SuspendedEV"}}]')
+            answer = await sim.send_raw(frame)
+            assert answer is not None and answer[:2] == [3, "s1"]
+            await until(lambda: any(r.status is ChargerStatus.SUSPENDED_EV for r in seen))
+            suspended = next(r for r in seen if r.status is ChargerStatus.SUSPENDED_EV)
+            assert suspended.session_id == sim.transaction_id
+        finally:
+            task.cancel()
+            await sim.stop()
