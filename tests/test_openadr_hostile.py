@@ -6,6 +6,7 @@ queued bodies (aioresponses 0.7.9 cannot build responses on aiohttp 3.14: Client
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 from collections.abc import AsyncIterator, Iterator
@@ -21,7 +22,7 @@ from gateway.config.openadr import OpenAdrSection, VtnSection
 from gateway.domain import EventStatus, OptState, SignalName, SignalType
 from gateway.openadr.ven import Ven
 from gateway.openadr.xmlguard import RefusedPayload, check_raw, parse_duration
-from gateway.store.vtn import Registration, VenStore
+from gateway.store.vtn import Registration, ReportRequest, VenStore
 
 PREFIX = "/OpenADR2/Simple/2.0b"
 POLL = "OadrPoll"
@@ -37,6 +38,7 @@ class ScriptedVtn:
         self.default: dict[str, tuple[int, bytes]] = {}
         self.got: list[tuple[str, bytes]] = []
         self.on_request: list[object] = []  # callables run when a request arrives (before the answer)
+        self.delay_s = 0.0  # answer this late (a VTN that hangs)
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -49,6 +51,7 @@ class ScriptedVtn:
 
     def reset(self) -> None:
         self.on_request.clear()
+        self.delay_s = 0.0
         self.queued.clear()
         self.default.clear()
         self.got.clear()
@@ -62,6 +65,8 @@ class ScriptedVtn:
         self.got.append((service, await request.read()))
         for hook in self.on_request:
             hook(service)  # type: ignore[operator]
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         queue = self.queued.get(service)
         status, body = queue.pop(0) if queue else self.default.get(service, (404, b"no script"))
         return web.Response(status=status, body=body)
@@ -165,7 +170,7 @@ async def ven(tmp_path: Path) -> AsyncIterator[Ven]:
     store = VenStore.open(tmp_path / "gw.sqlite")
     store.save_registration(Registration("ven-7", "reg-7", "UTILITY-VTN", 10.0), datetime.now(UTC))
     vtn = VtnSection(url=server.url, ven_name="site-1", allow_plain_http=True, max_body_bytes=20_000,
-                     backoff_initial_s=0.01, backoff_max_s=0.02)
+                     backoff_initial_s=0.01, backoff_max_s=0.02, request_timeout_s=0.5)
     v = Ven(vtn, OpenAdrSection(), store, rng=random.Random(5))
     await v.load()
     with scripted():
@@ -407,3 +412,63 @@ async def test_explicit_cancel_in_a_raw_payload(ven: Ven) -> None:
     e = (await ven.events())["ev-raw"]
     assert e.status is EventStatus.CANCELLED and e.cancelled_at is not None and e.end is not None
     assert SignalType.LEVEL is e.signals[0].type
+
+
+async def test_a_vtn_that_hangs_times_out_and_backs_off(ven: Ven, caplog: pytest.LogCaptureFixture) -> None:
+    await poll_with(ven, distribute())
+    before = await ven.events()
+    caplog.set_level(logging.WARNING, logger="gateway.openadr")
+    with scripted() as m:
+        m.delay_s = 1.0  # over the 0.5 s request timeout
+        delay = await ven.step()
+    assert ven.failures == 1 and 0 < delay <= 0.02
+    assert await ven.events() == before
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "gateway.openadr"]
+    assert "unreachable" in line and "Timeout" in line
+
+
+async def test_a_refused_payload_backs_off_with_jitter(ven: Ven) -> None:
+    delays = []
+    for _ in range(4):
+        await poll_with(ven, "<oadr:oadrPayload><unclosed>")
+        delays.append(ven.failures)
+    assert delays == [1, 2, 3, 4], "each refusal counts as a failure and the next round waits longer"
+
+
+def overflowing(event_id: str) -> str:
+    return distribute(event_id=event_id, dtstart="9999-12-31T23:00:00Z", duration="PT2H", interval="PT2H")
+
+
+async def test_an_event_past_the_calendar_is_refused_and_the_rest_of_the_message_answered(
+    ven: Ven, caplog: pytest.LogCaptureFixture
+) -> None:
+    await poll_with(ven, distribute(event_id="ev-keep", value="1"))
+    kept = (await ven.events())["ev-keep"]
+    caplog.set_level(logging.WARNING, logger="gateway.openadr")
+    # One message with the kept event, modified into nonsense, and a valid new one.
+    bad = overflowing("ev-keep").replace("<ei:modificationNumber>0<", "<ei:modificationNumber>1<")
+    good = distribute(event_id="ev-new")
+    start = good.index("<oadr:oadrEvent>")
+    body = bad.replace("</oadr:oadrDistributeEvent>",
+                       good[start:good.index("</oadr:oadrDistributeEvent>")] + "</oadr:oadrDistributeEvent>")
+    sent = await poll_with(ven, body)
+    events = await ven.events()
+    assert events["ev-keep"] == kept, "a refused modification neither changes nor implicitly cancels it"
+    assert "ev-new" in events
+    codes = {r["event_id"]: r["response_code"] for r in sent[0][1]["event_responses"]}  # type: ignore[union-attr]
+    assert codes == {"ev-keep": 400, "ev-new": 200}
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 1 and "9000" in lines[0]
+
+
+async def test_readings_answered_with_request_reregistration_stay_unsent(ven: Ven) -> None:
+    rr = ReportRequest("rr-1", "gateway-telemetry-usage", 60, 60, ("site_power_kw",))
+    now = datetime.now(UTC)
+    ven.store.save_report_request(rr, now)
+    ven.store.add_readings(rr, [("site_power_kw", 42.0)], now - timedelta(minutes=5), now)
+    rereg = create_message("oadrRequestReregistration", ven_id="ven-7")
+    with scripted() as m:
+        m.post("EiReport", rereg, repeat=True)
+        await ven.step()
+    assert [r.value for r in ven.store.unsent_readings()] == [42.0]
+    assert ven.registration.registration_id is None, "it registers again on the next round"

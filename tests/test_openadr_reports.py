@@ -182,3 +182,55 @@ def test_unknown_values_are_skipped_not_zeroed() -> None:
     assert reports.sample(t, [reports.SITE_POWER, reports.EV_POWER, "charger_power_kw:cp-9"]) == [
         (reports.EV_POWER, 22.0)
     ]
+
+
+async def test_backlog_outlives_a_vtn_that_forgot_us(tmp_path: Path, vtn: SimVtn) -> None:
+    clock = Clock()
+    ven, store = make_ven(tmp_path, vtn, clock)
+    try:
+        await ven.load()
+        await ven.step()
+        (first,) = store.report_requests()
+        for _ in range(2):
+            await ven.sample_once()
+            clock.advance(60)
+            await ven.step()
+        vtn.forget(ven.ven_id or "")  # it lost its database: it answers us with oadrRequestReregistration
+        for _ in range(3):
+            await ven.sample_once()
+            clock.advance(60)
+        await ven.step()  # registers again; the VTN asks for the same report under a new id
+        await ven.step()
+        (second,) = store.report_requests()
+        assert second.report_request_id != first.report_request_id
+        times = [t for r, t, _ in vtn.received if r == reports.SITE_POWER]
+        assert len(times) == 5 and all(b - a == timedelta(seconds=60) for a, b in itertools.pairwise(times))
+        assert store.unsent_readings() == []
+    finally:
+        await ven.link.close()
+        store.close()
+
+
+async def test_a_gateway_restart_does_not_double_the_report(tmp_path: Path, vtn: SimVtn) -> None:
+    clock = Clock()
+    ven, store = make_ven(tmp_path, vtn, clock)
+    await ven.load()
+    await ven.step()
+    await ven.sample_once()
+    await ven.link.close()
+    store.close()
+    ven, store = make_ven(tmp_path, vtn, clock)  # offers its reports again; the VTN asks again, new id
+    try:
+        await ven.load()
+        await ven.step()
+        assert len(store.report_requests()) == 1, "the request asked again replaces the old one"
+        for _ in range(2):
+            clock.advance(60)
+            await ven.sample_once()
+        clock.advance(60)
+        await ven.step()
+        times = [t for r, t, _ in vtn.received if r == reports.SITE_POWER]
+        assert len(times) == 3 and len(set(times)) == 3
+    finally:
+        await ven.link.close()
+        store.close()

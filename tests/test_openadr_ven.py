@@ -429,3 +429,119 @@ async def test_backoff_never_stops_and_recovers(
     finally:
         await h.stop()
         await vtn.stop()
+
+
+# What each signal does to the site once stored (normal EV capacity 50 kW; a constant price of 0.20 for
+# the relative prices to modify): (name, type, value, unit, segment field, expected).
+EFFECTS = [
+    ("SIMPLE", "level", 1, None, "ev_kw", 25.0),
+    ("LOAD_CONTROL", "x-loadControlCapacity", 0.4, None, "ev_kw", 20.0),
+    ("LOAD_CONTROL", "x-loadControlLevelOffset", 2, None, "ev_kw", 12.5),
+    ("LOAD_CONTROL", "x-loadControlPercentOffset", -30, None, "ev_kw", 35.0),
+    ("LOAD_CONTROL", "x-loadControlSetpoint", 11, None, "ev_kw", 11.0),
+    ("LOAD_DISPATCH", "setpoint", 40, "kW", "site_kw", 40.0),
+    ("LOAD_DISPATCH", "delta", -10, "kW", "ev_kw", 40.0),
+    ("ELECTRICITY_PRICE", "price", 0.31, None, "price", 0.31),
+    ("ELECTRICITY_PRICE", "priceRelative", 0.05, None, "price", 0.25),
+    ("ENERGY_PRICE", "price", 0.12, None, "price", 0.12),
+    ("ENERGY_PRICE", "priceMultiplier", 1.5, None, "price", 0.30),
+    ("DEMAND_CHARGE", "price", 12.0, None, "demand_charge", 12.0),
+]
+
+
+@pytest.mark.parametrize(("name", "stype", "value", "unit", "field", "expected"), EFFECTS,
+                         ids=[f"{n}/{t}" for n, t, *_ in EFFECTS])
+async def test_each_signal_from_the_vtn_changes_the_schedule(
+    h: Harness, name: str, stype: str, value: float, unit: str | None, field: str, expected: float
+) -> None:
+    await h.start()
+    start = datetime.now(UTC) + timedelta(hours=1)
+    eid = h.vtn.add_event(h.ven_id, [(name, stype, [value])], start=start, interval=timedelta(minutes=30),
+                          unit=unit)
+    await h.wait_event(eid)
+    schedule = build_schedule(list((await h.events()).values()), datetime.now(UTC),
+                              ScheduleSettings(ev_capacity_kw=50.0, base_price=0.20))
+    before, during, after = (segment_at(schedule, start + timedelta(minutes=m)) for m in (-1, 10, 31))
+    assert during is not None and getattr(during, field) == pytest.approx(expected)
+    assert before is not None and after is not None
+    assert getattr(before, field) is None and getattr(after, field) is None, "only while the event runs"
+
+
+async def test_targeted_resource_caps_its_own_chargers_not_the_site(h: Harness) -> None:
+    await h.start()
+    start = datetime.now(UTC) + timedelta(hours=1)
+    eid = h.vtn.add_event(h.ven_id, [("LOAD_CONTROL", "x-loadControlCapacity", [0.5])], start=start,
+                          resource_ids=["fleet"])
+    e = await h.wait_event(eid)
+    assert e.targets == ("fleet",) and h.config.resources["fleet"] == ("panel-a",)
+    schedule = build_schedule([e], datetime.now(UTC),
+                              ScheduleSettings(ev_capacity_kw=50.0, resource_capacity_kw={"fleet": 22.0}))
+    during = segment_at(schedule, start + timedelta(minutes=1))
+    assert during is not None and during.ev_kw is None and during.group_kw == {"fleet": pytest.approx(11.0)}
+
+
+async def test_event_leaving_less_than_the_critical_chargers_need_is_opted_out(
+    tmp_path: Path, vtn: SimVtn, transport: Transport
+) -> None:
+    h = Harness(tmp_path, vtn, transport, OpenAdrSection(ev_capacity_kw=50.0, critical_kw=15.0))
+    try:
+        await h.start()
+        mild = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])])  # 25 kW left
+        deep = h.vtn.add_event(h.ven_id, [("LOAD_CONTROL", "x-loadControlSetpoint", [7])])  # 7 kW left
+        await until(lambda: {(mild, "optIn"), (deep, "optOut")} <= {(e, o) for _, e, o in h.vtn.opt_responses})
+        assert (await h.events())[deep].opt is OptState.OPT_OUT
+    finally:
+        await h.stop()
+
+
+async def test_operator_changing_its_mind_sends_create_opt_then_cancel_opt(h: Harness) -> None:
+    ven = await h.start()
+    eid = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [2])])
+    await until(lambda: (h.ven_id, eid, "optIn") in h.vtn.opt_responses)
+    opts = h.vtn.opt_service
+    out = await ven.set_opt(eid, OptState.OPT_OUT, "site open day")
+    assert out is not None and out.opt is OptState.OPT_OUT and not out.acted_on
+    await until(lambda: len(opts.log) == 1)
+    ((kind, opt_id),) = opts.log
+    sent = opts.opts[opt_id]
+    assert kind == "create" and sent["opt_type"] == "optOut" and sent["event_id"] == eid
+    assert h.store is not None and h.store.pending_opts() == []
+    back = await ven.set_opt(eid, None)
+    assert back is not None and back.opt is OptState.OPT_IN
+    await until(lambda: len(opts.log) == 2)
+    assert opts.log[1] == ("cancel", opt_id) and opts.opts == {}
+
+
+async def test_polls_at_the_frequency_the_vtn_asks(tmp_path: Path, transport: Transport) -> None:
+    vtn = transport.make_vtn(poll_s=7)
+    await vtn.start()
+    h = Harness(tmp_path, vtn, transport)
+    try:
+        ven = h.make_ven(poll_s=None)
+        await ven.load()
+        assert await ven.step() == 7.0
+        assert h.store is not None and h.store.registration().poll_s == 7.0
+    finally:
+        await h.stop()
+        await vtn.stop()
+
+
+async def test_reregisters_when_the_vtn_forgot_us(h: Harness) -> None:
+    ven = await h.start()
+    eid = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1])])
+    before = await h.wait_event(eid)
+    ven.registered.clear()
+    h.vtn.forget(h.ven_id)  # it answers whatever we send with oadrRequestReregistration
+    await asyncio.wait_for(ven.registered.wait(), 5)
+    assert ven.ven_id in h.vtn.vens and h.vtn.vens[ven.ven_id].registration_id == ven.registration.registration_id
+    assert (await h.events())[eid] == before
+
+
+async def test_metadata_request_is_answered_with_our_reports_again(h: Harness) -> None:
+    ven = await h.start()
+    offered = h.vtn.report_registrations
+    polls = h.vtn.polls
+    h.vtn.create_report(h.ven_id, "METADATA", ["METADATA"], granularity=timedelta(0), report_back=timedelta(0))
+    await until(lambda: h.vtn.report_registrations > offered)
+    await until(lambda: h.vtn.polls > polls + 2)
+    assert ven.failures == 0
