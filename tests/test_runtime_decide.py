@@ -153,3 +153,29 @@ def test_the_demand_peak_target_is_a_site_limit_and_the_lowest_limit_binds() -> 
     assert sum(e.kw_per_a * tighter.limits[e.id] for e in tighter.evses) + tighter.non_ev_kw <= 15.0 + 1e-6
     assert tighter.site_limit_kw == 15.0
     assert not any("demand peak" in r for r in tighter.reasons.values())
+
+
+def test_a_paused_charger_gets_0_a_with_its_reason_and_its_room_goes_to_the_others() -> None:
+    site = Site.from_config(site_config(includes_evs=False))
+    readings = {"a": charging("a", 16), "b": charging("b", 16)}
+    first = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(30)}))
+    assert first.limits == {"a": 25, "b": 25}
+    paused = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(30)}, memory=first.memory,
+                                 paused=frozenset({"b"})))
+    assert paused.limits == {"a": 32, "b": 0}
+    assert paused.reasons["b"] == "paused by operator"
+    assert paused.decreases == {"b": 0}
+    change = next(c for c in paused.changes if c.evse_id == "b")
+    assert "reason='paused by operator'" in change.log_line()
+    resumed = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(30)}, memory=paused.memory))
+    assert resumed.limits["b"] > 0 and resumed.reasons["b"] != "paused by operator"
+
+
+def test_a_paused_charger_that_has_not_acknowledged_is_sent_0_a_but_still_counted_at_max() -> None:
+    site = Site.from_config(site_config(includes_evs=False))
+    readings = {"a": charging("a", 0), "b": charging("b", 0)}
+    first = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(0)}))
+    d = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(30)}, memory=first.memory,
+                            unacked=frozenset({"b"}), paused=frozenset({"b"})))
+    assert d.limits == {"a": 18, "b": 0}  # 80 - 30 house - 32 held for b, which may still draw it
+    assert d.reasons["b"].startswith("paused by operator")

@@ -9,7 +9,8 @@ the new memory. Pessimism lives here: a charger never heard from, offline, silen
 for longer than `charger_stale_s` or with an unacknowledged limit is counted at its maximum and not
 re-allocated; a stale meter counts at the worst it read recently; a meter never read leaves nothing
 for the chargers below it. The non-EV load of a circuit is its meter's reading less the managed
-chargers' measured currents when the meter sees them.
+chargers' measured currents when the meter sees them. A charger an operator paused gets 0 A with the
+reason "paused by operator" until it is resumed.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from gateway.smoothing import ChargerMemory, SmoothingSettings, remembered, smoo
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
+
+PAUSED = "paused by operator"  # the reason a charger an operator paused is given 0 A
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +139,7 @@ class Inputs:
     non_ev_recent: Mapping[tuple[str, Phase], float] = field(default_factory=dict)
     unacked: frozenset[str] = frozenset()  # last limit not acknowledged: assumed at its maximum
     memory: Mapping[str, ChargerMemory] = field(default_factory=dict)
+    paused: frozenset[str] = frozenset()  # chargers an operator paused: 0 A until resumed
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +212,9 @@ def charger_states(site: Site, inputs: Inputs) -> tuple[list[EvseState], set[str
                 measured_a=measured_a(evse, reading),
                 departure=reading.departure,
             )
+        if evse.id in inputs.paused:
+            # Paused by an operator: it wants nothing now, so the allocator gives it 0 A and the plan skips it.
+            state = replace(state, connected=False)
         if silent or evse.id in inputs.unacked:
             # We cannot know what it draws: it may be at its own maximum until it tells us otherwise.
             state = replace(state, held_a=evse.max_a)
@@ -303,13 +310,15 @@ def decide(site: Site, inputs: Inputs) -> Decision:
     reasons: dict[str, str] = {}
     out_changes: list[LimitChange] = []
 
-    def explained(reason: str) -> str:
+    def explained(reason: str, evse_id: str) -> str:
+        if evse_id in inputs.paused and reason == "not connected":
+            return PAUSED
         if why_limit and (reason in ("site", "ev") or reason.startswith("group:")):
             return f"{reason} ({why_limit})"
         return reason
 
     for change in changes:
-        reason = explained(change.reason)
+        reason = explained(change.reason, change.evse_id)
         first = change.evse_id not in inputs.memory
         out_changes.append(LimitChange(change.evse_id, change.old_a, change.new_a, reason, first))
     for evse in evses:
@@ -321,8 +330,12 @@ def decide(site: Site, inputs: Inputs) -> Decision:
                 new_memory[evse.id] = mem
             why = "unacknowledged" if evse.id in inputs.unacked else "silent"
             reasons[evse.id] = f"{why}: counted at max"
+            if evse.id in inputs.paused:
+                # Still counted at its maximum for the others, but what it is to be sent is 0 A.
+                limits[evse.id] = 0.0
+                reasons[evse.id] = f"{PAUSED} ({why}: counted at max)"
         else:
-            reasons[evse.id] = explained(binding)
+            reasons[evse.id] = explained(binding, evse.id)
     for sent in out_changes:
         reasons[sent.evse_id] = sent.reason
     return Decision(

@@ -31,6 +31,7 @@ from gateway.domain import J1772_MIN_A, ChargerReading, ChargerStatus, Event, Li
 from gateway.ports import EvseDriver
 from gateway.runtime.boundaries import Boundaries
 from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, charger_states, decide
+from gateway.runtime.logs import QuietLibraries, RecentLog
 from gateway.runtime.plans import PlanKeeper, SitePowerLog
 from gateway.runtime.supervise import supervised
 from gateway.schedule import PriceChange, ScheduleSettings, build_schedule, price_changes, segment_at
@@ -103,6 +104,9 @@ class Runtime:
         self.unacked: dict[str, datetime] = {}  # charger → when its unacknowledged limit was last sent
         self.acks: dict[str, LimitAck] = {}
         self.operator_cap_kw: float | None = None
+        self.operator_cap_until: datetime | None = None  # the cap lapses then (None: until lifted)
+        self.paused: set[str] = set()  # chargers an operator paused: 0 A until resumed (not kept over a restart)
+        self.recent_log = RecentLog()  # the last log lines, for /api/log
         self.last: Decision | None = None
         self.decisions = 0
         self.history: deque[HistoryPoint] = deque(maxlen=HISTORY_POINTS)
@@ -188,7 +192,10 @@ class Runtime:
             from gateway.status.app import serve
 
             status = self.config.status
-            self._status_runner, port = await serve(self, status.bind, status.port)
+            self.recent_log.addFilter(QuietLibraries(logging.WARNING))
+            logging.getLogger().addHandler(self.recent_log)
+            self._status_runner, port = await serve(self, status.bind, status.port, token=status.token,
+                                                    operator=self)
             host = f"[{status.bind}]" if ":" in status.bind else status.bind
             self.status_url = f"http://{host}:{port}/"
             log.info("status endpoint url=%s", self.status_url)
@@ -218,6 +225,7 @@ class Runtime:
         if self._status_runner is not None:
             with contextlib.suppress(Exception):
                 await self._status_runner.cleanup()
+        logging.getLogger().removeHandler(self.recent_log)
         if self.ocpp is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.ocpp.stop(release=True), timeout=10.0)
@@ -336,9 +344,37 @@ class Runtime:
 
     # ------------------------------------------------------------------------------------ deciding
 
-    def set_operator_cap(self, kw: float | None) -> None:
+    def set_operator_cap(self, kw: float | None, until: datetime | None = None) -> None:
+        """A site power cap from the operator (None: lift it), in force until `until` (None: until lifted)."""
         self.operator_cap_kw = kw
+        self.operator_cap_until = until if kw is not None else None
         self.trigger(f"operator cap {kw}")
+
+    def operator_cap(self, now: datetime) -> float | None:
+        """The operator's cap in force at `now`; a cap past its expiry is lifted (and logged) here."""
+        until = self.operator_cap_until
+        if self.operator_cap_kw is not None and until is not None and now >= until:
+            log.info("operator cap expired kw=%g until=%s", self.operator_cap_kw, until.isoformat())
+            self.operator_cap_kw, self.operator_cap_until = None, None
+        return self.operator_cap_kw
+
+    def set_paused(self, charger_id: str, paused: bool) -> bool:
+        """Pause (0 A, "paused by operator") or resume one charger; False when there is no such charger."""
+        if charger_id not in self.protocol_of:
+            return False
+        if paused:
+            self.paused.add(charger_id)
+        else:
+            self.paused.discard(charger_id)
+        self.trigger(f"charger={charger_id} {'paused' if paused else 'resumed'} by operator")
+        return True
+
+    async def set_event_opt(self, event_id: str, choice: OptState | None, reason: str) -> Event | None:
+        """The operator's opt in/out of one event (None: back to the rules), through the VEN, which stores
+        it and tells the VTN; None when there is no such event. ValueError when no VTN is configured."""
+        if self.ven is None:
+            raise ValueError("no VTN is configured: there is no event to opt out of")
+        return await self.ven.set_opt(event_id, choice, reason)
 
     def energy_needed(self) -> dict[str, float]:
         """What each session still asks for: the EV's request less what its meter counted since it began."""
@@ -359,13 +395,14 @@ class Runtime:
         inputs = Inputs(
             now=now,
             segment=segment_at(schedule, now),
-            operator_cap_kw=self.operator_cap_kw,
+            operator_cap_kw=self.operator_cap(now),
             readings=dict(self.readings),
             meters=self.meter_readings(),
             unacked=frozenset(self.unacked),
             memory=dict(self.memory),
             non_ev_recent=self.recent_non_ev(now),
             energy_needed_kwh=self.energy_needed(),
+            paused=frozenset(self.paused),
         )
         peak_kw = self.peak_target(schedule, now)
         changes = price_changes(self.events.values(), now, self.schedule_settings)
@@ -590,7 +627,19 @@ class Runtime:
 
         status = status_of(self, self.clock())
         status["demand"] = self.demand_status()
+        until = self.operator_cap_until
+        status["operator"] = {"cap_kw": self.operator_cap_kw, "cap_until": until.isoformat() if until else None,
+                              "paused": sorted(self.paused)}
         return status
+
+    def events_detail(self) -> list[dict[str, Any]]:
+        """Every stored event in full (for /api/events), ended and cancelled ones too."""
+        from gateway.status.events import events_json
+
+        return events_json(self.events.values(), self.clock())
+
+    def log_since(self, seq: int = 0, at: datetime | None = None) -> list[dict[str, object]]:
+        return [e.as_json() for e in self.recent_log.since(seq, at)]
 
     def demand_status(self) -> dict[str, float | None]:
         """The demand charge as of the last decision: the month's metered peak, the target the site is
