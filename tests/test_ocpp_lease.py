@@ -89,8 +89,13 @@ async def test_a_limit_takes_effect_and_the_fallback_returns_when_the_gateway_di
     acks = await driver.apply_limits({"cp1": 16.0}, "test")
     assert [(a.charger_id, a.amps, a.accepted) for a in acks] == [("cp1", 16.0, True)]
     assert sim.draw_a() == 16.0
-    # the lease is renewed while the gateway lives: still 16 A after more than a lease length
-    await asyncio.sleep(2.6)
+    # the lease is renewed while the gateway lives: a later validTo arrives before the first one ends,
+    # and past that first end the charger still holds 16 A
+    first_end = sim.book.profiles[2].valid_to
+    assert first_end is not None
+    await until(lambda: (end := sim.book.profiles[2].valid_to) is not None and end > first_end)
+    assert any(r.reason == "lease renewal" and r.accepted for r in driver.history)
+    await asyncio.sleep(max(0.0, (first_end - datetime.now(UTC)).total_seconds()) + 0.2)
     assert sim.draw_a() == 16.0
     # the gateway dies without saying goodbye: the charger falls back by itself when the lease ends
     await driver.stop(release=False)
