@@ -6,6 +6,7 @@ import asyncio
 import ipaddress
 import ssl
 import stat
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from openleadr.utils import certificate_fingerprint
 
 from gateway.certs import FILE_NAMES, CertError, DevPki, fingerprint, init_dev_pki
 from gateway.cli import main
+from gateway.config.openadr import VtnSection
 
 # The OpenADR 2.0b profile's two suites, in OpenSSL's names.
 SUITE = {"ec": "ECDHE-ECDSA-AES128-SHA256", "rsa": "AES128-SHA256"}
@@ -199,6 +201,11 @@ def test_cli_init_prints_fingerprints_and_config_lines(tmp_path: Path, capsys: p
     assert f'vtn_fingerprint = "{vtn_fp}"' in out
     assert f'cert = "{target.resolve() / "ven.crt"}"' in out
     assert f'ca_file = "{target.resolve() / "ca.crt"}"' in out
+    # The block printed for the site config is valid as it stands once the VTN's url is filled in.
+    block = out[out.index("[vtn]"):out.index("\n\n", out.index("[vtn]"))]
+    section = tomllib.loads(block)["vtn"]
+    vtn = VtnSection.model_validate({**section, "url": "https://vtn.test:8443/OpenADR2/Simple/2.0b"})
+    assert vtn.ven_name == "depot-3" and vtn.vtn_fingerprint == vtn_fp and vtn.cert == str(target.resolve() / "ven.crt")
     san = x509.load_pem_x509_certificate((target / "vtn.crt").read_bytes()).extensions.get_extension_for_class(
         x509.SubjectAlternativeName
     )

@@ -1,10 +1,13 @@
-"""The VEN over HTTPS with mutual TLS against the openleadr VTN, using certificates from gateway.certs."""
+"""The VEN over HTTPS with mutual TLS against the openleadr VTN, using certificates from `gateway certs init`."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import logging
 import random
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,6 +16,7 @@ import pydantic
 import pytest
 
 from gateway.certs import DevPki, init_dev_pki
+from gateway.cli import main
 from gateway.config.openadr import OpenAdrSection, VtnSection
 from gateway.domain import OptState, SignalType
 from gateway.openadr.ven import Ven
@@ -21,9 +25,19 @@ from gateway.sim.vtn import SimVtn
 from gateway.store.vtn import VenStore
 
 
+def cli_pki(directory: Path) -> DevPki:
+    """Certificates made as a user makes them: `gateway certs init DIR`, fingerprints read from its output."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["certs", "init", str(directory), "--ven-name", "site-1"]) == 0
+    prints = dict(re.findall(r"(VTN|VEN) fingerprint: (\S+)", out.getvalue()))
+    return DevPki(directory / "ca.crt", directory / "vtn.crt", directory / "vtn.key", directory / "ven.crt",
+                  directory / "ven.key", prints["VTN"], prints["VEN"])
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
-    return init_dev_pki(tmp_path_factory.mktemp("pki"), ven_name="site-1")
+    return cli_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture

@@ -88,9 +88,11 @@ def _init(args: argparse.Namespace) -> int:
     print()
     print("Paste into the site config (the VEN side):")
     print("[vtn]")
-    print(f'cert = "{directory / pki.ven_cert.name}"')
-    print(f'key = "{directory / pki.ven_key.name}"')
-    print(f'ca_file = "{directory / pki.ca_cert.name}"')
+    print(f'# url = "https://{hosts[0]}:PORT/OpenADR2/Simple/2.0b"   (the VTN\'s address, up to the service names)')
+    print(f"ven_name = {_toml_string(args.ven_name)}")
+    print(f"cert = {_toml_string(str(directory / pki.ven_cert.name))}")
+    print(f"key = {_toml_string(str(directory / pki.ven_key.name))}")
+    print(f"ca_file = {_toml_string(str(directory / pki.ca_cert.name))}")
     print(f'vtn_fingerprint = "{pki.vtn_fingerprint}"')
     print()
     print("Hand the VTN (the utility, or a test VTN):")
@@ -98,3 +100,10 @@ def _init(args: argparse.Namespace) -> int:
     print(f"  its server pair {pki.vtn_cert.name} / {pki.vtn_key.name} (hosts: {', '.join(hosts)})")
     print(f"  and {pki.ca_cert.name} to verify VEN client certificates")
     return 0
+
+
+def _toml_string(value: str) -> str:
+    """A TOML basic string (JSON's escaping is valid TOML for it)."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
