@@ -3,7 +3,9 @@ fake TelemetrySource, a backlog kept in SQLite while the VTN is unreachable and 
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -22,9 +24,12 @@ class FakeTelemetry:
     def __init__(self) -> None:
         self.site_kw: float | None = 42.0
         self.n = 0
+        self.fail = False
 
     def site_power_kw(self) -> float | None:
         self.n += 1
+        if self.fail:
+            raise RuntimeError("meter driver bug")
         return None if self.site_kw is None else self.site_kw + self.n
 
     def site_energy_kwh(self) -> float | None:
@@ -233,4 +238,35 @@ async def test_a_gateway_restart_does_not_double_the_report(tmp_path: Path, vtn:
         assert len(times) == 3 and len(set(times)) == 3
     finally:
         await ven.link.close()
+        store.close()
+
+
+async def test_a_failing_telemetry_source_is_logged_once_retried_and_recovers(
+    tmp_path: Path, vtn: SimVtn, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.openadr")
+    store = VenStore.open(tmp_path / "gw.sqlite")
+    source = FakeTelemetry()
+    source.fail = True
+    config = VtnSection(url=vtn.url, ven_name="site-1", allow_plain_http=True, backoff_initial_s=0.01,
+                        backoff_max_s=0.05, poll_s=0.05)
+    ven = Ven(config, OpenAdrSection(report_interval_s=10), store, telemetry=source, rng=random.Random(1))
+    task = asyncio.create_task(ven.run())
+    try:
+        for _ in range(500):
+            if source.n >= 4:
+                break
+            await asyncio.sleep(0.01)
+        assert source.n >= 4, "the sampler keeps trying"
+        failed = [r for r in caplog.records if "sampling failed" in r.getMessage()]
+        assert len(failed) == 1 and store.unsent_readings() == []
+        source.fail = False
+        for _ in range(500):
+            if any("sampling works again" in r.getMessage() for r in caplog.records):
+                break
+            await asyncio.sleep(0.01)
+        assert [r.r_id for r in store.unsent_readings()] == [reports.SITE_POWER]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
         store.close()

@@ -554,22 +554,27 @@ class Ven:
         return stored
 
     async def _sample_forever(self) -> None:
+        failures = 0
         while True:
+            self._wake_sampler.clear()
             try:
                 await self.sample_once()
+                requests = await self._db(self.store.report_requests)
+                now = self.clock()
+                waits = [max(0.05, ((r.next_sample_at or now) - now).total_seconds()) for r in requests]
+                wait = min(waits, default=1.0)
                 if self._sampling_broken:
                     log.info("telemetry sampling works again")
                     self._sampling_broken = False
+                failures = 0
             except Exception:  # a sampler must not die with a bad reading; the traceback helps fix the source
                 if not self._sampling_broken:
                     log.exception("telemetry sampling failed (logged once until it works again)")
                 self._sampling_broken = True
-            self._wake_sampler.clear()
-            requests = await self._db(self.store.report_requests)
-            now = self.clock()
-            waits = [max(0.05, ((r.next_sample_at or now) - now).total_seconds()) for r in requests]
+                failures += 1  # backed off like the VTN link: a source that keeps failing is not spun on
+                wait = backoff_delay(failures, self.vtn.backoff_initial_s, self.vtn.backoff_max_s, self.rng)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_sampler.wait(), timeout=min(waits, default=1.0))
+                await asyncio.wait_for(self._wake_sampler.wait(), timeout=wait)
 
     async def _send_reports(self) -> None:
         now = self.clock()
