@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -54,10 +53,9 @@ def test_unreachable_device_is_one_line_and_exit_2(capsys: pytest.CaptureFixture
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    start = time.monotonic()
     code = main(["modbus", "read", "--model", "eastron-sdm630", "--host", "127.0.0.1", "--port", str(port),
                  "--timeout", "1"])
-    assert code == 2 and time.monotonic() - start < 5
+    assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: 127.0.0.1:{port} unit 1: cannot connect to 127.0.0.1:{port}"]
 
@@ -93,3 +91,40 @@ def test_check_config_accepts_a_user_map_file(tmp_path: Path, capsys: pytest.Cap
         f'[[meters]]\nid = "main"\nmodbus = {{ model = "{user_map}", host = "192.0.2.1" }}\n'
     )
     assert main(["check-config", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_check_config_names_the_broken_key_of_a_user_map_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    user_map = tmp_path / "acme.toml"
+    user_map.write_text(
+        'name = "acme"\nkind = "charger"\nvendor = "Acme"\nproduct = "W22"\nsource = "Acme Modbus v1"\n'
+        'failsafe_timeout_s = 30\nrefresh_s = 20\n'
+        '[registers.setpoint]\ntable = "holding"\naddress = 100\ntype = "uint16"\naccess = "w"\n'
+    )
+    path = tmp_path / "site.toml"
+    path.write_text(
+        '[site]\nwiring = "three-phase-400/230"\nservice_breaker_a = 100\n\n'
+        '[[chargers]]\nid = "c1"\nprotocol = "modbus"\nphases = "L1-L2-L3"\nmax_a = 16\n'
+        f'modbus = {{ model = "{user_map}", host = "192.0.2.1" }}\n'
+    )
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("error: chargers[0].modbus.model: ") and str(user_map) in err[0]
+    assert "refresh_s: at most half of failsafe_timeout_s (15 s)" in err[0]
+    assert "Traceback" not in err[0]
+
+
+async def test_read_a_keba_one_value_per_request() -> None:
+    charger = SimCharger("keba-p30")
+    charger.plug_in(ev_max_a=16.0)
+    port = await charger.start()
+    try:
+        rc, out, err = await _gateway("modbus", "read", "--model", "keba-p30", "--host", "127.0.0.1",
+                                      "--port", str(port))
+    finally:
+        await charger.stop()
+    assert rc == 0, err
+    assert "status           3 state" in out and "→ charging" in out and "WARNING" not in out
+    assert "current_l1       16 A" in out and "holding 1008 (0x03F0)" in out

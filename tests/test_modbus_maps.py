@@ -35,12 +35,92 @@ def test_the_shipped_maps_are_four_real_chargers_a_generic_one_and_two_meters() 
         assert load_map(name).kind == "meter"
 
 
-def test_every_map_reads_in_a_few_requests() -> None:
+def test_every_map_reads_in_as_few_requests_as_its_device_takes() -> None:
+    for name in shipped_models():
+        m = load_map(name)
+        plan = read_plan(m)
+        assert all(b.count <= m.max_read for b in plan), name
+        covered = sorted(n for b in plan for n in b.names)
+        assert covered == sorted(n for n, r in m.registers.items() if r.readable), name
     assert len(read_plan(load_map("eastron-sdm630"))) == 1
-    assert len(read_plan(load_map("carlo-gavazzi-em24"))) == 1
+    assert len(read_plan(load_map("alfen-ng9xx"))) == 2
+    # the KEBA answers one 32-bit value per request; the EM24 a few registers at a time
+    assert all(b.count == 2 for b in read_plan(load_map("keba-p30")))
+    assert all(b.count <= 6 for b in read_plan(load_map("carlo-gavazzi-em24")))
     # write-only registers are never read
     names = {n for b in read_plan(load_map("webasto-next")) for n in b.names}
     assert "setpoint" not in names and "watchdog" not in names
+
+
+# (map, register) -> (table, address, type, scale): what each map says, as checked against the vendor's
+# document and a second source (see each file's header). A change here is a change of fact.
+FACTS = {
+    ("alfen-ng9xx", "voltage_l1"): ("holding", 306, "float32", 1.0),
+    ("alfen-ng9xx", "current_l1"): ("holding", 320, "float32", 1.0),
+    ("alfen-ng9xx", "power"): ("holding", 344, "float32", 0.001),
+    ("alfen-ng9xx", "energy"): ("holding", 374, "float64", 0.001),
+    ("alfen-ng9xx", "status"): ("holding", 1201, "string", 1.0),
+    ("alfen-ng9xx", "applied_limit"): ("holding", 1206, "float32", 1.0),
+    ("alfen-ng9xx", "setpoint"): ("holding", 1210, "float32", 1.0),
+    ("alfen-ng9xx", "failsafe_current"): ("holding", 1212, "float32", 1.0),
+    ("abb-terra-ac", "status"): ("holding", 0x400C, "uint32", 1.0),
+    ("abb-terra-ac", "applied_limit"): ("holding", 0x400E, "uint32", 0.001),
+    ("abb-terra-ac", "current_l1"): ("holding", 0x4010, "uint32", 0.001),
+    ("abb-terra-ac", "voltage_l1"): ("holding", 0x4016, "uint32", 0.1),
+    ("abb-terra-ac", "power"): ("holding", 0x401C, "uint32", 0.001),
+    ("abb-terra-ac", "energy"): ("holding", 0x401E, "uint32", 0.001),
+    ("abb-terra-ac", "setpoint"): ("holding", 0x4100, "uint32", 0.001),
+    ("abb-terra-ac", "failsafe_timeout"): ("holding", 0x4106, "uint16", 1.0),
+    ("abb-terra-ac", "failsafe_current"): ("holding", 0x4109, "uint16", 1.0),
+    ("keba-p30", "status"): ("holding", 1000, "uint32", 1.0),
+    ("keba-p30", "current_l1"): ("holding", 1008, "uint32", 0.001),
+    ("keba-p30", "power"): ("holding", 1020, "uint32", 1e-6),
+    ("keba-p30", "energy"): ("holding", 1036, "uint32", 1e-4),
+    ("keba-p30", "voltage_l1"): ("holding", 1040, "uint32", 1.0),
+    ("keba-p30", "setpoint"): ("holding", 5004, "uint16", 0.001),
+    ("keba-p30", "enable"): ("holding", 5014, "uint16", 1.0),
+    ("keba-p30", "failsafe_current"): ("holding", 5016, "uint16", 0.001),
+    ("keba-p30", "failsafe_timeout"): ("holding", 5018, "uint16", 1.0),
+    ("webasto-next", "status"): ("input", 1000, "uint16", 1.0),
+    ("webasto-next", "current_l1"): ("input", 1008, "uint16", 0.001),
+    ("webasto-next", "power"): ("input", 1020, "uint32", 0.001),
+    ("webasto-next", "energy"): ("input", 1036, "uint32", 0.001),
+    ("webasto-next", "failsafe_current"): ("holding", 2000, "uint16", 1.0),
+    ("webasto-next", "failsafe_timeout"): ("holding", 2002, "uint16", 1.0),
+    ("webasto-next", "setpoint"): ("holding", 5004, "uint16", 1.0),
+    ("webasto-next", "watchdog"): ("holding", 6000, "uint16", 1.0),
+    ("eastron-sdm630", "voltage_l1"): ("input", 0x00, "float32", 1.0),
+    ("eastron-sdm630", "current_l1"): ("input", 0x06, "float32", 1.0),
+    ("eastron-sdm630", "power_l1"): ("input", 0x0C, "float32", 0.001),
+    ("eastron-sdm630", "power"): ("input", 0x34, "float32", 0.001),
+    ("eastron-sdm630", "frequency"): ("input", 0x46, "float32", 1.0),
+    ("eastron-sdm630", "import_energy"): ("input", 0x48, "float32", 1.0),
+    ("eastron-sdm630", "export_energy"): ("input", 0x4A, "float32", 1.0),
+    ("carlo-gavazzi-em24", "voltage_l1"): ("input", 0x00, "int32", 0.1),
+    ("carlo-gavazzi-em24", "current_l1"): ("input", 0x0C, "int32", 0.001),
+    ("carlo-gavazzi-em24", "power_l1"): ("input", 0x12, "int32", 0.0001),
+    ("carlo-gavazzi-em24", "power"): ("input", 0x28, "int32", 0.0001),
+    ("carlo-gavazzi-em24", "frequency"): ("input", 0x33, "int16", 0.1),
+    ("carlo-gavazzi-em24", "import_energy"): ("input", 0x34, "int32", 0.1),
+    ("carlo-gavazzi-em24", "export_energy"): ("input", 0x4E, "int32", 0.1),
+}
+
+
+@pytest.mark.parametrize(("where", "fact"), sorted(FACTS.items()))
+def test_the_checked_facts_of_each_shipped_map(where: tuple[str, str], fact: tuple[str, int, str, float]) -> None:
+    model, name = where
+    r = load_map(model).registers[name]
+    assert (r.table.value, r.address, r.type.value) == fact[:3]
+    assert r.scale == pytest.approx(fact[3])
+
+
+def test_word_order_and_status_tables_as_checked() -> None:
+    assert load_map("carlo-gavazzi-em24").word_order == "little"
+    assert all(load_map(n).word_order == "big" for n in shipped_models() if n != "carlo-gavazzi-em24")
+    webasto = load_map("webasto-next").status
+    assert webasto["3"] == "charging" and webasto["0"] == "available" and webasto["7"] == "faulted"
+    assert load_map("abb-terra-ac").status["4"] == "charging"
+    assert load_map("keba-p30").status["3"] == "charging" and load_map("keba-p30").refresh_failsafe_timeout
 
 
 GOOD = """
@@ -76,6 +156,12 @@ def test_a_user_map_file_loads_by_path(tmp_path: Path) -> None:
         (('table = "holding"', 'table = "input"'), "input registers cannot be written"),
         (('[registers.setpoint]', '[registers.setpoint]\nscale = 0'), "scale must not be 0"),
         (('source = "z"', ''), "source: required key is missing"),
+        (('failsafe_timeout_s = 10', 'failsafe_timeout_s = 10\nrefresh_s = 6'), "at most half of failsafe_timeout_s"),
+        (('failsafe_timeout_s = 10', 'failsafe_timeout_s = 10\nrefresh_failsafe_timeout = true'),
+         "needs a registers.failsafe_timeout"),
+        (('failsafe_timeout_s = 10', 'failsafe_timeout_s = 10\nmax_read = 2\n'
+          '[registers.energy]\ntable = "holding"\naddress = 20\ntype = "float64"'),
+         "registers.energy: spans 4 registers, more than max_read = 2"),
         (('[registers.setpoint]', '[registers.curent_l1]'), "not a charger register"),
     ],
 )

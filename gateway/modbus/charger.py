@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from gateway.config.site import ChargerSection
 from gateway.domain import J1772_MIN_A, ChargerReading, ChargerStatus, LimitAck
 from gateway.modbus.codec import CodecError, Value, decode_block, encode, implausible, read_plan
 from gateway.modbus.link import LinkError, LinkPool, ModbusLink, Trouble
-from gateway.modbus.maps import RegisterMap, Table, load_map
+from gateway.modbus.maps import Register, RegisterMap, RegType, Table, load_map
 
 log = logging.getLogger(__name__)
 
@@ -61,14 +62,24 @@ class ModbusCharger:
         self.max_a = max_a
         self.min_a = max(min_a, J1772_MIN_A)
         self.fallback_a = fallback_a
-        self.failsafe_timeout_s = failsafe_timeout_s or m.failsafe_timeout_s
+        asked = timeout = failsafe_timeout_s or m.failsafe_timeout_s
+        fs_timeout = m.reg("failsafe_timeout")
+        if timeout is not None and fs_timeout is not None:
+            # what the register can hold, rounded down (falling back sooner is the safe side); never 0,
+            # which many chargers read as "failsafe off"
+            timeout = _floor_to(fs_timeout, timeout)
+            if timeout <= 0:
+                raise ValueError(f"charger {charger_id}: failsafe timeout {asked:g} s is below what "
+                                 f"registers.failsafe_timeout of map {m.name} can hold")
+        self.failsafe_timeout_s = timeout
         refresh = m.refresh_every_s
-        if failsafe_timeout_s is not None:
-            refresh = failsafe_timeout_s / 2
+        if failsafe_timeout_s is not None or (timeout and refresh and refresh > timeout / 2):
+            refresh = timeout / 2 if timeout else None
         self.refresh_s = refresh
         self._clock = clock
         self._wall = wall
         self._target: float | None = None  # the last limit the runtime asked for
+        self._last: tuple[bool, str] = (False, "never written")  # how the charger took the last write
         self._written_at: float | None = None  # when the setpoint last reached the charger
         self._programmed_client: object = None  # the connection the failsafe was programmed on
         self._lock = asyncio.Lock()  # one push or refresh at a time per charger
@@ -80,10 +91,11 @@ class ModbusCharger:
     # ------------------------------------------------------------------ limits
 
     def wire_amps(self, amps: float) -> float:
-        """What goes to the register: 0 (pause) below the charger's minimum, at most its maximum."""
+        """What goes to the register: 0 (pause) below the charger's minimum, at most its maximum, rounded
+        down to what the register can hold (10.7 A to a whole-amp register is 10 A, never 11 A)."""
         if amps < self.min_a:
             return 0.0
-        return min(amps, self.max_a)
+        return max(self.min_a, _floor_to(self.map.registers["setpoint"], min(amps, self.max_a)))
 
     def refresh_due(self) -> bool:
         if self._target is None or self.refresh_s is None:
@@ -97,7 +109,9 @@ class ModbusCharger:
         wire = self.wire_amps(amps)
         async with self._lock:
             if wire == self._target and not self.refresh_due() and self._written_at is not None:
-                return LimitAck(self.id, amps, sent_at, True, 0.0, "unchanged")
+                # not written again, but a charger that disagreed last time still disagrees
+                ok, detail = self._last
+                return LimitAck(self.id, amps, sent_at, ok, 0.0, "unchanged" if ok else f"unchanged; {detail}")
             self._target = wire
             ok, detail = await self._push(wire)
         return LimitAck(self.id, amps, sent_at, ok, self._clock() - start, detail)
@@ -109,9 +123,13 @@ class ModbusCharger:
                 await self._push(self._target)
 
     async def _push(self, wire: float) -> tuple[bool, str]:
+        self._last = await self._push_once(wire)
+        return self._last
+
+    async def _push_once(self, wire: float) -> tuple[bool, str]:
         m = self.map
         try:
-            await self._program_failsafe()
+            failsafe_ok = await self._ensure_failsafe()
             setpoint = m.registers["setpoint"]
             enable = m.reg("enable")
             # A charger with an enable register pauses by it (its setpoint register may refuse 0); the
@@ -125,6 +143,9 @@ class ModbusCharger:
             watchdog = m.reg("watchdog")
             if watchdog is not None and watchdog.write_value is not None:
                 await self._write(watchdog.address, [watchdog.write_value] + [0] * (watchdog.width - 1))
+            fs_timeout = m.reg("failsafe_timeout")
+            if m.refresh_failsafe_timeout and fs_timeout is not None and self.failsafe_timeout_s is not None:
+                await self._write(fs_timeout.address, encode(m, fs_timeout, self.failsafe_timeout_s))
             back = None if paused_by_enable else await self._read_back()
         except LinkError as exc:
             self._written_at = None
@@ -134,15 +155,16 @@ class ModbusCharger:
             self.trouble.fail("write", str(exc))
             return False, str(exc)
         self.trouble.ok("write")
+        note = "" if failsafe_ok else "; failsafe not programmed"
         if back is None:
-            return True, "paused (disabled)" if paused_by_enable else "written; no register to read it back"
+            return True, ("paused (disabled)" if paused_by_enable else "written; no register to read it back") + note
         tolerance = max(0.1, abs(m.registers[self._readback or "setpoint"].scale))
         if abs(back - wire) > tolerance:
             detail = f"charger reports {back:g} A after {wire:g} A was written"
             self.trouble.fail("read-back", detail)
             return False, detail
         self.trouble.ok("read-back")
-        return True, f"written {wire:g} A"
+        return True, f"written {wire:g} A{note}"
 
     async def _write(self, address: int, registers: list[int]) -> None:
         await self.link.write(address, registers, self.unit, single_fc6=self.map.single_write == "fc6")
@@ -156,18 +178,45 @@ class ModbusCharger:
         value = values[self._readback]
         return float(value) if not isinstance(value, str) else None
 
+    async def _ensure_failsafe(self) -> bool:
+        """Program the failsafe if this connection has not had it; False (logged once) if the charger refuses.
+
+        A refusal does not hold back the limit: the charger obeying the site now matters more than its
+        fallback later, and the one error line says the fallback is missing. Timeouts propagate."""
+        try:
+            await self._program_failsafe()
+        except CodecError as exc:
+            self.trouble.fail("failsafe", f"failsafe not programmed: {exc}")
+            return False
+        except LinkError as exc:
+            if exc.kind != "exception":
+                raise
+            self.trouble.fail("failsafe", exc.detail)
+            return False
+        self.trouble.ok("failsafe")
+        return True
+
     async def _program_failsafe(self) -> None:
         """Once per connection: a charger may have restarted with its defaults since the last one."""
         connection = self.link.connection
         if connection is not None and connection is self._programmed_client:
             return
         m = self.map
-        fs_current = m.reg("failsafe_current")
-        if fs_current is not None and fs_current.writable:
-            await self._write(fs_current.address, encode(m, fs_current, self.fallback_a))
-        fs_timeout = m.reg("failsafe_timeout")
-        if fs_timeout is not None and self.failsafe_timeout_s is not None:
-            await self._write(fs_timeout.address, encode(m, fs_timeout, self.failsafe_timeout_s))
+        for name, value in (("failsafe_current", self.fallback_a), ("failsafe_timeout", self.failsafe_timeout_s)):
+            r = m.reg(name)
+            if r is None or not r.writable or value is None:
+                continue
+            if name == "failsafe_current":
+                value = _floor_to(r, value)  # a fallback never above the configured one
+            try:
+                await self._write(r.address, encode(m, r, value))
+            except LinkError as exc:
+                if exc.kind != "exception":
+                    raise
+                # the register the map names is refused: say which, so the map (or firmware) can be fixed
+                where = f"{r.table.value} {r.address} (0x{r.address:04X})"
+                raise LinkError(exc.kind, f"programming {name} = {value:g} into {where}: {exc.detail}",
+                                exc.code) from None
         self._programmed_client = self.link.connection
 
     # ------------------------------------------------------------------ readings
@@ -178,7 +227,7 @@ class ModbusCharger:
         values: dict[str, Value] = {}
         try:
             async with self._lock:
-                await self._program_failsafe()
+                await self._ensure_failsafe()
             for block in self._plan:
                 regs = await self.link.read(block.table, block.address, block.count, self.unit)
                 values.update(decode_block(self.map, block, regs))
@@ -214,6 +263,14 @@ class ModbusCharger:
             return ChargerStatus.UNAVAILABLE
         self.trouble.ok("status")
         return status
+
+
+def _floor_to(r: Register, value: float) -> float:
+    """`value` rounded down to a step of an integer register (floats hold it as it is)."""
+    if r.type in (RegType.FLOAT32, RegType.FLOAT64):
+        return value
+    step = abs(r.scale)
+    return math.floor(value / step + 1e-9) * step
 
 
 def _num(value: Value | None) -> float | None:

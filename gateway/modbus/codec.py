@@ -101,7 +101,7 @@ def read_plan(m: RegisterMap, names: list[str] | None = None) -> list[Block]:
             last = blocks[-1]
             gap = address - (last.address + last.count)
             end = address + width
-            if last.table is table and gap <= m.max_gap and end - last.address <= MAX_READ:
+            if last.table is table and gap <= m.max_gap and end - last.address <= min(MAX_READ, m.max_read):
                 blocks[-1] = Block(table, last.address, max(end, last.address + last.count) - last.address,
                                    (*last.names, name))
                 continue

@@ -3,7 +3,8 @@
 `RegisterImage` keeps the value of every register in a map (in the gateway's units) and serves them
 through pymodbus's `SimDevice` action hook: before a read it asks its owner for fresh values, on a write
 it decodes the registers and hands each value to its owner, who may refuse it with a Modbus exception
-code. Knobs let a test make the device misbehave: stop answering (`mute`) or answer every request with
+code. Like the device, it refuses a read of more than the map's `max_read` registers. Knobs let a test
+make the device misbehave: stop answering (`mute`) or answer every request with
 an exception code (`fail_with`).
 """
 
@@ -89,6 +90,8 @@ class RegisterImage:
         if table is None:
             return ExcCodes.ILLEGAL_FUNCTION
         if set_values is None:
+            if count > self.map.max_read:
+                return ExcCodes.ILLEGAL_VALUE  # as devices that cap a read below the protocol's 125 answer
             self.before_read()
             self._fill(table, start_address, address, count, registers)
             return None

@@ -162,9 +162,12 @@ class RegisterMap(BaseModel):
     unit: int = Field(default=1, ge=0, le=255)
     word_order: WordOrder = "big"
     max_gap: int = Field(default=0, ge=0, le=100)  # unused registers one read may span (0: none)
+    max_read: int = Field(default=120, ge=1, le=125)  # registers one read may fetch (devices that cap lower)
     single_write: Literal["fc6", "fc16"] = "fc6"  # how a one-register value is written
     failsafe_timeout_s: float | None = Field(default=None, gt=0, le=3600)  # programmed, or the device's own
     refresh_s: float | None = Field(default=None, gt=0, le=3600)  # None: failsafe_timeout_s / 2
+    # Rewrite the failsafe timeout with every refresh too, for devices whose failsafe timer that write resets
+    refresh_failsafe_timeout: bool = False
     status: dict[str, ChargerStatus] = Field(default_factory=dict)  # raw state (as text) → status
     registers: dict[str, Register]
 
@@ -205,8 +208,22 @@ class RegisterMap(BaseModel):
                 raise ValueError("status: a status register needs a [status] table of raw value → status")
             if "failsafe_timeout" in self.registers and self.failsafe_timeout_s is None:
                 raise ValueError("failsafe_timeout_s: needed to program registers.failsafe_timeout")
+            fs_timeout = self.registers.get("failsafe_timeout")
+            if fs_timeout is not None and self.failsafe_timeout_s is not None and fs_timeout.type.value.endswith(
+                    ("int16", "int32", "int64")) and self.failsafe_timeout_s < abs(fs_timeout.scale):
+                raise ValueError(f"failsafe_timeout_s: {self.failsafe_timeout_s:g} s is below the resolution of "
+                                 f"registers.failsafe_timeout ({abs(fs_timeout.scale):g} s); it would be written as 0")
+            if self.refresh_failsafe_timeout and "failsafe_timeout" not in self.registers:
+                raise ValueError("refresh_failsafe_timeout: needs a registers.failsafe_timeout to rewrite")
+            if self.refresh_s is not None and self.failsafe_timeout_s is not None \
+                    and self.refresh_s > self.failsafe_timeout_s / 2:
+                raise ValueError(f"refresh_s: at most half of failsafe_timeout_s ({self.failsafe_timeout_s / 2:g} s), "
+                                 "so one missed refresh does not trip the failsafe")
         elif not any(f"current_{p}" in self.registers for p in PHASE_KEYS):
             raise ValueError("registers: a meter map needs at least current_l1")
+        for name, r in self.registers.items():
+            if r.readable and r.width > self.max_read:
+                raise ValueError(f"registers.{name}: spans {r.width} registers, more than max_read = {self.max_read}")
         self._no_overlap()
         return self
 

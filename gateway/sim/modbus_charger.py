@@ -175,6 +175,8 @@ class SimCharger:
             if value <= 0:
                 return ExcCodes.ILLEGAL_VALUE
             self.failsafe_timeout_s = float(value)
+            if self.map.refresh_failsafe_timeout:  # a device whose failsafe timer this write resets (KEBA)
+                self.last_refresh = self._clock()
         return None
 
 
