@@ -56,6 +56,7 @@ class FixedSource:
             ],
             "loop": {"decisions": 42, "last_decision": NOW.isoformat(), "tick_s": 1.0, "restarts": {}},
             "demand": self.demand,
+            "operator": {"cap_kw": 45.0, "cap_until": None, "paused": ["mb-1"]},
         }
 
     def healthy(self) -> bool:
@@ -121,6 +122,8 @@ async def test_metrics_are_prometheus_text() -> None:
         assert 'gateway_evse_limit_amps{evse="cp-1"} 16.0' in text
         assert 'gateway_evse_connected{evse="mb-1"} 0.0' in text
         assert "gateway_healthy 1.0" in text
+        assert "gateway_operator_cap_kw 45.0" in text
+        assert 'gateway_evse_paused{evse="mb-1"} 1.0' in text and 'gateway_evse_paused{evse="cp-1"} 0.0' in text
     finally:
         await client.close()
 
@@ -224,7 +227,7 @@ async def test_api_log_gives_the_recent_lines_after_a_sequence_number_or_a_time(
 async def test_writes_are_refused_while_no_token_is_configured() -> None:
     client = await client_for(FixedSource())
     try:
-        response = await client.post("/api/cap", json={"kw": 10}, headers={"Authorization": "Bearer x" * 4})
+        response = await client.post("/api/cap", json={"kw": 10}, headers={"Authorization": f"Bearer {TOKEN}"})
         assert response.status == 403
         assert "set [status] token" in (await response.json())["error"]
     finally:
@@ -340,6 +343,7 @@ async def test_pausing_a_charger_gives_it_0_a_with_its_reason_until_resumed(
 ) -> None:
     caplog.set_level(logging.INFO)
     rt, cp = gateway.runtime, gateway.cp
+    assert gateway.url.startswith("http://127.0.0.1:")  # loopback unless the config says otherwise
     await wait_for(lambda: (cp.limit_a() or 0.0) >= 32.0)
     async with gateway.http.post(gateway.url + "/api/evses/cp-9/pause", headers=gateway.auth()) as r:
         assert r.status == 404 and "cp-9" in (await r.json())["error"]

@@ -38,6 +38,7 @@ Point = tuple[datetime, float | None, float | None]  # when, site load kW, limit
 PlanPoint = tuple[datetime, datetime, float]  # a plan slot's start and end, planned site kW
 # How far ahead the chart draws the plan: what the next couple of hours hold, beside the last two.
 PLAN_AHEAD = timedelta(hours=2)
+HISTORY_SPAN = timedelta(hours=2)  # how far back the chart draws the site load and the limit
 
 
 class StatusSource(Protocol):
@@ -104,6 +105,16 @@ class _Metrics(Collector):
         registered = GaugeMetricFamily("gateway_vtn_registered", "1 while registered with the VTN")
         registered.add_metric([], 1.0 if status["vtn"]["registered"] else 0.0)
         yield registered
+        operator = status.get("operator") or {}
+        cap = GaugeMetricFamily("gateway_operator_cap_kw", "The operator's temporary site cap (kW), while one is set")
+        if operator.get("cap_kw") is not None:
+            cap.add_metric([], float(operator["cap_kw"]))
+        yield cap
+        paused = GaugeMetricFamily("gateway_evse_paused", "1 while an operator has paused the charger",
+                                   labels=["evse"])
+        for evse in status["evses"]:
+            paused.add_metric([evse["id"]], 1.0 if evse["id"] in operator.get("paused", ()) else 0.0)
+        yield paused
         healthy = GaugeMetricFamily("gateway_healthy", "1 while the loop decides on time")
         healthy.add_metric([], 1.0 if self.source.healthy() else 0.0)
         yield healthy
@@ -293,13 +304,17 @@ def _planned(planned: Sequence[PlanPoint], start: datetime, end: datetime) -> li
 
 def chart_svg(points: Sequence[Point], planned: Sequence[PlanPoint] = (), width: int = 720,
               height: int = 220) -> str:
-    """Site load (line) against the limit in force (dashed step line), and the planned site power from
-    the last point on (dotted step line, up to `PLAN_AHEAD`), as inline SVG."""
+    """Site load (line) against the limit in force (dashed step line) over the last `HISTORY_SPAN`, and the
+    planned site power from the last point on (dotted step line, up to `PLAN_AHEAD`), as inline SVG."""
     pad = 36
     if len(points) < 2:
         return (f'<svg id="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
                 f'<text x="{pad}" y="{height // 2}">collecting data…</text></svg>')
-    t0, t1 = points[0][0], points[-1][0]
+    # A fixed window (the last `HISTORY_SPAN` to now, then the plan): a gateway that started a minute ago
+    # draws a minute at the right scale, not a minute stretched over the whole width.
+    t1 = points[-1][0]
+    t0 = t1 - HISTORY_SPAN
+    points = [p for p in points if p[0] >= t0]
     plan = _planned(planned, t1, t1 + PLAN_AHEAD)
     values = [v for _, load, limit in points for v in (load, limit) if v is not None] + [v for _, v in plan]
     top = max([*values, 1.0]) * 1.1
