@@ -109,6 +109,7 @@ class Runtime:
         self.recent_log = RecentLog()  # the last log lines, for /api/log
         self.last: Decision | None = None
         self.decisions = 0
+        self.deciding = True  # False: the loop makes no decisions (commissioning steps chargers itself)
         self.history: deque[HistoryPoint] = deque(maxlen=HISTORY_POINTS)
         self.restarts: dict[str, int] = {}
         self.vtn_last_poll: datetime | None = None
@@ -480,7 +481,8 @@ class Runtime:
             # pushed (an event, a plug-in) wakes the next one at once instead of being lost for a tick.
             self._trigger.clear()
             try:
-                await self.decide_once()
+                if self.deciding:
+                    await self.decide_once()
             except Exception:  # a bug in one decision must not stop the site being decided
                 log.exception("decision failed")
             now = self.clock()
