@@ -1,5 +1,5 @@
-"""Pure rules: event lifecycle (modification order, implied cancel, randomization), opt decisions, and
-the translation of signal units."""
+"""Pure rules of the event lifecycle: modification order, implied cancel, randomization, cancel of an
+active event."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gateway.config.openadr import OpenAdrSection
-from gateway.domain import Event, EventStatus, Interval, OptState, Signal, SignalName, SignalType
-from gateway.openadr import lifecycle, opt
-from gateway.openadr.translate import translate_event
+from gateway.domain import Event, EventStatus, Interval, Signal, SignalName, SignalType
+from gateway.openadr import lifecycle
 
 NOW = datetime(2030, 1, 1, 12, tzinfo=UTC)
 
@@ -76,30 +74,3 @@ def test_implied_cancel_and_completion() -> None:
     assert by_id["p"].status is EventStatus.CANCELLED and not by_id["p"].acted_on
     assert by_id["o"].status is EventStatus.COMPLETED
     assert lifecycle.reconcile({"p": pending}, [], NOW, fixed(0), complete_list=False).changed == ()
-
-
-def test_opt_rules_and_override() -> None:
-    config = OpenAdrSection(market_contexts=("http://u/ev",), ev_capacity_kw=50, critical_kw=20)
-    e = dataclasses.replace(event(level=1), market_context="http://u/ev")
-    assert opt.decide(e, config).opt is OptState.OPT_IN  # level 1 → 25 kW left
-    assert opt.decide(dataclasses.replace(e, market_context="x"), config).reason.startswith("not enrolled")
-    tight = dataclasses.replace(event(level=2), market_context="http://u/ev")  # 12.5 kW < 20 kW
-    assert opt.decide(tight, config).opt is OptState.OPT_OUT
-    assert opt.decide(tight, config, override=(OptState.OPT_IN, "fleet can wait")).opt is OptState.OPT_IN
-    assert opt.decide(e, config, targeted=False).opt is OptState.OPT_OUT
-
-
-def test_load_dispatch_in_watts_becomes_kilowatts() -> None:
-    raw = {
-        "event_descriptor": {"event_id": 123, "modification_number": 0, "event_status": "far"},
-        "active_period": {"dtstart": NOW, "duration": timedelta(hours=1)},
-        "event_signals": [{"signal_name": "LOAD_DISPATCH", "signal_type": "setpoint", "signal_id": 7,
-                           "powerReal": {"item_units": "W", "si_scale_code": "none"},
-                           "intervals": [{"duration": timedelta(hours=1), "signal_payload": 40000, "uid": 0}]}],
-        "targets": [{"resource_id": "fleet"}, {"ven_id": "ven-1"}],
-    }
-    t = translate_event(raw, ven_id="ven-1", resources={"fleet": ()}, now=NOW)
-    assert t.event.event_id == "123" and t.targeted and t.event.targets == ("fleet",)
-    assert t.event.signals[0].intervals[0].value == 40.0 and t.event.signals[0].unit == "powerReal"
-    other = translate_event({**raw, "targets": [{"ven_id": "someone-else"}]}, ven_id="ven-1", resources={}, now=NOW)
-    assert not other.targeted

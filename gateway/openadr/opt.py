@@ -21,20 +21,38 @@ class OptDecision:
 
 
 def lowest_ev_kw(event: Event, config: OpenAdrSection) -> float | None:
-    """The least EV power any interval of the event would leave, where the signal says it directly."""
+    """The least EV power any interval of the event would leave, where the signal says it (prices do not).
+
+    Fractions and offsets are of `ev_capacity_kw`; without it only the absolute setpoints can be judged. A
+    LOAD_DISPATCH setpoint limits the whole site, so the EVs get at most that much.
+    """
     capacity = config.ev_capacity_kw
     lows: list[float] = []
     for signal in event.signals:
         for interval in signal.intervals:
             v = interval.value
-            if signal.type is SignalType.LEVEL and capacity is not None:
-                lows.append(capacity * config.simple_levels.get(str(int(v)), 1.0))
-            elif signal.type is SignalType.X_LOAD_CONTROL_CAPACITY and capacity is not None:
-                lows.append(capacity * v)
-            elif signal.type is SignalType.X_LOAD_CONTROL_SETPOINT or (
-                signal.name is SignalName.LOAD_DISPATCH and signal.type is SignalType.SETPOINT
-            ):
-                lows.append(v)
+            kind = signal.type
+            absolute: float | None = None
+            fraction: float | None = None
+            if kind in (SignalType.LEVEL, SignalType.X_LOAD_CONTROL_LEVEL_OFFSET):
+                fraction = config.simple_levels.get(str(min(3, max(0, round(v)))), 1.0)
+            elif kind is SignalType.X_LOAD_CONTROL_CAPACITY:
+                fraction = v
+            elif kind is SignalType.X_LOAD_CONTROL_PERCENT_OFFSET:
+                fraction = 1.0 + v / 100.0
+            elif kind is SignalType.X_LOAD_CONTROL_SETPOINT:
+                absolute = v
+            elif signal.name is SignalName.LOAD_DISPATCH:
+                if kind is SignalType.SETPOINT:
+                    absolute = v
+                elif kind is SignalType.MULTIPLIER:
+                    fraction = v
+                elif kind is SignalType.DELTA and v < 0 and capacity is not None:
+                    absolute = capacity + v
+            if absolute is not None:
+                lows.append(max(0.0, absolute))
+            elif fraction is not None and capacity is not None:
+                lows.append(capacity * min(1.0, max(0.0, fraction)))
     return min(lows) if lows else None
 
 
