@@ -147,8 +147,10 @@ def test_a_tx_profile_limit_counts_only_for_its_own_session() -> None:
     ctl.base_purpose, ctl.base_ever = "TxDefaultProfile", True
     view.transactions[1] = "41"
     ctl.desired_a = ctl.acked_a = 4.0
-    ctl.acked_tx, ctl.lease_until = "41", NOW + LEASE
+    ctl.acked_tx, ctl.lease_until, ctl.tx_label = "41", NOW + LEASE, "TxProfile/A/sl0"
     assert ctl.applied_limit() == 4.0 and ctl.unchanged(4.0, NOW) and not ctl.session_changed()
     view.transactions[1] = "42"  # the next car: its session starts under the TxDefault base
     assert ctl.applied_limit() == 8.0  # the fallback, above the 4 A we had given: counted so
     assert ctl.session_changed() and not ctl.unchanged(4.0, NOW)
+    view.transactions.clear()  # nobody there: the base holds a car that comes at its fallback
+    assert ctl.applied_limit() == 8.0 and not ctl.session_changed()

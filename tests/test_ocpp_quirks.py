@@ -73,19 +73,33 @@ async def test_a_stack_level_0_charger_in_a_session_gets_a_leased_tx_profile_tha
     sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD,  # type: ignore[arg-type]
                          quirks=Quirks(only_stack_level_0=True))
     await sim.start()
+    ctl = driver.controls["cp1"]
     try:
         await until(lambda: sim.limit_a() == 8.0)
         await sim.plug_in()
         acks = await driver.apply_limits({"cp1": 20.0}, "test")
         assert acks[0].accepted and sim.draw_a() == 20.0
         assert driver.history[-1].strategy == "TxProfile/A/sl0"
-        first_tx = sim.transaction_id
-        # a new session: the TxProfile died with the old one, the TxDefault base holds, the limit is sent again
+        # the car leaves; a limit at or above the fallback needs nothing sent: the TxDefault base holds
         await sim.unplug()
+        sent = len(sim.received)
+        acks = await driver.apply_limits({"cp1": 10.0}, "idle")
+        assert acks[0].accepted and "no session" in acks[0].detail and len(sim.received) == sent
+        assert driver.applied_limit(ctl) == 8.0  # a car arriving now may draw the fallback
+        # the next car: its TxProfile follows as soon as the session starts
         await sim.plug_in()
-        assert sim.transaction_id != first_tx
-        await until(lambda: any(r.reason == "new session: test" and r.accepted for r in driver.history))
-        assert sim.draw_a() == 20.0
+        await until(lambda: any(r.reason == "new session: idle" and r.accepted for r in driver.history))
+        assert sim.draw_a() == 10.0 and driver.history[-1].strategy == "TxProfile/A/sl0"
+        # under the fallback with nobody there, the TxDefault base would allow too much: the limit goes into
+        # the unleased slot, and the next session is back on a leased TxProfile
+        await sim.unplug()
+        acks = await driver.apply_limits({"cp1": 0.0}, "nobody")
+        assert acks[0].accepted and driver.history[-1].strategy.endswith("/sl0")
+        assert sim.limit_a() == 0.0 and driver.applied_limit(ctl) == 0.0
+        await sim.plug_in()
+        assert sim.draw_a() == 0.0
+        acks = await driver.apply_limits({"cp1": 20.0}, "car back")
+        assert acks[0].accepted and sim.draw_a() == 20.0 and driver.history[-1].strategy == "TxProfile/A/sl0"
         # the gateway dies: the leased TxProfile runs out and the base fallback takes over by itself
         await driver.stop(release=False)
         await until(lambda: sim.draw_a() == 8.0, timeout_s=4.0)

@@ -33,6 +33,7 @@ from gateway.ocpp.state import ChargerView, DrawWatch
 
 log = logging.getLogger("gateway.ocpp")
 UNLEASED = timedelta(days=3650)  # a live limit without validTo stays until replaced
+NO_SESSION = ""  # acked_tx of a limit held by the TxDefault base while no session runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,7 @@ class Control:
     acked_on: Station | None = None  # the connection that acknowledged it
     acked_at: datetime | None = None
     acked_tx: str | None = None  # the transaction a TxProfile limit was acknowledged for (None: not a TxProfile)
+    tx_label: str | None = None  # the TxProfile strategy that worked: what a session starts with
     live_known_on: Station | None = None  # the connection on which we set or cleared the live slot
     lease_until: datetime | None = None
     in_flight: int = 0
@@ -91,6 +93,7 @@ class Control:
     meter_asked_at: datetime | None = None
     setup: asyncio.Task[None] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    told: set[str] = field(default_factory=set)  # strategies already logged as the one that works
 
     # ------------------------------------------------------------------------------------------ what we know
 
@@ -120,8 +123,10 @@ class Control:
         )
 
     def session_changed(self) -> bool:
-        """The limit went in as a TxProfile of another session than the one running now: send it again."""
-        return self.acked_tx is not None and self.view.transaction_id() not in (None, self.acked_tx)
+        """A session runs that the limit in force is not for (it went in as a TxProfile of another one, or
+        while none ran) on a charger limited by TxProfiles in sessions: send it again."""
+        tx = self.view.transaction_id()
+        return self.tx_label is not None and tx is not None and self.acked_tx != tx
 
     def renewal_due(self, now: datetime) -> bool:
         if self.station is None or self.desired_a is None or self.in_flight:
@@ -157,7 +162,10 @@ class Control:
 
     def _order(self) -> list[int]:
         n = len(self.strategies)
-        return [(self.strategy + k) % n for k in range(n)]
+        start = self.strategy
+        if self.tx_label is not None and self.view.transaction_id() is not None:
+            start = next((i for i, s in enumerate(self.strategies) if s.label == self.tx_label), start)
+        return [(start + k) % n for k in range(n)]
 
     async def _push_locked(self, reason: str) -> LimitAck:
         cid, amps, station = self.charger.id, self.desired_a, self.station
@@ -173,6 +181,16 @@ class Control:
         for i in self._order():
             strategy = self.strategies[i]
             label = strategy.label
+            if strategy.purpose == "TxProfile" and self.view.transaction_id() is None:
+                if (label == self.tx_label and self.base_purpose == strategy.base_purpose
+                        and amps >= self.charger.fallback_a):
+                    # nothing to put a TxProfile on: a car that arrives gets the TxDefault base's fallback,
+                    # no more than wanted, until its TxProfile follows (session_changed)
+                    outcome = Outcome(True, "no session: its base holds the fallback until one starts")
+                    self._accepted(i, strategy, amps, station, self.ctx.clock(), NO_SESSION)
+                    break
+                outcome = Outcome(False, "TxProfile needs a running transaction")
+                continue
             if self.base_purpose != strategy.base_purpose:
                 base = await self.install_base(station, strategy)
                 if not base.accepted:
@@ -183,9 +201,6 @@ class Control:
             now = self.ctx.clock()
             spec = live_spec(strategy, amps, self.watts_per_amp, number_phases(len(self.charger.phases)), now,
                              self.ctx.lease, self.view.transaction_id())
-            if strategy.purpose == "TxProfile" and spec.transaction_id is None:
-                outcome = Outcome(False, "TxProfile needs a running transaction")
-                continue
             outcome = await station.set_profile(spec)
             if outcome.accepted:
                 self._accepted(i, strategy, amps, station, now, spec.transaction_id)
@@ -204,7 +219,8 @@ class Control:
 
     def _accepted(self, i: int, strategy: Strategy, amps: float, station: Station, now: datetime,
                   transaction_id: str | None) -> None:
-        if i != self.strategy:
+        if i != self.strategy and strategy.label not in self.told:  # said once per way, not at every switch
+            self.told.add(strategy.label)
             log.info("ocpp charger=%s takes limits as %s (remembered)", self.charger.id, strategy.label)
             if not strategy.leased:
                 log.warning("ocpp charger=%s takes limits only at stack level 0: no lease, it keeps its last "
@@ -212,6 +228,8 @@ class Control:
         self.strategy = i
         self.acked_a, self.acked_on, self.acked_at, self.live_known_on = amps, station, now, station
         self.acked_tx = transaction_id
+        if strategy.purpose == "TxProfile":
+            self.tx_label = strategy.label
         self.lease_until = now + (self.ctx.lease if strategy.leased else UNLEASED)
         self.failed, self.next_try = False, None
 
