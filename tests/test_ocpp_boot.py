@@ -167,3 +167,28 @@ async def test_an_ev_that_suspends_itself_is_reported_as_suspended_by_the_ev(ver
         finally:
             task.cancel()
             await sim.stop()
+
+
+async def test_a_single_phase_charger_gets_number_phases_1_in_amps_and_in_watts(version: str) -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("amps", f"ocpp{version}", phases="L2"),
+                                              charger("watts", f"ocpp{version}", phases="L2")],
+                        watts_per_amp={"amps": 230.0, "watts": 230.0})
+    async with driver:
+        sims = {cid: SimChargePoint(base_url(driver), cid, version=version, password=PASSWORD,  # type: ignore[arg-type]
+                                    phases=1, quirks=Quirks(watts_only=cid == "watts"))
+                for cid in ("amps", "watts")}
+        await asyncio.gather(*(s.start() for s in sims.values()))
+        try:
+            await until(lambda: all(s.limit_a() == 8.0 for s in sims.values()))
+            acks = await driver.apply_limits({"amps": 16.0, "watts": 16.0}, "test")
+            assert all(a.accepted for a in acks)
+            key = "csChargingProfiles" if version == "1.6" else "chargingProfile"
+            for cid, unit, limit in (("amps", "A", 16.0), ("watts", "W", 3680.0)):
+                profile = payloads(sims[cid], "SetChargingProfile")[-1][key]
+                schedule = profile["chargingSchedule"]
+                schedule = schedule if version == "1.6" else schedule[0]
+                assert schedule["chargingRateUnit"] == unit
+                assert schedule["chargingSchedulePeriod"] == [{"startPeriod": 0, "limit": limit, "numberPhases": 1}]
+                assert sims[cid].limit_a() == 16.0
+        finally:
+            await asyncio.gather(*(s.stop() for s in sims.values()))
