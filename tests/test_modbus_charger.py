@@ -23,6 +23,11 @@ from gateway.sim.modbus_charger import SimCharger, serve_station
 CHARGERS = ["abb-terra-ac", "alfen-ng9xx", "generic-charger", "keba-p30", "webasto-next"]
 
 
+# For calls that must succeed: generous, so a busy machine never turns an answer into a timeout. Only the
+# tests of timeouts (against a muted device, which never answers) use short ones.
+OK_TIMEOUT_S = 5.0
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.t = 1000.0
@@ -40,7 +45,7 @@ async def sims() -> AsyncIterator[list[SimCharger]]:
 
 
 async def _pair(
-    sims: list[SimCharger], model: str, *, rating_a: float = 32.0, timeout_s: float = 0.5,
+    sims: list[SimCharger], model: str, *, rating_a: float = 32.0, timeout_s: float = OK_TIMEOUT_S,
     clock: FakeClock | None = None, link_clock: FakeClock | None = None, **driver: float,
 ) -> tuple[SimCharger, ModbusCharger]:
     sim = SimCharger(model, rating_a=rating_a, clock=clock or time.monotonic)
@@ -151,6 +156,7 @@ async def test_timeout_is_one_clear_line_then_recovery_once(
             assert (await charger.read()).status is ChargerStatus.OFFLINE
         assert (await charger.read()).status is ChargerStatus.OFFLINE, "inside the backoff: no call at all"
         sim.image.mute = False
+        charger.link.timeout_s = OK_TIMEOUT_S  # it answers again: no short timeout from here on
         assert (await charger.read()).status is ChargerStatus.OFFLINE, "still inside the backoff"
         backoff.t += 1.0  # past the (bounded) backoff
         assert (await charger.read()).status is not ChargerStatus.OFFLINE
@@ -176,7 +182,7 @@ async def test_wrong_unit_id_is_an_error_not_a_hang(sims: list[SimCharger]) -> N
     sim = SimCharger("generic-charger")
     sims.append(sim)
     port = await sim.start()
-    link = ModbusLink("127.0.0.1", port, timeout_s=0.3, backoff_s=0.05)
+    link = ModbusLink("127.0.0.1", port, timeout_s=OK_TIMEOUT_S, backoff_s=0.05)
     charger = ModbusCharger("cp-1", load_map("generic-charger"), link, unit=7)
     ack = await charger.apply(10.0)
     assert not ack.accepted
@@ -219,7 +225,7 @@ async def test_driver_from_site_config_is_an_evse_driver(sims: list[SimCharger])
     sections = [
         ChargerSection.model_validate({"id": "w1", "protocol": "modbus", "phases": "L1-L2-L3", "max_a": 16,
                                        "fallback_a": 6, "modbus": {"model": "webasto-next", "host": "127.0.0.1",
-                                                                   "port": pa, "timeout_s": 0.5}}),
+                                                                   "port": pa, "timeout_s": OK_TIMEOUT_S}}),
         ChargerSection.model_validate({"id": "a1", "protocol": "modbus", "phases": "L1", "max_a": 32,
                                        "modbus": {"model": "abb-terra-ac", "host": "127.0.0.1", "port": pb}}),
     ]
@@ -253,7 +259,7 @@ async def test_one_register_values_go_as_fc6_unless_the_map_says_fc16(sims: list
     sim = SimCharger(fc16_map)
     sims.append(sim)
     port = await sim.start()
-    charger = ModbusCharger("cp", fc16_map, ModbusLink("127.0.0.1", port, timeout_s=0.5))
+    charger = ModbusCharger("cp", fc16_map, ModbusLink("127.0.0.1", port, timeout_s=OK_TIMEOUT_S))
     assert (await charger.apply(10.0)).accepted
     assert {fc for fc, _ in sim.image.write_requests} == {16}
 
@@ -385,9 +391,10 @@ async def test_keba_is_read_one_value_per_request_and_its_failsafe_timeout_is_th
 async def test_a_second_call_waits_for_the_first_and_never_rides_a_timed_out_link(sims: list[SimCharger]) -> None:
     sim = SimCharger("generic-charger")
     sims.append(sim)
-    link = ModbusLink("127.0.0.1", await sim.start(), timeout_s=0.2, backoff_s=30.0)
+    link = ModbusLink("127.0.0.1", await sim.start(), timeout_s=OK_TIMEOUT_S, backoff_s=30.0)
     assert await link.read(Table.INPUT, 0, 1, 1) == [0]
     sim.image.mute = True
+    link.timeout_s = 0.2
     first, second = await asyncio.gather(link.read(Table.INPUT, 0, 1, 1), link.read(Table.INPUT, 1, 1, 1),
                                          return_exceptions=True)
     # the second was held while the first was on the wire; the first timed out and dropped the link, so the
@@ -403,7 +410,7 @@ async def test_a_charger_map_with_the_wrong_word_order_is_caught(
     sim, _ = await _pair(sims, "alfen-ng9xx")
     sim.plug_in(ev_max_a=16.0)
     wrong = load_map("alfen-ng9xx").model_copy(update={"word_order": "little"})
-    charger = ModbusCharger("cp-1", wrong, ModbusLink("127.0.0.1", sim.port, timeout_s=0.5))
+    charger = ModbusCharger("cp-1", wrong, ModbusLink("127.0.0.1", sim.port, timeout_s=OK_TIMEOUT_S))
     with caplog.at_level(logging.ERROR, logger="gateway.modbus"):
         reading = await charger.read()
     assert reading.status is ChargerStatus.UNAVAILABLE and reading.current_a == {}

@@ -38,13 +38,17 @@ async def sims() -> AsyncIterator[list[SimMeter]]:
         await sim.stop()
 
 
-async def _pair(sims: list[SimMeter], model: str, clock: FakeClock | None = None,
+# For calls that must succeed: generous, so a busy machine never turns an answer into a timeout.
+OK_TIMEOUT_S = 5.0
+
+
+async def _pair(sims: list[SimMeter], model: str, clock: FakeClock | None = None, timeout_s: float = OK_TIMEOUT_S,
                 **kw: float) -> tuple[SimMeter, ModbusMeter]:
     now = clock or time.monotonic
     sim = SimMeter(model, clock=now)
     sims.append(sim)
     port = await sim.start()
-    link = ModbusLink("127.0.0.1", port, timeout_s=0.3, backoff_s=0.05, backoff_max_s=0.2, clock=now)
+    link = ModbusLink("127.0.0.1", port, timeout_s=timeout_s, backoff_s=0.05, backoff_max_s=0.2, clock=now)
     meter = ModbusMeter("site", load_map(model), link, clock=now, **kw)  # type: ignore[arg-type]
     return sim, meter
 
@@ -82,7 +86,7 @@ async def test_a_silent_meter_goes_stale_and_recovers(
     sims: list[SimMeter], caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = FakeClock()
-    sim, meter = await _pair(sims, "eastron-sdm630", clock, stale_after_s=5.0)
+    sim, meter = await _pair(sims, "eastron-sdm630", clock, timeout_s=0.3, stale_after_s=5.0)
     assert meter.stale(), "no reading yet is stale"
     sim.set_load(L1=25.0)
     assert await meter.poll_once() is not None
@@ -98,6 +102,7 @@ async def test_a_silent_meter_goes_stale_and_recovers(
     assert meter.worst_recent_a() == {}, "nothing good within stale_after_s"
     assert meter.last is not None, "the last good reading is kept, with its old timestamp"
     sim.image.mute = False
+    meter.link.timeout_s = OK_TIMEOUT_S  # it answers again: no short timeout from here on
     clock.t += 1.0  # past the bounded backoff
     assert await meter.poll_once() is not None
     assert not meter.stale()
@@ -120,7 +125,7 @@ async def test_wrong_word_order_is_caught_by_the_sanity_check(
     port = await sim.start()
     sim.set_load(L1=16.0, L2=16.0, L3=16.0)
     bad_map = load_map(model).model_copy(update={"word_order": wrong})
-    meter = ModbusMeter("site", bad_map, ModbusLink("127.0.0.1", port, timeout_s=0.3))
+    meter = ModbusMeter("site", bad_map, ModbusLink("127.0.0.1", port, timeout_s=OK_TIMEOUT_S))
     with caplog.at_level(logging.ERROR, logger="gateway.modbus"):
         assert await meter.poll_once() is None
     assert "wrong word order" in caplog.text
