@@ -145,6 +145,9 @@ class SimCharger:
             v["status"] = self._raw_status()
         if self.setpoint_a is not None:
             v["setpoint"] = self.setpoint_a
+        # what the charger would fall back to, as a commissioning read-back sees it
+        v["failsafe_current"] = self.failsafe_a
+        v["failsafe_timeout"] = self.failsafe_timeout_s
         for name in list(v):
             if name not in self.map.registers:
                 del v[name]
