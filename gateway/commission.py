@@ -167,7 +167,8 @@ def step_check(step: StepResult, timeout_s: float) -> Check:
     if step.up_s is None:
         missing.append(f"the charger's current did not rise back towards {step.before_a:.1f} A within "
                        f"{timeout_s:g} s")
-    if step.meter_id is not None and (step.meter_down_s is None or step.meter_up_s is None):
+    # The wiring hint only helps when the charger itself followed: otherwise the meter had nothing to see.
+    if not missing and step.meter_id is not None and (step.meter_down_s is None or step.meter_up_s is None):
         missing.append(f"meter {step.meter_id} did not see the step on the charger's phases (is the "
                        "charger wired to the phases the config gives it, and behind this meter?)")
     if missing:

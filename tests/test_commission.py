@@ -100,7 +100,7 @@ async def site() -> AsyncIterator[Site]:
         await meter.stop()
 
 
-def config_text(site: Site, tmp_path: Path, ocpp: dict[str, str]) -> str:
+def config_text(site: Site, tmp_path: Path, ocpp: dict[str, str], idle: SimCharger | None = None) -> str:
     lines = ['[site]', 'name = "commissioning test site"', 'wiring = "three-phase-400/230"',
              "service_breaker_a = 100", ""]
     for cid, version in ocpp.items():
@@ -109,7 +109,11 @@ def config_text(site: Site, tmp_path: Path, ocpp: dict[str, str]) -> str:
     lines += ["[[chargers]]", 'id = "mb"', 'protocol = "modbus"', 'phases = "L1-L2-L3"', "max_a = 16",
               "fallback_a = 6",
               f'modbus = {{ model = "generic-charger", host = "127.0.0.1", port = {site.modbus.port} }}',
-              "", "[[meters]]", 'id = "grid"', "poll_s = 0.25", "stale_after_s = 5",
+              ""]
+    if idle is not None:  # a second Modbus charger with no EV
+        lines += ["[[chargers]]", 'id = "mb-idle"', 'protocol = "modbus"', 'phases = "L1-L2-L3"', "max_a = 16",
+                  f'modbus = {{ model = "generic-charger", host = "127.0.0.1", port = {idle.port} }}', ""]
+    lines += ["[[meters]]", 'id = "grid"', "poll_s = 0.25", "stale_after_s = 5",
               f'modbus = {{ model = "eastron-sdm630", host = "127.0.0.1", port = {site.meter.port} }}', "",
               "[ocpp]", "port = 0", "meter_interval_s = 1", "lease_s = 30", "ack_wait_s = 2", "",
               "[control]", "tick_s = 0.25", "min_on_time_s = 0", "charger_stale_s = 10", "",
@@ -118,11 +122,11 @@ def config_text(site: Site, tmp_path: Path, ocpp: dict[str, str]) -> str:
 
 
 async def commission(site: Site, tmp_path: Path, ocpp: dict[str, str], start: set[str], *options: str,
-                     ) -> tuple[int, str, str]:
+                     idle: SimCharger | None = None) -> tuple[int, str, str]:
     """Run `gateway commission` as a subprocess; start the OCPP charge points in `start` (EV plugged in) once
     it says where it listens. Returns the exit code, the report and stderr."""
     config = tmp_path / "site.toml"
-    config.write_text(config_text(site, tmp_path, ocpp))
+    config.write_text(config_text(site, tmp_path, ocpp, idle))
     report = tmp_path / "commissioning.md"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "commission", "--config", str(config), "--report", str(report), *options,
@@ -178,7 +182,7 @@ async def test_every_charger_passes_with_latencies_firmware_and_fail_safe(site: 
     ocpp = {"cp16": "1.6", "cp201": "2.0.1"}
     code, report, err = await commission(site, tmp_path, ocpp, set(ocpp), "--wait-s", "10", "--timeout-s", "5",
                                          "--peak-s", "2")
-    assert "Traceback" not in err
+    assert "Traceback" not in err and "receive message" not in err  # the wire stays out of the log
     assert code == 0, err + report
     assert "**Result: PASS**" in report
     for cid in ("cp16", "cp201", "mb"):
@@ -210,10 +214,16 @@ async def test_every_charger_passes_with_latencies_firmware_and_fail_safe(site: 
     assert all(cp.limit_a() == 6.0 for cp in site.ocpp.values())
 
 
-async def test_a_charger_that_never_connects_is_failed_with_why(site: Site, tmp_path: Path) -> None:
+async def test_a_charger_that_never_connects_is_failed_and_one_without_an_ev_not_tested(
+        site: Site, tmp_path: Path) -> None:
     ocpp = {"cp-absent": "2.0.1"}
-    code, report, err = await commission(site, tmp_path, ocpp, set(), "--wait-s", "1.5", "--timeout-s", "4",
-                                         "--peak-s", "1")
+    idle = SimCharger("generic-charger", rating_a=16.0)
+    await idle.start()
+    try:
+        code, report, err = await commission(site, tmp_path, ocpp, set(), "--wait-s", "1.5", "--timeout-s", "4",
+                                             "--peak-s", "1", idle=idle)
+    finally:
+        await idle.stop()
     assert "Traceback" not in err
     assert code == 1
     assert "**Result: FAILED**" in report
@@ -222,6 +232,9 @@ async def test_a_charger_that_never_connects_is_failed_with_why(site: Site, tmp_
     assert why.startswith("did not connect within 1.5 s: set its central system URL to ws://127.0.0.1:")
     assert why.endswith("/ocpp/cp-absent, check its password and that it speaks OCPP 2.0.1")
     assert row(report, "charger mb", "step")[2] == "PASS"
+    result, why = row(report, "charger mb-idle", "step")[2:4]
+    assert result == "NOT TESTED" and "it draws 0.0 A" in why and "plug one in" in why
+    assert row(report, "charger mb-idle", "fail-safe")[2] == "PASS"
     assert "charger cp-absent: connect FAILED" in err
 
 
@@ -290,6 +303,8 @@ def test_a_step_the_meter_does_not_see_fails_with_a_hint() -> None:
     step = StepResult(16.0, 16.0, 6.0, "accepted", 1.2, 1.1, "grid", None, 0.9)
     check = step_check(step, 5.0)
     assert check.outcome is Outcome.FAIL and "meter grid did not see the step" in check.detail
+    ignored = StepResult(16.0, 16.0, 6.0, "accepted", None, 0.0, "grid", None, None)
+    assert step_check(ignored, 5.0).detail == ("the charger's current did not fall to 6 A within 5 s")
     good = StepResult(16.0, 16.0, 6.0, "accepted", 1.2, 1.1, "grid", 0.8, 0.9)
     assert step_check(good, 5.0) == Check("step", Outcome.PASS, "followed: down in 1.20 s, up in 1.10 s")
     text = render(_report(_charger(step_check(good, 5.0), step=good)))

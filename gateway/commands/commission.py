@@ -305,11 +305,11 @@ class Checklist:
             self.say(f"OCPP central system listening on {self.ocpp_url}")
         await self.wait_for_site()
         await self.settle()
-        meters = tuple(self.meter_result(m.id) for m in self.config.meters)
         chargers = []
         for n, section in enumerate(self.config.chargers, 1):
             self.say(f"charger {section.id} ({n} of {len(self.config.chargers)})")
             chargers.append(await self.charger_result(section))
+        meters = tuple(self.meter_result(m.id) for m in self.config.meters)  # read as the site is now
         peak = await self.peak() if self.ready_chargers() else None
         return tuple(chargers), meters, peak
 
@@ -447,19 +447,23 @@ class Checklist:
                     "" if identity else " (sent no BootNotification: reconnected without one)")))
             else:
                 identity = self.modbus_identity(cid)
-            sample = self.sample(cid)
+            timeout = self.options.timeout_s
+            sample = await self.fresh(lambda: self.sample(cid), self.sample(cid), timeout)
             reading = self.runtime.readings.get(cid)
             status = self.status_of(cid) or (reading.status.value if reading else None)
             current = sample[1] if sample else {}
-            detail = f"status {status}; " + (", ".join(f"{p} {a:.1f} A" for p, a in sorted(current.items()))
-                                            if sample else "no meter values yet")
-            checks.append(Check("read", Outcome.PASS, detail))
+            if sample is None:
+                checks.append(Check("read", Outcome.FAIL, f"status {status}; no measured current within "
+                                    f"{timeout:g} s (the gateway counts it at its maximum until it reports one)"))
+            else:
+                checks.append(Check("read", Outcome.PASS, f"status {status}; " + (", ".join(
+                    f"{p} {a:.1f} A" for p, a in sorted(current.items())) or "no currents")))
             if is_ocpp:
                 failsafe, check = self.ocpp_failsafe(section)
             else:
                 failsafe, check = await self.modbus_failsafe(section)
             checks.append(check)
-            step, check = await self.step(section)
+            step, check = await self.step(section, sample)
             checks.append(check)
             self.say(f"charger {cid}: step {check.outcome.value}: {check.detail}")
         return ChargerResult(
@@ -568,7 +572,8 @@ class Checklist:
     def driver_of(self, section: ChargerSection) -> Any:
         return self.runtime.ocpp if section.protocol.startswith("ocpp") else self.runtime.modbus
 
-    async def step(self, section: ChargerSection) -> tuple[StepResult | None, Check]:
+    async def step(self, section: ChargerSection, first: Sample | None) -> tuple[StepResult | None, Check]:
+        """Down to the step current and back; `first` is the charger's latest own measurement."""
         from gateway.commission import Check, Outcome, StepResult, step_check, step_measurable
         from gateway.domain import J1772_MIN_A
 
@@ -579,7 +584,6 @@ class Checklist:
             return None, Check("step", Outcome.SKIP, "the gateway gave this charger no limit to step from")
         target = section.min_a if self.options.step_a is None else self.options.step_a
         target = min(target, limit)
-        first = await self.fresh(lambda: self.sample(cid), self.sample(cid), timeout)
         if first is None:
             return None, Check("step", Outcome.FAIL, f"the charger reported no measured current within {timeout:g} s")
         before = max(first[1].values(), default=0.0)
