@@ -418,7 +418,7 @@ async def test_a_charger_map_with_the_wrong_word_order_is_caught(
 
 
 async def test_the_simulator_shows_its_failsafe_settings_as_programmed(sims: list[SimCharger]) -> None:
-    sim, charger = await _pair(sims, "webasto-next", fallback_a=9.0)
+    _, charger = await _pair(sims, "webasto-next", fallback_a=9.0)
     link = charger.link
     before = await link.read(Table.HOLDING, 2000, 3, 255)
     assert before == [6, 0, 20], "the simulator's defaults: 6 A, and the map's 20 s"
