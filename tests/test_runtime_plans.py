@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from gateway.domain import EvseState, Segment
 from gateway.planner import PlanSettings
 from gateway.runtime.plans import PlanKeeper
@@ -75,3 +77,22 @@ def test_a_price_relative_to_the_tariff_moves_the_plan() -> None:
     assert plans.wants(cars, (), NOW + timedelta(seconds=1), changes=dearer)["flex"] == 0.0
     plan = plans.plan
     assert plan is not None and plan.slots[0].price == 0.5 and plan.slots[-1].price == 0.2
+
+
+def test_the_plan_stays_under_what_the_service_carries_less_the_house() -> None:
+    from gateway.config import parse_config
+    from gateway.planner import site_profile
+
+    config = parse_config({
+        "site": {"wiring": "three-phase-400/230", "service_breaker_a": 40},  # 32 A usable: ~21.9 kW
+        "chargers": [{"id": f"c{n}", "protocol": "ocpp2.0.1", "phases": "L1-L2-L3", "max_a": 32}
+                     for n in range(4)],  # ~88 kW of chargers
+    })
+    plans = PlanKeeper.from_config(config)
+    assert plans.service_kw == pytest.approx(32 * 3 * 230 * 0.99 / 1000)
+    cars = [car(f"c{n}", NOW + timedelta(hours=2), 30.0) for n in range(4)]
+    plans.wants(cars, prices([0.32, 0.10, 0.10, 0.32]), NOW, non_ev_kw=5.0)
+    assert plans.plan is not None
+    profile = site_profile(plans.plan)
+    assert profile and all(ev_kw <= plans.service_kw - 5.0 + 1e-6 for _, _, ev_kw, _, _ in profile)
+    assert all(limit <= plans.service_kw - 5.0 + 1e-6 for *_, limit in profile)

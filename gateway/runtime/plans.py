@@ -10,6 +10,10 @@ With a demand charge in force the plan is given a site power target (`peak_kw`):
 so far, from the site power `SitePowerLog` keeps, or the previous plan's target when that is higher (a
 target already raised is not searched for again). Power under what the month already reached costs nothing
 more, so the plan charges freely up to it; the control loop then keeps the site under the plan's target.
+The plan's EV capacity in each slot is also held under what the service can carry less the non-EV load
+(`service_kw`): the schedule's limits say what the utility asks, not what the breaker allows, and a plan
+above the breaker would promise the cheap slots more energy than the allocator can deliver in them.
+
 The log keeps one average per finished 15-minute window (a month is ~3000 numbers, not millions of
 samples) and the samples of the window now open.
 """
@@ -17,7 +21,7 @@ samples) and the samples of the window now open.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
@@ -80,6 +84,7 @@ class PlanKeeper:
     settings: PlanSettings
     tariff: Tariff | None = None
     replan_every: timedelta = timedelta(minutes=1)
+    service_kw: float | None = None  # what the service entrance carries (continuous), None: not bounded here
     plan: Plan | None = None
     _key: SessionKey = ()
     _schedule: tuple[Segment, ...] = ()
@@ -89,8 +94,10 @@ class PlanKeeper:
     def from_config(cls, config: GatewayConfig) -> PlanKeeper:
         from gateway.topology import ev_capacity_kw
 
-        tariff = config.tariff.to_tariff(config.site.timezone)
-        return cls(settings=config.tariff.to_settings(ev_capacity_kw(config)), tariff=tariff)
+        site = config.site
+        tariff = config.tariff.to_tariff(site.timezone)
+        service_kw = site.service_usable_a * len(site.phases) * site.ln_v * site.power_factor / 1000.0
+        return cls(settings=config.tariff.to_settings(ev_capacity_kw(config)), tariff=tariff, service_kw=service_kw)
 
     def wants(self, evses: Sequence[EvseState], schedule: Sequence[Segment], now: datetime,
               non_ev_kw: float = 0.0, peak_kw: float | None = None,
@@ -114,9 +121,14 @@ class PlanKeeper:
             peak_kw is not None and target is not None and peak_kw > target * 1.01 + 0.1)
         changes = tuple(changes)
         if stale or key != self._key or shape != known or demand_changed or changes != self._changes:
-            prices = price_timeline(self.tariff, now, now + self.settings.horizon, schedule, changes)
-            slots = build_slots(now, self.settings, schedule=schedule, prices=prices, non_ev_kw=non_ev_kw)
-            self.plan = make_plan(evses, slots, now, self.settings, peak_kw=peak_kw)
+            settings = self.settings
+            if self.service_kw is not None:
+                room = max(0.0, self.service_kw - non_ev_kw)
+                capacity = settings.ev_capacity_kw
+                settings = replace(settings, ev_capacity_kw=room if capacity is None else min(capacity, room))
+            prices = price_timeline(self.tariff, now, now + settings.horizon, schedule, changes)
+            slots = build_slots(now, settings, schedule=schedule, prices=prices, non_ev_kw=non_ev_kw)
+            self.plan = make_plan(evses, slots, now, settings, peak_kw=peak_kw)
             self._key, self._schedule, self._changes = key, schedule, changes
         assert self.plan is not None
         return targets(self.plan, evses, now)
