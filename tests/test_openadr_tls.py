@@ -180,3 +180,24 @@ def test_plain_http_logs_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixt
     Ven(VtnSection(url="http://127.0.0.1:1/x", ven_name="v", allow_plain_http=True), OpenAdrSection(), store)
     store.close()
     assert any("plain HTTP" in r.getMessage() for r in caplog.records)
+
+
+async def test_vtn_that_does_not_know_our_fingerprint_is_one_clear_line_and_retried(
+    tmp_path: Path, pki: DevPki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="gateway.openadr")
+    sim = SimVtn(http_cert=str(pki.vtn_cert), http_key=str(pki.vtn_key), ca_file=str(pki.ca_cert),
+                 ven_fingerprints={"site-1": "00:11:22:33:44:55:66:77:88:99"})
+    await sim.start()
+    ven, task, store = await running(tmp_path, section(sim, pki))
+    try:
+        for _ in range(200):
+            if ven.failures >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert ven.failures >= 3 and not ven.registered.is_set() and not sim.vens
+        lines = [r.getMessage() for r in caplog.records if r.name == "gateway.openadr"]
+        assert len(lines) == 1 and "registration refused" in lines[0] and "enrolled" in lines[0], lines
+    finally:
+        await stop(task, store)
+        await sim.stop()

@@ -254,8 +254,11 @@ class Ven:
         text = f"{code} {response.get('response_description', '')}".strip()
         if mtype != "oadrCreatedPartyRegistration":
             return f"answered with {mtype} {text}"
-        if code != 200 or not payload.get("registration_id") or not payload.get("ven_id"):
-            return f"{text} (registration id {payload.get('registration_id')!r}, ven id {payload.get('ven_id')!r})"
+        if code != 200:
+            return text
+        if not payload.get("registration_id") or not payload.get("ven_id"):
+            return ("answered without a registration id or venID (is this VEN enrolled at the VTN with its name "
+                    "and certificate fingerprint?)")
         return None
 
     async def _sync(self) -> None:

@@ -356,11 +356,31 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--poll-s", type=float, default=5.0)
     parser.add_argument("--demo-events", action="store_true")
+    tls = parser.add_argument_group("mutual TLS (all three, e.g. from `gateway certs init DIR`)")
+    tls.add_argument("--cert", help="the VTN's certificate (DIR/vtn.crt)")
+    tls.add_argument("--key", help="its private key (DIR/vtn.key)")
+    tls.add_argument("--ca-file", help="the CA that signed VEN certificates (DIR/ca.crt)")
+    tls.add_argument("--ven", action="append", default=[], metavar="NAME=FINGERPRINT",
+                     help="accept this VEN only with this certificate fingerprint (repeatable)")
     args = parser.parse_args()
+    given = [v for v in (args.cert, args.key, args.ca_file) if v]
+    if given and len(given) != 3:
+        parser.error("--cert, --key and --ca-file go together (openleadr serves plain HTTP without all three)")
+    pins = {}
+    for item in args.ven:
+        name, sep, fp = item.partition("=")
+        if not sep or not name or not fp:
+            parser.error(f"--ven {item!r}: expected NAME=FINGERPRINT")
+        pins[name] = fp.upper()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("openleadr").setLevel(logging.WARNING)
+    try:
+        vtn = SimVtn(poll_s=args.poll_s, http_cert=args.cert, http_key=args.key, ca_file=args.ca_file,
+                     ven_fingerprints=pins)
+    except (OSError, ssl.SSLError) as exc:
+        parser.exit(2, f"error: cannot load the TLS files: {exc}\n")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve_forever(SimVtn(poll_s=args.poll_s), args.port, demo_events=args.demo_events))
+        asyncio.run(serve_forever(vtn, args.port, demo_events=args.demo_events))
 
 
 if __name__ == "__main__":
