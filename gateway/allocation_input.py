@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.allocate import Problem
-from gateway.config import ConfigError, field_path
+from gateway.config import ConfigError, field_path, short_repr
 from gateway.config.site import parse_phases
 from gateway.domain import J1772_MIN_A, PHASES, Circuit, EvseState, NonEvLoad, SiteLimits
 
@@ -24,7 +24,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class CircuitIn(_In):
@@ -67,12 +67,18 @@ class LoadIn(_In):
     measured_at: AwareDatetime | None = None
     worst_a: float | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_amps(cls, value: object) -> object:
+        # A bare number is the reading now; one model (not a union) keeps a bad value to one error line.
+        return {"a": value} if isinstance(value, int | float | str) and not isinstance(value, bool) else value
+
 
 class AllocationIn(_In):
     now: AwareDatetime
     circuits: tuple[CircuitIn, ...] = ()
     evses: tuple[EvseIn, ...] = ()
-    non_ev_load_a: dict[str, dict[str, float | LoadIn]] = Field(default_factory=dict)
+    non_ev_load_a: dict[str, dict[str, LoadIn]] = Field(default_factory=dict)
     site_limit_kw: float | None = Field(default=None, ge=0)
     ev_limit_kw: float | None = Field(default=None, ge=0)
     non_ev_kw: float = 0.0
@@ -159,6 +165,13 @@ def validate_input(model: type[M], data: Any) -> M:
                 message = "unknown key (a typo?)"
             elif err["type"] == "missing":
                 message = "required key is missing"
+            elif err["type"] in ("model_type", "model_attributes_type", "dict_type"):
+                message = "expected a JSON object"
+                if len(loc) == 3 and loc[0] == "non_ev_load_a":
+                    message = 'expected amps (a number) or {"a": …, "measured_at": …, "worst_a": …}'
+                message += f" (got {short_repr(err.get('input'))})"
+            elif err["type"] != "value_error" and isinstance(err.get("input"), int | float | str):
+                message += f" (got {short_repr(err['input'])})"
             problems.append(f"{field_path(loc)}: {message}")
         raise ConfigError(problems) from None
 
@@ -172,11 +185,7 @@ def to_problem(spec: AllocationIn) -> Problem:
     loads = []
     for circuit, phases in spec.non_ev_load_a.items():
         for phase, value in phases.items():
-            if isinstance(value, LoadIn):
-                at = value.measured_at or spec.now
-                loads.append(NonEvLoad(circuit, phase, value.a, at, value.worst_a))
-            else:
-                loads.append(NonEvLoad(circuit, phase, value, spec.now))
+            loads.append(NonEvLoad(circuit, phase, value.a, value.measured_at or spec.now, value.worst_a))
     evses = [
         EvseState(
             id=e.id, circuit=e.circuit, phases=e.phases, voltage_v=e.voltage_v, max_a=e.max_a,

@@ -40,6 +40,19 @@ def test_the_issue_example_gives_the_full_32_a(tmp_path: Path, capsys: pytest.Ca
     code, out, err = run(tmp_path, ISSUE_EXAMPLE, capsys)
     assert code == 0, err
     assert json.loads(out) == {"allocations": {"cp-01": 32.0}, "binding": {"cp-01": "max"}}
+    assert '"cp-01": 32\n' in out  # whole amps as the issue shows them, not 32.0
+
+
+def test_a_stale_reading_without_a_worst_case_leaves_nothing_for_the_chargers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old = {"a": 3, "measured_at": "2026-11-25T17:00:00+00:00"}  # an hour before `now`
+    code, out, _ = run(tmp_path, dict(ISSUE_EXAMPLE, non_ev_load_a={"main": {"L1": old}}), capsys)
+    assert code == 0
+    assert json.loads(out)["allocations"] == {"cp-01": 0}
+    fresh = dict(old, measured_at="2026-11-25T17:59:58+00:00")
+    code, out, _ = run(tmp_path, dict(ISSUE_EXAMPLE, non_ev_load_a={"main": {"L1": fresh}}), capsys)
+    assert json.loads(out)["allocations"] == {"cp-01": 32}
 
 
 def test_many_chargers_share_the_panel_and_say_what_bound_them(
@@ -89,6 +102,17 @@ def test_non_ev_load_over_a_limit_zeroes_the_chargers_and_says_so(
         (dict(ISSUE_EXAMPLE, now="2026-11-25T18:00:00"), "now: Input should have timezone info"),
         (dict(ISSUE_EXAMPLE, site_limit=3), "site_limit: unknown key (a typo?)"),
         (dict(ISSUE_EXAMPLE, non_ev_load_a={"ghost": {"L1": 3}}), "non_ev_load_a.ghost: unknown circuit"),
+        # Python's json reads NaN and Infinity; a limit or a load that is not a number must not be acted on.
+        (dict(ISSUE_EXAMPLE, non_ev_kw=float("nan")), "non_ev_kw: Input should be a finite number"),
+        (dict(ISSUE_EXAMPLE, non_ev_load_a={"main": {"L1": float("nan")}}),
+         "non_ev_load_a.main.L1.a: Input should be a finite number"),
+        (dict(ISSUE_EXAMPLE, circuits=[{"id": "main", "parent": None, "limit_a": float("inf")}]),
+         "circuits[0].limit_a: Input should be a finite number"),
+        (dict(ISSUE_EXAMPLE, non_ev_load_a={"main": {"L1": True}}),
+         'non_ev_load_a.main.L1: expected amps (a number) or {"a": …'),
+        (dict(ISSUE_EXAMPLE, evses=[dict(ISSUE_EXAMPLE["evses"][0], max_a=-32)]),  # type: ignore[index]
+         "evses[0].max_a: Input should be greater than or equal to 0 (got -32)"),
+        (dict(ISSUE_EXAMPLE, site_limit_kw=-1), "site_limit_kw: Input should be greater than or equal to 0 (got -1)"),
     ],
 )
 def test_bad_input_gets_one_clear_line_and_exit_2(
@@ -98,6 +122,7 @@ def test_bad_input_gets_one_clear_line_and_exit_2(
     assert code == 2
     assert out == ""
     assert expected.replace("Value error, ", "") in err
+    assert err.count("\n") == 1, err
     assert "Traceback" not in err
 
 

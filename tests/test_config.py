@@ -172,7 +172,28 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
         "circuits[1].phases: L2 not carried by its parent 'panel' (L1-L3)",
     ),
     ("min above max", {"chargers.0.min_a": 40}, "chargers[0].max_a: 32 A is below min_a (40 A)"),
-    ("min below 6 A", {"chargers.0.min_a": 5}, "chargers[0].min_a: Input should be greater than or equal to 6"),
+    (
+        "min below 6 A",
+        {"chargers.0.min_a": 5},
+        "chargers[0].min_a: 5 A is below 6 A, the J1772 minimum (a pilot under 6 A means stop)",
+    ),
+    (
+        "not a number",
+        {"chargers.0.max_a": float("nan")},
+        "chargers[0].max_a: Input should be a finite number (got nan)",
+    ),
+    (
+        "infinite capacity",
+        {"openadr": {"ev_capacity_kw": float("inf")}},
+        "openadr.ev_capacity_kw: Input should be a finite number (got inf)",
+    ),
+    ("not a number in a list", {"tariff": {"hourly": [float("nan")] + [0.1] * 23}},
+     "tariff.hourly[0]: Input should be a finite number (got nan)"),
+    (
+        "a zero given where more is needed says what it got",
+        {"site.continuous_factor": 0},
+        "site.continuous_factor: Input should be greater than 0 (got 0)",
+    ),
     (
         "max above its circuit",
         {"chargers.0.max_a": 48},
@@ -203,7 +224,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
             "chargers.1.fallback_a": 16,
         },
         "circuits[1].breaker_a: the chargers' fallback_a on branch/L1 add up to 36 A, above its usable 32 A "
-        "(cp-1, cp-2); if the gateway stops, they could trip it",
+        "(cp-1, cp-2) (also over on L2); if the gateway stops, they could trip it",
     ),
     ("fallback above max", {"chargers.0.fallback_a": 40}, "chargers[0].fallback_a: 40 A is above max_a (32 A)"),
     (
@@ -315,6 +336,16 @@ def test_each_problem_is_one_line_with_its_path(changes: dict[str, Any], expecte
     assert all("\n" not in p for p in problems)
 
 
+def test_fallbacks_over_a_circuit_on_several_conductors_are_one_problem() -> None:
+    changes = {"chargers.0.fallback_a": 20, "chargers.1.circuit": "branch", "chargers.1.phases": "L1-L2",
+               "chargers.1.max_a": 16, "chargers.1.fallback_a": 16}
+    problems = problems_of(site(**changes))
+    assert [p for p in problems if "fallback_a on" in p] == [
+        "circuits[1].breaker_a: the chargers' fallback_a on branch/L1 add up to 36 A, above its usable 32 A "
+        "(cp-1, cp-2) (also over on L2); if the gateway stops, they could trip it"
+    ]
+
+
 def test_a_cycle_is_reported_once_and_circuits_below_it_not_at_all() -> None:
     data = site(**{"circuits.0.parent": "branch"})
     data["circuits"].append({"id": "leaf", "parent": "branch", "breaker_a": 20})
@@ -375,16 +406,22 @@ def test_voltages_follow_from_either_one() -> None:
     assert only_ll.site.ln_v == pytest.approx(115)
 
 
-def test_advisories_for_allowed_but_risky_settings() -> None:
+def test_advisories_for_allowed_but_risky_settings(tmp_path: Path) -> None:
+    # Every shipped charger map has a fail-safe current register; a user's map may not.
+    generic = (REPO / "gateway" / "modbus" / "maps" / "generic-charger.toml").read_text()
+    start = generic.index("[registers.failsafe_current]")
+    end = generic.index("[registers.", start + 1)
+    user_map = tmp_path / "no-failsafe.toml"
+    user_map.write_text(generic[:start] + generic[end:])
     data = site()
     data["vtn"] = {"url": "http://vtn.test/OpenADR2/Simple/2.0b", "ven_name": "v", "allow_plain_http": True}
     data["status"] = {"bind": "0.0.0.0"}
     data["meters"][0]["circuit"] = "panel"
-    data["chargers"][1] |= {"protocol": "modbus", "modbus": {"model": "abb-terra-ac", "host": "192.0.2.7"}}
+    data["chargers"][1] |= {"protocol": "modbus", "modbus": {"model": str(user_map), "host": "192.0.2.7"}}
     notes = advisories(parse_config(data))
     assert [n.split(":")[0] for n in notes] == ["vtn.url", "status.token", "meters", "chargers[1].fallback_a"]
     assert notes[-1] == (
-        "chargers[1].fallback_a: the abb-terra-ac map has no fail-safe current register, so the gateway "
+        f"chargers[1].fallback_a: the {user_map} map has no fail-safe current register, so the gateway "
         "cannot program 6 A; set it with the charger's own setup tool"
     )
 
@@ -626,23 +663,47 @@ def test_summary_shows_limits_phasing_and_fail_safe() -> None:
     assert "chargers: 20 (10 ocpp1.6, 10 ocpp2.0.1)" in text
 
 
-def test_the_reference_documents_every_key_of_the_site_sections() -> None:
+def test_the_reference_documents_every_key_of_every_section() -> None:
+    from pydantic import BaseModel
+
     from gateway.config.control import ControlSection, StatusSection, StoreSection
+    from gateway.config.modbus import ModbusEndpoint
+    from gateway.config.ocpp import OcppChargerSettings, OcppSection
+    from gateway.config.openadr import OpenAdrSection, VtnSection
     from gateway.config.site import ChargerSection, CircuitSection, MeterSection, SiteSection
+    from gateway.config.tariff import PeriodEntry, PlanSection, SeasonEntry, TariffSection
 
     text = (REPO / "docs" / "configuration.md").read_text()
-    for heading, model in [
-        ("## `[site]`", SiteSection),
-        ("## `[[circuits]]`", CircuitSection),
-        ("## `[[chargers]]`", ChargerSection),
-        ("## `[[meters]]`", MeterSection),
-        ("## `[control]`", ControlSection),
-        ("## `[status]`", StatusSection),
-        ("## `[store]`", StoreSection),
-    ]:
+    sections: list[tuple[str, type[BaseModel], str]] = [
+        ("## `[site]`", SiteSection, ""),
+        ("## `[[circuits]]`", CircuitSection, ""),
+        ("## `[[chargers]]`", ChargerSection, ""),
+        ("## `[[chargers]]`", OcppChargerSettings, "ocpp."),
+        ("## `[[meters]]`", MeterSection, ""),
+        ("### `modbus` tables", ModbusEndpoint, ""),
+        ("## `[vtn]`", VtnSection, ""),
+        ("## `[openadr]`", OpenAdrSection, ""),
+        ("## `[control]`", ControlSection, ""),
+        ("## `[status]`", StatusSection, ""),
+        ("## `[store]`", StoreSection, ""),
+        ("## `[ocpp]`", OcppSection, ""),
+        ("## `[tariff]`", TariffSection, ""),
+        ("### `[[tariff.periods]]`", PeriodEntry, ""),
+        ("### `[[tariff.seasons]]`", SeasonEntry, ""),
+        ("### `[tariff.plan]`", PlanSection, ""),
+    ]
+    top = set(GatewayConfig.model_fields)
+    for heading, _, _ in sections:
+        top.discard(heading.split("[")[-1].split("]")[0])
+    assert top == set(), f"config sections without a heading in docs/configuration.md: {top}"
+    for heading, model, prefix in sections:
         section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+        rows = [line for line in section.splitlines() if line.startswith("| `")]
         for name in model.model_fields:
-            assert f"| `{name}` |" in section or f"`{name}." in section, f"{heading}: `{name}` undocumented"
+            key = f"`{prefix}{name}"
+            documented = any(f"{key}`" in row.split(" | ")[0] or f"{key}." in row.split(" | ")[0] for row in rows)
+            sub_table = f"`[tariff.{name}]`" in section or f"`[[tariff.{name}]]`" in section
+            assert documented or sub_table, f"{heading}: `{prefix}{name}` undocumented"
 
 
 JSON = st.recursive(

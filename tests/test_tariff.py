@@ -312,7 +312,7 @@ def test_gateway_plan_bad_input_is_one_line_per_problem(tmp_path: Path, capsys: 
     assert err == [
         "error: tariff.periods: no period covers 20:00-24:00 on every day",
         "error: timezone: unknown time zone 'Mars/Olympus' (like 'America/Los_Angeles')",
-        "error: limits[1].ev_kw: Input should be greater than or equal to 0",
+        "error: limits[1].ev_kw: Input should be greater than or equal to 0 (got -1)",
     ]
     (tmp_path / "broken.json").write_text("{", encoding="utf-8")
     assert main(["plan", str(tmp_path / "broken.json")]) == 2

@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
     except ProblemError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out: dict[str, object] = {"allocations": dict(result.amps), "binding": dict(result.binding)}
+    # Whole amps print as 16, not 16.0: what a charger is told, and what the example shows.
+    amps = {ident: int(a) if float(a).is_integer() else a for ident, a in result.amps.items()}
+    out: dict[str, object] = {"allocations": amps, "binding": dict(result.binding)}
     if result.overloaded:
         out["overloaded"] = list(result.overloaded)
     print(json.dumps(out, indent=2))

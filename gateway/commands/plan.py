@@ -44,7 +44,7 @@ def input_model() -> type[BaseModel]:
     class Stretch(BaseModel):
         """A stretch of time from `start`, open-ended without `end`."""
 
-        model_config = ConfigDict(extra="forbid", frozen=True)
+        model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
         start: AwareDatetime
         end: AwareDatetime | None = None
 

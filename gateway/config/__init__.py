@@ -9,6 +9,7 @@ refuses some entries, the rest is still cross-checked.
 from __future__ import annotations
 
 import difflib
+import re
 import tomllib
 import types
 import typing
@@ -42,7 +43,7 @@ class ConfigError(Exception):
 
 
 class GatewayConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     site: SiteSection
     circuits: tuple[CircuitSection, ...] = ()
@@ -57,14 +58,18 @@ class GatewayConfig(BaseModel):
     tariff: TariffSection = Field(default_factory=TariffSection)
 
 
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_:-]+$")
+
+
 def field_path(loc: tuple[int | str, ...]) -> str:
-    """('chargers', 3, 'max_a') → 'chargers[3].max_a'."""
+    """('chargers', 3, 'max_a') → 'chargers[3].max_a'; a key TOML would quote is quoted (one line, always)."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            key = str(part) if _BARE_KEY.fullmatch(str(part)) else short_repr(str(part))
+            out += f".{key}" if out else key
     return out or "(top level)"
 
 
@@ -141,10 +146,12 @@ def _message(err: ErrorDetails, loc: tuple[int | str, ...]) -> str:
         return (
             f"{err['input']!r} is not a usable id: letters, digits and _ . : - only, starting with a letter or digit"
         )
+    if kind == "greater_than_equal" and loc and loc[-1] in ("min_a", "max_a") and loc[0] == "chargers":
+        return f"{short_repr(err['input'])} A is below 6 A, the J1772 minimum (a pilot under 6 A means stop)"
     message = err["msg"].removeprefix("Value error, ")
     value = err.get("input")
-    if kind != "value_error" and isinstance(value, str | int | float | bool) and repr(value) not in message:
-        message += f" (got {_short(value)})"
+    if kind != "value_error" and isinstance(value, str | int | float | bool):
+        message += f" (got {short_repr(value)})"
     return message
 
 
@@ -153,10 +160,10 @@ def _kind_of(value: object) -> str:
         return "a table"
     if isinstance(value, list):
         return "a list"
-    return f"{type(value).__name__} {_short(value)}"
+    return f"{type(value).__name__} {short_repr(value)}"
 
 
-def _short(value: object, limit: int = 60) -> str:
+def short_repr(value: object, limit: int = 60) -> str:
     """repr(value), cut: a problem line must stay one readable line whatever the user pasted."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 1]}…"
@@ -239,4 +246,4 @@ def _partial(data: object, exc: ValidationError) -> tuple[GatewayConfig, Omitted
     return config, omitted
 
 
-__all__ = ["ConfigError", "GatewayConfig", "field_path", "load_config", "parse_config"]
+__all__ = ["ConfigError", "GatewayConfig", "field_path", "load_config", "parse_config", "short_repr"]

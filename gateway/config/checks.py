@@ -241,17 +241,25 @@ def _electrical(config: GatewayConfig, at: _At) -> list[str]:
                 for phase in ch.phases:
                     fallback.setdefault((node, phase), []).append(ch)
     for circuit in limits.values():
+        # One line per circuit: the conductor most over, and the others over too (one problem, one fix).
+        over = []
         for phase in circuit.phases:
             on_phase = fallback.get((circuit.id, phase), [])
             total = sum(ch.fallback_a for ch in on_phase)
             if total > circuit.limit_of(phase) + EPS:
-                names = ", ".join(ch.id for ch in on_phase[:6])
-                names += f" and {len(on_phase) - 6} more" if len(on_phase) > 6 else ""
-                problems.append(
-                    f"{_circuit_path(config, circuit, at)}: the chargers' fallback_a on {circuit.id}/{phase} add up "
-                    f"to {total:g} A, above its usable {circuit.limit_of(phase):g} A ({names}); if the gateway "
-                    "stops, they could trip it"
-                )
+                over.append((total - circuit.limit_of(phase), phase, total, on_phase))
+        if not over:
+            continue
+        over.sort(key=lambda o: (-o[0], o[1]))
+        _, phase, total, on_phase = over[0]
+        names = ", ".join(ch.id for ch in on_phase[:6])
+        names += f" and {len(on_phase) - 6} more" if len(on_phase) > 6 else ""
+        also = f" (also over on {', '.join(o[1] for o in over[1:])})" if len(over) > 1 else ""
+        problems.append(
+            f"{_circuit_path(config, circuit, at)}: the chargers' fallback_a on {circuit.id}/{phase} add up "
+            f"to {total:g} A, above its usable {circuit.limit_of(phase):g} A ({names}){also}; if the gateway "
+            "stops, they could trip it"
+        )
     return problems
 
 

@@ -18,7 +18,7 @@ _HOSTNAME = re.compile(
 
 
 class ControlSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     tick_s: float = Field(default=1.0, ge=0.1, le=60)
     deadband_a: float = Field(default=0.5, ge=0, le=10)  # increases smaller than this are not sent
@@ -37,7 +37,7 @@ class ControlSection(BaseModel):
 
 
 class StatusSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     bind: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)  # 0: the OS picks one (tests)
@@ -55,7 +55,7 @@ class StatusSection(BaseModel):
 
 
 class StoreSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     path: str = Field(default="gateway.sqlite", min_length=1)
     telemetry_days: int = Field(default=90, ge=1, le=3650)

@@ -7,13 +7,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class OcppChargerSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     password: str | None = Field(default=None, min_length=8, max_length=40)  # HTTP Basic (profiles 1, 2)
 
 
 class OcppSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     bind: str = "127.0.0.1"
     port: int = Field(default=9000, ge=0, le=65535)

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 
 class VtnSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     url: str = Field(min_length=1)  # up to the service names, e.g. https://vtn.example/OpenADR2/Simple/2.0b
     ven_name: str = Field(min_length=1)
@@ -67,7 +67,7 @@ class VtnSection(BaseModel):
 
 
 class OpenAdrSection(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # SIMPLE level → fraction of normal EV capacity left to the chargers.
     simple_levels: dict[str, float] = Field(

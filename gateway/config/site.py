@@ -24,7 +24,7 @@ Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-
 class Strict(BaseModel):
     """Base of every config model: unknown keys are errors (a typo must not be silently ignored)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Wiring(StrEnum):

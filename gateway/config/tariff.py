@@ -28,7 +28,7 @@ _LEAP_YEAR = 2024  # season dates are checked against a leap year, so 02-29 is a
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _minutes(value: object) -> int:
