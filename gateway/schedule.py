@@ -5,8 +5,9 @@ on, each with the site kW limit, the EV kW limit, per-resource caps, the price a
 force, and the reasons (event, signal, value). Rules: the highest modificationNumber of an event wins;
 test events, events opted out of and events cancelled before they started do nothing; an active event
 that is cancelled ends at its cancel time (shifted by its randomized offset); where events overlap, the
-one with the better OpenADR priority (1 highest, 0 none) governs each dimension, and among equals the
-most restrictive limit (and the highest price) wins.
+one with the better OpenADR priority (1 highest, 0 none) governs each dimension (the price, the demand
+charge, the site's limits, each targeted resource's limit), and among equals the most restrictive limit
+(and the highest price) wins.
 
 Prices given relative to the site's own (priceRelative, priceMultiplier) are their own piece kinds: under a
 time-of-use tariff "0.05 more" means 0.05 more than the tariff's price at each moment, which a segment's
@@ -210,24 +211,36 @@ def price_changes(events: Iterable[Event], now: datetime, settings: ScheduleSett
 PRICE_KINDS = ("price", "price_relative", "price_multiplier")
 
 
+def _family(kind: str) -> str:
+    """What a piece competes with on priority: the price, the demand charge, the site's limits, or the limit
+    of one targeted resource. An event for one resource says nothing about the site or another resource, so
+    a better-priority event there must not lift their limits."""
+    if kind in PRICE_KINDS:
+        return "price"
+    if kind == "demand_charge":
+        return kind
+    if kind.startswith("group_kw:"):
+        return "limit:" + kind.split(":", 1)[1]
+    return "limit"
+
+
 def _choose(live: list[_Piece]) -> dict[str, _Piece]:
     """The piece that governs each kind: the best priority per family, then the tightest limit or the
     highest price. An absolute price governs over relative ones of the same priority."""
     chosen: dict[str, _Piece] = {}
-    families = {kind: "price" for kind in PRICE_KINDS} | {"demand_charge": "demand_charge"}
     best_rank: dict[str, float] = {}
     for p in live:
-        family = families.get(p.kind, "limit")
+        family = _family(p.kind)
         best_rank[family] = min(best_rank.get(family, math.inf), p.rank)
     for p in live:
-        family = families.get(p.kind, "limit")
+        family = _family(p.kind)
         if p.rank != best_rank[family]:
             continue  # a better-priority event governs this dimension
         known = chosen.get(p.kind)
         if known is None:
             chosen[p.kind] = p
             continue
-        tighter = p.value < known.value if family == "limit" else p.value > known.value
+        tighter = p.value < known.value if family.startswith("limit") else p.value > known.value
         if tighter:
             chosen[p.kind] = p
     if "price" in chosen:

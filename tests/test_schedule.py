@@ -149,6 +149,22 @@ def test_targeted_events_limit_only_their_resource() -> None:
     assert segment.ev_kw is None and segment.group_kw == {"fleet": 20.0}
 
 
+def test_a_targeted_event_of_better_priority_does_not_lift_the_site_or_another_resource() -> None:
+    two = ScheduleSettings(ev_capacity_kw=100.0, resource_capacity_kw={"fleet": 40.0, "visitors": 60.0})
+    site = event("site", SignalName.SIMPLE, SignalType.LEVEL, [2], priority=2)
+    fleet = event("fleet", SignalName.LOAD_CONTROL, SignalType.X_LOAD_CONTROL_CAPACITY, [0.5], targets=("fleet",),
+                  priority=1)
+    visitors = event("visitors", SignalName.LOAD_CONTROL, SignalType.X_LOAD_CONTROL_CAPACITY, [0.5],
+                     targets=("visitors",), priority=3)
+    segment = at([site, fleet, visitors], NOW + 1.5 * H, two)
+    assert segment.ev_kw == 25.0
+    assert segment.group_kw == {"fleet": 20.0, "visitors": 30.0}
+    # On one resource, priority still governs: a better-priority "normal" lifts a worse-priority cap.
+    normal = event("normal", SignalName.LOAD_CONTROL, SignalType.X_LOAD_CONTROL_CAPACITY, [1.0],
+                   targets=("visitors",), priority=1)
+    assert at([visitors, normal], NOW + 1.5 * H, two).group_kw == {}
+
+
 def test_open_ended_event_runs_until_cancelled() -> None:
     signal = Signal(SignalName.SIMPLE, SignalType.LEVEL, (Interval(timedelta(0), 2),))
     e = Event("e", 0, NOW - H, timedelta(0), (signal,))
