@@ -503,8 +503,11 @@ class Runtime:
                     if not self._record_failed:
                         log.exception("writing telemetry and sessions failed (logged once until it works)")
                     self._record_failed = True
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation of stop() when a
+            # trigger fires at the same moment, and the loop would go on deciding.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._trigger.wait(), timeout=tick)
+                async with asyncio.timeout(tick):
+                    await self._trigger.wait()
 
     async def decide_once(self) -> Decision:
         now = self.clock()
