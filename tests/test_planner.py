@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gateway.allocate import Problem, allocate
-from gateway.domain import Circuit, EvseState, Segment, SiteLimits
+from gateway.domain import Circuit, Event, EvseState, Interval, Segment, Signal, SignalName, SignalType, SiteLimits
 from gateway.planner import (
+    NoDeparture,
     Plan,
     PlanSettings,
     Slot,
@@ -32,6 +33,7 @@ from gateway.planner import (
     site_profile,
     targets,
 )
+from gateway.schedule import ScheduleSettings, build_schedule, segment_at
 from gateway.tariff import Tariff, TouPeriod, price_timeline
 
 NOW = datetime(2026, 11, 25, 17, 0, tzinfo=UTC)
@@ -191,6 +193,86 @@ def test_peak_target_kept_unless_a_departure_needs_more(
     if plan.peak_kw > peak + 1e-6:
         # Raised only as far as needed (to the bisection's tolerance): the plan reaches its new target.
         assert max(kw + non_ev for kw in plan.ev_kw()) >= plan.peak_kw - 0.01 * max(1.0, plan.peak_kw)
+
+
+@st.composite
+def timelines(draw: st.DrawFn) -> tuple[list[Event], list[EvseState], float, float | None]:
+    """DR events (SIMPLE levels, LOAD_DISPATCH setpoints, price events) over the next day, sessions of every
+    kind (with and without a departure or an energy request, some past their departure), the non-EV load
+    and a demand target."""
+    events = []
+    for n in range(draw(st.integers(0, 5))):
+        kind = draw(st.sampled_from(["simple", "dispatch", "price"]))
+        start = NOW + timedelta(minutes=draw(st.integers(-60, 20 * 60)))
+        values = draw(st.lists(st.sampled_from([0, 1, 2, 3]) if kind == "simple" else
+                               st.sampled_from([0.0, 4.0, 9.5, 30.0]) if kind == "dispatch" else
+                               st.sampled_from([-0.05, 0.02, 0.6, 3.0]), min_size=1, max_size=4))
+        name, signal_type = {"simple": (SignalName.SIMPLE, SignalType.LEVEL),
+                             "dispatch": (SignalName.LOAD_DISPATCH, SignalType.SETPOINT),
+                             "price": (SignalName.ELECTRICITY_PRICE, SignalType.PRICE)}[kind]
+        step = timedelta(minutes=draw(st.sampled_from([7, 30, 60, 150])))
+        intervals = tuple(Interval(step, float(v)) for v in values)
+        events.append(Event(f"e{n}", 0, start, step * len(values), (Signal(name, signal_type, intervals),),
+                            priority=draw(st.integers(0, 2))))
+    cars = []
+    for n in range(draw(st.integers(1, 8))):
+        hours = draw(st.sampled_from([None, -1.0, 0.6, 2.0, 5.5, 11.0, 30.0]))
+        energy = draw(st.sampled_from([None, 0.0, 3.0, 12.0, 40.0]))
+        cars.append(evse(f"ev-{n}", energy, hours, draw(st.sampled_from([16.0, 32.0, 48.0])),
+                         connected=draw(st.booleans()) or n == 0))
+    return events, cars, draw(st.sampled_from([0.0, 1.5, 6.0])), draw(st.sampled_from([None, 0.0, 8.0]))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(timelines(), st.sampled_from(["charge-now", "dwell"]))
+def test_a_plan_from_events_and_a_tariff_never_breaks_the_timeline(
+    case: tuple[list[Event], list[EvseState], float, float | None], no_departure: NoDeparture
+) -> None:
+    """End to end: events → `build_schedule` → price timeline and slots → plan, checked against the schedule."""
+    events, cars, non_ev, peak = case
+    cfg = PlanSettings(ev_capacity_kw=20.0, no_departure=no_departure, horizon=timedelta(hours=24))
+    schedule = build_schedule(events, NOW, ScheduleSettings(ev_capacity_kw=20.0))
+    slots = build_slots(NOW, cfg, schedule=schedule, prices=price_timeline(TOU, NOW, NOW + cfg.horizon, schedule),
+                        non_ev_kw=non_ev)
+    assert slots[0].start == NOW and slots[-1].end == NOW + cfg.horizon
+    assert all(a.end == b.start for a, b in itertools.pairwise(slots))
+    plan = make_plan(cars, slots, NOW, cfg, peak_kw=peak)
+    for slot, kw in zip(slots, plan.ev_kw(), strict=True):
+        # A slot lies inside one segment (slots are cut at every change): its limit holds all through it.
+        segment = segment_at(schedule, slot.start)
+        assert segment is not None and (segment.end is None or segment.end >= slot.end)
+        limit = 20.0
+        if segment.ev_kw is not None:
+            limit = min(limit, segment.ev_kw)
+        if segment.site_kw is not None:
+            limit = min(limit, max(0.0, segment.site_kw - non_ev))
+        assert kw <= limit + 1e-6, (slot, kw, limit)
+        price = segment.price if segment.price is not None else tou_price(slot.start)
+        assert slot.price == pytest.approx(price)
+    for car in cars:
+        session = plan.sessions.get(car.id)
+        if not car.connected:
+            assert session is None
+            continue
+        assert session is not None
+        if car.energy_needed_kwh is not None:
+            assert session.planned_kwh <= car.energy_needed_kwh + 1e-6
+        for slot, kwh in zip(slots, session.kwh, strict=True):
+            assert kwh >= 0
+            assert kwh <= car.kw_per_a * car.max_a * slot.hours + 1e-6
+            if slot.start >= session.departure:
+                assert kwh == 0
+    if peak is None:
+        # Never dearer than charging as fast as possible, when that serves every request as well.
+        fast = asap_plan(cars, slots, NOW, cfg)
+        if all(p.unmet_kwh <= 1e-9 for p in fast.sessions.values()):
+            assert all(p.unmet_kwh <= 1e-6 for p in plan.sessions.values())
+            assert plan.cost() <= fast.cost() + 1e-6
+
+
+def tou_price(moment: datetime) -> float:
+    minute = moment.hour * 60 + moment.minute
+    return next(p.price for p in TOU.periods if p.start_min <= minute < p.end_min)
 
 
 # ------------------------------------------------------------------------------------------------ examples

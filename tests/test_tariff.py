@@ -106,6 +106,39 @@ def test_hourly_flat_and_no_tariff() -> None:
     assert tariff_steps(None, moment, moment + timedelta(hours=1))[0].price is None
 
 
+def test_the_dynamic_hourly_example_plans_into_the_cheapest_hours_and_price_events_win(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = {
+        "now": "2026-11-25T18:00:00-06:00",
+        "circuits": [{"id": "main", "limit_a": 80, "phases": "L1-L2"},
+                     {"id": "ev-circuit", "parent": "main", "limit_a": 48, "phases": "L1-L2"}],
+        "evses": [{"id": "garage", "circuit": "ev-circuit", "phases": "L1-L2", "voltage_v": 240, "max_a": 48,
+                   "energy_needed_kwh": 20, "departure": "2026-11-26T07:00:00-06:00"}],
+    }
+    config = str(EXAMPLES / "example-tariff-hourly.toml")
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(home), encoding="utf-8")
+    assert main(["plan", str(path), "--json", "--config", config]) == 0
+    result = json.loads(capsys.readouterr().out)
+    garage = result["sessions"][0]
+    assert garage["planned_kwh"] == pytest.approx(20.0)
+    # 20 kWh at 11.52 kW is 1.74 h: the 03:00 hour (0.025) and most of 02:00 (0.026, earliest of the equals).
+    assert {p["price"] for p in garage["profile"]} == {0.025, 0.026}
+    assert garage["want_a"] == 0.0
+    # The day-ahead prices the VTN sends win over the typical day: now 23:00 is the cheap hour.
+    day_ahead = [{"start": f"2026-11-{25 + (18 + h) // 24}T{(18 + h) % 24:02d}:00:00-06:00",
+                  "end": f"2026-11-{25 + (19 + h) // 24}T{(19 + h) % 24:02d}:00:00-06:00",
+                  "price": -0.01 if h == 5 else 0.08} for h in range(13)]
+    path.write_text(json.dumps(dict(home, prices=day_ahead)), encoding="utf-8")
+    assert main(["plan", str(path), "--json", "--config", config]) == 0
+    profile = json.loads(capsys.readouterr().out)["sessions"][0]["profile"]
+    cheap = [p for p in profile if p["price"] == -0.01]
+    assert [(p["start"], p["end"], p["kw"]) for p in cheap] == [
+        ("2026-11-25T23:00:00-06:00", "2026-11-26T00:00:00-06:00", 11.52)]  # the whole negative hour
+    assert {p["price"] for p in profile} == {-0.01, 0.08}  # the rest where the VTN's price is 0.08
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 400 * 24), st.integers(1, 72), st.lists(st.tuples(st.integers(0, 72), st.integers(1, 10)),
                                                                   max_size=4))
