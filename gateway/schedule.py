@@ -136,7 +136,9 @@ def _pieces(event: Event, settings: ScheduleSettings) -> list[_Piece]:
                 piece_end = end
             if end is not None and piece_end is not None:
                 piece_end = min(piece_end, end)
-            asked = _asks(signal, interval.value, settings)
+            # A value that is not a number asks nothing (the adapter refuses such payloads; the core never
+            # turns one into a NaN limit, which every comparison would silently pass).
+            asked = _asks(signal, interval.value, settings) if math.isfinite(interval.value) else None
             if asked is not None and (piece_end is None or piece_end > at):
                 kind, value = asked
                 reason = f"{event.event_id}:{signal.name.value}:{signal.type.value}={interval.value:g}"

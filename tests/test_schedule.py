@@ -165,6 +165,19 @@ def test_a_targeted_event_of_better_priority_does_not_lift_the_site_or_another_r
     assert at([visitors, normal], NOW + 1.5 * H, two).group_kw == {}
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_value_that_is_not_a_number_asks_nothing(value: float) -> None:
+    for name, kind in [(SignalName.SIMPLE, SignalType.LEVEL), (SignalName.LOAD_DISPATCH, SignalType.SETPOINT),
+                       (SignalName.ELECTRICITY_PRICE, SignalType.PRICE)]:
+        bad = event("bad", name, kind, [value, 2])
+        schedule = build_schedule([bad], NOW, CAP)
+        first = segment_at(schedule, NOW + 1.5 * H)
+        assert first is not None
+        assert (first.site_kw, first.ev_kw, first.price, first.reasons) == (None, None, None, ())
+        later = segment_at(schedule, NOW + 2.5 * H)
+        assert later is not None and later.reasons  # the next interval still acts
+
+
 def test_open_ended_event_runs_until_cancelled() -> None:
     signal = Signal(SignalName.SIMPLE, SignalType.LEVEL, (Interval(timedelta(0), 2),))
     e = Event("e", 0, NOW - H, timedelta(0), (signal,))
