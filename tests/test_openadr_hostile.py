@@ -472,3 +472,29 @@ async def test_readings_answered_with_request_reregistration_stay_unsent(ven: Ve
         await ven.step()
     assert [r.value for r in ven.store.unsent_readings()] == [42.0]
     assert ven.registration.registration_id is None, "it registers again on the next round"
+
+
+async def test_changing_ones_mind_while_the_first_opt_is_in_flight_still_cancels_it(ven: Ven) -> None:
+    await poll_with(ven, distribute())
+    await ven.set_opt("ev-raw", OptState.OPT_OUT, "site event")
+    created = create_message("oadrCreatedOpt", response={"response_code": 200, "response_description": "OK",
+                                                          "request_id": None}, opt_id="x")
+    changed: list[asyncio.Task[object]] = []
+
+    def operator_lifts_it(service: str) -> None:  # while the VTN holds our oadrCreateOpt
+        if service == OPT and not changed:
+            changed.append(asyncio.create_task(ven.set_opt("ev-raw", None)))
+
+    with scripted() as m:
+        m.on_request.append(operator_lifts_it)
+        m.delay_s = 0.1
+        m.post(POLL, body=empty_response(), repeat=True)
+        m.post(OPT, body=created, repeat=True)
+        await ven.step()
+        await changed[0]
+        m.delay_s = 0.0
+        await ven.step()
+        sent = sent_bodies(m, OPT)
+    assert [t for t, _ in sent] == ["oadrCreateOpt", "oadrCancelOpt"]
+    assert sent[1][1]["opt_id"] == sent[0][1]["opt_id"]
+    assert ven.store.pending_opts() == []

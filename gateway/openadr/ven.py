@@ -28,7 +28,7 @@ from gateway.openadr.translate import BadEvent, Translated, as_list, translate_e
 from gateway.openadr.wire import VtnLink, VtnUnreachable
 from gateway.openadr.xmlguard import RefusedPayload
 from gateway.ports import EventSink, TelemetrySource
-from gateway.store.vtn import Registration, VenStore
+from gateway.store.vtn import PendingOpt, Registration, VenStore
 
 log = logging.getLogger("gateway.openadr")
 
@@ -82,6 +82,7 @@ class Ven:
         self._sampling_broken = False
         self._unanswered: tuple[str, list[dict[str, Any]]] | None = None  # an oadrCreatedEvent not yet delivered
         self._stale_requests: set[str] = set()  # report requests of the registration just replaced
+        self._opt_in_flight: int | None = None  # the opt outbox row being sent (an override must not drop it)
         self.registration = Registration(vtn.ven_id, None, None, None)
         self.registered = asyncio.Event()  # set after each successful registration (tests wait on it)
         self.polls = 0
@@ -457,7 +458,8 @@ class Ven:
         decision = opt.decide(event, self.config, override=override)
         updated = dataclasses.replace(event, opt=decision.opt)
         await self._db(self.store.save_events, [updated], now, {event_id: decision.reason})
-        await self._db(self.store.queue_opt, updated, "" if choice is not None else "cancel", uuid.uuid4().hex, now)
+        await self._db(self.store.queue_opt, updated, "" if choice is not None else "cancel", uuid.uuid4().hex, now,
+                       in_flight=self._opt_in_flight)
         log.info("event=%s opt=%s reason=%s", event_id, decision.opt.value, decision.reason)
         if self.sink is not None:
             self.sink.events_changed(list({**events, event_id: updated}.values()), now)
@@ -465,32 +467,46 @@ class Ven:
         return updated
 
     async def _send_pending_opts(self) -> None:
-        for pending in await self._db(self.store.pending_opts):
-            if pending.reason == "cancel":
-                previous = await self._db(self.store.last_sent_opt_id, pending.event_id)
-                if previous is not None:
-                    _, payload = await self._exchange(
-                        "EiOpt", "oadrCancelOpt", request_id=uuid.uuid4().hex, opt_id=previous, ven_id=self.ven_id
-                    )
-                    self._check_response("oadrCancelOpt", payload)
-            else:
-                events = await self._db(self.store.events)
-                event = events.get(pending.event_id)
-                _mtype, payload = await self._exchange(
-                    "EiOpt", "oadrCreateOpt",
-                    request_id=uuid.uuid4().hex,
-                    ven_id=self.ven_id,
-                    opt_id=pending.opt_id,
-                    opt_type=pending.opt.value,
-                    opt_reason="overrideStatus",
-                    created_date_time=self.clock(),
-                    event_id=pending.event_id,
-                    modification_number=pending.modification_number,
-                    market_context=event.market_context if event and event.market_context else None,
-                    targets=[{"ven_id": self.ven_id}],
+        attempted: set[int] = set()
+        while True:
+            # Read again each time: an override made while one opt was in flight may have replaced the rest.
+            queue = [p for p in await self._db(self.store.pending_opts) if p.id not in attempted]
+            if not queue:
+                return
+            pending = queue[0]
+            attempted.add(pending.id)
+            self._opt_in_flight = pending.id
+            try:
+                await self._send_opt(pending)
+            finally:
+                self._opt_in_flight = None
+
+    async def _send_opt(self, pending: PendingOpt) -> None:
+        if pending.reason == "cancel":
+            previous = await self._db(self.store.last_sent_opt_id, pending.event_id)
+            if previous is not None:
+                _, payload = await self._exchange(
+                    "EiOpt", "oadrCancelOpt", request_id=uuid.uuid4().hex, opt_id=previous, ven_id=self.ven_id
                 )
-                self._check_response("oadrCreateOpt", payload)
-            await self._db(self.store.mark_opt_sent, pending.id, self.clock())
+                self._check_response("oadrCancelOpt", payload)
+        else:
+            events = await self._db(self.store.events)
+            event = events.get(pending.event_id)
+            _mtype, payload = await self._exchange(
+                "EiOpt", "oadrCreateOpt",
+                request_id=uuid.uuid4().hex,
+                ven_id=self.ven_id,
+                opt_id=pending.opt_id,
+                opt_type=pending.opt.value,
+                opt_reason="overrideStatus",
+                created_date_time=self.clock(),
+                event_id=pending.event_id,
+                modification_number=pending.modification_number,
+                market_context=event.market_context if event and event.market_context else None,
+                targets=[{"ven_id": self.ven_id}],
+            )
+            self._check_response("oadrCreateOpt", payload)
+        await self._db(self.store.mark_opt_sent, pending.id, self.clock())
 
     # ------------------------------------------------------------------------------------ reports
 

@@ -192,10 +192,12 @@ class VenStore:
                     (event_id, opt.value, reason, now.isoformat()),
                 )
 
-    def queue_opt(self, event: Event, reason: str, opt_id: str, now: datetime) -> None:
+    def queue_opt(self, event: Event, reason: str, opt_id: str, now: datetime, *, in_flight: int | None = None) -> None:
+        """Queue an opt to send. Only the latest change of mind matters, so unsent earlier ones for this event
+        are dropped, except `in_flight` (being sent right now: the VTN may already have it)."""
         with self._tx():
-            # Only the latest change of mind matters: drop unsent earlier ones for this event.
-            self.db.conn.execute("DELETE FROM opt_outbox WHERE event_id = ? AND sent_at IS NULL", (event.event_id,))
+            self.db.conn.execute("DELETE FROM opt_outbox WHERE event_id = ? AND sent_at IS NULL AND id IS NOT ?",
+                                 (event.event_id, in_flight))
             self.db.conn.execute(
                 "INSERT INTO opt_outbox (event_id, modification_number, opt, reason, opt_id, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
