@@ -179,3 +179,20 @@ def test_a_paused_charger_that_has_not_acknowledged_is_sent_0_a_but_still_counte
                             unacked=frozenset({"b"}), paused=frozenset({"b"})))
     assert d.limits == {"a": 18, "b": 0}  # 80 - 30 house - 32 held for b, which may still draw it
     assert d.reasons["b"].startswith("paused by operator")
+
+
+def test_an_ev_drawing_less_hands_the_rest_to_the_other_charger() -> None:
+    site = Site.from_config(site_config())
+    # 80 A usable, 30 A of house: 50 A for two cars. Car a has drawn ~9 A for a while: its driver offers 10 A.
+    readings = {"a": charging("a", 9), "b": charging("b", 25)}
+    shared = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(64)}))
+    assert shared.limits == {"a": 25, "b": 25}
+    handed = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(64)}, unused_a={"a": 10.0}))
+    assert handed.limits == {"a": 10, "b": 32}
+    assert handed.reasons["a"] == "ev draws less: the rest handed to others"
+    # The plan's lower target still wins; a hand-back cap under the minimum never pauses the car.
+    planned = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(64)}, unused_a={"a": 10.0},
+                                  want_a={"a": 8.0}))
+    assert planned.limits["a"] == 8 and planned.reasons["a"] == "plan"
+    trickle = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(64)}, unused_a={"a": 2.0}))
+    assert trickle.limits["a"] == 6

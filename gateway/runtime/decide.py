@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from gateway.allocate import Problem, allocate
 from gateway.domain import (
+    J1772_MIN_A,
     Allocation,
     ChargerReading,
     ChargerStatus,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from gateway.config import GatewayConfig
 
 PAUSED = "paused by operator"  # the reason a charger an operator paused is given 0 A
+UNUSED = "ev draws less: the rest handed to others"  # the reason a charger is held by what its EV draws
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,9 @@ class Inputs:
     readings: Mapping[str, ChargerReading] = field(default_factory=dict)
     meters: Mapping[str, MeterReading] = field(default_factory=dict)
     want_a: Mapping[str, float | None] = field(default_factory=dict)  # the plan's targets
+    # A cap for a charger whose EV has drawn well under its limit for a while (its driver's hand-back):
+    # the allocator gives the rest to the others. Never below the charger's minimum, so it cannot pause it.
+    unused_a: Mapping[str, float] = field(default_factory=dict)
     energy_needed_kwh: Mapping[str, float] = field(default_factory=dict)  # what each session still asks for
     # The plan's site power target while a demand charge is in force: the site is kept under it like under
     # a site limit, so the month's peak (and its charge) grows only when the plan needs it to.
@@ -190,6 +195,16 @@ def measured_a(evse: EvseState, reading: ChargerReading) -> float | None:
     return None
 
 
+def _want(evse: EvseState, inputs: Inputs) -> float | None:
+    """The plan's target and the hand-back cap together: the lower wins (None: neither caps it)."""
+    planned = inputs.want_a.get(evse.id)
+    unused = inputs.unused_a.get(evse.id)
+    if unused is None:
+        return planned
+    unused = max(unused, evse.min_a, J1772_MIN_A)
+    return unused if planned is None else min(planned, unused)
+
+
 def charger_states(site: Site, inputs: Inputs) -> tuple[list[EvseState], set[str]]:
     """Each charger as the allocator sees it now, and the ids of those held at their maximum."""
     out: list[EvseState] = []
@@ -203,7 +218,7 @@ def charger_states(site: Site, inputs: Inputs) -> tuple[list[EvseState], set[str
             or reading.status is ChargerStatus.OFFLINE
             or (reading.status.connected and inputs.now - reading.at > site.charger_stale)
         )
-        state = replace(evse, want_a=inputs.want_a.get(evse.id),
+        state = replace(evse, want_a=_want(evse, inputs),
                         energy_needed_kwh=inputs.energy_needed_kwh.get(evse.id))
         if reading is not None:
             state = replace(
@@ -315,6 +330,9 @@ def decide(site: Site, inputs: Inputs) -> Decision:
             return PAUSED
         if why_limit and (reason in ("site", "ev") or reason.startswith("group:")):
             return f"{reason} ({why_limit})"
+        planned, unused = inputs.want_a.get(evse_id), inputs.unused_a.get(evse_id)
+        if reason == "plan" and unused is not None and (planned is None or unused <= planned):
+            return UNUSED
         return reason
 
     for change in changes:

@@ -410,7 +410,15 @@ class Runtime:
         wants = self.wants(inputs, schedule, peak_kw, changes)
         # Without a plan (it failed) there is no target: the site is held only by its real limits.
         target = self.plans.plan.peak_kw if peak_kw is not None and wants is not None and self.plans.plan else None
-        return replace(inputs, want_a=wants or {}, peak_kw=self.target_floor(target, inputs))
+        return replace(inputs, want_a=wants or {}, unused_a=self.unused_caps(),
+                       peak_kw=self.target_floor(target, inputs))
+
+    def unused_caps(self) -> dict[str, float]:
+        """The OCPP driver's hand-back: chargers whose EV has drawn well under its limit for a while."""
+        if self.ocpp is None:
+            return {}
+        caps = {cid: self.ocpp.unused_cap(cid) for cid, protocol in self.protocol_of.items() if protocol == "ocpp"}
+        return {cid: cap for cid, cap in caps.items() if cap is not None}
 
     def target_floor(self, target: float | None, inputs: Inputs) -> float | None:
         """The peak target the decision holds the site under: the plan's, but never so low that a car which
