@@ -75,6 +75,7 @@ class Ven:
         self.rng = rng or random.Random()
         self.link = link or VtnLink(vtn)
         self._db_lock = asyncio.Lock()
+        self._events_lock = asyncio.Lock()  # read-decide-write of stored events (VTN messages, operator opts)
         self._wake = asyncio.Event()
         self._wake_sampler = asyncio.Event()
         self.failures = 0
@@ -371,32 +372,33 @@ class Ven:
             for line in t.dropped:
                 log.warning("event=%s signal ignored: %s", t.event.event_id, line)
             translated.append(t)
-        stored = await self._db(self.store.events)
-        overrides = await self._db(self.store.overrides)
-        outcome = lifecycle.reconcile(
-            stored, [t.event for t in translated], now, self._draw_offset, complete_list=True,
-            listed=[v.event_id for v in bad],
-        )
-        targeted = {t.event.event_id: t.targeted for t in translated}
-        changed: list[Event] = []
-        reasons: dict[str, str] = {}
-        for event in outcome.changed:
-            if event.event_id in targeted:  # from this message: decide (again) whether we take part
-                d = opt.decide(event, self.config, targeted=targeted[event.event_id],
-                               override=overrides.get(event.event_id))
-                event = dataclasses.replace(event, opt=d.opt)
-                reasons[event.event_id] = d.reason
-            changed.append(event)
-        if changed:
-            await self._db(self.store.save_events, changed, now, reasons)
-        for line in outcome.notes:
-            log.info("%s", line)
-        for event in changed:
-            if event.event_id in reasons:
-                log.info("event=%s opt=%s reason=%s", event.event_id, event.opt.value, reasons[event.event_id])
-        current = {**stored, **{e.event_id: e for e in changed}}
-        if changed and self.sink is not None:
-            self.sink.events_changed(list(current.values()), now)
+        async with self._events_lock:  # an operator override in between would be overwritten
+            stored = await self._db(self.store.events)
+            overrides = await self._db(self.store.overrides)
+            outcome = lifecycle.reconcile(
+                stored, [t.event for t in translated], now, self._draw_offset, complete_list=True,
+                listed=[v.event_id for v in bad],
+            )
+            targeted = {t.event.event_id: t.targeted for t in translated}
+            changed: list[Event] = []
+            reasons: dict[str, str] = {}
+            for event in outcome.changed:
+                if event.event_id in targeted:  # from this message: decide (again) whether we take part
+                    d = opt.decide(event, self.config, targeted=targeted[event.event_id],
+                                   override=overrides.get(event.event_id))
+                    event = dataclasses.replace(event, opt=d.opt)
+                    reasons[event.event_id] = d.reason
+                changed.append(event)
+            if changed:
+                await self._db(self.store.save_events, changed, now, reasons)
+            for line in outcome.notes:
+                log.info("%s", line)
+            for event in changed:
+                if event.event_id in reasons:
+                    log.info("event=%s opt=%s reason=%s", event.event_id, event.opt.value, reasons[event.event_id])
+            current = {**stored, **{e.event_id: e for e in changed}}
+            if changed and self.sink is not None:
+                self.sink.events_changed(list(current.values()), now)
         await self._answer_events(request_id, [*outcome.verdicts, *bad], current)
 
     def _draw_offset(self, start_after: timedelta) -> timedelta:
@@ -448,21 +450,22 @@ class Ven:
     async def set_opt(self, event_id: str, choice: OptState | None, reason: str = "") -> Event | None:
         """Operator override: opt in/out of one event (None: back to the rules). Sent to the VTN as
         oadrCreateOpt (or oadrCancelOpt when the override is lifted); stored first, sent when reachable."""
-        now = self.clock()
-        events = await self._db(self.store.events)
-        event = events.get(event_id)
-        if event is None:
-            return None
-        await self._db(self.store.set_override, event_id, choice, reason, now)
-        override = (choice, reason) if choice is not None else None
-        decision = opt.decide(event, self.config, override=override)
-        updated = dataclasses.replace(event, opt=decision.opt)
-        await self._db(self.store.save_events, [updated], now, {event_id: decision.reason})
-        await self._db(self.store.queue_opt, updated, "" if choice is not None else "cancel", uuid.uuid4().hex, now,
-                       in_flight=self._opt_in_flight)
-        log.info("event=%s opt=%s reason=%s", event_id, decision.opt.value, decision.reason)
-        if self.sink is not None:
-            self.sink.events_changed(list({**events, event_id: updated}.values()), now)
+        async with self._events_lock:
+            now = self.clock()
+            events = await self._db(self.store.events)
+            event = events.get(event_id)
+            if event is None:
+                return None
+            await self._db(self.store.set_override, event_id, choice, reason, now)
+            override = (choice, reason) if choice is not None else None
+            decision = opt.decide(event, self.config, override=override)
+            updated = dataclasses.replace(event, opt=decision.opt)
+            await self._db(self.store.save_events, [updated], now, {event_id: decision.reason})
+            await self._db(self.store.queue_opt, updated, "" if choice is not None else "cancel", uuid.uuid4().hex, now,
+                           in_flight=self._opt_in_flight)
+            log.info("event=%s opt=%s reason=%s", event_id, decision.opt.value, decision.reason)
+            if self.sink is not None:
+                self.sink.events_changed(list({**events, event_id: updated}.values()), now)
         self.wake()
         return updated
 
