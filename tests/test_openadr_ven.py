@@ -441,6 +441,7 @@ EFFECTS = [
     ("LOAD_CONTROL", "x-loadControlSetpoint", 11, None, "ev_kw", 11.0),
     ("LOAD_DISPATCH", "setpoint", 40, "kW", "site_kw", 40.0),
     ("LOAD_DISPATCH", "delta", -10, "kW", "ev_kw", 40.0),
+    ("LOAD_DISPATCH", "multiplier", 0.3, None, "ev_kw", 15.0),
     ("ELECTRICITY_PRICE", "price", 0.31, None, "price", 0.31),
     ("ELECTRICITY_PRICE", "priceRelative", 0.05, None, "price", 0.25),
     ("ENERGY_PRICE", "price", 0.12, None, "price", 0.12),
