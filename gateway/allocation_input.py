@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.allocate import Problem
-from gateway.config import ConfigError, field_path, short_repr
+from gateway.config import ConfigError, field_path, number_problem, short_repr
+from gateway.config.numbers import Real, Whole
 from gateway.config.site import parse_phases
 from gateway.domain import J1772_MIN_A, PHASES, Circuit, EvseState, NonEvLoad, SiteLimits
 
@@ -30,7 +31,7 @@ class _In(BaseModel):
 class CircuitIn(_In):
     id: str = Field(min_length=1)
     parent: str | None = None
-    limit_a: float = Field(ge=0)
+    limit_a: Real = Field(ge=0)
     phases: tuple[str, ...] = PHASES
 
     @field_validator("phases", mode="before")
@@ -43,18 +44,18 @@ class EvseIn(_In):
     id: str = Field(min_length=1)
     circuit: str
     phases: tuple[str, ...]
-    voltage_v: float = Field(gt=0, le=1000)
-    min_a: float = Field(default=J1772_MIN_A, ge=0, le=1000)
-    max_a: float = Field(ge=0, le=1000)
-    step_a: float = Field(default=1.0, gt=0, le=100)
+    voltage_v: Real = Field(gt=0, le=1000)
+    min_a: Real = Field(default=J1772_MIN_A, ge=0, le=1000)
+    max_a: Real = Field(ge=0, le=1000)
+    step_a: Real = Field(default=1.0, gt=0, le=100)
     connected: bool = True
-    priority: int = 0
-    energy_needed_kwh: float | None = Field(default=None, ge=0)
+    priority: Whole = 0
+    energy_needed_kwh: Real | None = Field(default=None, ge=0)
     departure: AwareDatetime | None = None
     waiting_since: AwareDatetime | None = None
     on_since: AwareDatetime | None = None
-    held_a: float | None = Field(default=None, ge=0)
-    power_factor: float = Field(default=1.0, gt=0, le=1)
+    held_a: Real | None = Field(default=None, ge=0)
+    power_factor: Real = Field(default=1.0, gt=0, le=1)
 
     @field_validator("phases", mode="before")
     @classmethod
@@ -63,9 +64,9 @@ class EvseIn(_In):
 
 
 class LoadIn(_In):
-    a: float
+    a: Real
     measured_at: AwareDatetime | None = None
-    worst_a: float | None = None
+    worst_a: Real | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -79,11 +80,11 @@ class AllocationIn(_In):
     circuits: tuple[CircuitIn, ...] = ()
     evses: tuple[EvseIn, ...] = ()
     non_ev_load_a: dict[str, dict[str, LoadIn]] = Field(default_factory=dict)
-    site_limit_kw: float | None = Field(default=None, ge=0)
-    ev_limit_kw: float | None = Field(default=None, ge=0)
-    non_ev_kw: float = 0.0
-    stale_after_s: float = Field(default=10.0, gt=0)
-    min_on_time_s: float = Field(default=0.0, ge=0)
+    site_limit_kw: Real | None = Field(default=None, ge=0)
+    ev_limit_kw: Real | None = Field(default=None, ge=0)
+    non_ev_kw: Real = 0.0
+    stale_after_s: Real = Field(default=10.0, gt=0)
+    min_on_time_s: Real = Field(default=0.0, ge=0)
 
     @model_validator(mode="after")
     def _references(self) -> AllocationIn:
@@ -165,6 +166,8 @@ def validate_input(model: type[M], data: Any) -> M:
                 message = "unknown key (a typo?)"
             elif err["type"] == "missing":
                 message = "required key is missing"
+            elif (number := number_problem(err["type"], err.get("input"))) is not None:
+                message = number
             elif err["type"] in ("model_type", "model_attributes_type", "dict_type"):
                 message = "expected a JSON object"
                 if len(loc) == 3 and loc[0] == "non_ev_load_a":

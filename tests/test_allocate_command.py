@@ -113,6 +113,12 @@ def test_non_ev_load_over_a_limit_zeroes_the_chargers_and_says_so(
         (dict(ISSUE_EXAMPLE, evses=[dict(ISSUE_EXAMPLE["evses"][0], max_a=-32)]),  # type: ignore[index]
          "evses[0].max_a: Input should be greater than or equal to 0 (got -32)"),
         (dict(ISSUE_EXAMPLE, site_limit_kw=-1), "site_limit_kw: Input should be greater than or equal to 0 (got -1)"),
+        (dict(ISSUE_EXAMPLE, site_limit_kw="50"),
+         "site_limit_kw: expected a number, got the string '50' (write it without quotes)"),
+        (dict(ISSUE_EXAMPLE, evses=[dict(ISSUE_EXAMPLE["evses"][0], max_a=True)]),  # type: ignore[index]
+         "evses[0].max_a: expected a number, got the boolean true"),
+        (dict(ISSUE_EXAMPLE, evses=[dict(ISSUE_EXAMPLE["evses"][0], priority=1.5)]),  # type: ignore[index]
+         "evses[0].priority: expected a whole number, got 1.5"),
     ],
 )
 def test_bad_input_gets_one_clear_line_and_exit_2(

@@ -189,6 +189,16 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("not a number in a list", {"tariff": {"hourly": [float("nan")] + [0.1] * 23}},
      "tariff.hourly[0]: Input should be a finite number (got nan)"),
+    ("a boolean for a current", {"chargers.0.fallback_a": True},
+     "chargers[0].fallback_a: expected a number, got the boolean true"),
+    (
+        "a number in quotes",
+        {"site.service_breaker_a": "200"},
+        "site.service_breaker_a: expected a number, got the string '200' (write it without quotes)",
+    ),
+    ("a fraction for a whole number", {"status": {"port": 80.5}}, "status.port: expected a whole number, got 80.5"),
+    ("a boolean for a whole number", {"chargers.0.priority": True},
+     "chargers[0].priority: expected a whole number, got the boolean true"),
     (
         "a zero given where more is needed says what it got",
         {"site.continuous_factor": 0},
@@ -307,7 +317,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "wrong type with its value",
         {"chargers.0.max_a": "lots"},
-        "chargers[0].max_a: Input should be a valid number, unable to parse string as a number (got 'lots')",
+        "chargers[0].max_a: expected a number, got the string 'lots'",
     ),
     (
         "a table where an array of tables belongs",
@@ -346,6 +356,10 @@ def test_fallbacks_over_a_circuit_on_several_conductors_are_one_problem() -> Non
     ]
 
 
+def test_a_whole_number_may_be_written_with_a_zero_fraction() -> None:
+    assert parse_config(site(status={"port": 8081.0})).status.port == 8081
+
+
 def test_a_cycle_is_reported_once_and_circuits_below_it_not_at_all() -> None:
     data = site(**{"circuits.0.parent": "branch"})
     data["circuits"].append({"id": "leaf", "parent": "branch", "breaker_a": 20})
@@ -366,7 +380,7 @@ def test_shape_and_cross_check_problems_come_in_one_run() -> None:
     problems = problems_of(data)
     assert problems == [
         "circuits[2].breaker_a: Input should be greater than 0 (got -1)",
-        "chargers[0].max_a: Input should be a valid number, unable to parse string as a number (got 'lots')",
+        "chargers[0].max_a: expected a number, got the string 'lots'",
         "chargers[2].id: duplicate id 'cp-1' (also chargers[0])",
         "chargers[2].circuit: unknown circuit 'ghost' (known: branch, main, panel)",
     ]
@@ -376,7 +390,7 @@ def test_a_resource_naming_a_refused_charger_is_not_a_second_problem() -> None:
     data = site(**{"chargers.1.max_a": "lots"})
     data["openadr"] = {"resources": {"fleet": ["cp-1", "cp-2"]}}
     assert problems_of(data) == [
-        "chargers[1].max_a: Input should be a valid number, unable to parse string as a number (got 'lots')"
+        "chargers[1].max_a: expected a number, got the string 'lots'"
     ]
 
 
@@ -504,8 +518,7 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path: Path) -> No
     )
     assert result.returncode == 2
     assert result.stderr == (
-        "error: site.service_breaker_a: Input should be a valid number, unable to parse string as a number "
-        "(got 'big')\n"
+        "error: site.service_breaker_a: expected a number, got the string 'big'\n"
     )
 
 

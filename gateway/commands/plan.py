@@ -39,6 +39,7 @@ def input_model() -> type[BaseModel]:
     from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
     from gateway.allocation_input import AllocationIn
+    from gateway.config.numbers import Real
     from gateway.config.tariff import PlanSection, TariffSection
 
     class Stretch(BaseModel):
@@ -49,19 +50,19 @@ def input_model() -> type[BaseModel]:
         end: AwareDatetime | None = None
 
     class PriceIn(Stretch):
-        price: float = Field(ge=-10, le=100)
+        price: Real = Field(ge=-10, le=100)
 
     class LimitIn(Stretch):
-        site_kw: float | None = Field(default=None, ge=0)
-        ev_kw: float | None = Field(default=None, ge=0)
+        site_kw: Real | None = Field(default=None, ge=0)
+        ev_kw: Real | None = Field(default=None, ge=0)
 
     class PlanIn(AllocationIn):
         tariff: TariffSection | None = None
         timezone: str = "UTC"
         prices: tuple[PriceIn, ...] = ()
         limits: tuple[LimitIn, ...] = ()
-        ev_capacity_kw: float | None = Field(default=None, ge=0)
-        peak_kw: float | None = Field(default=None, ge=0)
+        ev_capacity_kw: Real | None = Field(default=None, ge=0)
+        peak_kw: Real | None = Field(default=None, ge=0)
         plan: PlanSection | None = None
 
         @field_validator("timezone")

@@ -146,6 +146,9 @@ def _message(err: ErrorDetails, loc: tuple[int | str, ...]) -> str:
         return (
             f"{err['input']!r} is not a usable id: letters, digits and _ . : - only, starting with a letter or digit"
         )
+    number = number_problem(kind, err.get("input"))
+    if number is not None:
+        return number
     if kind == "greater_than_equal" and loc and loc[-1] in ("min_a", "max_a") and loc[0] == "chargers":
         return f"{short_repr(err['input'])} A is below 6 A, the J1772 minimum (a pilot under 6 A means stop)"
     message = err["msg"].removeprefix("Value error, ")
@@ -161,6 +164,30 @@ def _kind_of(value: object) -> str:
     if isinstance(value, list):
         return "a list"
     return f"{type(value).__name__} {short_repr(value)}"
+
+
+def number_problem(kind: str, value: object) -> str | None:
+    """The line for a value that is not the number a key needs (TOML and JSON alike); None for other kinds."""
+    if kind not in ("float_type", "int_type", "int_from_float"):
+        return None
+    wanted = "a whole number" if kind != "float_type" else "a number"
+    if isinstance(value, bool):
+        got = f"the boolean {'true' if value else 'false'}"
+    elif isinstance(value, str):
+        got = f"the string {short_repr(value)}" + (" (write it without quotes)" if _numeric(value) else "")
+    elif isinstance(value, int | float):
+        got = f"{value!r}"
+    else:
+        got = _kind_of(value)
+    return f"expected {wanted}, got {got}"
+
+
+def _numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def short_repr(value: object, limit: int = 60) -> str:
@@ -246,4 +273,4 @@ def _partial(data: object, exc: ValidationError) -> tuple[GatewayConfig, Omitted
     return config, omitted
 
 
-__all__ = ["ConfigError", "GatewayConfig", "field_path", "load_config", "parse_config", "short_repr"]
+__all__ = ["ConfigError", "GatewayConfig", "field_path", "load_config", "number_problem", "parse_config", "short_repr"]

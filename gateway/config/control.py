@@ -12,6 +12,8 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from gateway.config.numbers import Real, Whole
+
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
 )
@@ -20,12 +22,12 @@ _HOSTNAME = re.compile(
 class ControlSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    tick_s: float = Field(default=1.0, ge=0.1, le=60)
-    deadband_a: float = Field(default=0.5, ge=0, le=10)  # increases smaller than this are not sent
-    ramp_a_per_s: float | None = Field(default=None, gt=0)  # None: increases go out at once
-    min_on_time_s: float = Field(default=300.0, ge=0, le=86400)  # before a charger may be paused for another
-    charger_stale_s: float = Field(default=60.0, gt=0, le=3600)
-    failsafe_after_s: float = Field(default=120.0, gt=0, le=86400)
+    tick_s: Real = Field(default=1.0, ge=0.1, le=60)
+    deadband_a: Real = Field(default=0.5, ge=0, le=10)  # increases smaller than this are not sent
+    ramp_a_per_s: Real | None = Field(default=None, gt=0)  # None: increases go out at once
+    min_on_time_s: Real = Field(default=300.0, ge=0, le=86400)  # before a charger may be paused for another
+    charger_stale_s: Real = Field(default=60.0, gt=0, le=3600)
+    failsafe_after_s: Real = Field(default=120.0, gt=0, le=86400)
 
     @field_validator("charger_stale_s")
     @classmethod
@@ -40,7 +42,7 @@ class StatusSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     bind: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)  # 0: the OS picks one (tests)
+    port: Whole = Field(default=8080, ge=0, le=65535)  # 0: the OS picks one (tests)
     token: str | None = Field(default=None, min_length=16)  # writes are refused without one
 
     @field_validator("bind")
@@ -58,4 +60,4 @@ class StoreSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     path: str = Field(default="gateway.sqlite", min_length=1)
-    telemetry_days: int = Field(default=90, ge=1, le=3650)
+    telemetry_days: Whole = Field(default=90, ge=1, le=3650)

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gateway.config.numbers import Real, Whole
+
 
 class ModbusEndpoint(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: str = Field(min_length=1)  # a register map name, e.g. "abb-terra-ac" or "eastron-sdm630"
     host: str = Field(min_length=1)
-    port: int = Field(default=502, ge=1, le=65535)
-    unit: int | None = Field(default=None, ge=0, le=255)  # None: the map's default unit id
-    timeout_s: float = Field(default=2.0, gt=0, le=60)
+    port: Whole = Field(default=502, ge=1, le=65535)
+    unit: Whole | None = Field(default=None, ge=0, le=255)  # None: the map's default unit id
+    timeout_s: Real = Field(default=2.0, gt=0, le=60)
 
     @field_validator("model")
     @classmethod

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from gateway.config.numbers import Real, Whole
+
 
 class OcppChargerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -16,23 +18,23 @@ class OcppSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     bind: str = "127.0.0.1"
-    port: int = Field(default=9000, ge=0, le=65535)
+    port: Whole = Field(default=9000, ge=0, le=65535)
     # validTo of the live profile, renewed at half. Short leases (a few seconds) are for labs and tests:
     # every renewal is one SetChargingProfile per charger.
-    lease_s: float = Field(default=120.0, ge=2, le=3600)
+    lease_s: Real = Field(default=120.0, ge=2, le=3600)
     tls_cert: str | None = None  # security profile 2: TLS + Basic auth
     tls_key: str | None = None
     require_password: bool = False  # refuse chargers that have no password in the config
-    response_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    response_timeout_s: Real = Field(default=10.0, gt=0, le=120)
     # apply_limits returns after this long; a later answer arrives as a reading with applied_limit_a
-    ack_wait_s: float = Field(default=2.0, gt=0, le=120)
-    meter_interval_s: int = Field(default=10, ge=1, le=3600)  # MeterValueSampleInterval / SampledDataCtrlr
-    heartbeat_s: int = Field(default=300, ge=10, le=86400)
+    ack_wait_s: Real = Field(default=2.0, gt=0, le=120)
+    meter_interval_s: Whole = Field(default=10, ge=1, le=3600)  # MeterValueSampleInterval / SampledDataCtrlr
+    heartbeat_s: Whole = Field(default=300, ge=10, le=86400)
     # idTags / idTokens accepted by Authorize; None accepts everyone (the site has no RFID policy)
     local_auth_list: tuple[str, ...] | None = None
     # an EV drawing well under its limit this long is offered a lower cap (driver.unused_cap)
-    hand_back_after_s: float = Field(default=60.0, gt=0, le=3600)
-    max_message_bytes: int = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
+    hand_back_after_s: Real = Field(default=60.0, gt=0, le=3600)
+    max_message_bytes: Whole = Field(default=65536, ge=1024, le=16 * 1024 * 1024)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> OcppSection:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gateway.config.numbers import Real, Whole
+
 
 class VtnSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -24,11 +26,11 @@ class VtnSection(BaseModel):
     check_hostname: bool = True
     tls12_only: bool = False  # pin TLS 1.2 where strict 2.0b cipher-suite conformance is required
     sign_messages: bool = False  # XML signatures are optional in 2.0b; TLS already authenticates
-    request_timeout_s: float = Field(default=10.0, gt=0, le=120)
-    backoff_initial_s: float = Field(default=1.0, gt=0, le=60)
-    backoff_max_s: float = Field(default=300.0, gt=0, le=3600)
-    max_body_bytes: int = Field(default=1_000_000, ge=4096, le=50_000_000)
-    poll_s: float | None = Field(default=None, gt=0, le=86400)  # None: what the VTN asks for
+    request_timeout_s: Real = Field(default=10.0, gt=0, le=120)
+    backoff_initial_s: Real = Field(default=1.0, gt=0, le=60)
+    backoff_max_s: Real = Field(default=300.0, gt=0, le=3600)
+    max_body_bytes: Whole = Field(default=1_000_000, ge=4096, le=50_000_000)
+    poll_s: Real | None = Field(default=None, gt=0, le=86400)  # None: what the VTN asks for
 
     @field_validator("url")
     @classmethod
@@ -70,16 +72,16 @@ class OpenAdrSection(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # SIMPLE level → fraction of normal EV capacity left to the chargers.
-    simple_levels: dict[str, float] = Field(
+    simple_levels: dict[str, Real] = Field(
         default_factory=lambda: {"0": 1.0, "1": 0.5, "2": 0.25, "3": 0.0}
     )
-    ev_capacity_kw: float | None = Field(default=None, gt=0)  # None: sum of the chargers' max power
+    ev_capacity_kw: Real | None = Field(default=None, gt=0)  # None: sum of the chargers' max power
     market_contexts: tuple[str, ...] = ()  # enrolled programs; empty: any
     resources: dict[str, tuple[str, ...]] = Field(default_factory=dict)  # resource id → charger/circuit ids
     # Opt out when an event would leave the EVs less than this (kW) while critical chargers need it.
-    critical_kw: float = Field(default=0.0, ge=0)
-    report_interval_s: float = Field(default=60.0, ge=1, le=86400)  # offered minimum sampling period
-    backlog_days: float = Field(default=7.0, gt=0, le=365)  # readings kept for a VTN that is away
+    critical_kw: Real = Field(default=0.0, ge=0)
+    report_interval_s: Real = Field(default=60.0, ge=1, le=86400)  # offered minimum sampling period
+    backlog_days: Real = Field(default=7.0, gt=0, le=365)  # readings kept for a VTN that is away
 
     @field_validator("simple_levels")
     @classmethod

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from gateway.config.modbus import ModbusEndpoint
+from gateway.config.numbers import Real, Whole
 from gateway.config.ocpp import OcppChargerSettings
 from gateway.domain import J1772_MIN_A, PHASES
 
@@ -77,13 +78,13 @@ VOLTAGE_TOLERANCE = 0.05
 class SiteSection(Strict):
     name: str = Field(default="site", min_length=1)
     wiring: Wiring
-    voltage_ln_v: float | None = Field(default=None, gt=0, le=1000)  # None: from wiring (or voltage_ll_v)
-    voltage_ll_v: float | None = Field(default=None, gt=0, le=1000)  # None: from wiring (or voltage_ln_v)
+    voltage_ln_v: Real | None = Field(default=None, gt=0, le=1000)  # None: from wiring (or voltage_ll_v)
+    voltage_ll_v: Real | None = Field(default=None, gt=0, le=1000)  # None: from wiring (or voltage_ln_v)
     service_id: Id = "main"
-    service_breaker_a: float = Field(gt=0, le=10000)
-    service_limit_a: float | None = Field(default=None, gt=0, le=10000)  # replaces breaker × factor
-    continuous_factor: float = Field(default=0.8, gt=0, le=1.0)
-    power_factor: float = Field(default=0.99, gt=0, le=1.0)
+    service_breaker_a: Real = Field(gt=0, le=10000)
+    service_limit_a: Real | None = Field(default=None, gt=0, le=10000)  # replaces breaker × factor
+    continuous_factor: Real = Field(default=0.8, gt=0, le=1.0)
+    power_factor: Real = Field(default=0.99, gt=0, le=1.0)
     timezone: str = "UTC"
 
     @property
@@ -147,10 +148,10 @@ class SiteSection(Strict):
 class CircuitSection(Strict):
     id: Id
     parent: Id | None = None  # None: hangs off the service
-    breaker_a: float = Field(gt=0, le=10000)
+    breaker_a: Real = Field(gt=0, le=10000)
     phases: tuple[str, ...] | None = None  # None: every conductor of its parent
-    continuous_factor: float | None = Field(default=None, gt=0, le=1.0)  # None: the site's
-    limit_a: float | None = Field(default=None, gt=0, le=10000)  # usable limit, replaces breaker × factor
+    continuous_factor: Real | None = Field(default=None, gt=0, le=1.0)  # None: the site's
+    limit_a: Real | None = Field(default=None, gt=0, le=10000)  # usable limit, replaces breaker × factor
 
     @field_validator("phases", mode="before")
     @classmethod
@@ -174,11 +175,11 @@ class ChargerSection(Strict):
     protocol: Protocol
     circuit: Id | None = None  # None: directly on the service
     phases: tuple[str, ...]
-    min_a: float = Field(default=J1772_MIN_A, ge=J1772_MIN_A, le=1000)
-    max_a: float = Field(ge=J1772_MIN_A, le=1000)
-    step_a: float = Field(default=1.0, gt=0, le=100)
-    priority: int = Field(default=0, ge=-100, le=100)  # larger is served first
-    fallback_a: float = Field(default=J1772_MIN_A, ge=0, le=1000)
+    min_a: Real = Field(default=J1772_MIN_A, ge=J1772_MIN_A, le=1000)
+    max_a: Real = Field(ge=J1772_MIN_A, le=1000)
+    step_a: Real = Field(default=1.0, gt=0, le=100)
+    priority: Whole = Field(default=0, ge=-100, le=100)  # larger is served first
+    fallback_a: Real = Field(default=J1772_MIN_A, ge=0, le=1000)
     critical: bool = False  # a DR limit that cannot keep critical chargers at their min is opted out
     modbus: ModbusEndpoint | None = Field(default=None, validate_default=True)  # required for protocol modbus
     ocpp: OcppChargerSettings = Field(default_factory=OcppChargerSettings)
@@ -238,8 +239,8 @@ class MeterSection(Strict):
     circuit: Id | None = None  # None: the service entrance
     includes_evs: bool = True  # the meter sees the managed chargers' current too
     modbus: ModbusEndpoint
-    poll_s: float = Field(default=1.0, ge=0.25, le=3600)
-    stale_after_s: float = Field(default=10.0, gt=0, le=3600)
+    poll_s: Real = Field(default=1.0, ge=0.25, le=3600)
+    stale_after_s: Real = Field(default=10.0, gt=0, le=3600)
 
     @field_validator("stale_after_s")
     @classmethod

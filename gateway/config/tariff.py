@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from gateway.config.numbers import Real, Whole
 from gateway.planner import PlanSettings
 from gateway.tariff import DAY_NAMES, MINUTES_PER_DAY, Season, Tariff, TouPeriod
 
@@ -110,7 +111,7 @@ class SeasonEntry(_Strict):
 
 class PeriodEntry(_Strict):
     name: str = Field(min_length=1)
-    price: float = Field(ge=-10, le=100)  # per kWh; negative prices exist on dynamic tariffs
+    price: Real = Field(ge=-10, le=100)  # per kWh; negative prices exist on dynamic tariffs
     days: frozenset[int] = frozenset(range(7))
     start: int  # written "16:00"
     end: int  # written "21:00"; "24:00" is midnight at the end of the day
@@ -137,20 +138,20 @@ class PeriodEntry(_Strict):
 class PlanSection(_Strict):
     """How charging is planned around the prices (see `gateway.planner`)."""
 
-    interval_min: int = Field(default=15, ge=1, le=60)
-    horizon_h: float = Field(default=48.0, gt=0, le=168)
+    interval_min: Whole = Field(default=15, ge=1, le=60)
+    horizon_h: Real = Field(default=48.0, gt=0, le=168)
     no_departure: Literal["charge-now", "dwell"] = "charge-now"
-    default_dwell_h: float = Field(default=8.0, gt=0, le=72)
+    default_dwell_h: Real = Field(default=8.0, gt=0, le=72)
 
 
 class TariffSection(_Strict):
     name: str = ""
     currency: str = Field(default="USD", min_length=1, max_length=8)
-    flat_price: float | None = Field(default=None, ge=-10, le=100)  # per kWh
-    hourly: tuple[float, ...] | None = None  # 24 prices per kWh, local hours 0..23
+    flat_price: Real | None = Field(default=None, ge=-10, le=100)  # per kWh
+    hourly: tuple[Real, ...] | None = None  # 24 prices per kWh, local hours 0..23
     periods: tuple[PeriodEntry, ...] = ()
     seasons: tuple[SeasonEntry, ...] = ()
-    demand_charge_kw: float | None = Field(default=None, ge=0, le=1000)  # per kW of the month's 15-min peak
+    demand_charge_kw: Real | None = Field(default=None, ge=0, le=1000)  # per kW of the month's 15-min peak
     # Priced like a Sunday: "12-25" every year, "2026-11-26" once (floating holidays).
     holidays: tuple[tuple[int, int] | date, ...] = ()
     plan: PlanSection = Field(default_factory=PlanSection)
