@@ -270,3 +270,25 @@ async def test_a_failing_telemetry_source_is_logged_once_retried_and_recovers(
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         store.close()
+
+
+async def test_a_one_shot_request_gets_one_report_and_ends(tmp_path: Path, vtn: SimVtn) -> None:
+    clock = Clock()
+    ven, store = make_ven(tmp_path, vtn, clock)
+    try:
+        await ven.load()
+        await ven.step()
+        request_id = vtn.create_report(ven.ven_id or "", reports.STATUS_ID, [reports.LIMIT, reports.ONLINE],
+                                       granularity=timedelta(0), report_back=timedelta(0))
+        await ven.step()
+        assert request_id in {r.report_request_id for r in store.report_requests()}
+        for _ in range(3):
+            await ven.sample_once()
+            clock.advance(60)
+            await ven.step()
+        got = sorted((r, v) for r, _, v in vtn.received if r != reports.SITE_POWER)
+        assert got == [(reports.LIMIT, 30.0), (reports.ONLINE, 1.0)]
+        assert request_id not in {r.report_request_id for r in store.report_requests()}
+    finally:
+        await ven.link.close()
+        store.close()

@@ -4,7 +4,8 @@ We offer TELEMETRY_USAGE (site power kW, site energy kWh, EV power kW, power per
 TELEMETRY_STATUS (online, load control state, current limit kW). r_ids and report specifier ids are
 fixed names so a request stored before a restart still matches what we offer after it. Values come from
 a `TelemetrySource`; samples are taken on the VTN's granularity whether or not the VTN is reachable, kept
-in SQLite, and sent once (oldest first) when it answers.
+in SQLite, and sent once (oldest first) when it answers. A request with a zero granularity or report-back
+duration is a one-shot: one sample, one report, and the request ends.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from gateway.store.vtn import Reading, ReportRequest
 log = logging.getLogger("gateway.openadr")
 
 METADATA_ID = "METADATA"  # a request with this specifier asks for our oadrRegisterReport again
+ONE_SHOT = 0.0  # ReportRequest.report_back_s of a request for a single report
 USAGE_ID = "gateway-telemetry-usage"
 STATUS_ID = "gateway-telemetry-status"
 SITE_POWER = "site_power_kw"
@@ -119,13 +121,13 @@ def parse_requests(
             continue
         granularity = spec.get("granularity")
         back = spec.get("report_back_duration")
-        gran = granularity if isinstance(granularity, timedelta) else min_period
-        if gran <= timedelta(0):
-            gran = min_period  # a one-shot request: sample now, send once
+        # A zero granularity or report-back duration asks for one report, once (as openleadr's VEN reads it).
+        one_shot = any(isinstance(v, timedelta) and v <= timedelta(0) for v in (granularity, back))
+        gran = granularity if isinstance(granularity, timedelta) and granularity > timedelta(0) else min_period
         gran = max(gran, min_period)
         back_td = back if isinstance(back, timedelta) and back > timedelta(0) else gran
-        accepted.append(ReportRequest(request_id, spec_id, gran.total_seconds(), back_td.total_seconds(),
-                                      tuple(r_ids)))
+        accepted.append(ReportRequest(request_id, spec_id, gran.total_seconds(),
+                                      ONE_SHOT if one_shot else back_td.total_seconds(), tuple(r_ids)))
     return accepted, problems
 
 

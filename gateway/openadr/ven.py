@@ -529,8 +529,9 @@ class Ven:
         for rr in accepted:
             await self._db(self.store.save_report_request, dataclasses.replace(rr, next_sample_at=now), now)
             moved = await self._db(self.store.supersede, rr) if supersede else 0
-            log.info("report request %s: %s every %.0fs, sent every %.0fs%s", rr.report_request_id,
-                     ",".join(rr.r_ids), rr.granularity_s, rr.report_back_s,
+            when = ("once" if rr.report_back_s == reports.ONE_SHOT else
+                    f"every {rr.granularity_s:.0f}s, sent every {rr.report_back_s:.0f}s")
+            log.info("report request %s: %s %s%s", rr.report_request_id, ",".join(rr.r_ids), when,
                      f" (takes over {moved} unsent readings)" if moved else "")
         if reply:
             ids = [{"report_request_id": r.report_request_id} for r in accepted]
@@ -568,6 +569,8 @@ class Ven:
             step = timedelta(seconds=rr.granularity_s)
             # Skip missed slots rather than inventing values for them (a sampler that was not running).
             following = due + step * max(1, int((now - due) / step) + 1)
+            if rr.report_back_s == reports.ONE_SHOT:
+                following = now + timedelta(days=36500)  # sampled once; the request ends once it is sent
             await self._db(self.store.add_readings, rr, values, now, following)
             stored += len(values)
         horizon = now - timedelta(days=self.config.backlog_days)
@@ -625,6 +628,10 @@ class Ven:
             if mtype is not None:
                 self._check_response("oadrUpdateReport", payload)
             await self._db(self.store.mark_readings_sent, [r.id for r in due], now)
+            for request_id in {r.report_request_id for r in due}:
+                if requests[request_id].report_back_s == reports.ONE_SHOT:
+                    await self._db(self.store.cancel_report_request, request_id)
+                    log.info("report request %s: its one report is sent", request_id)
             if len(unsent) < 500:
                 return
 
