@@ -546,3 +546,16 @@ async def test_metadata_request_is_answered_with_our_reports_again(h: Harness) -
     await until(lambda: h.vtn.report_registrations > offered)
     await until(lambda: h.vtn.polls > polls + 2)
     assert ven.failures == 0
+
+
+async def test_an_event_with_several_signals_acts_on_each(h: Harness) -> None:
+    await h.start()
+    start = datetime.now(UTC) + timedelta(hours=1)
+    eid = h.vtn.add_event(h.ven_id, [("SIMPLE", "level", [1, 2]), ("ELECTRICITY_PRICE", "price", [0.4, 0.1])],
+                          start=start, interval=timedelta(minutes=30))
+    e = await h.wait_event(eid)
+    assert [s.name for s in e.signals] == [SignalName.SIMPLE, SignalName.ELECTRICITY_PRICE]
+    schedule = build_schedule([e], datetime.now(UTC), ScheduleSettings(ev_capacity_kw=50.0))
+    first, second = (segment_at(schedule, start + timedelta(minutes=m)) for m in (10, 40))
+    assert first is not None and (first.ev_kw, first.price) == (25.0, 0.4)
+    assert second is not None and (second.ev_kw, second.price) == (12.5, 0.1)
