@@ -7,28 +7,29 @@ Pure: no I/O, no clock; `now` is a parameter. The API, in the order a caller use
     evses = apply_targets(evses, plan, now)      # every tick, until the plan is recomputed: want_a now
     allocation = allocate(Problem(..., evses=evses, ...))               # real-time limits still win
 
-`build_slots` cuts the horizon into `Slot`s on a regular grid (15 min for 6 h, then hourly, by default) and
-at every change of limit or price, each with one price and the EV power the limit timeline leaves
+`build_slots` cuts the horizon into `Slot`s on a regular grid (15 min for 6 h, then hourly, by default) and at
+every change of limit or price, each with one price and the EV power the limit timeline leaves
 (`Segment.ev_kw`, `Segment.site_kw` less the non-EV load, the site's normal EV capacity). `make_plan` solves
-"deliver as much of each request as possible before its departure, at the lowest energy cost, never above
-a slot's capacity nor a charger's own maximum": slots are taken cheapest first (earliest among equal
-prices) and each is filled as far as the sessions can use it, rerouting earlier choices along augmenting
-paths when that lets more energy in. This is the greedy algorithm on the polymatroid of deliverable
-energy, so the plan delivers the most energy any plan could (every departure a feasible plan meets is met)
-and costs the least among such plans. With a demand charge, `peak_kw` (the month's running peak of the
-15-minute average site power) caps every slot, and is raised by the least amount, found by false position,
-only when a departure would otherwise be missed. Sessions without a departure get `settings.no_departure`:
-"charge-now" (planned into what is left, earliest first, never targeted below its minimum) or "dwell" (a
-departure `default_dwell` from now); sessions without an energy request want all they can take until they
-leave. `targets` turns the plan's current slot into amps, rounded up to the charger's step (and to its
-minimum when it charges at all) so the allocator never starves a plan; the runtime recomputes the plan
-whenever reality drifts from it (`drift` says when). For the status page and the control loop: `Plan.ev_kw()`,
-`site_profile(plan)`, `Plan.cost()`, `Plan.peak_kw` (pass it back as the next `peak_kw`, with the month's
-metered peak from `gateway.tariff.demand_peak_kw`, so a raised target is not searched for again). A tariff
-comes from the config (`load_config(path).tariff.to_tariff(site.timezone)`; `config/example-tariff-tou.toml`
-is SCE TOU-EV-4 as acnportal ships it) or is built directly (`gateway.tariff.Tariff`). A simulator that
-has one price per fixed period (the ACN benchmark) can use `period_price_planner(ev_capacity_kw, demand)`,
-which fits `bench/acn.py`'s `Planner` hook as it is.
+"deliver as much of each request as possible before its departure, at the lowest energy cost, never above a
+slot's capacity nor a charger's own maximum": slots are taken cheapest first (earliest among equal prices) and
+each is filled as far as the sessions can use it, rerouting earlier choices along augmenting paths when that
+lets more energy in. This is the greedy algorithm on the polymatroid of deliverable energy, so the plan
+delivers the most energy any plan could (every departure a feasible plan meets is met) and costs the least
+among such plans. With a demand charge, `peak_kw` (the month's running peak of the 15-minute average site
+power) caps every slot, and is raised by the least amount, found by false position, only when a departure
+would otherwise be missed. Sessions without a departure get `settings.no_departure`: "charge-now" (planned
+into what is left, earliest first, never targeted below its minimum) or "dwell" (a departure `default_dwell`
+from now); sessions without an energy request want `default_energy_kwh`, or without one all they can take
+until they leave; the latter are planned last, into what the sessions with a request leave, so they never crowd
+one out nor raise the peak target. `targets` turns the plan's current slot into amps, rounded up to the charger's
+step (and to its minimum when it charges at all) so the allocator never starves a plan; the runtime recomputes
+the plan whenever reality drifts from it (`drift` says when). For the status page and the control loop:
+`Plan.ev_kw()`, `site_profile(plan)`, `Plan.cost()`, `Plan.peak_kw` (pass it back as the next `peak_kw`, with
+the month's metered peak from `gateway.tariff.demand_peak_kw`, so a raised target is not searched for again).
+A tariff comes from the config (`load_config(path).tariff.to_tariff(site.timezone)`;
+`config/example-tariff-tou.toml` is SCE TOU-EV-4 as acnportal ships it) or is built directly
+(`gateway.tariff.Tariff`). A simulator that has one price per fixed period (the ACN benchmark) can use
+`period_price_planner(ev_capacity_kw, demand)`, which fits `bench/acn.py`'s `Planner` hook as it is.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class PlanSettings:
     ev_capacity_kw: float | None = None  # the site's normal EV capacity (None: only the timeline's limits)
     no_departure: NoDeparture = "charge-now"
     default_dwell: timedelta = timedelta(hours=8)
+    # What a session that gives no energy request is assumed to need (None: all it can take until it leaves).
+    # With "dwell" this is what lets a car that says nothing (OCPP 1.6) wait for the cheap hours.
+    default_energy_kwh: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +88,11 @@ class SessionPlan:
     """One session's planned energy per slot (kWh, aligned with `Plan.slots`)."""
 
     evse_id: str
-    requested_kwh: float  # what it asked for, or what it could take in its window when it did not say
+    requested_kwh: float  # what it asked for; when it did not say, the default or all it could take in its window
     departure: datetime  # the one planned for (a default when the session gave none)
     kwh: tuple[float, ...]
     charge_now: bool = False
-    energy_known: bool = True  # False: it did not say; `requested_kwh` is all it could take
+    energy_known: bool = True  # False: it did not say; `requested_kwh` is the default or all it could take
 
     @property
     def planned_kwh(self) -> float:
@@ -201,6 +205,7 @@ class _Session:
     caps: list[float]  # the most it can take in each slot (kWh); 0 after it leaves
     last: int  # index of the last slot it is present in (-1: none)
     charge_now: bool
+    greedy: bool = False  # no energy request and no default: it wants all it can take
 
 
 def _sessions(evses: Iterable[EvseState], slots: Sequence[Slot], now: datetime,
@@ -226,8 +231,13 @@ def _sessions(evses: Iterable[EvseState], slots: Sequence[Slot], now: datetime,
             last = full
         caps += [0.0] * (len(slots) - len(caps))
         window = sum(caps)
-        requested = window if evse.energy_needed_kwh is None else max(0.0, evse.energy_needed_kwh)
-        out.append(_Session(evse, rate, min(requested, window), requested, departure, caps, last, charge_now))
+        if evse.energy_needed_kwh is not None:
+            requested = max(0.0, evse.energy_needed_kwh)
+        else:
+            requested = window if settings.default_energy_kwh is None else settings.default_energy_kwh
+        greedy = evse.energy_needed_kwh is None and settings.default_energy_kwh is None
+        out.append(_Session(evse, rate, min(requested, window), requested, departure, caps, last, charge_now,
+                            greedy))
     return out
 
 
@@ -241,7 +251,12 @@ def make_plan(
     """The cheapest plan that delivers the most energy; with `peak_kw`, site power stays under it if it can."""
     slots = tuple(slots)
     sessions = _sessions(evses, slots, now, settings)
-    flexible = [s for s in sessions if not s.charge_now]
+    # Three stages, so that a session that wants all it can take never crowds out a concrete request:
+    # first the sessions with a request and a departure (the cheapest plan that delivers the most, under the
+    # peak target, raised only for them), then the charge-now sessions as early as what is left allows, then
+    # the sessions that want everything until they leave, cheapest first, in what is still left.
+    flexible = [s for s in sessions if not s.charge_now and not s.greedy]
+    greedy = [s for s in sessions if not s.charge_now and s.greedy]
     caps = [s.ev_cap_kw * s.hours for s in slots]
     target = peak_kw
     if peak_kw is not None:
@@ -257,8 +272,12 @@ def make_plan(
     now_sessions = [s for s in sessions if s.charge_now]
     left = [max(0.0, c - u) for c, u in zip(caps, _per_slot(x, len(slots)), strict=True)]
     x_now = _asap(now_sessions, left)
+    left = [max(0.0, c - u) for c, u in zip(left, _per_slot(x_now, len(slots)), strict=True)]
+    x_greedy = _fill(greedy, slots, left)
     plans: dict[str, SessionPlan] = {}
-    for session, flows in [*zip(flexible, x, strict=True), *zip(now_sessions, x_now, strict=True)]:
+    staged = [*zip(flexible, x, strict=True), *zip(now_sessions, x_now, strict=True),
+              *zip(greedy, x_greedy, strict=True)]
+    for session, flows in staged:
         per_slot = [0.0] * len(slots)
         for k, value in flows.items():
             per_slot[k] = value

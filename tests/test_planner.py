@@ -224,13 +224,15 @@ def timelines(draw: st.DrawFn) -> tuple[list[Event], list[EvseState], float, flo
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(timelines(), st.sampled_from(["charge-now", "dwell"]))
+@given(timelines(), st.sampled_from(["charge-now", "dwell"]), st.sampled_from([None, 6.0]))
 def test_a_plan_from_events_and_a_tariff_never_breaks_the_timeline(
-    case: tuple[list[Event], list[EvseState], float, float | None], no_departure: NoDeparture
+    case: tuple[list[Event], list[EvseState], float, float | None], no_departure: NoDeparture,
+    default_energy: float | None,
 ) -> None:
     """End to end: events → `build_schedule` → price timeline and slots → plan, checked against the schedule."""
     events, cars, non_ev, peak = case
-    cfg = PlanSettings(ev_capacity_kw=20.0, no_departure=no_departure, horizon=timedelta(hours=24))
+    cfg = PlanSettings(ev_capacity_kw=20.0, no_departure=no_departure, horizon=timedelta(hours=24),
+                       default_energy_kwh=default_energy)
     schedule = build_schedule(events, NOW, ScheduleSettings(ev_capacity_kw=20.0))
     slots = build_slots(NOW, cfg, schedule=schedule, prices=price_timeline(TOU, NOW, NOW + cfg.horizon, schedule),
                         non_ev_kw=non_ev)
@@ -255,19 +257,30 @@ def test_a_plan_from_events_and_a_tariff_never_breaks_the_timeline(
             assert session is None
             continue
         assert session is not None
-        if car.energy_needed_kwh is not None:
-            assert session.planned_kwh <= car.energy_needed_kwh + 1e-6
+        asked = car.energy_needed_kwh if car.energy_needed_kwh is not None else default_energy
+        if asked is not None:
+            assert session.planned_kwh <= asked + 1e-6
         for slot, kwh in zip(slots, session.kwh, strict=True):
             assert kwh >= 0
             assert kwh <= car.kw_per_a * car.max_a * slot.hours + 1e-6
             if slot.start >= session.departure:
                 assert kwh == 0
-    if peak is None:
-        # Never dearer than charging as fast as possible, when that serves every request as well.
-        fast = asap_plan(cars, slots, NOW, cfg)
-        if all(p.unmet_kwh <= 1e-9 for p in fast.sessions.values()):
-            assert all(p.unmet_kwh <= 1e-6 for p in plan.sessions.values())
+    # A session that wants all it can take never crowds out one with a request and a departure: whatever
+    # charging as fast as possible serves of those, the plan serves too; and where every session has both, the
+    # plan is never dearer than charging as fast as possible.
+    fast = asap_plan(cars, slots, NOW, cfg)
+    # The sessions planned first: a departure (given or the default dwell) and a request (given or the default).
+    requests = [p for p in plan.sessions.values()
+                if not p.charge_now and (p.energy_known or default_energy is not None)]
+    served = all(p.planned_kwh >= p.requested_kwh - 1e-9 for p in fast.sessions.values())
+    if peak is None and served:
+        assert all(p.planned_kwh >= p.requested_kwh - 1e-6 for p in requests)
+        if len(requests) == len(plan.sessions):
             assert plan.cost() <= fast.cost() + 1e-6
+    if peak is not None:
+        # The demand target is raised for those only, never for a car that just wants all it can take.
+        alone = make_plan([c for c in cars if c.id in {p.evse_id for p in requests}], slots, NOW, cfg, peak_kw=peak)
+        assert plan.peak_kw == alone.peak_kw
 
 
 def tou_price(moment: datetime) -> float:
@@ -397,6 +410,22 @@ def test_sessions_without_departure_or_energy_never_starve() -> None:
     dwell = make_plan([unknown], slots, NOW, PlanSettings(ev_capacity_kw=10.0, no_departure="dwell"))
     assert not dwell.sessions["walk-in"].charge_now
     assert dwell.sessions["walk-in"].departure == NOW + timedelta(hours=8)
+
+
+def test_a_default_energy_lets_a_car_that_says_nothing_wait_for_cheap_hours() -> None:
+    slots = tou_slots(PlanSettings(ev_capacity_kw=50.0))
+    quiet = evse("quiet", None, None)  # an OCPP 1.6 car: no departure, no energy request
+    eager = make_plan([quiet], slots, NOW, PlanSettings(ev_capacity_kw=50.0, no_departure="dwell"))
+    assert targets(eager, [quiet]) == {"quiet": 32.0}  # all it can take in 8 h: on-peak too
+    cfg = PlanSettings(ev_capacity_kw=50.0, no_departure="dwell", default_dwell=timedelta(hours=10),
+                       default_energy_kwh=10.0)
+    plan = make_plan([quiet], slots, NOW, cfg)
+    session = plan.sessions["quiet"]
+    assert session.requested_kwh == 10.0 and not session.energy_known and session.unmet_kwh == 0.0
+    assert session.planned_kwh == pytest.approx(10.0)
+    assert all(kwh == 0 for s, kwh in zip(slots, session.kwh, strict=True) if s.price > 0.2)
+    assert targets(plan, [quiet]) == {"quiet": 0.0}  # on-peak now: it waits for 21:00
+    assert plan.cost() == pytest.approx(1.0)
 
 
 def test_a_car_past_its_departure_still_charges() -> None:

@@ -139,6 +139,22 @@ def test_the_dynamic_hourly_example_plans_into_the_cheapest_hours_and_price_even
     assert {p["price"] for p in profile} == {-0.01, 0.08}  # the rest where the VTN's price is 0.08
 
 
+def test_the_hourly_example_plans_a_car_that_says_nothing_into_the_cheapest_hours(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    quiet = {"now": "2026-11-25T18:00:00-06:00", "circuits": [{"id": "main", "limit_a": 48, "phases": "L1-L2"}],
+             "evses": [{"id": "garage", "circuit": "main", "phases": "L1-L2", "voltage_v": 240, "max_a": 48}]}
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(quiet), encoding="utf-8")
+    config = str(EXAMPLES / "example-tariff-hourly.toml")
+    assert main(["plan", str(path), "--config", config]) == 0
+    assert "garage: 15 kWh planned of 15 kWh (default) by Thu 04:00 (default)" in capsys.readouterr().out
+    assert main(["plan", str(path), "--json", "--config", config]) == 0
+    garage = json.loads(capsys.readouterr().out)["sessions"][0]
+    assert garage["want_a"] == 0.0 and not garage["energy_given"]
+    assert {p["price"] for p in garage["profile"]} == {0.025, 0.026}  # 03:00, then the 02:00 hour
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.integers(0, 400 * 24), st.integers(1, 72), st.lists(st.tuples(st.integers(0, 72), st.integers(1, 10)),
                                                                   max_size=4))

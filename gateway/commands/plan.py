@@ -203,7 +203,9 @@ def compute(spec: Any) -> dict[str, Any]:
             continue
         sessions.append({
             "id": evse.id,
-            "requested_kwh": round(session.requested_kwh, 3) if session.energy_known else None,
+            "requested_kwh": round(session.requested_kwh, 3)
+            if session.energy_known or settings.default_energy_kwh is not None else None,
+            "energy_given": session.energy_known,
             "planned_kwh": round(session.planned_kwh, 3),
             "unmet_kwh": round(session.unmet_kwh, 3),
             "departure": session.departure.astimezone(zone).isoformat(),
@@ -282,6 +284,8 @@ def render(result: dict[str, Any]) -> str:
         mode = " charge-now" if s["charge_now"] else ""
         want = "no cap" if s["want_a"] is None else f"{s['want_a']:g} A"
         asked = "as much as it takes" if s["requested_kwh"] is None else f"{s['requested_kwh']:g} kWh"
+        if s["requested_kwh"] is not None and not s["energy_given"]:
+            asked += " (default)"
         lines.append(f"{s['id']}:{mode} {s['planned_kwh']:g} kWh planned of {asked} by {leave}{left}, "
                      f"cost {s['cost']:.2f}{cur}; now: plan {want}, allocated {s['amps_now']:g} A ({s['binding']})")
         for piece in s["profile"]:

@@ -142,6 +142,7 @@ class PlanSection(_Strict):
     horizon_h: Real = Field(default=48.0, gt=0, le=168)
     no_departure: Literal["charge-now", "dwell"] = "charge-now"
     default_dwell_h: Real = Field(default=8.0, gt=0, le=72)
+    default_energy_kwh: Real | None = Field(default=None, gt=0, le=1000)  # None: all it can take
 
 
 class TariffSection(_Strict):
@@ -304,7 +305,7 @@ class TariffSection(_Strict):
         return PlanSettings(
             interval=timedelta(minutes=plan.interval_min), horizon=timedelta(hours=plan.horizon_h),
             ev_capacity_kw=ev_capacity_kw, no_departure=plan.no_departure,
-            default_dwell=timedelta(hours=plan.default_dwell_h),
+            default_dwell=timedelta(hours=plan.default_dwell_h), default_energy_kwh=plan.default_energy_kwh,
         )
 
 
