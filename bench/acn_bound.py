@@ -5,7 +5,12 @@ maximum (and the car's own limit), at most the energy the session asked for, and
 constraint row relaxed from its phasor magnitude to its projections on directions spread over the arc the
 phasor can take (a necessary condition, so the bound is valid; directions 2° apart make it tight to
 1/cos(1°)). It knows every arrival, departure and demand in advance and ignores the 6 A minimum, so no
-online scheduler can beat it. Solved with scipy's HiGHS. Used by `bench/acn.py --bound`.
+online scheduler can beat it. With `min_met` it becomes a mixed-integer program (one binary per session:
+fully met or not, acnportal's 0.1 kWh threshold) giving the most energy any schedule can deliver while
+also meeting at least that share of sessions; when the solver stops at its time limit the reported
+figure is its proven dual bound, still an upper bound. Solved with scipy's HiGHS. Used by
+`bench/acn.py --bound` (and `--bound-met`). `weighted_period_lp` is the one-period weighted-throughput LP
+behind the online reference schedulers of `bench/acn.py --reference`.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linprog  # type: ignore[import-untyped]
-from scipy.sparse import coo_matrix  # type: ignore[import-untyped]
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp  # type: ignore[import-untyped]
+from scipy.sparse import coo_matrix, hstack, vstack  # type: ignore[import-untyped]
+
+MET_THRESHOLD_KWH = 0.1  # acnportal's proportion_of_demands_met: finished when less than this remains
 
 
 def _directions(weights: np.ndarray, step_deg: float) -> list[float]:
@@ -39,8 +46,14 @@ def energy_bound_kwh(
     voltage_v: float,
     car_max_a: float,
     step_deg: float = 2.0,
+    min_met: float | None = None,
+    time_limit_s: float = 600.0,
 ) -> float:
-    """Most kWh deliverable. `sessions`: (station id, arrival period, departure period, kWh requested)."""
+    """Most kWh deliverable. `sessions`: (station id, arrival period, departure period, kWh requested).
+
+    With `min_met` (a share in [0, 1]), the most kWh deliverable while at least that share of sessions is
+    fully met; `nan` if no schedule can meet that many.
+    """
     ids = list(network.station_ids)
     index = {s: i for i, s in enumerate(ids)}
     phases = np.deg2rad(np.asarray(network._phase_angles, dtype=float))
@@ -90,6 +103,9 @@ def energy_bound_kwh(
                 rhs.append(float(limit))
                 next_row += 1
     a_ub = coo_matrix((vals, (rows, cols)), shape=(next_row, n)).tocsr()
+    if min_met is not None:
+        return _bound_with_met(a_ub, np.asarray(rhs), upper, var_of, sessions, kwh_per_amp_period, min_met,
+                               time_limit_s)
     result = linprog(
         c=-np.full(n, kwh_per_amp_period),
         A_ub=a_ub,
@@ -100,3 +116,84 @@ def energy_bound_kwh(
     if not result.success:
         raise RuntimeError(f"upper-bound LP failed: {result.message}")
     return float(-result.fun)
+
+
+def _bound_with_met(
+    a_ub: Any,
+    rhs: np.ndarray,
+    upper: list[float],
+    var_of: list[tuple[int, int]],
+    sessions: list[tuple[str, int, int, float]],
+    kwh_per_amp_period: float,
+    min_met: float,
+    time_limit_s: float,
+) -> float:
+    """The energy LP with one binary per session (met or not) and at least `min_met` of them met."""
+    n, k = len(var_of), len(sessions)
+    # (request - threshold) · met_k - Σ_t energy_kt ≤ 0: a session counts as met only if it got its energy.
+    energy = coo_matrix(([-kwh_per_amp_period] * n, ([s for s, _ in var_of], list(range(n)))), shape=(k, n))
+    wanted = coo_matrix(([max(0.0, s[3] - MET_THRESHOLD_KWH) for s in sessions], (range(k), range(k))),
+                        shape=(k, k))
+    count = coo_matrix(([-1.0] * k, ([0] * k, range(k))), shape=(1, k))
+    matrix = vstack([
+        hstack([a_ub, coo_matrix((a_ub.shape[0], k))]),
+        hstack([energy, wanted]),
+        hstack([coo_matrix((1, n)), count]),
+    ]).tocsr()
+    need = math.ceil(min_met * k - 1e-9)
+    upper_b = np.concatenate([rhs, np.zeros(k), [-float(need)]])
+    result = milp(
+        c=np.concatenate([np.full(n, -kwh_per_amp_period), np.zeros(k)]),
+        constraints=LinearConstraint(matrix, -np.inf, upper_b),
+        bounds=Bounds(np.zeros(n + k), np.concatenate([upper, np.ones(k)])),
+        integrality=np.concatenate([np.zeros(n), np.ones(k)]),
+        options={"time_limit": time_limit_s, "mip_rel_gap": 1e-4},
+    )
+    if result.status == 2:  # infeasible: no schedule meets that many sessions
+        return math.nan
+    dual = getattr(result, "mip_dual_bound", None)
+    if dual is None or not math.isfinite(dual):
+        if not result.success:
+            raise RuntimeError(f"upper-bound MILP failed: {result.message}")
+        dual = result.fun
+    return float(-dual)
+
+
+def weighted_period_lp(
+    weights: list[float], upper: list[float], ids: list[str], linear: list[Any], minimum_a: float = 0.0
+) -> list[float]:
+    """Currents maximising `Σ weight·I` for one period, each in [0, upper], under the linear pieces.
+
+    Fractional; with `minimum_a` each current is 0 or at least that (semi-continuous, a small MILP),
+    otherwise without the 6 A minimum: an idealised reference either way.
+    """
+    if not ids:
+        return []
+    index = {s: i for i, s in enumerate(ids)}
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    rhs: list[float] = []
+    for lin in linear:
+        used = [(index[s], c) for s, c in lin.coefs.items() if s in index and c > 0]
+        if used:
+            for i, c in used:
+                rows.append(len(rhs))
+                cols.append(i)
+                vals.append(float(c))
+            rhs.append(float(lin.limit))
+    a_ub = coo_matrix((vals, (rows, cols)), shape=(len(rhs), len(ids))).tocsr() if rhs else None
+    if minimum_a > 0:
+        low = np.array([minimum_a if u >= minimum_a else 0.0 for u in upper])
+        high = np.array([u if u >= minimum_a else 0.0 for u in upper])
+        semi = LinearConstraint(a_ub, -np.inf, np.asarray(rhs)) if rhs else ()
+        mixed = milp(c=-np.asarray(weights, dtype=float), constraints=semi, bounds=Bounds(low, high),
+                     integrality=np.full(len(ids), 2), options={"time_limit": 10.0})
+        if mixed.x is None:
+            raise RuntimeError(f"period MILP failed: {mixed.message}")
+        return [float(x) for x in mixed.x]
+    result = linprog(c=-np.asarray(weights, dtype=float), A_ub=a_ub, b_ub=np.asarray(rhs) if rhs else None,
+                     bounds=[(0.0, u) for u in upper], method="highs")
+    if not result.success:
+        raise RuntimeError(f"period LP failed: {result.message}")
+    return [float(x) for x in result.x]

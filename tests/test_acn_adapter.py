@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # bench/ is not an installed package
 
-from bench.acn_adapter import Rates, evse_state, pieces_of_row, snap_to_allowed
+from bench.acn_adapter import Piece, Rates, evse_state, pieces_of_row, snap_to_allowed
 
 ANGLES = {"ab": 30.0, "bc": -90.0, "ca": 150.0}
 # The Caltech transformer rows in terms of the three line-to-line groups (acnportal's caltech_acn).
@@ -33,7 +33,7 @@ def phasor(coefs: dict[str, float], amps: dict[str, float]) -> float:
     return abs(sum(c * amps[s] * cmath.exp(1j * math.radians(ANGLES[s])) for s, c in coefs.items()))
 
 
-def meets(pieces: list, amps: dict[str, float]) -> bool:
+def meets(pieces: list[Piece], amps: dict[str, float]) -> bool:
     return all(sum(c * amps[s] for s, c in p.coefs.items()) <= p.limit + 1e-9 for p in pieces)
 
 
@@ -156,3 +156,28 @@ def test_a_demand_response_derating_reaches_our_scheduler_through_the_constraint
     network.magnitudes = halved
     assert network.is_feasible(sim.pilot_signals)
     assert np.abs(network.constraint_current(sim.pilot_signals))[rows].max() > 0.9 * halved[rows].max()
+
+
+
+def test_the_offline_bound_with_a_met_share() -> None:
+    pytest.importorskip("acnportal", reason="acnportal (the bench extra) is not installed")
+    from acnportal.acnsim.network.sites import caltech_acn
+
+    from bench.acn_bound import energy_bound_kwh
+
+    network = caltech_acn(basic_evse=True, voltage=208, transformer_cap=1000)  # only the 80 A pod binds
+    pod = ["CA-322", "CA-493", "CA-496", "CA-320"]  # the CC pod, every station at one angle: exact
+    # 12 periods of 5 min: 32 A carries 6.656 kWh per station, the pod's 80 A 16.64 kWh in all.
+    sessions = [(pod[0], 0, 12, 9.0), (pod[1], 0, 12, 3.0), (pod[2], 0, 12, 3.0), (pod[3], 0, 12, 1.0)]
+    full = 6.656 + 3.0 + 3.0 + 1.0
+    plain = energy_bound_kwh(network, sessions, 5, 208, 32)
+    assert plain == pytest.approx(full, abs=1e-3)
+    assert energy_bound_kwh(network, sessions, 5, 208, 32, min_met=0.0) == pytest.approx(plain, abs=1e-3)
+    assert energy_bound_kwh(network, sessions, 5, 208, 32, min_met=0.75) == pytest.approx(full, abs=1e-3)
+    assert math.isnan(energy_bound_kwh(network, sessions, 5, 208, 32, min_met=1.0))  # 9 kWh cannot fit
+    # Now the pod binds: 19 kWh asked of 16.64. All four cannot be met; three can (6 + 6 + 1), and the
+    # fourth still takes the rest, so meeting three costs no energy here.
+    tight = [(pod[0], 0, 12, 6.0), (pod[1], 0, 12, 6.0), (pod[2], 0, 12, 6.0), (pod[3], 0, 12, 1.0)]
+    assert energy_bound_kwh(network, tight, 5, 208, 32) == pytest.approx(16.64, abs=1e-3)
+    assert math.isnan(energy_bound_kwh(network, tight, 5, 208, 32, min_met=1.0))
+    assert energy_bound_kwh(network, tight, 5, 208, 32, min_met=0.75) == pytest.approx(16.64, abs=1e-3)
