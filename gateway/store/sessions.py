@@ -78,7 +78,9 @@ class SessionLedger:
             self.db.conn.close()
 
     def open_sessions(self) -> dict[str, Session]:
-        return dict(self._open)
+        """The sessions in progress, by charger (waits for a write under way: `observe` changes them)."""
+        with self._lock:
+            return dict(self._open)
 
     def observe(self, readings: Iterable[ChargerReading]) -> int:
         """Apply readings (oldest first) to the ledger in one transaction; returns how many rows changed."""
