@@ -19,11 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from ocpp.v16 import call as call16
-from ocpp.v201 import call as call201
 
 from gateway.cli import main
-from gateway.commands.commission import BootNotifications
 from gateway.commission import (
     ChargerResult,
     Check,
@@ -41,26 +38,10 @@ from gateway.commission import (
 )
 from gateway.sim.modbus_charger import SimCharger
 from gateway.sim.modbus_meter import SimMeter
-from gateway.sim.ocpp_cp import Ev, SimChargePoint
+from gateway.sim.ocpp_cp import Ev, Nameplate, SimChargePoint
 
 HOUSE_A = 10.0
 FIRMWARE = {"cp16": "FW-16-1.2.3", "cp201": "FW-201-4.5.6"}
-
-
-class BootingCp(SimChargePoint):
-    """A simulated charge point whose BootNotification gives a firmware version and a serial number."""
-
-    async def _boot(self) -> None:
-        firmware = FIRMWARE.get(self.cp_id, "unknown")
-        if self.version == "1.6":
-            await self._cp.call(call16.BootNotification(
-                charge_point_model="SimAC", charge_point_vendor="Sim", firmware_version=firmware,
-                charge_point_serial_number=f"SN-{self.cp_id}"))
-        else:
-            await self._cp.call(call201.BootNotification(
-                charging_station={"model": "SimAC", "vendor_name": "Sim", "firmware_version": firmware,
-                                  "serial_number": f"SN-{self.cp_id}"}, reason="PowerUp"))
-        self.boots += 1
 
 
 @dataclass
@@ -148,7 +129,9 @@ async def commission(site: Site, tmp_path: Path, ocpp: dict[str, str], start: se
     try:
         base = await asyncio.wait_for(listening, 15)
         for cid in start:
-            cp = BootingCp(base, cid, version=ocpp[cid], meter_interval_s=1.0)  # type: ignore[arg-type]
+            plate = Nameplate(model="SimAC", firmware=FIRMWARE.get(cid), serial=f"SN-{cid}")
+            cp = SimChargePoint(base, cid, version=ocpp[cid], meter_interval_s=1.0,  # type: ignore[arg-type]
+                                nameplate=plate)
             await cp.start()
             site.ocpp[cid] = cp
             await cp.plug_in(Ev(max_a=16.0, plugged=True))
@@ -196,6 +179,7 @@ async def test_every_charger_passes_with_latencies_firmware_and_fail_safe(site: 
     for cid, firmware in FIRMWARE.items():
         assert row(report, f"charger {cid}", "connect")[2] == "PASS"
         assert row(report, cid, "Sim", "SimAC", firmware, f"SN-{cid}")
+        assert f"commission: charger {cid} is there, firmware {firmware}\n" in err
     assert row(report, "mb", "generic", "reference layout", "not reported")
     # Fail-safe settings: OCPP base profile at the fallback and the lease; Modbus registers read back.
     assert "6 A, no end: accepted" in row(report, "cp16", "base profile")[2]
@@ -252,17 +236,6 @@ def test_bad_options_and_configs_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     empty.write_text('[site]\nwiring = "three-phase-400/230"\nservice_breaker_a = 63\n')
     assert main(["commission", "--config", str(empty)]) == 2
     assert "nothing to commission" in capsys.readouterr().err
-
-
-def test_boot_notifications_are_read_from_both_versions() -> None:
-    boots = BootNotifications()
-    boots.note("a", '[2,"1","BootNotification",{"chargePointVendor":"V","chargePointModel":"M",'
-                    '"firmwareVersion":"1.0","chargeBoxSerialNumber":"S1"}]')
-    boots.note("b", '[2,"2","BootNotification",{"reason":"PowerUp","chargingStation":{"model":"M2",'
-                    '"vendorName":"V2","firmwareVersion":"2.0"}}]')
-    boots.note("c", '[2,"3","Heartbeat",{}]')
-    boots.note("d", "not a frame BootNotification")
-    assert boots.seen == {"a": Identity("V", "M", "1.0", "S1"), "b": Identity("V2", "M2", "2.0", None)}
 
 
 # ------------------------------------------------------------------------------------------ pure parts

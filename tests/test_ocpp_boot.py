@@ -1,21 +1,23 @@
 """What the central system does when a charger connects, and how it answers the charger's own messages.
 
 Real simulated charge points (both versions) over websockets on 127.0.0.1: the boot sequence in the order
-the issue asks (abilities, base profile, metering, a StatusNotification trigger), what the discovered
-abilities change, Authorize with and without a local list, and the EV's own suspension reaching the reading.
+the issue asks (abilities, base profile, metering, a StatusNotification trigger), what the charger says it
+is (vendor, model, firmware, serial: `OcppDriver.identity`), what the discovered abilities change,
+Authorize with and without a local list, and the EV's own suspension reaching the reading.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
 from test_ocpp_lease import PASSWORD, base_url, charger, section, until
 
 from gateway.domain import ChargerReading, ChargerStatus
-from gateway.ocpp import OcppDriver
-from gateway.sim.ocpp_cp import Quirks, SimChargePoint
+from gateway.ocpp import ChargerIdentity, OcppDriver
+from gateway.sim.ocpp_cp import Nameplate, Quirks, SimChargePoint
 
 
 @pytest.fixture(params=["1.6", "2.0.1"])
@@ -80,6 +82,71 @@ async def test_201_boot_reads_the_smart_charging_controller_installs_the_base_an
             assert sim.meter_interval_s == 7
             assert {"requestedMessage": "StatusNotification"} in payloads(sim, "TriggerMessage")
             assert seq.index("SetChargingProfile") < seq.index("SetVariables") < seq.index("TriggerMessage")
+        finally:
+            await sim.stop()
+
+
+async def test_the_boot_notification_says_what_the_charger_is(version: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.ocpp")
+    driver = OcppDriver(section(lease_s=30), [charger("cp1", f"ocpp{version}")])
+    plate = Nameplate(vendor="Acme Power", model="AC22-T", firmware="4.2.1-rc3", serial="AC22-000417",
+                      meter_type="SDM72", meter_serial="M-99")
+    async with driver:
+        assert driver.identity("cp1") is None  # nothing said yet
+        sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD,  # type: ignore[arg-type]
+                             nameplate=plate)
+        await sim.start()
+        try:
+            await booted(driver)
+            meter = ("SDM72", "M-99") if version == "1.6" else (None, None)  # 2.0.1 boots name no meter
+            assert driver.identity("cp1") == ChargerIdentity("Acme Power", "AC22-T", "4.2.1-rc3", "AC22-000417",
+                                                             *meter)
+            assert driver.identity("not-a-charger") is None
+            assert ("ocpp charger=cp1 booted vendor='Acme Power' model='AC22-T' firmware='4.2.1-rc3' "
+                    "serial='AC22-000417'") in caplog.messages
+        finally:
+            await sim.stop()
+
+
+async def test_a_reboot_with_new_firmware_replaces_the_identity_and_a_reconnect_without_one_keeps_it(
+        version: str) -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("cp1", f"ocpp{version}")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD,  # type: ignore[arg-type]
+                             nameplate=Nameplate(firmware="1.0", serial="S-1"))
+        await sim.start()
+        try:
+            await booted(driver)
+            assert driver.identity("cp1") == ChargerIdentity("Sim", "SimAC", "1.0", "S-1")
+            sim.nameplate = Nameplate(firmware="2.0")  # updated, and this model stops sending its serial
+            await sim.drop()
+            await until(lambda: sim.boots == 2 and (i := driver.identity("cp1")) is not None and i.firmware == "2.0")
+            assert driver.identity("cp1") == ChargerIdentity("Sim", "SimAC", "2.0", None)
+            sim.quirks.boot_on_reconnect = False
+            sim.nameplate = Nameplate(firmware="3.0")
+            await sim.drop()
+            await until(lambda: not driver.controls["cp1"].view.online)
+            await until(lambda: driver.controls["cp1"].view.online)
+            await booted(driver)
+            assert sim.boots == 2
+            assert driver.identity("cp1") == ChargerIdentity("Sim", "SimAC", "2.0", None)
+        finally:
+            await sim.stop()
+
+
+async def test_the_16_deprecated_charge_box_serial_and_blank_fields() -> None:
+    driver = OcppDriver(section(lease_s=30), [charger("cp1")])
+    async with driver:
+        sim = SimChargePoint(base_url(driver), "cp1", password=PASSWORD, nameplate=Nameplate(firmware=None))
+        await sim.start()
+        try:
+            await booted(driver)
+            assert driver.identity("cp1") == ChargerIdentity("Sim", "SimAC")  # only the required fields
+            answer = await sim.send_raw('[2, "b2", "BootNotification", {"chargePointVendor": "Old", '
+                                        '"chargePointModel": "Box", "chargeBoxSerialNumber": "CB-7", '
+                                        '"firmwareVersion": " ", "meterType": ""}]')
+            assert answer is not None and answer[:2] == [3, "b2"] and answer[2]["status"] == "Accepted"
+            assert driver.identity("cp1") == ChargerIdentity("Old", "Box", None, "CB-7")
         finally:
             await sim.stop()
 

@@ -117,71 +117,6 @@ def run(args: argparse.Namespace) -> int:
     return 0 if passed(report) else 1
 
 
-# ------------------------------------------------------------------------------------------ BootNotification
-
-
-class BootNotifications(logging.Filter):
-    """What each charger's BootNotification said (vendor, model, firmware, serial), read off the OCPP
-    library's record of every frame it receives (its wire logger), while installed as a context manager.
-
-    The OCPP adapter keeps no BootNotification fields of its own, so this reads the frames the library
-    already logs; records under WARNING are dropped here so the site log stays as quiet as without it."""
-
-    RECEIVED = "%s: receive message %s"  # the library's log format for an incoming frame
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: dict[str, Identity] = {}
-        self._level = logging.NOTSET
-        self._quiet = True
-
-    def __enter__(self) -> BootNotifications:
-        from gateway.ocpp.link import WIRE_LOG
-
-        self._level = WIRE_LOG.level
-        self._quiet = WIRE_LOG.getEffectiveLevel() > logging.INFO
-        WIRE_LOG.addFilter(self)
-        WIRE_LOG.setLevel(logging.INFO)
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        from gateway.ocpp.link import WIRE_LOG
-
-        WIRE_LOG.removeFilter(self)
-        WIRE_LOG.setLevel(self._level)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg == self.RECEIVED and isinstance(record.args, tuple) and len(record.args) == 2:
-            self.note(str(record.args[0]), record.args[1])
-        return record.levelno >= logging.WARNING or not self._quiet
-
-    def note(self, charger_id: str, raw: object) -> None:
-        from ocpp.exceptions import OCPPError
-        from ocpp.messages import Call, unpack
-
-        from gateway.commission import Identity
-
-        if not isinstance(raw, str | bytes) or b"BootNotification" not in (raw if isinstance(raw, bytes) else
-                                                                           raw.encode()):
-            return
-        try:
-            msg = unpack(raw)
-        except (OCPPError, ValueError, TypeError):
-            return
-        if not isinstance(msg, Call) or msg.action != "BootNotification" or not isinstance(msg.payload, dict):
-            return
-        p: dict[str, Any] = msg.payload
-        station = p.get("chargingStation")
-        if isinstance(station, dict):  # 2.0.1
-            fields = (station.get("vendorName"), station.get("model"), station.get("firmwareVersion"),
-                      station.get("serialNumber"))
-        else:  # 1.6
-            fields = (p.get("chargePointVendor"), p.get("chargePointModel"), p.get("firmwareVersion"),
-                      p.get("chargePointSerialNumber") or p.get("chargeBoxSerialNumber"))
-        vendor, model, firmware, serial = (str(f) if f is not None else None for f in fields)
-        self.seen[charger_id] = Identity(vendor, model, firmware, serial)
-
-
 # ------------------------------------------------------------------------------------------ the run
 
 
@@ -198,7 +133,7 @@ async def commission(config: GatewayConfig, options: Options, config_path: str, 
     from gateway.runtime.loop import Runtime
 
     started = utc_now()
-    with tempfile.TemporaryDirectory(prefix="gateway-commission-") as scratch, BootNotifications() as boots:
+    with tempfile.TemporaryDirectory(prefix="gateway-commission-") as scratch:
         # A scratch store and no VTN: commissioning must not add to the site's ledger nor answer the utility.
         store = config.store.model_copy(update={"path": str(Path(scratch) / "commission.sqlite")})
         runtime = Runtime(config.model_copy(update={"vtn": None, "store": store}), serve_status=False)
@@ -209,7 +144,7 @@ async def commission(config: GatewayConfig, options: Options, config_path: str, 
             ready.cancel()
             if task.done():
                 task.result()  # raises what stopped it from starting (a port in use, TLS files)
-            checklist = Checklist(runtime, options, boots, progress)
+            checklist = Checklist(runtime, options, progress)
             chargers, meters, peak = await checklist.run()
         finally:
             await stop(runtime, task, progress)
@@ -289,11 +224,10 @@ Sample = tuple[object, dict[str, float]]  # (a token that changes with every new
 class Checklist:
     """The checks, against a running `Runtime`."""
 
-    def __init__(self, runtime: Runtime, options: Options, boots: BootNotifications, progress: Say) -> None:
+    def __init__(self, runtime: Runtime, options: Options, progress: Say) -> None:
         self.runtime = runtime
         self.config = runtime.config
         self.options = options
-        self.boots = boots
         self.say = progress
         self.loop = asyncio.get_running_loop()
         self.ocpp_url: str | None = None
@@ -346,7 +280,7 @@ class Checklist:
                         self.say(f"{item} answers")
                 elif self.connected(item):
                     pending.discard(item)
-                    ident = self.boots.seen.get(item)
+                    ident = self.ocpp_identity(item)
                     firmware = f", firmware {ident.firmware}" if ident and ident.firmware else ""
                     self.say(f"charger {item} is there{firmware}")
             if pending and self.loop.time() - noted >= PROGRESS_EVERY_S:
@@ -442,7 +376,7 @@ class Checklist:
                                     f"{self.options.wait_s:g} s"))
         else:
             if is_ocpp:
-                identity = self.boots.seen.get(cid)
+                identity = self.ocpp_identity(cid)
                 checks.append(Check("connect", Outcome.PASS, f"connected over OCPP {version}" + (
                     "" if identity else " (sent no BootNotification: reconnected without one)")))
             else:
@@ -478,6 +412,16 @@ class Checklist:
         if ocpp is not None and cid in ocpp.controls:
             return ocpp.controls[cid].view.status().value
         return None
+
+    def ocpp_identity(self, cid: str) -> Identity | None:
+        """What the charger's BootNotification in this run said it is (None: it sent none)."""
+        from gateway.commission import Identity
+
+        ocpp = self.runtime.ocpp
+        said = ocpp.identity(cid) if ocpp is not None else None
+        if said is None:
+            return None
+        return Identity(said.vendor, said.model, said.firmware, said.serial)
 
     def modbus_identity(self, cid: str) -> Identity | None:
         from gateway.commission import Identity

@@ -9,5 +9,6 @@ they report), `link` (the seam between handlers and driver).
 from gateway.ocpp.control import LimitRecord
 from gateway.ocpp.driver import OcppDriver
 from gateway.ocpp.server import OcppSetupError
+from gateway.ocpp.state import ChargerIdentity
 
-__all__ = ["LimitRecord", "OcppDriver", "OcppSetupError"]
+__all__ = ["ChargerIdentity", "LimitRecord", "OcppDriver", "OcppSetupError"]

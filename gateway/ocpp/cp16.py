@@ -28,7 +28,14 @@ from gateway.ocpp.link import (
     status_is_accepted,
 )
 from gateway.ocpp.profiles import Abilities, ProfileSpec, Version, first_int, parse_units, v16_profile
-from gateway.ocpp.state import STATUS_16, ChargerView, parse_meter_values, parse_time
+from gateway.ocpp.state import (
+    STATUS_16,
+    ChargerIdentity,
+    ChargerView,
+    parse_meter_values,
+    parse_time,
+    text_or_none,
+)
 
 # 1.6 transaction ids are integers we hand out; seeded from the clock so a restart does not reuse them
 _TRANSACTION_IDS = itertools.count(int(time.time()) % 1_000_000_000)
@@ -56,8 +63,14 @@ class Cp16(GuardedRouting, ChargePoint):  # type: ignore[misc]
     # ------------------------------------------------------------------------------------------- handlers
 
     @on("BootNotification")
-    def on_boot(self, charge_point_vendor: str, charge_point_model: str, **_: Any) -> Any:
+    def on_boot(self, charge_point_vendor: str, charge_point_model: str, firmware_version: str | None = None,
+                charge_point_serial_number: str | None = None, charge_box_serial_number: str | None = None,
+                meter_type: str | None = None, meter_serial_number: str | None = None, **_: Any) -> Any:
         self.booted = True
+        self.view.identity = ChargerIdentity(
+            vendor=str(charge_point_vendor), model=str(charge_point_model), firmware=text_or_none(firmware_version),
+            serial=text_or_none(charge_point_serial_number) or text_or_none(charge_box_serial_number),
+            meter_type=text_or_none(meter_type), meter_serial=text_or_none(meter_serial_number))
         return call_result.BootNotification(current_time=_now(), interval=self.heartbeat_s, status="Accepted")
 
     @after("BootNotification")

@@ -3,7 +3,8 @@
 Same shape as `cp16`: handlers answer at once and update the `ChargerView`; the driver makes the CALLs
 (GetVariables on the SmartChargingCtrlr, SetVariables for metering, Set/ClearChargingProfile,
 GetCompositeSchedule) after the BootNotification answer has gone out. The EV's charging needs
-(departure time, energy) go into the view for the allocator.
+(departure time, energy) go into the view for the allocator, the BootNotification's chargingStation
+(vendor, model, firmware, serial) into its identity.
 """
 
 from __future__ import annotations
@@ -26,7 +27,15 @@ from gateway.ocpp.link import (
     status_is_accepted,
 )
 from gateway.ocpp.profiles import Abilities, ProfileSpec, Version, first_int, parse_units, v201_profile
-from gateway.ocpp.state import CHARGING_STATE_201, CONNECTOR_201, ChargerView, parse_meter_values, parse_time
+from gateway.ocpp.state import (
+    CHARGING_STATE_201,
+    CONNECTOR_201,
+    ChargerIdentity,
+    ChargerView,
+    parse_meter_values,
+    parse_time,
+    text_or_none,
+)
 
 SMART_VARIABLES = ("Enabled", "RateUnit", "ProfileStackLevel")
 MEASURANDS = "Energy.Active.Import.Register,Current.Import,Power.Active.Import"
@@ -59,6 +68,10 @@ class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
 
     @on("BootNotification")
     def on_boot(self, charging_station: dict[str, Any], reason: str, **_: Any) -> Any:
+        self.view.identity = ChargerIdentity(
+            vendor=str(charging_station.get("vendor_name", "")), model=str(charging_station.get("model", "")),
+            firmware=text_or_none(charging_station.get("firmware_version")),
+            serial=text_or_none(charging_station.get("serial_number")))
         return call_result.BootNotification(current_time=_now(), interval=self.heartbeat_s, status="Accepted")
 
     @after("BootNotification")

@@ -5,6 +5,7 @@ the strategy that works; see `control`). Pushes go out concurrently, only when a
 lease is at half-life; `apply_limits` waits at most `ack_wait_s` and reports late answers as readings
 (`applied_limit_a`), so one slow charger never holds up the control loop or the others. Until a charger
 acknowledges, it is assumed to draw its maximum. Every push is recorded (when, why, answer, round trip).
+What each charger said it is at boot is kept and read with `identity(charger_id)`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from gateway.ocpp.cp201 import Cp201
 from gateway.ocpp.link import Station, validate_inline
 from gateway.ocpp.profiles import floor_tenth, number_phases
 from gateway.ocpp.server import OcppServer
-from gateway.ocpp.state import ChargerView, DrawWatch
+from gateway.ocpp.state import ChargerIdentity, ChargerView, DrawWatch
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -218,6 +219,10 @@ class OcppDriver:
         ctl = self._control_of(station)
         if ctl is None:
             return
+        ident = ctl.view.identity
+        if ident is not None:
+            log.info("ocpp charger=%s booted vendor=%r model=%r firmware=%r serial=%r", station.charger_id,
+                     ident.vendor, ident.model, ident.firmware, ident.serial)
         if ctl.setup is not None:
             ctl.setup.cancel()
         ctl.base_purpose = None
@@ -248,6 +253,13 @@ class OcppDriver:
         withdrawn when the EV draws close to it again."""
         ctl = self.controls.get(charger_id)
         return None if ctl is None else ctl.watch.capped_a
+
+    def identity(self, charger_id: str) -> ChargerIdentity | None:
+        """What the charger said it is (vendor, model, firmware, serial) in the last BootNotification this
+        process received from it; None before any, or for an id that is not an OCPP charger of this site.
+        A reconnect without a BootNotification keeps it; the next BootNotification replaces it."""
+        ctl = self.controls.get(charger_id)
+        return None if ctl is None else ctl.view.identity
 
     def authorize(self, token: str) -> bool:
         allowed = self.section.local_auth_list

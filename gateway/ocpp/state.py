@@ -1,7 +1,8 @@
 """What one OCPP charger has told us, turned into the driver's `ChargerReading`.
 
 Both versions report connector status, transactions and sampled meter values; this module keeps the
-latest of each per charger and maps them to the domain's terms. Sampled values are read per measurand and
+latest of each per charger and maps them to the domain's terms, and what the charger said it is in its
+BootNotification (`ChargerIdentity`: vendor, model, firmware, serial). Sampled values are read per measurand and
 phase with their units and multipliers; charger phase n is the n-th conductor the charger is wired to in
 the config, so a single-phase charger on L2 reporting "L1" lands on L2. Unparseable values are skipped
 with one log line, never zeroed: a missing reading stays missing.
@@ -67,6 +68,30 @@ class Sample:
     current_a: dict[str, float] = field(default_factory=dict)
     power_kw: float | None = None
     energy_kwh: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChargerIdentity:
+    """What a charger said it is in a BootNotification. Optional fields it left out (or sent empty) are None.
+
+    1.6: chargePointVendor, chargePointModel, firmwareVersion, chargePointSerialNumber (else the deprecated
+    chargeBoxSerialNumber), meterType, meterSerialNumber. 2.0.1: chargingStation vendorName, model,
+    firmwareVersion, serialNumber (2.0.1 names no meter there)."""
+
+    vendor: str
+    model: str
+    firmware: str | None = None
+    serial: str | None = None
+    meter_type: str | None = None
+    meter_serial: str | None = None
+
+
+def text_or_none(value: object) -> str | None:
+    """An optional text field as the charger sent it, None when absent or blank."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
 
 
 def parse_time(text: object) -> datetime | None:
@@ -143,6 +168,8 @@ class ChargerView:
     session_started: datetime | None = None
     departure: datetime | None = None
     energy_requested_kwh: float | None = None
+    # from the last BootNotification; kept when the charger reconnects without one (same hardware)
+    identity: ChargerIdentity | None = None
 
     def status(self) -> ChargerStatus:
         if not self.online:

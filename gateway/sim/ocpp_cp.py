@@ -1,13 +1,13 @@
 """Simulated OCPP charge points (1.6J and 2.0.1) built on the `ocpp` library, with a small EV model.
 
-A `SimChargePoint` dials a central system over a real websocket, boots, reports status, transactions and
-meter values, and keeps the charging profiles it is sent. Its EV draws min(limit in force, its own max),
-and 0 A when the limit is under 6 A; the limit in force follows OCPP: per purpose the valid profile
-(validFrom/validTo) with the highest stack level, TxProfile over TxDefaultProfile (a TxProfile ends with
-its transaction), capped by the station maximum, watts converted at the charger's voltage. With no
-profile at all it charges unlimited, as real chargers do. `Quirks` make it misbehave the way real models
-are reported to; every CALL it receives is kept in `requests` so a test can check what the central
-system asked.
+A `SimChargePoint` dials a central system over a real websocket, boots (saying what it is: its
+`Nameplate`, vendor, model, firmware, serial), reports status, transactions and meter values, and keeps
+the charging profiles it is sent. Its EV draws min(limit in force, its own max), and 0 A when the limit
+is under 6 A; the limit in force follows OCPP: per purpose the valid profile (validFrom/validTo) with the
+highest stack level, TxProfile over TxDefaultProfile (a TxProfile ends with its transaction), capped by
+the station maximum, watts converted at the charger's voltage. With no profile at all it charges
+unlimited, as real chargers do. `Quirks` make it misbehave the way real models are reported to; every
+CALL it receives is kept in `requests` so a test can check what the central system asked.
 """
 
 from __future__ import annotations
@@ -81,6 +81,21 @@ class Quirks:
     # what it reports about itself instead of the defaults: 1.6 configuration keys
     # ("ChargingScheduleAllowedChargingRateUnit": "Power") or 2.0.1 SmartChargingCtrlr variables ("RateUnit": "W")
     reports: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Nameplate:
+    """What the simulated charger says it is in its BootNotification (None: the field is left out).
+
+    The meter fields exist only in 1.6 and are not sent by a 2.0.1 station. Keep within the schemas'
+    lengths (1.6: vendor and model 20 characters, serial numbers and meter type 25)."""
+
+    vendor: str = "Sim"
+    model: str = "SimAC"
+    firmware: str | None = "sim-1.0"
+    serial: str | None = None
+    meter_type: str | None = None
+    meter_serial: str | None = None
 
 
 @dataclass
@@ -315,6 +330,7 @@ class SimChargePoint:
         meter_interval_s: float = 60.0,
         ssl: Any = None,
         validate: bool = True,
+        nameplate: Nameplate | None = None,
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{cp_id}"
         self.cp_id, self.version, self.password = cp_id, version, password
@@ -324,6 +340,7 @@ class SimChargePoint:
         self.meter_interval_s = meter_interval_s
         self.ssl = ssl
         self.validate = validate  # False: skip JSON-schema checks on what arrives (benchmarks: a cheap peer)
+        self.nameplate = nameplate or Nameplate()  # may be replaced before a reconnect (a firmware update)
         self.book = ProfileBook()
         self.energy_wh = 0.0
         self.boots = 0
@@ -443,7 +460,6 @@ class SimChargePoint:
 
     async def _run(self) -> None:
         backoff = 0.1
-        first = True
         while True:
             try:
                 async with websockets.connect(
@@ -451,8 +467,7 @@ class SimChargePoint:
                     additional_headers=self._headers(), open_timeout=5, ssl=self.ssl, compression=None,
                 ) as ws:
                     backoff = 0.1
-                    await self._session(ws, boot=first or self.quirks.boot_on_reconnect)
-                    first = False
+                    await self._session(ws, boot=self.boots == 0 or self.quirks.boot_on_reconnect)
             except InvalidStatus as exc:
                 self.refused = exc.response.status_code
             except (OSError, ConnectionClosed, TimeoutError):
@@ -489,11 +504,15 @@ class SimChargePoint:
                 await reader
 
     async def _boot(self) -> None:
+        n = self.nameplate
         if self.version == "1.6":
-            await self._cp.call(call16.BootNotification(charge_point_model="SimAC", charge_point_vendor="Sim"))
+            await self._cp.call(call16.BootNotification(
+                charge_point_model=n.model, charge_point_vendor=n.vendor, firmware_version=n.firmware,
+                charge_point_serial_number=n.serial, meter_type=n.meter_type, meter_serial_number=n.meter_serial))
         else:
-            await self._cp.call(call201.BootNotification(
-                charging_station={"model": "SimAC", "vendor_name": "Sim"}, reason="PowerUp"))
+            station = {"model": n.model, "vendor_name": n.vendor, "firmware_version": n.firmware,
+                       "serial_number": n.serial}  # the library leaves the None ones out
+            await self._cp.call(call201.BootNotification(charging_station=station, reason="PowerUp"))
         self.boots += 1
 
     # ------------------------------------------------------------------------------------- messages
