@@ -321,6 +321,8 @@ async def test_markup_in_an_echoed_id_is_not_injected_into_our_answer(
     sent = await poll_with(ven, distribute(event_id="a&lt;/ei:eventID&gt;&lt;x&gt;"))
     assert sent == []
     assert any("would not be well-formed" in r.getMessage() for r in caplog.records)
+    sent = await poll_with(ven, distribute(event_id="ev-next"))  # the unsendable answer does not block the VEN
+    assert [t for t, _ in sent] == ["oadrCreatedEvent"] and "ev-next" in await ven.events()
 
 
 async def test_new_event_that_arrives_cancelled_is_ignored(ven: Ven) -> None:
@@ -484,3 +486,24 @@ async def test_changing_ones_mind_while_the_first_opt_is_in_flight_still_cancels
     assert [t for t, _ in sent] == ["oadrCreateOpt", "oadrCancelOpt"]
     assert sent[1][1]["opt_id"] == sent[0][1]["opt_id"]
     assert ven.store.pending_opts() == []
+
+
+async def test_an_unsendable_opt_or_report_is_dropped_once_and_blocks_nothing(
+    ven: Ven, caplog: pytest.LogCaptureFixture
+) -> None:
+    await poll_with(ven, distribute(event_id="a&lt;b"))  # stored; its answer cannot be built
+    await ven.set_opt("a<b", OptState.OPT_OUT, "maintenance")
+    rr = ReportRequest("rr&<", "gateway-telemetry-usage", 60, 60, ("site_power_kw",))
+    now = datetime.now(UTC)
+    ven.store.save_report_request(rr, now)
+    ven.store.add_readings(rr, [("site_power_kw", 42.0)], now - timedelta(minutes=5), now)
+    caplog.set_level(logging.WARNING, logger="gateway.openadr")
+    caplog.clear()
+    with scripted() as m:
+        m.post(POLL, body=empty_response(), repeat=True)
+        for _ in range(3):
+            await ven.step()
+        assert [s for s, _ in m.got].count(POLL) == 3, "every round still polls"
+    assert ven.store.pending_opts() == [] and ven.store.unsent_readings() == []
+    refused = [r.getMessage() for r in caplog.records if "would not be well-formed" in r.getMessage()]
+    assert len(refused) == 2, refused  # the opt once, the report once

@@ -433,11 +433,17 @@ class Ven:
         if self._unanswered is None:
             return
         request_id, responses = self._unanswered
-        mtype, payload = await self._exchange(
-            "EiEvent", "oadrCreatedEvent", ven_id=self.ven_id,
-            response={"response_code": 200, "response_description": "OK", "request_id": request_id},
-            event_responses=responses,
-        )
+        try:
+            mtype, payload = await self._exchange(
+                "EiEvent", "oadrCreatedEvent", ven_id=self.ven_id,
+                response={"response_code": 200, "response_description": "OK", "request_id": request_id},
+                event_responses=responses,
+            )
+        except RefusedPayload:
+            # An answer that cannot be built (or whose reply is refused) would block every later round: the
+            # VTN gets it again with its next full list, or never. Kept only through transport failures.
+            self._unanswered = None
+            raise
         self._unanswered = None
         if mtype is not None:
             self._check_response("oadrCreatedEvent", payload)
@@ -481,6 +487,11 @@ class Ven:
             self._opt_in_flight = pending.id
             try:
                 await self._send_opt(pending)
+            except RefusedPayload:
+                # Unsendable (an id the VTN gave us that cannot go into XML) or answered with something we
+                # refuse: kept, it would block every later round. Dropped; the step logs why.
+                await self._db(self.store.mark_opt_sent, pending.id, self.clock())
+                raise
             finally:
                 self._opt_in_flight = None
 
@@ -621,10 +632,16 @@ class Ven:
             ]
             if not due:
                 return
-            mtype, payload = await self._exchange(
-                "EiReport", "oadrUpdateReport", request_id=uuid.uuid4().hex, ven_id=self.ven_id,
-                reports=reports.update_report_payload(due, now),
-            )
+            try:
+                mtype, payload = await self._exchange(
+                    "EiReport", "oadrUpdateReport", request_id=uuid.uuid4().hex, ven_id=self.ven_id,
+                    reports=reports.update_report_payload(due, now),
+                )
+            except RefusedPayload:
+                # Cannot be built (a request id the VTN gave us that cannot go into XML), or the VTN answered
+                # it (so it has it) with something we refuse: kept, these rows would block the queue forever.
+                await self._db(self.store.mark_readings_sent, [r.id for r in due], now)
+                raise
             if mtype is not None:
                 self._check_response("oadrUpdateReport", payload)
             await self._db(self.store.mark_readings_sent, [r.id for r in due], now)
