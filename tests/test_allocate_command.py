@@ -85,7 +85,17 @@ def test_non_ev_load_over_a_limit_zeroes_the_chargers_and_says_so(
     assert code == 0
     assert result["allocations"] == {"cp-01": 0.0}
     assert result["binding"] == {"cp-01": "panel-1/L1"}
-    assert result["overloaded"] == ["panel-1/L1: uncontrolled load 85 over its limit 80"]
+    assert result["overloaded"] == ["panel-1/L1: non-EV load 85 A over its limit 80 A"]
+
+
+def test_non_ev_power_over_the_site_limit_zeroes_the_chargers_and_says_so_in_kw(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(tmp_path, dict(ISSUE_EXAMPLE, non_ev_kw=60.0), capsys)
+    result = json.loads(out)
+    assert code == 0
+    assert result == {"allocations": {"cp-01": 0}, "binding": {"cp-01": "site"},
+                      "overloaded": ["site: non-EV load 60 kW over its limit 50 kW"]}
 
 
 @pytest.mark.parametrize(

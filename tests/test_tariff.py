@@ -349,6 +349,18 @@ def test_gateway_plan_prints_profiles_and_cost(tmp_path: Path, capsys: pytest.Ca
     assert all(s["ev_kw"] <= 10 + 1e-9 for s in result["site"] if s["start"] < "2026-11-25T18:00")
 
 
+def test_gateway_plan_says_when_the_non_ev_load_alone_is_over_a_limit_now(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    over = plan_input(non_ev_kw=12.0, limits=[{"start": "2026-11-25T16:00:00-08:00", "site_kw": 10}],
+                      evses=[dict(plan_input()["evses"][0], departure="2026-11-25T12:00:00-08:00")])
+    assert run_plan(over, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "cp-1: charge-now" in out and "(default)" in out  # its departure has passed: the default applies
+    assert out.splitlines()[-1] == (
+        "overloaded now (every charger under it gets 0 A): site: non-EV load 12 kW over its limit 10 kW")
+
+
 def test_gateway_plan_bad_input_is_one_line_per_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = plan_input(
         limits=[{"start": "2026-11-25T16:00:00-08:00", "end": "2026-11-25T18:00:00-08:00", "ev_kw": 10},

@@ -157,7 +157,7 @@ def compute(spec: Any) -> dict[str, Any]:
     from dataclasses import replace
 
     from gateway.allocate import allocate
-    from gateway.allocation_input import to_problem
+    from gateway.allocation_input import overload_lines, to_problem
     from gateway.config.tariff import PlanSection, TariffSection
     from gateway.domain import Segment
     from gateway.planner import apply_targets, asap_plan, build_slots, make_plan, targets
@@ -190,7 +190,8 @@ def compute(spec: Any) -> dict[str, Any]:
     if plan.peak_kw is not None:
         site_kw = _tightest(site_kw, plan.peak_kw)
     site_limits = replace(problem.limits, site_kw=site_kw, ev_kw=ev_limit)
-    allocation = allocate(replace(problem, evses=planned, limits=site_limits))
+    problem_now = replace(problem, evses=planned, limits=site_limits)
+    allocation = allocate(problem_now)
     wants = targets(plan, evses)
     # What raising the month's peak costs: the demand charge in force now (an event's, else the tariff's).
     charge = demand_charge_at(tariff, price_events, now)
@@ -209,7 +210,7 @@ def compute(spec: Any) -> dict[str, Any]:
             "planned_kwh": round(session.planned_kwh, 3),
             "unmet_kwh": round(session.unmet_kwh, 3),
             "departure": session.departure.astimezone(zone).isoformat(),
-            "departure_given": evse.departure is not None,
+            "departure_given": evse.departure is not None and evse.departure > now,
             "charge_now": session.charge_now,
             "cost": round(plan.session_cost(evse.id), 4),
             "want_a": wants.get(evse.id),
@@ -237,6 +238,7 @@ def compute(spec: Any) -> dict[str, Any]:
                   "ev_kw": round(kw, 3), "ev_limit_kw": None if s.ev_cap_kw == float("inf") else
                   round(s.ev_cap_kw, 3), "price": s.price} for s, kw in zip(slots, ev_kw, strict=True)],
         "allocation": dict(allocation.amps),
+        "overloaded": overload_lines(problem_now, allocation),
     }
 
 
@@ -302,4 +304,5 @@ def render(result: dict[str, Any]) -> str:
                     if p["peak_raise_cost"] else ""))
     lines.append(f"as fast as possible: {b['kwh']:g} kWh for {b['cost']:.2f}{cur} ({per_kwh(b)}), "
                  f"EV peak {b['peak_ev_kw']:g} kW")
+    lines += [f"overloaded now (every charger under it gets 0 A): {line}" for line in result.get("overloaded", ())]
     return "\n".join(lines)
