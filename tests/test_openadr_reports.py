@@ -292,3 +292,27 @@ async def test_a_one_shot_request_gets_one_report_and_ends(tmp_path: Path, vtn: 
     finally:
         await ven.link.close()
         store.close()
+
+
+async def test_granularity_and_report_back_duration_are_honoured(tmp_path: Path, vtn: SimVtn) -> None:
+    clock = Clock()
+    ven, store = make_ven(tmp_path, vtn, clock)
+    try:
+        await ven.load()
+        await ven.step()
+        request_id = vtn.create_report(ven.ven_id or "", reports.USAGE_ID, [reports.EV_POWER],
+                                       granularity=timedelta(minutes=1), report_back=timedelta(minutes=5))
+        await ven.step()
+        seen = []
+        for _ in range(10):
+            await ven.sample_once()  # a sample per minute: 12:00 .. 12:09
+            clock.advance(60)
+            await ven.step()
+            seen.append(len([r for r, _, _ in vtn.received if r == reports.EV_POWER]))
+        assert seen == [0, 0, 0, 0, 5, 5, 5, 5, 5, 10], "five one-minute intervals every five minutes"
+        times = [t for r, t, _ in vtn.received if r == reports.EV_POWER]
+        assert all(b - a == timedelta(minutes=1) for a, b in itertools.pairwise(times))
+        assert request_id in {r.report_request_id for r in store.report_requests()}
+    finally:
+        await ven.link.close()
+        store.close()
