@@ -466,6 +466,9 @@ def test_load_config_problems_with_the_file_itself(tmp_path: Path) -> None:
     long_value = tmp_path / "long.toml"
     long_value.write_text(f'[site]\nwiring = "split-phase-120/240"\nservice_breaker_a = "{"9" * 5000}"\n')
     assert len(only_problem(long_value)) < 200
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b'\xef\xbb\xbf[site]\nwiring = "split-phase-120/240"\nservice_breaker_a = 100\n')
+    assert load_config(bom).site.service_breaker_a == 100
     empty = tmp_path / "empty.toml"
     empty.write_text("")
     assert only_problem(empty) == "site: required key is missing"
