@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +150,20 @@ def test_reads_standard_input_through_the_installed_command() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["allocations"] == {"cp-01": 32.0}
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `gateway allocate - | head -0`: nobody reads the answer
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "gateway", "allocate", "-"], input=json.dumps(ISSUE_EXAMPLE).encode(),
+            stdout=write_end, stderr=subprocess.PIPE, timeout=60, check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0
+    assert b"Traceback" not in proc.stderr
 
 
 def test_a_missing_file_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

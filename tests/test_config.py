@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -523,6 +524,21 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path: Path) -> No
     assert result.stderr == (
         "error: site.service_breaker_a: expected a number, got the string 'big'\n"
     )
+
+
+def test_a_reader_that_stops_early_gets_no_traceback() -> None:
+    """`gateway check-config site.toml | head -1`: the pipe closes before the summary is written."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "gateway", "check-config", str(EXAMPLES / "example-workplace.toml")],
+            stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, cwd=REPO, check=False,
+        )
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr
 
 
 def test_check_config_quiet_and_warnings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

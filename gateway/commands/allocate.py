@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 NAME = "allocate"
@@ -34,5 +35,9 @@ def run(args: argparse.Namespace) -> int:
     out: dict[str, object] = {"allocations": amps, "binding": dict(result.binding)}
     if result.overloaded:
         out["overloaded"] = overload_lines(problem, result)
-    print(json.dumps(out, indent=2))
+    try:
+        print(json.dumps(out, indent=2), flush=True)
+    except BrokenPipeError:
+        # `gateway allocate in.json | head`: the reader has seen enough; no traceback at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0

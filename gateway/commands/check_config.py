@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import stat
 import sys
 from pathlib import Path
@@ -39,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {problem}", file=sys.stderr)
         return 2
     if not args.quiet:
-        print(summarise(config))
+        try:
+            print(summarise(config), flush=True)
+        except BrokenPipeError:
+            # `gateway check-config site.toml | head`: the reader has seen enough; no traceback at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         for note in [*advisories(config), *file_advisories(config)]:
             print(f"warning: {note}", file=sys.stderr)
     return 0
