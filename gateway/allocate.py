@@ -208,8 +208,9 @@ def _laxity_s(evse: EvseState, now: datetime) -> float:
     if evse.departure is None:
         return math.inf
     slack = (evse.departure - now).total_seconds()
-    if evse.energy_needed_kwh is not None and evse.max_a > 0:
-        slack -= 3600.0 * evse.energy_needed_kwh / (evse.kw_per_a * evse.max_a)
+    full_kw = evse.kw_per_a * evse.max_a  # may underflow to 0 for a vanishing maximum: no full power at all
+    if evse.energy_needed_kwh is not None and full_kw > 0:
+        slack -= 3600.0 * evse.energy_needed_kwh / full_kw
     return slack
 
 

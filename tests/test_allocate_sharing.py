@@ -153,3 +153,18 @@ def test_deadline_tiers_put_savable_cars_before_lost_ones_and_unknown_departures
     relaxed_late = deadline_tier(replace(car, departure=NOW + timedelta(hours=9)), NOW, slack, step)
     unknown = deadline_tier(car, NOW, slack, step)
     assert savable > lost > relaxed_soon > relaxed_late > unknown
+
+
+def test_a_charger_whose_full_power_underflows_to_zero_still_gets_a_decision() -> None:
+    # Found by hypothesis: max_a = 5e-324 is > 0, yet volts × amps rounds to 0 kW, and the laxity
+    # divided by it. Like a charger with no maximum at all, it has no full-power time to subtract.
+    circuits = [Circuit("main", None, 32.0, ("L1",))]
+    tiny = EvseState("tiny", "main", ("L1",), 120.0, max_a=5e-324, connected=True, energy_needed_kwh=5.0,
+                     departure=NOW + timedelta(hours=2))
+    real = replace(tiny, id="real", max_a=32.0)
+    step, slack = timedelta(minutes=5), timedelta(hours=1)
+    assert deadline_tier(tiny, NOW, slack, step) == deadline_tier(replace(tiny, max_a=0.0), NOW, slack, step)
+    for sharing in Sharing:
+        result = allocate(Problem(circuits, [tiny, real], NOW, sharing=sharing))
+        assert result.amps == {"tiny": 0.0, "real": 32.0}
+        assert result.binding["tiny"] == "max below minimum"
