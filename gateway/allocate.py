@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -103,32 +103,36 @@ class _Constraints:
         return self.index[name]
 
 
-def _build(problem: Problem) -> tuple[_Constraints, list[list[tuple[int, float]]], list[str]]:
-    """Constraints, each charger's (constraint, coefficient) list, and the overload descriptions."""
+def _build(problem: Problem) -> tuple[_Constraints, list[list[tuple[int, float]]], list[float], list[str]]:
+    """Constraints, each charger's (constraint, coefficient) list and kW per amp, and the overload descriptions."""
     circuits = {c.id: c for c in problem.circuits}
     cons = _Constraints()
+    own: dict[str, dict[str, int]] = {}  # circuit → phase → the constraint of that conductor
     for c in problem.circuits:
         if c.parent is not None and c.parent not in circuits:
             raise ProblemError(f"circuit {c.id!r}: unknown parent {c.parent!r}")
-        for phase in c.phases:
-            cons.add(f"{c.id}/{phase}", c.limit_of(phase))
+        own[c.id] = {phase: cons.add(f"{c.id}/{phase}", c.limit_of(phase)) for phase in c.phases}
+    conductors_end = len(cons.names)
 
-    on_path: dict[str, dict[str, list[int]]] = {}  # circuit → phase → its constraints up to the service
+    # circuit → phase → (constraint, 1.0) for each conductor of that phase up to the service
+    on_path: dict[str, dict[str, list[tuple[int, float]]]] = {}
 
-    def path_of(circuit_id: str) -> dict[str, list[int]]:
+    def path_of(circuit_id: str) -> dict[str, list[tuple[int, float]]]:
         known = on_path.get(circuit_id)
         if known is not None:
             return known
-        by_phase: dict[str, list[int]] = {p: [] for p in circuits[circuit_id].phases}
+        by_phase: dict[str, list[tuple[int, float]]] = {p: [] for p in circuits[circuit_id].phases}
         node: str | None = circuit_id
         hops = 0
         while node is not None:
             hops += 1
             if hops > len(circuits):
                 raise ProblemError(f"circuit {circuit_id!r}: cycle in the circuit tree")
-            for phase, indices in by_phase.items():
-                if phase in circuits[node].phases:
-                    indices.append(cons.index[f"{node}/{phase}"])
+            at_node = own[node]
+            for phase, entries in by_phase.items():
+                index = at_node.get(phase)
+                if index is not None:
+                    entries.append((index, 1.0))
             node = circuits[node].parent
         on_path[circuit_id] = by_phase
         return by_phase
@@ -136,16 +140,18 @@ def _build(problem: Problem) -> tuple[_Constraints, list[list[tuple[int, float]]
     for load in problem.non_ev:
         if load.circuit not in circuits:
             raise ProblemError(f"non-EV load on unknown circuit {load.circuit!r}")
-        own = circuits[load.circuit]
-        if load.phase not in own.phases:
+        circuit = circuits[load.circuit]
+        if load.phase not in circuit.phases:
             raise ProblemError(f"non-EV load on {load.circuit}/{load.phase}: the circuit has no {load.phase}")
         amps = load.amps
         stale = load.measured_at is None or problem.now - load.measured_at > problem.stale_after
         if load.measured_at is not None and stale:
             # Pessimistic: the worst recent reading, or nothing left for EVs at all.
-            amps = max(amps, load.worst_a) if load.worst_a is not None else own.limit_of(load.phase)
-        for index in path_of(load.circuit)[load.phase]:
+            amps = max(amps, load.worst_a) if load.worst_a is not None else circuit.limit_of(load.phase)
+        for index, _ in path_of(load.circuit)[load.phase]:
             cons.headroom[index] -= amps
+            if math.isnan(cons.headroom[index]):  # the whole of an unlimited conductor: nothing left (not NaN)
+                cons.headroom[index] = 0.0
 
     limits = problem.limits
     site = cons.add("site", limits.site_kw - limits.non_ev_kw) if limits.site_kw is not None else None
@@ -158,63 +164,101 @@ def _build(problem: Problem) -> tuple[_Constraints, list[list[tuple[int, float]]
         linear.append((cons.add(f"linear:{lin.id}", lin.limit), lin.coefs))
 
     members: list[list[tuple[int, float]]] = []
+    kws: list[float] = []
     seen: set[str] = set()
-    # Chargers on the same circuit and conductors load the same conductor constraints: work them out once.
-    on_conductors: dict[tuple[str, tuple[str, ...]], list[tuple[int, float]]] = {}
+    # Chargers on the same circuit and conductors at the same kW per amp load the same constraints with the
+    # same coefficients: work the list out once and share it (nothing changes a charger's list afterwards).
+    # Only group and linear limits, which name chargers one by one, need a list of the charger's own.
+    shared: dict[tuple[str, tuple[str, ...], float, float], tuple[list[tuple[int, float]], float]] = {}
+    per_kw = [index for index in (site, ev) if index is not None]
     for evse in problem.evses:
         if evse.id in seen:
             raise ProblemError(f"charger {evse.id!r} listed twice")
         seen.add(evse.id)
-        if evse.circuit not in circuits:
-            raise ProblemError(f"charger {evse.id!r}: unknown circuit {evse.circuit!r}")
-        signature = (evse.circuit, evse.phases)
-        conductors = on_conductors.get(signature)
-        if conductors is None:
-            own = circuits[evse.circuit]
+        known = shared.get((evse.circuit, evse.phases, evse.voltage_v, evse.power_factor))
+        if known is None:
+            if evse.circuit not in circuits:
+                raise ProblemError(f"charger {evse.id!r}: unknown circuit {evse.circuit!r}")
             for phase in evse.phases:
-                if phase not in own.phases:
-                    raise ProblemError(f"charger {evse.id!r}: circuit {own.id!r} does not carry {phase}")
+                if phase not in circuits[evse.circuit].phases:
+                    raise ProblemError(f"charger {evse.id!r}: circuit {evse.circuit!r} does not carry {phase}")
             paths = path_of(evse.circuit)
-            conductors = [(index, 1.0) for phase in evse.phases for index in paths[phase]]
-            on_conductors[signature] = conductors
-        entries = conductors.copy()
-        kw = evse.kw_per_a
-        if site is not None:
-            entries.append((site, kw))
-        if ev is not None:
-            entries.append((ev, kw))
-        for index, ids in groups:
-            if evse.id in ids:
-                entries.append((index, kw))
-        for index, coefs in linear:
-            coef = coefs.get(evse.id, 0.0)
-            if coef > 0:
-                entries.append((index, coef))
+            entries = []
+            for phase in evse.phases:
+                entries += paths[phase]
+            kw = evse.kw_per_a
+            known = entries + [(index, kw) for index in per_kw], kw
+            shared[(evse.circuit, evse.phases, evse.voltage_v, evse.power_factor)] = known
+        entries, kw = known
+        if groups or linear:
+            entries = entries.copy()
+            for index, ids in groups:
+                if evse.id in ids:
+                    entries.append((index, kw))
+            for index, coefs in linear:
+                coef = coefs.get(evse.id, 0.0)
+                if coef > 0:
+                    entries.append((index, coef))
         members.append(entries)
+        kws.append(kw)
         if evse.held_a is not None:
             for index, coef in entries:
                 cons.headroom[index] -= coef * evse.held_a
 
-    overloaded = [
-        f"{name}: uncontrolled load {cons.limit[i] - cons.headroom[i]:.4g} over its limit {cons.limit[i]:.4g}"
-        for i, name in enumerate(cons.names)
-        if cons.headroom[i] < -EPS
-    ]
-    return cons, members, overloaded
+    overloaded = []
+    if min(cons.headroom, default=0.0) < -EPS:
+        overloaded = _overloads(problem, cons, members, conductors_end, site)
+    return cons, members, kws, overloaded
 
 
-def _laxity_s(evse: EvseState, now: datetime) -> float:
+def _overloads(
+    problem: Problem, cons: _Constraints, members: list[list[tuple[int, float]]], conductors_end: int, site: int | None
+) -> list[str]:
+    """One line per limit already exceeded by what the gateway cannot control, with units.
+
+    Conductors in A (`panel-1/L1: non-EV load 85 A over its limit 80 A`), the site's kW limit in kW against
+    the non-EV power (`site: non-EV load 60 kW over its limit 50 kW`); a share of chargers whose limit is
+    held is named as such.
+    """
+    held = [0.0] * len(cons.names)
+    for evse, entries in zip(problem.evses, members, strict=True):
+        if evse.held_a is not None:
+            for index, coef in entries:
+                held[index] += coef * evse.held_a
+    lines = []
+    for i, name in enumerate(cons.names):
+        if cons.headroom[i] >= -EPS:
+            continue
+        limit = cons.limit[i]
+        if i == site and problem.limits.site_kw is not None:
+            limit = problem.limits.site_kw  # the constraint is the headroom left by the non-EV power
+        load = limit - cons.headroom[i]
+        unit = " A" if i < conductors_end else "" if name.startswith("linear:") else " kW"
+        if i >= conductors_end and i != site:
+            what = "held chargers"  # EV, group and linear limits count no non-EV load
+        elif held[i] > EPS:
+            what = "non-EV load and held chargers"
+        else:
+            what = "non-EV load"
+        lines.append(f"{name}: {what} {load:.4g}{unit} over its limit {limit:.4g}{unit}")
+    return lines
+
+
+def _laxity_s(evse: EvseState, now: datetime, kw_per_a: float | None = None) -> float:
     """Seconds of slack before the car must charge at full power to leave with what it asked for."""
     if evse.departure is None:
         return math.inf
     slack = (evse.departure - now).total_seconds()
-    full_kw = evse.kw_per_a * evse.max_a  # may underflow to 0 for a vanishing maximum: no full power at all
+    # May underflow to 0 for a vanishing maximum: no full power at all.
+    full_kw = (evse.kw_per_a if kw_per_a is None else kw_per_a) * evse.max_a
     if evse.energy_needed_kwh is not None and full_kw > 0:
         slack -= 3600.0 * evse.energy_needed_kwh / full_kw
     return slack
 
 
-def admission_key(evse: EvseState, now: datetime, min_on_time: timedelta) -> tuple[bool, float, float, str]:
+def admission_key(
+    evse: EvseState, now: datetime, min_on_time: timedelta, kw_per_a: float | None = None
+) -> tuple[bool, float, float, str]:
     """Who is served first inside a priority class when not everyone fits at their minimum."""
     protected = evse.on_since is not None and now - evse.on_since < min_on_time
     # Longest waiting first; among those charging, the one charging longest yields first.
@@ -223,7 +267,7 @@ def admission_key(evse: EvseState, now: datetime, min_on_time: timedelta) -> tup
         turn = -(now - evse.waiting_since).total_seconds()
     elif evse.on_since is not None:
         turn = (now - evse.on_since).total_seconds()
-    return (not protected, _laxity_s(evse, now), turn, evse.id)
+    return (not protected, _laxity_s(evse, now, kw_per_a), turn, evse.id)
 
 
 def deadline_tier(evse: EvseState, now: datetime, critical_slack: timedelta, step: timedelta) -> tuple[int, float]:
@@ -254,15 +298,27 @@ def _why_idle(evse: EvseState, low: float, high: float) -> str | None:
 
 
 def allocate(problem: Problem) -> Allocation:
-    cons, members, overloaded = _build(problem)
+    _refuse_non_finite(problem)
+    cons, members, kws, overloaded = _build(problem)
     head = cons.headroom
     evses = problem.evses
+    now = problem.now
     amps = [0.0] * len(evses)
     binding: dict[str, str] = {}
     candidates: list[int] = []
-    ranges = [usable_range(e) for e in evses]
-    lows = [r[0] for r in ranges]
-    highs = [r[1] for r in ranges]
+    # Chargers of one model share their grid: work each range out once, with where its top snaps to (most
+    # chargers end a fill at their ceiling).
+    on_grid: dict[tuple[float, float, float | None, float], tuple[float, float, float]] = {}
+    grids = []
+    for evse in evses:
+        grid = (evse.min_a, evse.max_a, evse.want_a, evse.step_a)
+        known = on_grid.get(grid)
+        if known is None:
+            low, high = usable_range(evse)
+            known = on_grid[grid] = low, high, step_floor(high, evse.step_a)
+        grids.append(known)
+    lows = [g[0] for g in grids]
+    highs = [g[1] for g in grids]
     for i, evse in enumerate(evses):
         reason = _why_idle(evse, lows[i], highs[i])
         if reason is None:
@@ -276,50 +332,49 @@ def allocate(problem: Problem) -> Allocation:
         for c, _ in members[i]:
             users[c].append(i)
 
-    def fits(i: int, extra: float) -> bool:
-        for c, coef in members[i]:  # noqa: SIM110 (a plain loop: this is the hot path)
-            if head[c] - coef * extra < -EPS:
-                return False
-        return True
-
-    def take(i: int, extra: float) -> None:
-        amps[i] += extra
-        for c, coef in members[i]:
-            head[c] -= coef * extra
-
     by_class: dict[int, list[int]] = {}
     for i in candidates:
         by_class.setdefault(evses[i].priority, []).append(i)
+    keys = {i: admission_key(evses[i], now, problem.min_on_time, kws[i]) for i in candidates}
     for priority in sorted(by_class, reverse=True):
-        ranked = sorted(by_class[priority], key=lambda i: admission_key(evses[i], problem.now, problem.min_on_time))
+        ranked = sorted(by_class[priority], key=keys.__getitem__)
         tiers: dict[tuple[int, float], list[int]] = {}
         if problem.sharing is Sharing.DEADLINE:
             for i in ranked:
-                tier = deadline_tier(evses[i], problem.now, problem.critical_slack, problem.deadline_step)
+                tier = deadline_tier(evses[i], now, problem.critical_slack, problem.deadline_step)
                 tiers.setdefault(tier, []).append(i)
         else:
             tiers[(0, 0.0)] = ranked
         for tier in sorted(tiers, reverse=True):
             order = tiers[tier]
             admitted = []
-            for i in order:
-                if fits(i, lows[i]):
-                    take(i, lows[i])
+            for i in order:  # admit at the minimum whoever fits (inlined `_fits`/`_take`: the hot path)
+                low, entries = lows[i], members[i]
+                for c, coef in entries:
+                    if head[c] - coef * low < -EPS:
+                        break
+                else:
+                    amps[i] += low
+                    for c, coef in entries:
+                        head[c] -= coef * low
                     admitted.append(i)
             _fill(admitted, amps, members, users, head, highs)
             for i in admitted:
-                snapped = step_floor(amps[i], evses[i].step_a)
-                take(i, snapped - amps[i])
+                snapped = grids[i][2] if amps[i] == highs[i] else step_floor(amps[i], evses[i].step_a)
+                extra = snapped - amps[i]
+                if extra != 0.0:
+                    for c, coef in members[i]:
+                        head[c] -= coef * extra
                 amps[i] = snapped
             for i in order:  # what rounding freed may now admit someone who did not fit
-                if amps[i] == 0.0 and fits(i, lows[i]):
-                    take(i, lows[i])
+                if amps[i] == 0.0 and _fits(members[i], head, lows[i]):
+                    _take(i, lows[i], amps, members[i], head)
                     admitted.append(i)
-            _top_up(admitted, evses, amps, highs, fits, take)
+            _top_up(admitted, evses, amps, highs, members, head)
 
     for i in candidates:
         evse = evses[i]
-        low, high = ranges[i]
+        low, high, _ = grids[i]
         if amps[i] >= high - EPS:
             binding[evse.id] = "max" if evse.want_a is None or evse.want_a >= evse.max_a else "plan"
             continue
@@ -329,6 +384,61 @@ def allocate(problem: Problem) -> Allocation:
     return Allocation(
         amps={e.id: amps[i] for i, e in enumerate(evses)}, binding=binding, overloaded=tuple(overloaded)
     )
+
+
+def _refuse_non_finite(problem: Problem) -> None:
+    """Raise `ProblemError` for a number that is not one: NaN compares false with every limit (it read as "no
+    limit", and a NaN load kept the water level from ever settling). A limit may be +inf (no limit); loads
+    and a charger's own values must be finite."""
+    limits = problem.limits
+    caps: list[tuple[str, float | None]] = [("site_kw", limits.site_kw), ("ev_kw", limits.ev_kw)]
+    caps += [(f"group {g.id!r}: kw", g.kw) for g in limits.groups]
+    caps += [(f"linear limit {lin.id!r}: limit", lin.limit) for lin in problem.linear]
+    for c in problem.circuits:
+        caps.append((f"circuit {c.id!r}: limit_a", c.limit_a))
+        caps += [(f"circuit {c.id!r}: phase_limits_a[{p}]", a) for p, a in c.phase_limits_a.items()]
+    for what, value in caps:
+        if value is not None and not (math.isfinite(value) or value == math.inf):
+            raise ProblemError(f"{what} is {value}: a limit must be a number (inf for none)")
+    loads: list[tuple[str, float | None]] = [("non_ev_kw", limits.non_ev_kw)]
+    for load in problem.non_ev:
+        loads.append((f"non-EV load on {load.circuit}/{load.phase}: amps", load.amps))
+        loads.append((f"non-EV load on {load.circuit}/{load.phase}: worst_a", load.worst_a))
+    for what, value in loads:
+        if value is not None and not math.isfinite(value):
+            raise ProblemError(f"{what} is {value}: a load must be a finite number")
+    for e in problem.evses:
+        # One sum per charger is the fast test (a NaN or an infinity spoils it); only a failing sum is looked
+        # at field by field, which also lets a sum that merely overflows through.
+        total = e.voltage_v + e.max_a + e.min_a + e.step_a + e.power_factor
+        total += (e.energy_needed_kwh or 0.0) + (e.held_a or 0.0) + (e.measured_a or 0.0)
+        if not math.isfinite(total):
+            fields = {
+                "voltage_v": e.voltage_v, "max_a": e.max_a, "min_a": e.min_a, "step_a": e.step_a,
+                "power_factor": e.power_factor, "energy_needed_kwh": e.energy_needed_kwh, "held_a": e.held_a,
+                "measured_a": e.measured_a,
+            }
+            for name, value in fields.items():
+                if value is not None and not math.isfinite(value):
+                    raise ProblemError(f"charger {e.id!r}: {name} is {value}: it must be a finite number")
+        if e.want_a is not None and not (math.isfinite(e.want_a) or e.want_a == math.inf):
+            raise ProblemError(f"charger {e.id!r}: want_a is {e.want_a}: a plan's cap must be a number (inf for none)")
+        if not e.step_a > 0:
+            raise ProblemError(f"charger {e.id!r}: step_a is {e.step_a}: it must be positive")
+
+
+def _fits(entries: list[tuple[int, float]], head: list[float], extra: float) -> bool:
+    """Whether `extra` more amps on a charger with these (constraint, coefficient) entries breaks nothing."""
+    for c, coef in entries:  # noqa: SIM110 (a plain loop: this is the hot path)
+        if head[c] - coef * extra < -EPS:
+            return False
+    return True
+
+
+def _take(i: int, extra: float, amps: list[float], entries: list[tuple[int, float]], head: list[float]) -> None:
+    amps[i] += extra
+    for c, coef in entries:
+        head[c] -= coef * extra
 
 
 def _fill(
@@ -345,7 +455,8 @@ def _fill(
     it. Events (a constraint filling, a charger reaching its ceiling, a charger joining) come off heaps in
     level order. A constraint's headroom is brought up to date only when its weight (the chargers rising on
     it) changes, and each batch of events pushes one heap entry per constraint it touched, so the cost is
-    O(memberships + events · log) rather than a scan of every constraint per event. Hot loops are inlined.
+    O(memberships + events · log) rather than a scan of every constraint per event. Hot loops are inlined
+    and the state is in plain local lists (no closures): this is the allocator's innermost loop.
     """
     if not admitted:
         return
@@ -357,51 +468,30 @@ def _fill(
     since = [level] * n_cons  # level at which head[c] was last brought up to date
     fills: list[tuple[float, int, int]] = []  # (level at which c is full, version, c)
     reach: list[tuple[float, int]] = []
-    rising: set[int] = set()
-    done: set[int] = set()
+    state = [_WAITING] * len(amps)
+    n_rising = 0
     dirty: set[int] = set()
+    mark = dirty.add
     push, pop = heapq.heappush, heapq.heappop
 
-    def freeze_all(who: list[int]) -> None:
-        for i in who:
-            if i in done:
-                continue
-            done.add(i)
-            if i in rising:
-                rising.discard(i)
-                if amps[i] < level:
-                    amps[i] = level
-                for c, coef in members[i]:
-                    if since[c] != level:
-                        head[c] -= weight[c] * (level - since[c])
-                        since[c] = level
-                    weight[c] -= coef
-                    dirty.add(c)
-
-    def reschedule() -> None:
-        for c in dirty:
-            version[c] += 1
-            if weight[c] > EPS:
-                push(fills, (level + max(head[c], 0.0) / weight[c], version[c], c))
-        dirty.clear()
-
-    while rising or joining:
-        while joining and (joining[-1][1] in done or joining[-1][0] <= level + EPS):
+    while n_rising or joining:
+        while joining and (state[joining[-1][1]] == _DONE or joining[-1][0] <= level + EPS):
             _, i = joining.pop()
-            if i in done:
+            if state[i] == _DONE:
                 continue
-            rising.add(i)
+            state[i] = _RISING
+            n_rising += 1
             push(reach, (ceiling[i], i))
             for c, coef in members[i]:
                 if since[c] != level:
                     head[c] -= weight[c] * (level - since[c])
                     since[c] = level
                 weight[c] += coef
-                dirty.add(c)
-        reschedule()
+                mark(c)
+        _reschedule(dirty, level, head, weight, version, fills)
         while fills and (fills[0][1] != version[fills[0][2]] or weight[fills[0][2]] <= EPS):
             pop(fills)
-        while reach and reach[0][1] not in rising:
+        while reach and state[reach[0][1]] != _RISING:
             pop(reach)
         nxt = min(
             fills[0][0] if fills else math.inf,
@@ -412,18 +502,56 @@ def _fill(
             break
         if nxt > level:
             level = nxt
+        # Freeze, in this order, the chargers at their ceiling, then the users of each constraint now full.
         capped = []
         while reach and reach[0][0] <= level + EPS:
             capped.append(pop(reach)[1])
-        freeze_all(capped)
-        while fills and fills[0][0] <= level + EPS:
-            _, ver, c = pop(fills)
-            if ver == version[c] and weight[c] > EPS:
-                freeze_all(users[c])
-        reschedule()
+        who: list[int] | None = capped
+        while who is not None:
+            for i in who:
+                was = state[i]
+                if was == _DONE:
+                    continue
+                state[i] = _DONE
+                if was == _RISING:
+                    n_rising -= 1
+                    if amps[i] < level:
+                        amps[i] = level
+                    for c, coef in members[i]:
+                        if since[c] != level:
+                            head[c] -= weight[c] * (level - since[c])
+                            since[c] = level
+                        weight[c] -= coef
+                        mark(c)
+            who = None
+            while fills and fills[0][0] <= level + EPS:
+                _, ver, c = pop(fills)
+                if ver == version[c] and weight[c] > EPS:
+                    who = users[c]
+                    break
+        _reschedule(dirty, level, head, weight, version, fills)
     for c in range(n_cons):  # bring every headroom up to date for the steps that follow
         if since[c] != level:
             head[c] -= weight[c] * (level - since[c])
+
+
+_WAITING, _RISING, _DONE = 0, 1, 2  # a charger's state while the water level rises
+
+
+def _reschedule(
+    dirty: set[int],
+    level: float,
+    head: list[float],
+    weight: list[float],
+    version: list[int],
+    fills: list[tuple[float, int, int]],
+) -> None:
+    """Push when each constraint whose weight changed will be full at the current rate; older entries lapse."""
+    for c in dirty:
+        version[c] += 1
+        if weight[c] > EPS:
+            heapq.heappush(fills, (level + max(head[c], 0.0) / weight[c], version[c], c))
+    dirty.clear()
 
 
 def _top_up(
@@ -431,16 +559,18 @@ def _top_up(
     evses: Sequence[EvseState],
     amps: list[float],
     highs: list[float],
-    fits: Callable[[int, float], bool],
-    take: Callable[[int, float], None],
+    members: list[list[tuple[int, float]]],
+    head: list[float],
 ) -> None:
     """Hand out what is left one step at a time, lowest charger first, until nobody can take a step."""
-    queue = [(amps[i], evses[i].id, i) for i in admitted]
+    # A charger without room for one more step never gets one (amps only rise here): leave it off the heap.
+    queue = [(amps[i], evses[i].id, i) for i in admitted if amps[i] + evses[i].step_a <= highs[i] + EPS]
     heapq.heapify(queue)
+    push, pop = heapq.heappush, heapq.heappop
     while queue:
-        _, _, i = heapq.heappop(queue)
+        _, ident, i = pop(queue)
         step = evses[i].step_a
-        if amps[i] + step <= highs[i] + EPS and fits(i, step):
-            take(i, step)
+        if amps[i] + step <= highs[i] + EPS and _fits(members[i], head, step):
+            _take(i, step, amps, members[i], head)
             amps[i] = round(amps[i], 6)
-            heapq.heappush(queue, (amps[i], evses[i].id, i))
+            push(queue, (amps[i], ident, i))

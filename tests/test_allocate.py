@@ -416,3 +416,54 @@ def test_allocation_is_a_plain_mapping_for_every_charger() -> None:
     result = allocate(workplace(3))
     assert isinstance(result, Allocation)
     assert set(result.amps) == set(result.binding) == {e.id for e in workplace(3).evses}
+
+
+NAN, INF = math.nan, math.inf
+ONE = [Circuit("main", None, 40.0, ("L1",))]
+CAR = EvseState("e", "main", ("L1",), 230.0, max_a=16.0, connected=True)
+
+
+@pytest.mark.parametrize(
+    ("problem", "says"),
+    [
+        (Problem(ONE, [CAR], NOW, [NonEvLoad("main", "L1", NAN, NOW)]), "non-EV load on main/L1: amps is nan"),
+        (Problem(ONE, [CAR], NOW, [NonEvLoad("main", "L1", INF, NOW)]), "amps is inf"),
+        (Problem(ONE, [CAR], NOW, [NonEvLoad("main", "L1", 5.0, NOW, worst_a=NAN)]), "worst_a is nan"),
+        (Problem([Circuit("main", None, NAN, ("L1",))], [CAR], NOW), "circuit 'main': limit_a is nan"),
+        (Problem([Circuit("main", None, -INF, ("L1",))], [CAR], NOW), "limit_a is -inf"),
+        (Problem([Circuit("main", None, 40.0, ("L1",), {"L1": NAN})], [CAR], NOW), r"phase_limits_a\[L1\] is nan"),
+        (Problem(ONE, [CAR], NOW, limits=SiteLimits(site_kw=NAN)), "site_kw is nan"),
+        (Problem(ONE, [CAR], NOW, limits=SiteLimits(ev_kw=NAN)), "ev_kw is nan"),
+        (Problem(ONE, [CAR], NOW, limits=SiteLimits(site_kw=50.0, non_ev_kw=NAN)), "non_ev_kw is nan"),
+        (Problem(ONE, [CAR], NOW, limits=SiteLimits(non_ev_kw=INF)), "non_ev_kw is inf"),
+        (Problem(ONE, [CAR], NOW, limits=SiteLimits(groups=(GroupLimit("g", frozenset("e"), NAN),))), "kw is nan"),
+        (Problem(ONE, [replace(CAR, max_a=NAN)], NOW), "charger 'e': max_a is nan"),
+        (Problem(ONE, [replace(CAR, max_a=INF)], NOW), "charger 'e': max_a is inf"),
+        (Problem(ONE, [replace(CAR, min_a=NAN)], NOW), "min_a is nan"),
+        (Problem(ONE, [replace(CAR, held_a=INF)], NOW), "held_a is inf"),
+        (Problem(ONE, [replace(CAR, voltage_v=NAN)], NOW), "voltage_v is nan"),
+        (Problem(ONE, [replace(CAR, energy_needed_kwh=NAN)], NOW), "energy_needed_kwh is nan"),
+        (Problem(ONE, [replace(CAR, want_a=NAN)], NOW), "want_a is nan"),
+        (Problem(ONE, [replace(CAR, step_a=0.0)], NOW), "step_a is 0.0: it must be positive"),
+    ],
+)
+def test_a_number_that_is_not_one_is_refused_not_read_as_no_limit_nor_looping(problem: Problem, says: str) -> None:
+    with pytest.raises(ProblemError, match=says):
+        allocate(problem)
+
+
+def test_an_infinite_limit_means_no_limit_and_a_stale_reading_under_it_still_leaves_nothing() -> None:
+    unlimited = [Circuit("main", None, INF, ("L1",))]
+    assert allocate(Problem(unlimited, [CAR], NOW, limits=SiteLimits(site_kw=INF))).amps == {"e": 16.0}
+    stale = [NonEvLoad("main", "L1", 5.0, NOW - timedelta(hours=1))]  # no worst reading: nothing left
+    assert allocate(Problem(unlimited, [CAR], NOW, stale)).amps == {"e": 0.0}
+
+
+def test_overloads_are_stated_with_units_against_the_limit_a_reader_configured() -> None:
+    site = allocate(Problem(ONE, [CAR], NOW, limits=SiteLimits(site_kw=50.0, non_ev_kw=60.0)))
+    assert site.overloaded == ("site: non-EV load 60 kW over its limit 50 kW",)
+    conductor = allocate(Problem(ONE, [CAR], NOW, [NonEvLoad("main", "L1", 45.0, NOW)]))
+    assert conductor.overloaded == ("main/L1: non-EV load 45 A over its limit 40 A",)
+    held = allocate(Problem(ONE, [replace(CAR, held_a=30.0)], NOW, [NonEvLoad("main", "L1", 15.0, NOW)]))
+    assert held.overloaded == ("main/L1: non-EV load and held chargers 45 A over its limit 40 A",)
+    assert site.amps == conductor.amps == {"e": 0.0}

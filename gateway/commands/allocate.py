@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gateway.allocate import ProblemError, allocate
-    from gateway.allocation_input import overload_lines, parse_allocation_input, read_json_input, to_problem
+    from gateway.allocation_input import parse_allocation_input, read_json_input, to_problem
     from gateway.config import ConfigError
 
     try:
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     amps = {ident: int(a) if float(a).is_integer() else a for ident, a in result.amps.items()}
     out: dict[str, object] = {"allocations": amps, "binding": dict(result.binding)}
     if result.overloaded:
-        out["overloaded"] = overload_lines(problem, result)
+        out["overloaded"] = list(result.overloaded)  # with units: "site: non-EV load 60 kW over its limit 50 kW"
     try:
         print(json.dumps(out, indent=2), flush=True)
     except BrokenPipeError:

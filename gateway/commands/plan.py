@@ -157,7 +157,7 @@ def compute(spec: Any) -> dict[str, Any]:
     from dataclasses import replace
 
     from gateway.allocate import allocate
-    from gateway.allocation_input import overload_lines, to_problem
+    from gateway.allocation_input import to_problem
     from gateway.config.tariff import PlanSection, TariffSection
     from gateway.domain import Segment
     from gateway.planner import apply_targets, asap_plan, build_slots, make_plan, targets
@@ -238,7 +238,7 @@ def compute(spec: Any) -> dict[str, Any]:
                   "ev_kw": round(kw, 3), "ev_limit_kw": None if s.ev_cap_kw == float("inf") else
                   round(s.ev_cap_kw, 3), "price": s.price} for s, kw in zip(slots, ev_kw, strict=True)],
         "allocation": dict(allocation.amps),
-        "overloaded": overload_lines(problem_now, allocation),
+        "overloaded": list(allocation.overloaded),  # the allocator states them with units
     }
 
 
