@@ -563,8 +563,12 @@ def _top_up(
     head: list[float],
 ) -> None:
     """Hand out what is left one step at a time, lowest charger first, until nobody can take a step."""
-    # A charger without room for one more step never gets one (amps only rise here): leave it off the heap.
-    queue = [(amps[i], evses[i].id, i) for i in admitted if amps[i] + evses[i].step_a <= highs[i] + EPS]
+    # A charger that cannot take a step now never can (amps only rise, headrooms only fall): leave it off.
+    queue = [
+        (amps[i], evses[i].id, i)
+        for i in admitted
+        if amps[i] + evses[i].step_a <= highs[i] + EPS and _fits(members[i], head, evses[i].step_a)
+    ]
     heapq.heapify(queue)
     push, pop = heapq.heappush, heapq.heappop
     while queue:
