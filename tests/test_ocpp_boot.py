@@ -13,9 +13,9 @@ import logging
 from typing import Any
 
 import pytest
-from test_ocpp_lease import PASSWORD, base_url, charger, section, until
+from test_ocpp_lease import PASSWORD, base_url, charger, collect_readings, section, until
 
-from gateway.domain import ChargerReading, ChargerStatus
+from gateway.domain import ChargerStatus
 from gateway.ocpp import ChargerIdentity, OcppDriver
 from gateway.sim.ocpp_cp import Nameplate, Quirks, SimChargePoint
 
@@ -208,13 +208,7 @@ async def test_an_ev_that_suspends_itself_is_reported_as_suspended_by_the_ev(ver
     async with driver:
         sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD)  # type: ignore[arg-type]
         await sim.start()
-        seen: list[ChargerReading] = []
-
-        async def collect() -> None:
-            async for reading in driver.readings():
-                seen.append(reading)
-
-        task = asyncio.create_task(collect())
+        seen, task = collect_readings(driver)
         try:
             await sim.plug_in()
             await until(lambda: bool(seen) and seen[-1].status is ChargerStatus.CHARGING)

@@ -44,6 +44,17 @@ async def until(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
         await asyncio.sleep(0.02)
 
 
+def collect_readings(driver: OcppDriver) -> tuple[list[ChargerReading], asyncio.Task[None]]:
+    """Every reading the driver publishes, appended to a list by a task that the caller cancels."""
+    seen: list[ChargerReading] = []
+
+    async def collect() -> None:
+        async for reading in driver.readings():
+            seen.append(reading)
+
+    return seen, asyncio.create_task(collect())
+
+
 def base_url(driver: OcppDriver) -> str:
     return f"ws://127.0.0.1:{driver.server.port}/ocpp"
 
@@ -138,13 +149,7 @@ async def _only_changed(driver: OcppDriver, sim: SimChargePoint) -> None:
 
 async def test_readings_carry_status_current_energy_and_session(site: tuple[OcppDriver, SimChargePoint]) -> None:
     driver, sim = site
-    seen: list[ChargerReading] = []
-
-    async def collect() -> None:
-        async for reading in driver.readings():
-            seen.append(reading)
-
-    task = asyncio.create_task(collect())
+    seen, task = collect_readings(driver)
     try:
         await until(lambda: sim.limit_a() == 8.0)
         await sim.plug_in()
@@ -182,13 +187,7 @@ async def test_ev_charging_needs_reach_the_allocator() -> None:
     async with driver:
         sim = SimChargePoint(base_url(driver), "cp1", version="2.0.1", password=PASSWORD)
         await sim.start()
-        seen: list[ChargerReading] = []
-
-        async def collect() -> None:
-            async for reading in driver.readings():
-                seen.append(reading)
-
-        task = asyncio.create_task(collect())
+        seen, task = collect_readings(driver)
         try:
             await sim.plug_in(Ev(max_a=16, departure=departure, energy_wh=30_000))
             await until(lambda: any(r.departure == departure for r in seen))
@@ -243,14 +242,8 @@ async def test_after_a_gateway_restart_an_old_live_profile_is_cleared_before_fal
         await first.stop(release=False)  # dies: the charger keeps 24 A for up to a minute
         assert sim.limit_a() == 24.0
         second = OcppDriver(section(lease_s=60, port=port), [charger("cp1")])
-        seen: list[ChargerReading] = []
-
-        async def collect() -> None:
-            async for reading in second.readings():
-                seen.append(reading)
-
         async with second:
-            task = asyncio.create_task(collect())
+            seen, task = collect_readings(second)
             try:
                 await until(lambda: second.controls["cp1"].station is not None, timeout_s=5.0)
                 await until(lambda: sim.limit_a() == 8.0)  # the stale 24 A profile is gone

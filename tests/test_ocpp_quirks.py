@@ -6,10 +6,10 @@ import asyncio
 import logging
 
 import pytest
-from test_ocpp_lease import PASSWORD, base_url, charger, section, until
+from test_ocpp_lease import PASSWORD, base_url, charger, collect_readings, section, until
 
 from gateway.config.ocpp import OcppSection
-from gateway.domain import ChargerReading, ChargerStatus
+from gateway.domain import ChargerStatus
 from gateway.ocpp import OcppDriver
 from gateway.sim.ocpp_cp import Quirks, SimChargePoint
 
@@ -132,13 +132,7 @@ async def test_a_slow_charger_delays_nobody_and_counts_at_its_maximum_until_it_a
     async with driver:
         sims = {i: SimChargePoint(base_url(driver), i, password=PASSWORD) for i in ids}
         await asyncio.gather(*(s.start() for s in sims.values()))
-        seen: list[ChargerReading] = []
-
-        async def collect() -> None:
-            async for reading in driver.readings():
-                seen.append(reading)
-
-        task = asyncio.create_task(collect())
+        seen, task = collect_readings(driver)
         try:
             await until(lambda: all(s.limit_a() == 8.0 for s in sims.values()))
             await until(lambda: all(c.setup is not None and c.setup.done() for c in driver.controls.values()))
@@ -168,13 +162,7 @@ async def test_a_charger_that_drops_mid_session_comes_back_with_its_limit(versio
     async with driver:
         sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD)  # type: ignore[arg-type]
         await sim.start()
-        seen: list[ChargerReading] = []
-
-        async def collect() -> None:
-            async for reading in driver.readings():
-                seen.append(reading)
-
-        task = asyncio.create_task(collect())
+        seen, task = collect_readings(driver)
         try:
             await until(lambda: sim.limit_a() == 8.0)
             await sim.plug_in()
@@ -369,13 +357,7 @@ async def test_a_charger_that_stops_reporting_is_asked_for_meter_values(version:
         sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD,  # type: ignore[arg-type]
                              quirks=Quirks(meter_silent=True))
         await sim.start()
-        seen: list[ChargerReading] = []
-
-        async def collect() -> None:
-            async for reading in driver.readings():
-                seen.append(reading)
-
-        task = asyncio.create_task(collect())
+        seen, task = collect_readings(driver)
         try:
             await until(lambda: sim.limit_a() == 8.0)
             await sim.plug_in()
