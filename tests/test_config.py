@@ -773,3 +773,16 @@ def test_required_ocpp_passwords_are_checked_per_charger() -> None:
     assert problems_of(data) == ["chargers[0].ocpp.password: required because ocpp.require_password is on"]
     data["chargers"][0]["ocpp"] = {"password": "another-passw0rd"}
     parse_config(data)
+
+
+def test_a_broken_part_of_the_tree_does_not_hide_an_overloaded_panel_elsewhere() -> None:
+    data = site(**{"chargers.1.max_a": 96})  # cp-2 on the panel: 80 A usable
+    data["circuits"] += [{"id": "loop-a", "parent": "loop-b", "breaker_a": 20},
+                         {"id": "loop-b", "parent": "loop-a", "breaker_a": 20},
+                         {"id": "orphan", "parent": "ghost", "breaker_a": 20}]
+    data["chargers"].append({"id": "cp-3", "protocol": "ocpp1.6", "circuit": "loop-a", "phases": "L1", "max_a": 40})
+    problems = problems_of(data)
+    assert "circuits[2].parent: cycle in the circuit tree: loop-a → loop-b → loop-a" in problems
+    assert any(p.startswith("circuits[4].parent: unknown circuit 'ghost'") for p in problems)
+    assert any(p.startswith("chargers[1].max_a: 96 A exceeds the usable limit of its circuit 'panel'") for p in problems)
+    assert not any(p.startswith("chargers[2].") for p in problems)  # under the cycle: nothing to say yet

@@ -267,7 +267,6 @@ def _partial(data: object, exc: ValidationError) -> tuple[GatewayConfig, Omitted
     omitted = Omitted(
         positions=positions,
         circuit_ids=None if circuits_refused else frozenset(refused_circuit_ids),
-        refused_circuits=circuits_refused or bool(bad_entries.get("circuits")),
         refused_ids=refused_ids,
     )
     return config, omitted

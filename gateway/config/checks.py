@@ -33,7 +33,6 @@ class Omitted:
     positions: Mapping[str, Sequence[int]] = field(default_factory=dict)
     # Ids of refused circuits; None when the whole circuits section was refused (its ids are unknown).
     circuit_ids: frozenset[str] | None = frozenset()
-    refused_circuits: bool = False  # the tree is incomplete: electrical checks would mislead
     # (original index, id) of each refused entry that has a string id, per list section: still duplicates.
     refused_ids: Mapping[str, Sequence[tuple[int, str]]] = field(default_factory=dict)
 
@@ -48,15 +47,13 @@ def cross_check(config: GatewayConfig, omitted: Omitted | None = None) -> list[s
 
     problems = _ids(config, at, omitted)
     # Two circuits with one id (or one named like the service) make every path through the tree ambiguous.
-    tree_ok = len({c.id for c in config.circuits} | {config.site.service_id}) == len(config.circuits) + 1
-    for problem in _references(config, at, omitted):
-        problems.append(problem)
-        tree_ok = False
-    cycles = _cycles(config, at) if tree_ok else []
-    problems += cycles
-    tree_ok = tree_ok and not cycles and not omitted.refused_circuits
-    if tree_ok:
-        problems += _electrical(config, at)
+    unique = len({c.id for c in config.circuits} | {config.site.service_id}) == len(config.circuits) + 1
+    problems += _references(config, at, omitted)
+    if unique:
+        problems += _cycles(config, at)
+        # The electrical checks run on the part of the tree that reaches the service: a cycle or an unknown
+        # parent elsewhere must not hide an overloaded panel here (one run of check-config, every problem).
+        problems += _electrical(config, at, _sound(config))
     problems += _meters(config, at)
     problems += _endpoints(config, at)
     problems += _resources(config, omitted)
@@ -196,12 +193,21 @@ def _cycles(config: GatewayConfig, at: _At) -> list[str]:
 # ----------------------------------------------------------------------------------------- electricity
 
 
-def _electrical(config: GatewayConfig, at: _At) -> list[str]:
+def _sound(config: GatewayConfig) -> set[str]:
+    """The circuits whose chain of parents reaches the service (no cycle, no unknown parent on the way)."""
+    service = config.site.service_id
+    parents = parents_of(config)
+    return {service} | {c.id for c in config.circuits if ancestors(config, c.id, parents)[-1] == service}
+
+
+def _electrical(config: GatewayConfig, at: _At, sound: set[str]) -> list[str]:
     problems = []
     service = config.site.service_id
-    limits = {c.id: c for c in circuit_limits(config)}
+    limits = {c.id: c for c in circuit_limits(config) if c.id in sound}
     parents = parents_of(config)
     for i, c in enumerate(config.circuits):
+        if c.id not in sound:
+            continue
         own, parent = limits[c.id], limits[parents[c.id] or service]
         missing = [p for p in own.phases if p not in parent.phases]
         if missing:
@@ -213,6 +219,8 @@ def _electrical(config: GatewayConfig, at: _At) -> list[str]:
         return problems  # conductor mismatches above would make every check below misleading
 
     for i, ch in enumerate(config.chargers):
+        if (ch.circuit or service) not in limits:
+            continue  # its circuit is unknown or cut off from the service: reported as such
         circuit = limits[ch.circuit or service]
         missing = [p for p in ch.phases if p not in circuit.phases]
         if missing:
@@ -236,7 +244,7 @@ def _electrical(config: GatewayConfig, at: _At) -> list[str]:
     # Fail-safe: if the gateway dies every charger falls back on its own; together they must still fit.
     fallback: dict[tuple[str, str], list[ChargerSection]] = {}
     for ch in config.chargers:
-        if ch.fallback_a > 0:
+        if ch.fallback_a > 0 and (ch.circuit or service) in limits:
             for node in ancestors(config, ch.circuit or service, parents):
                 for phase in ch.phases:
                     fallback.setdefault((node, phase), []).append(ch)
