@@ -37,6 +37,7 @@ from gateway.runtime.supervise import supervised
 from gateway.schedule import PriceChange, ScheduleSettings, build_schedule, price_changes, segment_at
 from gateway.smoothing import ChargerMemory
 from gateway.store.decisions import DecisionStore, rows_for
+from gateway.store.operator import OperatorState, OperatorStore
 from gateway.store.sessions import SessionLedger
 from gateway.store.telemetry import ChargerSample, SiteSample, Telemetry
 from gateway.store.vtn import VenStore
@@ -105,7 +106,8 @@ class Runtime:
         self.acks: dict[str, LimitAck] = {}
         self.operator_cap_kw: float | None = None
         self.operator_cap_until: datetime | None = None  # the cap lapses then (None: until lifted)
-        self.paused: set[str] = set()  # chargers an operator paused: 0 A until resumed (not kept over a restart)
+        self.paused: set[str] = set()  # chargers an operator paused: 0 A until resumed (kept over a restart)
+        self.operator_store: OperatorStore | None = None
         self.recent_log = RecentLog()  # the last log lines, for /api/log
         self.last: Decision | None = None
         self.decisions = 0
@@ -162,6 +164,9 @@ class Runtime:
         # On the decision store's connection: all three are written by the decision task, one after another.
         self.ledger = SessionLedger(self.decision_store.db, self.decision_store.lock)
         self.telemetry_store = Telemetry(self.decision_store.db, self.decision_store.lock)
+        self.operator_store = OperatorStore(self.decision_store.db, self.decision_store.lock)
+        self._restore_operator(await asyncio.to_thread(self.operator_store.load, self.clock(),
+                                                       frozenset(self.protocol_of)))
         self.events = await asyncio.to_thread(self.store.events)
         self.boundaries.start()
         if any(p == "ocpp" for p in self.protocol_of.values()):
@@ -349,6 +354,7 @@ class Runtime:
         """A site power cap from the operator (None: lift it), in force until `until` (None: until lifted)."""
         self.operator_cap_kw = kw
         self.operator_cap_until = until if kw is not None else None
+        self._save_operator()
         self.trigger(f"operator cap {kw}")
 
     def operator_cap(self, now: datetime) -> float | None:
@@ -359,6 +365,24 @@ class Runtime:
             self.operator_cap_kw, self.operator_cap_until = None, None
         return self.operator_cap_kw
 
+    def _save_operator(self) -> None:
+        """Kept at once (a small transaction): a restart right after an operator's write must not lift it."""
+        if self.operator_store is None:
+            return
+        state = OperatorState(self.operator_cap_kw, self.operator_cap_until, frozenset(self.paused))
+        try:
+            self.operator_store.save(state, self.clock())
+        except Exception:  # the write still holds in memory; a full disk must not refuse it
+            log.exception("operator state not stored: it holds until the gateway restarts")
+
+    def _restore_operator(self, state: OperatorState) -> None:
+        self.operator_cap_kw, self.operator_cap_until = state.cap_kw, state.cap_until
+        self.paused = set(state.paused)
+        if state.cap_kw is not None or state.paused:
+            until = state.cap_until.isoformat() if state.cap_until else "lifted"
+            log.info("operator state restored cap_kw=%s until=%s paused=%s", state.cap_kw, until,
+                     ",".join(sorted(state.paused)) or "none")
+
     def set_paused(self, charger_id: str, paused: bool) -> bool:
         """Pause (0 A, "paused by operator") or resume one charger; False when there is no such charger."""
         if charger_id not in self.protocol_of:
@@ -367,6 +391,7 @@ class Runtime:
             self.paused.add(charger_id)
         else:
             self.paused.discard(charger_id)
+        self._save_operator()
         self.trigger(f"charger={charger_id} {'paused' if paused else 'resumed'} by operator")
         return True
 

@@ -122,6 +122,14 @@ MIGRATIONS: list[str] = [
     CREATE INDEX telemetry_chargers_at ON telemetry_chargers (at);
     CREATE INDEX telemetry_chargers_charger ON telemetry_chargers (charger_id, at);
     """,
+    # 4: what an operator set over the status endpoint (a site cap, paused chargers), kept over a restart.
+    """
+    CREATE TABLE operator_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 ]
 
 

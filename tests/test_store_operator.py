@@ -1,0 +1,76 @@
+"""What an operator set (a site cap with its expiry, paused chargers) is kept in the store and comes back
+after a restart of the runtime on the same file; a lapsed cap and a charger no longer configured do not."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from gateway.config import parse_config
+from gateway.runtime.loop import Runtime
+from gateway.store.db import open_db
+from gateway.store.decisions import DecisionStore
+from gateway.store.operator import OperatorState, OperatorStore
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def store(path: Path) -> OperatorStore:
+    decisions = DecisionStore(open_db(path))
+    return OperatorStore(decisions.db, decisions.lock)
+
+
+def test_nothing_saved_is_no_cap_and_no_pause(tmp_path: Path) -> None:
+    assert store(tmp_path / "s.sqlite").load(NOW) == OperatorState()
+
+
+def test_a_cap_and_pauses_round_trip_and_a_lapsed_cap_is_none(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    until = NOW + timedelta(minutes=30)
+    store(path).save(OperatorState(11.5, until, frozenset({"cp-1", "gone"})), NOW)
+    again = store(path)
+    assert again.load(NOW, frozenset({"cp-1", "cp-2"})) == OperatorState(11.5, until, frozenset({"cp-1"}))
+    assert again.load(until).cap_kw is None  # lapsed: the site is let go
+    again.save(OperatorState(None, None, frozenset()), NOW)
+    assert again.load(NOW) == OperatorState()
+
+
+async def test_a_restart_keeps_the_operators_cap_and_pause(tmp_path: Path) -> None:
+    config = parse_config({
+        "site": {"wiring": "three-phase-400/230", "service_breaker_a": 63},
+        "chargers": [{"id": "a", "protocol": "ocpp2.0.1", "phases": "L1-L2-L3", "max_a": 32},
+                     {"id": "b", "protocol": "ocpp1.6", "phases": "L1-L2-L3", "max_a": 32}],
+        "ocpp": {"port": 0},
+        "store": {"path": str(tmp_path / "store.sqlite")},
+    })
+
+    async def running() -> tuple[Runtime, asyncio.Task[None]]:
+        runtime = Runtime(config, serve_status=False)
+        task = asyncio.create_task(runtime.run())
+        await asyncio.wait_for(runtime.started.wait(), 10)
+        return runtime, task
+
+    first, task = await running()
+    until = datetime.now(UTC) + timedelta(hours=1)
+    first.set_operator_cap(7.0, until)
+    assert first.set_paused("b", True)
+    first.stop()
+    await asyncio.wait_for(task, 15)
+
+    second, task = await running()
+    try:
+        assert (second.operator_cap_kw, second.operator_cap_until, second.paused) == (7.0, until, {"b"})
+        decision = await second.decide_once()
+        assert decision.limits["b"] == 0 and decision.reasons["b"].startswith("paused by operator")
+        second.set_operator_cap(None)
+        assert second.set_paused("b", False)
+    finally:
+        second.stop()
+        await asyncio.wait_for(task, 15)
+    third, task = await running()
+    try:
+        assert (third.operator_cap_kw, third.paused) == (None, set())
+    finally:
+        third.stop()
+        await asyncio.wait_for(task, 15)
