@@ -165,6 +165,11 @@ class Runtime:
         self.ledger = SessionLedger(self.decision_store.db, self.decision_store.lock)
         self.telemetry_store = Telemetry(self.decision_store.db, self.decision_store.lock)
         self.operator_store = OperatorStore(self.decision_store.db, self.decision_store.lock)
+        # A session that was charging when the gateway stopped goes on: what it has had counts from its start
+        # as the ledger saw it, not from the first reading after the restart (else it would be owed it twice).
+        for cid, session in (await asyncio.to_thread(self.ledger.open_sessions)).items():
+            if session.meter_start_kwh is not None:
+                self.session_start_kwh[cid] = (session.session_id, session.meter_start_kwh)
         self._restore_operator(await asyncio.to_thread(self.operator_store.load, self.clock(),
                                                        frozenset(self.protocol_of)))
         self.events = await asyncio.to_thread(self.store.events)
@@ -267,9 +272,13 @@ class Runtime:
         self._ledger_pending.append(reading)
         if reading.energy_kwh is not None and reading.status.connected:
             start = self.session_start_kwh.get(reading.charger_id)
-            if start is None or start[0] != reading.session_id or before is None or not before.status.connected:
+            # Offline is not unplugged: a charger that drops its link (or has not dialled in since a
+            # restart) and comes back with the same session goes on counting from that session's start.
+            unplugged = (before is not None and not before.status.connected
+                         and before.status is not ChargerStatus.OFFLINE)
+            if start is None or start[0] != reading.session_id or reading.energy_kwh < start[1] or unplugged:
                 self.session_start_kwh[reading.charger_id] = (reading.session_id, reading.energy_kwh)
-        elif not reading.status.connected:
+        elif not reading.status.connected and reading.status is not ChargerStatus.OFFLINE:
             self.session_start_kwh.pop(reading.charger_id, None)
         if reading.charger_id in self.unacked and reading.applied_limit_a is not None:
             mem = self.memory.get(reading.charger_id)
