@@ -9,7 +9,6 @@ reported as one line with the path to the value, like the config's.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -20,7 +19,7 @@ from gateway.allocate import Problem
 from gateway.config import ConfigError, field_path, number_problem, short_repr
 from gateway.config.numbers import Real, Whole
 from gateway.config.site import parse_phases
-from gateway.domain import J1772_MIN_A, PHASES, Allocation, Circuit, EvseState, NonEvLoad, SiteLimits
+from gateway.domain import J1772_MIN_A, PHASES, Circuit, EvseState, NonEvLoad, SiteLimits
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -204,27 +203,6 @@ def to_problem(spec: AllocationIn) -> Problem:
         circuits=circuits, evses=evses, now=spec.now, non_ev=loads, limits=limits,
         stale_after=timedelta(seconds=spec.stale_after_s), min_on_time=timedelta(seconds=spec.min_on_time_s),
     )
-
-
-_OVERLOAD = re.compile(r"^(?P<name>[^:]+): uncontrolled load (?P<load>\S+) over its limit (?P<limit>\S+)$")
-
-
-def overload_lines(problem: Problem, allocation: Allocation) -> list[str]:
-    """The allocation's overloads for a reader, with units: the site's kW limit in kW (the allocator states it
-    as a headroom, which reads as "load 0 over its limit -2"), conductors in A."""
-    limits = problem.limits
-    out = []
-    for line in allocation.overloaded:
-        match = _OVERLOAD.match(line)
-        if match is None:
-            out.append(line)
-        elif match["name"] == "site" and limits.site_kw is not None:
-            out.append(f"site: non-EV load {limits.non_ev_kw:.4g} kW over its limit {limits.site_kw:.4g} kW")
-        elif "/" in match["name"]:
-            out.append(f"{match['name']}: non-EV load {match['load']} A over its limit {match['limit']} A")
-        else:
-            out.append(line)
-    return out
 
 
 def parse_time(value: str) -> datetime:
