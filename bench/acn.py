@@ -52,7 +52,9 @@ from gateway.allocate import Problem, Sharing, allocate
 from gateway.domain import Allocation, EvseState
 from gateway.smoothing import ChargerMemory, SmoothingSettings, remembered, smooth
 
-DATA = Path("/work/shared/data/acn-caltech-2020/acndata_sessions_caltech_2020.json")
+# The shared data folder sits beside the repository (../shared); it is read in place, never copied.
+DATA = (Path(__file__).resolve().parents[2] / "shared" / "data" / "acn-caltech-2020"
+        / "acndata_sessions_caltech_2020.json")
 TZ = ZoneInfo("America/Los_Angeles")
 VOLTAGE = 208.0
 TARIFF = "sce_tou_ev_4_march_2019"
