@@ -7,9 +7,10 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
+from test_store_operator import running
+
 from gateway.config import parse_config
 from gateway.domain import ChargerReading, ChargerStatus
-from gateway.runtime.loop import Runtime
 
 
 def reading(energy_kwh: float, session: str = "tx-1") -> ChargerReading:
@@ -25,20 +26,14 @@ async def test_the_energy_still_wanted_counts_from_the_sessions_start_across_a_r
         "store": {"path": str(tmp_path / "store.sqlite")},
     })
 
-    async def running() -> tuple[Runtime, asyncio.Task[None]]:
-        runtime = Runtime(config, serve_status=False)
-        task = asyncio.create_task(runtime.run())
-        await asyncio.wait_for(runtime.started.wait(), 10)
-        return runtime, task
-
-    first, task = await running()
+    first, task = await running(config)
     first.on_reading(reading(100.0))  # the register at the session's start
     first.on_reading(reading(106.0))
     assert first.energy_needed() == {"a": 14.0}
     first.stop()
     await asyncio.wait_for(task, 15)  # the ledger is written on the way out
 
-    second, task = await running()
+    second, task = await running(config)
     try:
         second.on_reading(reading(107.0))
         assert second.energy_needed() == {"a": 13.0}  # 7 kWh of the 20 since the session began

@@ -7,13 +7,21 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.config import parse_config
+from gateway.config import GatewayConfig, parse_config
 from gateway.runtime.loop import Runtime
 from gateway.store.db import open_db
 from gateway.store.decisions import DecisionStore
 from gateway.store.operator import OperatorState, OperatorStore
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+async def running(config: GatewayConfig) -> tuple[Runtime, asyncio.Task[None]]:
+    """A runtime on `config` (no status endpoint), started; the caller stops it and awaits the task."""
+    runtime = Runtime(config, serve_status=False)
+    task = asyncio.create_task(runtime.run())
+    await asyncio.wait_for(runtime.started.wait(), 10)
+    return runtime, task
 
 
 def store(path: Path) -> OperatorStore:
@@ -45,20 +53,14 @@ async def test_a_restart_keeps_the_operators_cap_and_pause(tmp_path: Path) -> No
         "store": {"path": str(tmp_path / "store.sqlite")},
     })
 
-    async def running() -> tuple[Runtime, asyncio.Task[None]]:
-        runtime = Runtime(config, serve_status=False)
-        task = asyncio.create_task(runtime.run())
-        await asyncio.wait_for(runtime.started.wait(), 10)
-        return runtime, task
-
-    first, task = await running()
+    first, task = await running(config)
     until = datetime.now(UTC) + timedelta(hours=1)
     first.set_operator_cap(7.0, until)
     assert first.set_paused("b", True)
     first.stop()
     await asyncio.wait_for(task, 15)
 
-    second, task = await running()
+    second, task = await running(config)
     try:
         assert (second.operator_cap_kw, second.operator_cap_until, second.paused) == (7.0, until, {"b"})
         decision = await second.decide_once()
@@ -68,7 +70,7 @@ async def test_a_restart_keeps_the_operators_cap_and_pause(tmp_path: Path) -> No
     finally:
         second.stop()
         await asyncio.wait_for(task, 15)
-    third, task = await running()
+    third, task = await running(config)
     try:
         assert (third.operator_cap_kw, third.paused) == (None, set())
     finally:

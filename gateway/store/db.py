@@ -8,6 +8,8 @@ inside one transaction, so a crash mid-migration leaves the old version intact. 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -131,6 +133,20 @@ MIGRATIONS: list[str] = [
     );
     """,
 ]
+
+
+@contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction (BEGIN IMMEDIATE: the write lock is taken at once), rolled back on any error.
+
+    The caller holds its connection's lock: the stores share one connection between threads."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def schema_version(db: sqlite_utils.Database) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 import sqlite_utils
 
 from gateway.domain import LimitAck
-from gateway.store.db import open_db
+from gateway.store.db import immediate, open_db
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +59,12 @@ class DecisionStore:
         ]
         if not values:
             return 0
-        with self._lock:
-            conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO limits_sent (decided_at, charger_id, old_a, new_a, reason, accepted, latency_s, "
-                    "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    values,
-                )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._lock, immediate(self.db.conn) as conn:
+            conn.executemany(
+                "INSERT INTO limits_sent (decided_at, charger_id, old_a, new_a, reason, accepted, latency_s, "
+                "detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
         return len(values)
 
     def recent(self, limit: int = 100, charger_id: str | None = None) -> list[SentLimit]:

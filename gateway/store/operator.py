@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 
 import sqlite_utils
 
+from gateway.store.db import immediate
+
 
 @dataclass(frozen=True, slots=True)
 class OperatorState:
@@ -34,19 +36,12 @@ class OperatorStore:
             "kw": state.cap_kw, "until": state.cap_until.isoformat() if state.cap_until else None}
         rows = [("cap", json.dumps(cap), now.isoformat()), ("paused", json.dumps(sorted(state.paused)),
                                                             now.isoformat())]
-        with self._lock:
-            conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany(
-                    "INSERT INTO operator_state (key, value, updated_at) VALUES (?, ?, ?) "
-                    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                    rows,
-                )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._lock, immediate(self.db.conn) as conn:
+            conn.executemany(
+                "INSERT INTO operator_state (key, value, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                rows,
+            )
 
     def load(self, now: datetime, chargers: frozenset[str] | None = None) -> OperatorState:
         """What was saved; a cap already lapsed is none, and pauses of chargers no longer configured go."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import sqlite_utils
 
 from gateway.domain import ChargerReading, ChargerStatus
-from gateway.store.db import open_db
+from gateway.store.db import immediate, open_db
 
 
 def iso(at: datetime) -> str:
@@ -85,15 +85,12 @@ class SessionLedger:
     def observe(self, readings: Iterable[ChargerReading]) -> int:
         """Apply readings (oldest first) to the ledger in one transaction; returns how many rows changed."""
         with self._lock:
-            conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                changed = sum(self._apply(r) for r in readings)
+                with immediate(self.db.conn):
+                    changed = sum(self._apply(r) for r in readings)
             except BaseException:
-                conn.execute("ROLLBACK")
-                self._reload()
+                self._reload()  # the open sessions in memory went ahead of what was rolled back
                 raise
-            conn.execute("COMMIT")
         return changed
 
     def _reload(self) -> None:

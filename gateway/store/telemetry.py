@@ -18,7 +18,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from gateway.store.db import open_db
+from gateway.store.db import immediate, open_db
 
 RAW_KEEP = timedelta(days=1)  # raw rows are kept this long, then averaged per minute
 MINUTE_S = 60.0
@@ -85,21 +85,14 @@ class Telemetry:
     def write(self, at: datetime, span_s: float, site: SiteSample, chargers: Mapping[str, ChargerSample]) -> None:
         """One sample of the site and of every charger, in one transaction."""
         ts = _ts(at)
-        with self._lock:
-            conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("INSERT INTO telemetry_site (at, span_s, site_kw, ev_kw, limit_kw) VALUES (?, ?, ?, ?, ?)",
-                             (ts, span_s, site.site_kw, site.ev_kw, site.limit_kw))
-                conn.executemany(
-                    "INSERT INTO telemetry_chargers (at, span_s, charger_id, current_a, power_kw, limit_a) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    [(ts, span_s, cid, c.current_a, c.power_kw, c.limit_a) for cid, c in chargers.items()],
-                )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._lock, immediate(self.db.conn) as conn:
+            conn.execute("INSERT INTO telemetry_site (at, span_s, site_kw, ev_kw, limit_kw) VALUES (?, ?, ?, ?, ?)",
+                         (ts, span_s, site.site_kw, site.ev_kw, site.limit_kw))
+            conn.executemany(
+                "INSERT INTO telemetry_chargers (at, span_s, charger_id, current_a, power_kw, limit_a) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(ts, span_s, cid, c.current_a, c.power_kw, c.limit_a) for cid, c in chargers.items()],
+            )
 
     def compact(self, now: datetime, keep: timedelta, raw_keep: timedelta = RAW_KEEP) -> tuple[int, int]:
         """Average raw rows older than `raw_keep` into one row per whole minute and drop every row older
@@ -108,30 +101,23 @@ class Telemetry:
         cut = (_ts(now - raw_keep) // MINUTE_S) * MINUTE_S
         oldest = _ts(now - keep)
         bucket = f"CAST(at / {MINUTE_S} AS INTEGER) * {MINUTE_S}"
-        with self._lock:
-            conn = self.db.conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(
-                    f"INSERT INTO telemetry_site (at, span_s, site_kw, ev_kw, limit_kw) "
-                    f"SELECT {bucket}, {MINUTE_S}, AVG(site_kw), AVG(ev_kw), AVG(limit_kw) FROM telemetry_site "
-                    f"WHERE at < ? AND span_s < {MINUTE_S} GROUP BY {bucket}", (cut,))
-                conn.execute(
-                    f"INSERT INTO telemetry_chargers (at, span_s, charger_id, current_a, power_kw, limit_a) "
-                    f"SELECT {bucket}, {MINUTE_S}, charger_id, AVG(current_a), AVG(power_kw), AVG(limit_a) "
-                    f"FROM telemetry_chargers WHERE at < ? AND span_s < {MINUTE_S} GROUP BY {bucket}, charger_id",
-                    (cut,))
-                averaged = 0
-                for table in ("telemetry_site", "telemetry_chargers"):
-                    averaged += conn.execute(f"DELETE FROM {table} WHERE at < ? AND span_s < {MINUTE_S}",
-                                             (cut,)).rowcount
-                dropped = 0
-                for table in ("telemetry_site", "telemetry_chargers"):
-                    dropped += conn.execute(f"DELETE FROM {table} WHERE at < ?", (oldest,)).rowcount
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._lock, immediate(self.db.conn) as conn:
+            conn.execute(
+                f"INSERT INTO telemetry_site (at, span_s, site_kw, ev_kw, limit_kw) "
+                f"SELECT {bucket}, {MINUTE_S}, AVG(site_kw), AVG(ev_kw), AVG(limit_kw) FROM telemetry_site "
+                f"WHERE at < ? AND span_s < {MINUTE_S} GROUP BY {bucket}", (cut,))
+            conn.execute(
+                f"INSERT INTO telemetry_chargers (at, span_s, charger_id, current_a, power_kw, limit_a) "
+                f"SELECT {bucket}, {MINUTE_S}, charger_id, AVG(current_a), AVG(power_kw), AVG(limit_a) "
+                f"FROM telemetry_chargers WHERE at < ? AND span_s < {MINUTE_S} GROUP BY {bucket}, charger_id",
+                (cut,))
+            averaged = 0
+            for table in ("telemetry_site", "telemetry_chargers"):
+                averaged += conn.execute(f"DELETE FROM {table} WHERE at < ? AND span_s < {MINUTE_S}",
+                                         (cut,)).rowcount
+            dropped = 0
+            for table in ("telemetry_site", "telemetry_chargers"):
+                dropped += conn.execute(f"DELETE FROM {table} WHERE at < ?", (oldest,)).rowcount
         return averaged, dropped
 
     def site(self, since: datetime | None = None, until: datetime | None = None) -> list[SiteRow]:

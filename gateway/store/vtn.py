@@ -20,7 +20,7 @@ import sqlite_utils
 
 from gateway.domain import Event, OptState
 from gateway.store.codec import event_from_json, event_to_json
-from gateway.store.db import Synchronous, open_db
+from gateway.store.db import Synchronous, immediate, open_db
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,14 +80,8 @@ class VenStore:
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        with self._lock:
-            self.db.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield
-            except BaseException:
-                self.db.conn.execute("ROLLBACK")
-                raise
-            self.db.conn.execute("COMMIT")
+        with self._lock, immediate(self.db.conn):
+            yield
 
     def _rows(self, sql: str, params: Sequence[object] = ()) -> list[dict[str, object]]:
         with self._lock:
