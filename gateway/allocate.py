@@ -89,53 +89,111 @@ def usable_range(evse: EvseState) -> tuple[float, float]:
 class _Constraints:
     """Constraint headrooms, names, and which chargers load each one with what coefficient."""
 
-    def __init__(self) -> None:
-        self.names: list[str] = []
-        self.headroom: list[float] = []
-        self.limit: list[float] = []
-        self.index: dict[str, int] = {}
+    def __init__(self, names: list[str], limits: list[float]) -> None:
+        self.names = names
+        self.headroom = limits.copy()
+        self.limit = limits
 
     def add(self, name: str, limit: float) -> int:
-        self.index[name] = len(self.names)
         self.names.append(name)
         self.headroom.append(limit)
         self.limit.append(limit)
-        return self.index[name]
+        return len(self.names) - 1
 
 
-def _build(problem: Problem) -> tuple[_Constraints, list[list[tuple[int, float]]], list[float], list[str]]:
-    """Constraints, each charger's (constraint, coefficient) list and kW per amp, and the overload descriptions."""
-    circuits = {c.id: c for c in problem.circuits}
-    cons = _Constraints()
-    own: dict[str, dict[str, int]] = {}  # circuit → phase → the constraint of that conductor
-    for c in problem.circuits:
-        if c.parent is not None and c.parent not in circuits:
-            raise ProblemError(f"circuit {c.id!r}: unknown parent {c.parent!r}")
-        own[c.id] = {phase: cons.add(f"{c.id}/{phase}", c.limit_of(phase)) for phase in c.phases}
-    conductors_end = len(cons.names)
+_Row = list[tuple[int, float]]  # a charger's (constraint, coefficient) entries
 
-    # circuit → phase → (constraint, 1.0) for each conductor of that phase up to the service
-    on_path: dict[str, dict[str, list[tuple[int, float]]]] = {}
 
-    def path_of(circuit_id: str) -> dict[str, list[tuple[int, float]]]:
-        known = on_path.get(circuit_id)
+class _Topology:
+    """What the circuit tree alone decides, worked out once per tree and kept while the tree stays the same.
+
+    The runtime passes the same circuits every tick, so the conductor constraints, each circuit's path to
+    the service and the constraint rows shared by chargers of one circuit, phasing and kW per amp are built
+    on the first decision only. Paths and rows are filled in as first needed (a cycle in a part of the tree
+    nobody uses is no error here, as before).
+    """
+
+    def __init__(self, circuits: tuple[Circuit, ...]) -> None:
+        self.circuits = circuits
+        self.by_id = {c.id: c for c in circuits}
+        self.names: list[str] = []
+        self.limits: list[float] = []
+        self.own: dict[str, dict[str, int]] = {}  # circuit → phase → the constraint of that conductor
+        for c in circuits:
+            if c.parent is not None and c.parent not in self.by_id:
+                raise ProblemError(f"circuit {c.id!r}: unknown parent {c.parent!r}")
+            own = self.own[c.id] = {}
+            for phase in c.phases:
+                own[phase] = len(self.names)
+                self.names.append(f"{c.id}/{phase}")
+                self.limits.append(c.limit_of(phase))
+        self.paths: dict[str, dict[str, _Row]] = {}
+        # (circuit, phases, voltage, power factor, site and EV kW constraints) → the shared row and kW per amp
+        self.rows: dict[tuple[str, tuple[str, ...], float, float, tuple[int, ...]], tuple[_Row, float]] = {}
+
+    def path_of(self, circuit_id: str) -> dict[str, _Row]:
+        """Circuit → phase → (constraint, 1.0) for each conductor of that phase up to the service."""
+        known = self.paths.get(circuit_id)
         if known is not None:
             return known
-        by_phase: dict[str, list[tuple[int, float]]] = {p: [] for p in circuits[circuit_id].phases}
+        circuits = self.by_id
+        by_phase: dict[str, _Row] = {p: [] for p in circuits[circuit_id].phases}
         node: str | None = circuit_id
         hops = 0
         while node is not None:
             hops += 1
             if hops > len(circuits):
                 raise ProblemError(f"circuit {circuit_id!r}: cycle in the circuit tree")
-            at_node = own[node]
+            at_node = self.own[node]
             for phase, entries in by_phase.items():
                 index = at_node.get(phase)
                 if index is not None:
                     entries.append((index, 1.0))
             node = circuits[node].parent
-        on_path[circuit_id] = by_phase
+        self.paths[circuit_id] = by_phase
         return by_phase
+
+    def row(self, evse: EvseState, per_kw: tuple[int, ...]) -> tuple[_Row, float]:
+        """The constraints a charger loads through its circuit and the site's kW limits, and its kW per amp."""
+        key = (evse.circuit, evse.phases, evse.voltage_v, evse.power_factor, per_kw)
+        known = self.rows.get(key)
+        if known is not None:
+            return known
+        circuit = self.by_id.get(evse.circuit)
+        if circuit is None:
+            raise ProblemError(f"charger {evse.id!r}: unknown circuit {evse.circuit!r}")
+        for phase in evse.phases:
+            if phase not in circuit.phases:
+                raise ProblemError(f"charger {evse.id!r}: circuit {evse.circuit!r} does not carry {phase}")
+        paths = self.path_of(evse.circuit)
+        entries: _Row = []
+        for phase in evse.phases:
+            entries += paths[phase]
+        kw = evse.kw_per_a
+        known = self.rows[key] = entries + [(index, kw) for index in per_kw], kw
+        return known
+
+
+_last_topology: _Topology | None = None
+
+
+def _topology(circuits: Sequence[Circuit]) -> _Topology:
+    """The cached topology of this tree, or a new one (kept for the next decision)."""
+    global _last_topology
+    known = _last_topology
+    if known is not None and (known.circuits is circuits or known.circuits == tuple(circuits)):
+        return known
+    known = _last_topology = _Topology(tuple(circuits))
+    return known
+
+
+def _build(problem: Problem) -> tuple[_Constraints, list[_Row], list[float], list[str]]:
+    """Constraints, each charger's (constraint, coefficient) list and kW per amp, and the overload descriptions."""
+    topology = _topology(problem.circuits)
+    circuits = topology.by_id
+    cons = _Constraints(topology.names.copy(), topology.limits.copy())
+    conductors_end = len(cons.names)
+    path_of = topology.path_of
 
     for load in problem.non_ev:
         if load.circuit not in circuits:
@@ -163,33 +221,20 @@ def _build(problem: Problem) -> tuple[_Constraints, list[list[tuple[int, float]]
             raise ProblemError(f"linear limit {lin.id!r}: every coefficient must be finite and not negative")
         linear.append((cons.add(f"linear:{lin.id}", lin.limit), lin.coefs))
 
-    members: list[list[tuple[int, float]]] = []
+    members: list[_Row] = []
     kws: list[float] = []
     seen: set[str] = set()
     # Chargers on the same circuit and conductors at the same kW per amp load the same constraints with the
-    # same coefficients: work the list out once and share it (nothing changes a charger's list afterwards).
-    # Only group and linear limits, which name chargers one by one, need a list of the charger's own.
-    shared: dict[tuple[str, tuple[str, ...], float, float], tuple[list[tuple[int, float]], float]] = {}
-    per_kw = [index for index in (site, ev) if index is not None]
+    # same coefficients: the topology works the row out once and shares it (nothing changes a row
+    # afterwards). Only group and linear limits, which name chargers one by one, need a row of the charger's own.
+    per_kw = tuple(index for index in (site, ev) if index is not None)
+    row = topology.row
+    headroom = cons.headroom
     for evse in problem.evses:
         if evse.id in seen:
             raise ProblemError(f"charger {evse.id!r} listed twice")
         seen.add(evse.id)
-        known = shared.get((evse.circuit, evse.phases, evse.voltage_v, evse.power_factor))
-        if known is None:
-            if evse.circuit not in circuits:
-                raise ProblemError(f"charger {evse.id!r}: unknown circuit {evse.circuit!r}")
-            for phase in evse.phases:
-                if phase not in circuits[evse.circuit].phases:
-                    raise ProblemError(f"charger {evse.id!r}: circuit {evse.circuit!r} does not carry {phase}")
-            paths = path_of(evse.circuit)
-            entries = []
-            for phase in evse.phases:
-                entries += paths[phase]
-            kw = evse.kw_per_a
-            known = entries + [(index, kw) for index in per_kw], kw
-            shared[(evse.circuit, evse.phases, evse.voltage_v, evse.power_factor)] = known
-        entries, kw = known
+        entries, kw = row(evse, per_kw)
         if groups or linear:
             entries = entries.copy()
             for index, ids in groups:
@@ -203,10 +248,10 @@ def _build(problem: Problem) -> tuple[_Constraints, list[list[tuple[int, float]]
         kws.append(kw)
         if evse.held_a is not None:
             for index, coef in entries:
-                cons.headroom[index] -= coef * evse.held_a
+                headroom[index] -= coef * evse.held_a
 
     overloaded = []
-    if min(cons.headroom, default=0.0) < -EPS:
+    if min(headroom, default=0.0) < -EPS:
         overloaded = _overloads(problem, cons, members, conductors_end, site)
     return cons, members, kws, overloaded
 
@@ -335,20 +380,23 @@ def allocate(problem: Problem) -> Allocation:
     by_class: dict[int, list[int]] = {}
     for i in candidates:
         by_class.setdefault(evses[i].priority, []).append(i)
-    keys = {i: admission_key(evses[i], now, problem.min_on_time, kws[i]) for i in candidates}
+
+    def admission_order(order: list[int]) -> list[int]:
+        return sorted(order, key=lambda i: admission_key(evses[i], now, problem.min_on_time, kws[i]))
+
     for priority in sorted(by_class, reverse=True):
-        ranked = sorted(by_class[priority], key=keys.__getitem__)
         tiers: dict[tuple[int, float], list[int]] = {}
         if problem.sharing is Sharing.DEADLINE:
-            for i in ranked:
+            for i in by_class[priority]:
                 tier = deadline_tier(evses[i], now, problem.critical_slack, problem.deadline_step)
                 tiers.setdefault(tier, []).append(i)
         else:
-            tiers[(0, 0.0)] = ranked
+            tiers[(0, 0.0)] = by_class[priority]
         for tier in sorted(tiers, reverse=True):
-            order = tiers[tier]
-            admitted = []
-            for i in order:  # admit at the minimum whoever fits (inlined `_fits`/`_take`: the hot path)
+            # Whoever fits whatever the others do is admitted at once; the rest, most urgent first, while they fit.
+            admitted, contested = _admit_uncontested(tiers[tier], lows, amps, members, head)
+            contested = admission_order(contested)
+            for i in contested:  # (inlined `_fits`/`_take`: the hot path)
                 low, entries = lows[i], members[i]
                 for c, coef in entries:
                     if head[c] - coef * low < -EPS:
@@ -366,7 +414,7 @@ def allocate(problem: Problem) -> Allocation:
                     for c, coef in members[i]:
                         head[c] -= coef * extra
                 amps[i] = snapped
-            for i in order:  # what rounding freed may now admit someone who did not fit
+            for i in contested:  # what rounding freed may now admit someone who did not fit
                 if amps[i] == 0.0 and _fits(members[i], head, lows[i]):
                     _take(i, lows[i], amps, members[i], head)
                     admitted.append(i)
@@ -425,6 +473,43 @@ def _refuse_non_finite(problem: Problem) -> None:
             raise ProblemError(f"charger {e.id!r}: want_a is {e.want_a}: a plan's cap must be a number (inf for none)")
         if not e.step_a > 0:
             raise ProblemError(f"charger {e.id!r}: step_a is {e.step_a}: it must be positive")
+
+
+def _admit_uncontested(
+    order: list[int], lows: list[float], amps: list[float], members: list[_Row], head: list[float]
+) -> tuple[list[int], list[int]]:
+    """Admit at their minimum the chargers that fit whoever else is admitted; return them and the rest.
+
+    A constraint with room for all of `order` at their minimum never turns anyone away, so a charger that
+    loads only such constraints fits in every admission order. Only the others (the contested) need the
+    urgency order.
+    """
+    demand = [0.0] * len(head)
+    for i in order:
+        low = lows[i]
+        for c, coef in members[i]:
+            demand[c] += coef * low
+    short = [have - need < -EPS for have, need in zip(head, demand, strict=True)]
+    if not any(short):
+        for c, need in enumerate(demand):
+            head[c] -= need
+        for i in order:
+            amps[i] += lows[i]
+        return list(order), []
+    admitted, contested = [], []
+    for i in order:
+        entries = members[i]
+        for c, _ in entries:
+            if short[c]:
+                contested.append(i)
+                break
+        else:
+            low = lows[i]
+            amps[i] += low
+            for c, coef in entries:
+                head[c] -= coef * low
+            admitted.append(i)
+    return admitted, contested
 
 
 def _fits(entries: list[tuple[int, float]], head: list[float], extra: float) -> bool:
