@@ -2,10 +2,12 @@
 
 Every phase conductor of every circuit, the site's kW limit, the EV kW limit and any group caps are linear
 constraints `Σ coef·amps ≤ headroom`, where headroom is the limit less what the gateway cannot control
-(non-EV load, stale readings taken at their worst, chargers whose limit is held). Chargers are served one
-priority class at a time, most important first. Inside a class they are admitted at their minimum in order
-of urgency (protected by a minimum on-time, then least laxity, then longest waiting): this is what makes
-the paused ones take turns. The admitted ones then rise together (max-min fair above their minimum) until
+(non-EV load, stale readings taken at their worst, chargers whose limit is held). The conductor
+constraints of a circuit tree are worked out once and kept while the tree stays the same. Chargers are
+served one priority class at a time, most important first. Inside a class they are admitted at their
+minimum in order of urgency (protected by a minimum on-time, then least laxity, then longest waiting):
+this is what makes the paused ones take turns; a charger on constraints with room for the whole class
+is admitted whatever the order. The admitted ones then rise together (max-min fair above their minimum) until
 each meets its own maximum or a full constraint, are rounded down to their step, and whatever the rounding
 freed is handed out again step by step, lowest first, so no capacity a charger could use is left idle.
 Limits that are no conductor of the tree (a transformer winding several phase pairs feed, a phasor limit
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -355,27 +357,24 @@ def allocate(problem: Problem) -> Allocation:
     # chargers end a fill at their ceiling).
     on_grid: dict[tuple[float, float, float | None, float], tuple[float, float, float]] = {}
     grids = []
-    for evse in evses:
+    lows: list[float] = []
+    highs: list[float] = []
+    for i, evse in enumerate(evses):
         grid = (evse.min_a, evse.max_a, evse.want_a, evse.step_a)
         known = on_grid.get(grid)
         if known is None:
             low, high = usable_range(evse)
             known = on_grid[grid] = low, high, step_floor(high, evse.step_a)
         grids.append(known)
-    lows = [g[0] for g in grids]
-    highs = [g[1] for g in grids]
-    for i, evse in enumerate(evses):
-        reason = _why_idle(evse, lows[i], highs[i])
+        low, high, _ = known
+        lows.append(low)
+        highs.append(high)
+        reason = _why_idle(evse, low, high)
         if reason is None:
             candidates.append(i)
         else:
             binding[evse.id] = reason
             amps[i] = evse.held_a if evse.held_a is not None else 0.0
-
-    users: list[list[int]] = [[] for _ in head]
-    for i in candidates:
-        for c, _ in members[i]:
-            users[c].append(i)
 
     by_class: dict[int, list[int]] = {}
     for i in candidates:
@@ -393,20 +392,10 @@ def allocate(problem: Problem) -> Allocation:
         else:
             tiers[(0, 0.0)] = by_class[priority]
         for tier in sorted(tiers, reverse=True):
-            # Whoever fits whatever the others do is admitted at once; the rest, most urgent first, while they fit.
-            admitted, contested = _admit_uncontested(tiers[tier], lows, amps, members, head)
-            contested = admission_order(contested)
-            for i in contested:  # (inlined `_fits`/`_take`: the hot path)
-                low, entries = lows[i], members[i]
-                for c, coef in entries:
-                    if head[c] - coef * low < -EPS:
-                        break
-                else:
-                    amps[i] += low
-                    for c, coef in entries:
-                        head[c] -= coef * low
-                    admitted.append(i)
-            _fill(admitted, amps, members, users, head, highs)
+            admitted, contested, rising, weight, users = _admit(
+                tiers[tier], lows, highs, amps, members, head, admission_order
+            )
+            _fill(rising, amps, members, head, highs, weight, users)
             for i in admitted:
                 snapped = grids[i][2] if amps[i] == highs[i] else step_floor(amps[i], evses[i].step_a)
                 extra = snapped - amps[i]
@@ -426,12 +415,26 @@ def allocate(problem: Problem) -> Allocation:
         if amps[i] >= high - EPS:
             binding[evse.id] = "max" if evse.want_a is None or evse.want_a >= evse.max_a else "plan"
             continue
-        need = evse.step_a if amps[i] > 0 else low
-        blocking = [(head[c] / coef, c) for c, coef in members[i] if head[c] - coef * need < -EPS]
-        binding[evse.id] = cons.names[min(blocking)[1]] if blocking else "rotation"
+        binding[evse.id] = _blocking(members[i], head, evse.step_a if amps[i] > 0 else low, cons.names)
     return Allocation(
         amps={e.id: amps[i] for i, e in enumerate(evses)}, binding=binding, overloaded=tuple(overloaded)
     )
+
+
+def _blocking(entries: _Row, head: list[float], need: float, names: list[str]) -> str:
+    """The constraint that keeps a charger from `need` more amps: the one with the least room per amp.
+
+    Room within 1e-9 A counts as a tie (two full conductors differ only by float noise), won by the
+    constraint listed first in the site. No constraint blocking means the charger gave way in the rotation.
+    """
+    best, least = -1, math.inf
+    for c, coef in entries:
+        room = head[c]
+        if room - coef * need < -EPS:
+            room /= coef
+            if room < least - EPS or (room <= least + EPS and c < best):
+                best, least = c, min(room, least)
+    return names[best] if best >= 0 else "rotation"
 
 
 def _refuse_non_finite(problem: Problem) -> None:
@@ -475,41 +478,86 @@ def _refuse_non_finite(problem: Problem) -> None:
             raise ProblemError(f"charger {e.id!r}: step_a is {e.step_a}: it must be positive")
 
 
-def _admit_uncontested(
-    order: list[int], lows: list[float], amps: list[float], members: list[_Row], head: list[float]
-) -> tuple[list[int], list[int]]:
-    """Admit at their minimum the chargers that fit whoever else is admitted; return them and the rest.
+def _admit(
+    order: list[int],
+    lows: list[float],
+    highs: list[float],
+    amps: list[float],
+    members: list[_Row],
+    head: list[float],
+    urgency: Callable[[list[int]], list[int]],
+) -> tuple[list[int], list[int], list[int], list[float], list[list[int]]]:
+    """Admit a tier at the minimum; return the admitted, the contested, who rises, their weights and users.
 
-    A constraint with room for all of `order` at their minimum never turns anyone away, so a charger that
-    loads only such constraints fits in every admission order. Only the others (the contested) need the
-    urgency order.
+    A constraint with room for the whole tier at their minimum turns nobody away, so a charger loading only
+    such constraints fits in every order and is admitted at once. Only the others (the contested: they load
+    a constraint short of room) are admitted one by one, most urgent first, while they fit. A constraint
+    with room for the whole tier at their ceilings stops nobody rising: a charger loading only such ones
+    goes straight to its ceiling. The rest rise in the water fill, which gets from here the weight each
+    constraint carries (what its rising chargers add per amp) and who loads it: one pass for all of it.
     """
-    demand = [0.0] * len(head)
+    n_cons = len(head)
+    extra = [0.0] * n_cons  # the minimums' load beyond `common` each
+    peak = [0.0] * n_cons
+    weight = [0.0] * n_cons
+    users: list[list[int]] = [[] for _ in range(n_cons)]
+    common = lows[order[0]] if order else 0.0  # most chargers share one minimum (6 A)
     for i in order:
-        low = lows[i]
-        for c, coef in members[i]:
-            demand[c] += coef * low
-    short = [have - need < -EPS for have, need in zip(head, demand, strict=True)]
-    if not any(short):
-        for c, need in enumerate(demand):
-            head[c] -= need
-        for i in order:
-            amps[i] += lows[i]
-        return list(order), []
-    admitted, contested = [], []
-    for i in order:
+        high = highs[i]
         entries = members[i]
-        for c, _ in entries:
-            if short[c]:
-                contested.append(i)
+        for c, coef in entries:
+            peak[c] += coef * high
+            weight[c] += coef
+            users[c].append(i)
+        above = lows[i] - common
+        if above != 0.0:
+            for c, coef in entries:
+                extra[c] += coef * above
+    demand = [common * w + more for w, more in zip(weight, extra, strict=True)]  # the whole tier at its minimum
+    roomy = [have - most >= 0.0 for have, most in zip(head, peak, strict=True)]
+    contested_ids: set[int] = set()
+    for c in range(n_cons):
+        if head[c] - demand[c] < -EPS:
+            contested_ids.update(users[c])
+    contested: list[int] = []
+    admitted = list(order)
+    if contested_ids:
+        contested = urgency([i for i in order if i in contested_ids])
+        admitted = [i for i in order if i not in contested_ids]
+        for i in contested:  # out of the sums: they are admitted one by one below
+            low = lows[i]
+            for c, coef in members[i]:
+                demand[c] -= coef * low
+                weight[c] -= coef
+    for c in range(n_cons):
+        head[c] -= demand[c]
+    for i in admitted:
+        amps[i] += lows[i]
+    for i in contested:  # (inlined `_fits`/`_take`: the hot path)
+        low, entries = lows[i], members[i]
+        for c, coef in entries:
+            if head[c] - coef * low < -EPS:
                 break
         else:
-            low = lows[i]
             amps[i] += low
             for c, coef in entries:
                 head[c] -= coef * low
+                weight[c] += coef
             admitted.append(i)
-    return admitted, contested
+    rising = []
+    for i in admitted:
+        entries = members[i]
+        for c, _ in entries:
+            if not roomy[c]:
+                rising.append(i)
+                break
+        else:
+            rise = highs[i] - amps[i]
+            for c, coef in entries:
+                head[c] -= coef * rise
+                weight[c] -= coef
+            amps[i] = highs[i]
+    return admitted, contested, rising, weight, users
 
 
 def _fits(entries: list[tuple[int, float]], head: list[float], extra: float) -> bool:
@@ -527,34 +575,49 @@ def _take(i: int, extra: float, amps: list[float], entries: list[tuple[int, floa
 
 
 def _fill(
-    admitted: list[int],
+    rising: list[int],
     amps: list[float],
-    members: list[list[tuple[int, float]]],
-    users: list[list[int]],
+    members: list[_Row],
     head: list[float],
     ceiling: list[float],
+    weight: list[float],
+    users: list[list[int]],
 ) -> None:
-    """Raise a common water level under the admitted chargers until each meets its ceiling or a full constraint.
+    """Raise a common water level under the `rising` chargers until each meets its ceiling or a full constraint.
 
-    Max-min fair in amps: a charger admitted above the level (a higher minimum) joins when the level reaches
-    it. Events (a constraint filling, a charger reaching its ceiling, a charger joining) come off heaps in
-    level order. A constraint's headroom is brought up to date only when its weight (the chargers rising on
-    it) changes, and each batch of events pushes one heap entry per constraint it touched, so the cost is
-    O(memberships + events · log) rather than a scan of every constraint per event. Hot loops are inlined
-    and the state is in plain local lists (no closures): this is the allocator's innermost loop.
+    Max-min fair in amps: a charger above the lowest (a higher minimum) joins when the level reaches it.
+    `weight[c]` comes in as what all of `rising` add to constraint c per amp of level, and `users[c]` lists
+    (at least) who of them loads c. Events (a constraint filling, a charger reaching its ceiling, a charger
+    joining) come off heaps in level order. A constraint's headroom is brought up to date only when its
+    weight changes. A charger joining makes its constraints fill sooner, so they get a new heap entry at
+    once; one leaving only makes them fill later, so their entry stays as a lower bound and is worked out
+    again only if it comes to the top (`_settle`). Cost O(memberships + events · log), not a scan of every
+    constraint per event. Hot loops are inlined and the state is in plain local lists (no closures): this is
+    the allocator's innermost loop.
     """
-    if not admitted:
+    if not rising:
         return
     n_cons = len(head)
-    weight = [0.0] * n_cons
-    version = [0] * n_cons
-    joining = sorted([(amps[i], i) for i in admitted], reverse=True)  # pop() takes the lowest
-    level = joining[-1][0]
-    since = [level] * n_cons  # level at which head[c] was last brought up to date
-    fills: list[tuple[float, int, int]] = []  # (level at which c is full, version, c)
-    reach: list[tuple[float, int]] = []
+    level = min([amps[i] for i in rising])
     state = [_WAITING] * len(amps)
-    n_rising = 0
+    joining = []
+    for i in rising:
+        if amps[i] <= level + EPS:
+            state[i] = _RISING
+        else:  # joins later, at its own minimum
+            joining.append((amps[i], i))
+            for c, coef in members[i]:
+                weight[c] -= coef
+    joining.sort(reverse=True)  # pop() takes the lowest
+    n_rising = len(rising) - len(joining)
+    reach = [(ceiling[i], i) for i in rising if state[i] == _RISING]
+    heapq.heapify(reach)
+    version = [0] * n_cons  # bumped at each change of weight; an entry of an older version is a lower bound
+    exact = [0] * n_cons  # the version of c's latest exact entry in `fills`
+    since = [level] * n_cons  # level at which head[c] was last brought up to date
+    # (level at which c is full, version, c)
+    fills = [(level + max(head[c], 0.0) / w, 0, c) for c, w in enumerate(weight) if w > EPS]
+    heapq.heapify(fills)
     dirty: set[int] = set()
     mark = dirty.add
     push, pop = heapq.heappush, heapq.heappop
@@ -573,9 +636,13 @@ def _fill(
                     since[c] = level
                 weight[c] += coef
                 mark(c)
-        _reschedule(dirty, level, head, weight, version, fills)
-        while fills and (fills[0][1] != version[fills[0][2]] or weight[fills[0][2]] <= EPS):
-            pop(fills)
+        for c in dirty:  # weights that rose: each constraint's new (sooner) fill level
+            version[c] += 1
+            if weight[c] > EPS:
+                push(fills, (level + max(head[c], 0.0) / weight[c], version[c], c))
+                exact[c] = version[c]
+        dirty.clear()
+        _settle(fills, version, exact, weight, head, since, level)
         while reach and state[reach[0][1]] != _RISING:
             pop(reach)
         nxt = min(
@@ -609,12 +676,12 @@ def _fill(
                         weight[c] -= coef
                         mark(c)
             who = None
-            while fills and fills[0][0] <= level + EPS:
-                _, ver, c = pop(fills)
-                if ver == version[c] and weight[c] > EPS:
-                    who = users[c]
-                    break
-        _reschedule(dirty, level, head, weight, version, fills)
+            _settle(fills, version, exact, weight, head, since, level)
+            if fills and fills[0][0] <= level + EPS:
+                who = users[pop(fills)[2]]
+        for c in dirty:  # weights that fell: their entries stay, as lower bounds
+            version[c] += 1
+        dirty.clear()
     for c in range(n_cons):  # bring every headroom up to date for the steps that follow
         if since[c] != level:
             head[c] -= weight[c] * (level - since[c])
@@ -623,20 +690,29 @@ def _fill(
 _WAITING, _RISING, _DONE = 0, 1, 2  # a charger's state while the water level rises
 
 
-def _reschedule(
-    dirty: set[int],
-    level: float,
-    head: list[float],
-    weight: list[float],
-    version: list[int],
+def _settle(
     fills: list[tuple[float, int, int]],
+    version: list[int],
+    exact: list[int],
+    weight: list[float],
+    head: list[float],
+    since: list[float],
+    level: float,
 ) -> None:
-    """Push when each constraint whose weight changed will be full at the current rate; older entries lapse."""
-    for c in dirty:
-        version[c] += 1
-        if weight[c] > EPS:
-            heapq.heappush(fills, (level + max(head[c], 0.0) / weight[c], version[c], c))
-    dirty.clear()
+    """Work out the top of `fills` until it is exact: the next constraint to fill, and when."""
+    while fills:
+        _, ver, c = fills[0]
+        w = weight[c]
+        if ver == version[c] and w > EPS:
+            return
+        heapq.heappop(fills)
+        if w <= EPS or exact[c] == version[c]:
+            continue  # nobody rises on it any more, or its exact entry is further down
+        if since[c] != level:
+            head[c] -= w * (level - since[c])
+            since[c] = level
+        heapq.heappush(fills, (level + max(head[c], 0.0) / w, version[c], c))
+        exact[c] = version[c]
 
 
 def _top_up(
@@ -659,7 +735,14 @@ def _top_up(
     while queue:
         _, ident, i = pop(queue)
         step = evses[i].step_a
-        if amps[i] + step <= highs[i] + EPS and _fits(members[i], head, step):
-            _take(i, step, amps, members[i], head)
-            amps[i] = round(amps[i], 6)
+        if amps[i] + step > highs[i] + EPS:
+            continue
+        entries = members[i]
+        for c, coef in entries:  # (inlined `_fits`/`_take`: the hot path)
+            if head[c] - coef * step < -EPS:
+                break
+        else:
+            for c, coef in entries:
+                head[c] -= coef * step
+            amps[i] = round(amps[i] + step, 6)
             push(queue, (amps[i], ident, i))

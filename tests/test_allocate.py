@@ -336,6 +336,23 @@ def test_two_chargers_sharing_a_40_a_circuit() -> None:
     assert result.amps == {"e0": 16.0, "e1": 16.0}
 
 
+def test_a_changed_tree_is_worked_out_anew_and_an_equal_one_gives_the_same_answer() -> None:
+    # The allocator keeps the last tree's constraints between decisions: a breaker changed in place (same
+    # ids) must take effect at once, and an equal tree built anew (or given as a list) must decide the same.
+    evses = [EvseState(f"e{n}", "shared", ("L1", "L2"), 240.0, max_a=32.0, connected=True) for n in range(2)]
+
+    def tree(shared_a: float) -> list[Circuit]:
+        return [Circuit("main", None, 160.0, ("L1", "L2")), Circuit("shared", "main", shared_a, ("L1", "L2"))]
+
+    assert allocate(Problem(tuple(tree(32.0)), evses, NOW)).amps == {"e0": 16.0, "e1": 16.0}
+    assert allocate(Problem(tuple(tree(20.0)), evses, NOW)).amps == {"e0": 10.0, "e1": 10.0}
+    assert allocate(Problem(tree(20.0), evses, NOW)).amps == {"e0": 10.0, "e1": 10.0}
+    assert allocate(Problem(tuple(tree(32.0)), evses, NOW)).amps == {"e0": 16.0, "e1": 16.0}
+    stray = [replace(evses[0], circuit="gone")]
+    with pytest.raises(ProblemError, match="unknown circuit 'gone'"):
+        allocate(Problem(tuple(tree(32.0)), stray, NOW))
+
+
 def test_pv_export_raises_what_the_chargers_may_take() -> None:
     circuits = [Circuit("main", None, 40.0, ("L1",))]
     evses = [EvseState("e0", "main", ("L1",), 230.0, max_a=32.0, connected=True)]
