@@ -82,7 +82,7 @@ class GatewayAlgorithm(BaseAlgorithm):  # type: ignore[misc]  # acnportal is unt
         min_on: timedelta = timedelta(minutes=15),
         deadband_a: float = 0.5,
         planner: Planner | None = None,
-        sharing: Sharing = Sharing.DEADLINE,
+        sharing: Sharing = Sharing.OPTIMISE,
     ) -> None:
         super().__init__()
         self.max_recompute = 1
@@ -92,6 +92,7 @@ class GatewayAlgorithm(BaseAlgorithm):  # type: ignore[misc]  # acnportal is unt
         self.planner = planner
         self.sharing = sharing
         self.memory: dict[str, ChargerMemory] = {}
+        self.previous: dict[str, float] = {}  # each station's limit in force (the optimiser's starting point)
         self.session_at: dict[str, str] = {}
         self._limits_key: bytes | None = None
         self._limits: list[Any] = []
@@ -125,13 +126,14 @@ class GatewayAlgorithm(BaseAlgorithm):  # type: ignore[misc]  # acnportal is unt
             caps = self.planner(evses, now, period, prices)
             evses = [_capped(e, caps.get(e.id)) for e in evses]
         evses = remembered(evses, self.memory)
+        self.previous = {sid: memory.limit_a for sid, memory in self.memory.items()}
         raw = self.decide(evses, now, self._linear(infra))
         limits, self.memory, _ = smooth(raw, evses, self.memory, now, self.settings)
         return {sid: [snap_to_allowed(limits.get(sid, 0.0), rates[sid])] for sid in rates}
 
     def decide(self, evses: list[EvseState], now: datetime, linear: list[Any]) -> Allocation:
         return allocate(Problem([site_circuit()], evses, now, min_on_time=self.min_on, linear=linear,
-                                sharing=self.sharing))
+                                sharing=self.sharing, previous=self.previous, optimise_time_s=5.0))
 
 
 class OnlineLP(GatewayAlgorithm):
@@ -496,8 +498,13 @@ def algorithms_for(cap_kw: float, price: bool, demand: bool) -> dict[str, Callab
                 continue
             if find_planner(cap_kw, peak) is not None:
                 out[name] = partial(_with_planner, cap_kw, peak)
-    return {**out, "ours": GatewayAlgorithm, "ours (fair sharing)": partial(GatewayAlgorithm, sharing=Sharing.FAIR),
-            **baselines()}
+    return {
+        **out,
+        "ours": GatewayAlgorithm,
+        "ours (deadline order)": partial(GatewayAlgorithm, sharing=Sharing.DEADLINE),
+        "ours (fair sharing)": partial(GatewayAlgorithm, sharing=Sharing.FAIR),
+        **baselines(),
+    }
 
 
 def _with_planner(cap_kw: float, peak: bool) -> GatewayAlgorithm:

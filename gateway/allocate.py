@@ -13,6 +13,9 @@ freed is handed out again step by step, lowest first, so no capacity a charger c
 Limits that are no conductor of the tree (a transformer winding several phase pairs feed, a phasor limit
 cut into linear pieces) come in as `LinearLimit`s. With `Sharing.DEADLINE` a class is served in urgency
 tiers instead (cars about to miss their departure first, earliest departure first), each tier as above.
+With `Sharing.OPTIMISE` a class's currents come from a small mixed-integer program (`gateway.optimise`:
+urgency-weighted energy now, less a penalty per amp a pilot moves), checked against every constraint
+again and topped up like the rest; without an answer in time the class is served as under DEADLINE.
 Smoothing over time (deadband, ramps, rotation memory) is a separate step: `gateway.smoothing`.
 """
 
@@ -26,6 +29,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from gateway.domain import J1772_MIN_A, Allocation, Circuit, EvseState, NonEvLoad, SiteLimits
+from gateway.optimise import OptimiseError, solve, urgency
 
 EPS = 1e-9
 
@@ -35,6 +39,7 @@ class Sharing(StrEnum):
 
     FAIR = "fair"  # max-min fair in amps; urgency only orders who is admitted when minimums do not all fit
     DEADLINE = "deadline"  # urgency tiers (`deadline_tier`), each served in turn, max-min fair inside a tier
+    OPTIMISE = "optimise"  # most urgent energy with few pilot changes, solved per class (`gateway.optimise`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +71,8 @@ class Problem:
     sharing: Sharing = Sharing.FAIR
     critical_slack: timedelta = timedelta(hours=1)  # DEADLINE: less slack than this is served first
     deadline_step: timedelta = timedelta(minutes=5)  # DEADLINE: departures this close share a tier
+    previous: Mapping[str, float] = field(default_factory=dict)  # OPTIMISE: each charger's current limit
+    optimise_time_s: float = 0.5  # OPTIMISE: the solver's time per class; no answer by then: DEADLINE
 
 
 class ProblemError(ValueError):
@@ -383,9 +390,16 @@ def allocate(problem: Problem) -> Allocation:
     def admission_order(order: list[int]) -> list[int]:
         return sorted(order, key=lambda i: admission_key(evses[i], now, problem.min_on_time, kws[i]))
 
+    notes: list[str] = []
     for priority in sorted(by_class, reverse=True):
+        if problem.sharing is Sharing.OPTIMISE:
+            try:
+                _optimise(by_class[priority], problem, lows, highs, kws, members, head, amps, admission_order)
+                continue
+            except OptimiseError as exc:
+                notes.append(f"priority {priority}: {exc}; served in deadline order")
         tiers: dict[tuple[int, float], list[int]] = {}
-        if problem.sharing is Sharing.DEADLINE:
+        if problem.sharing is not Sharing.FAIR:
             for i in by_class[priority]:
                 tier = deadline_tier(evses[i], now, problem.critical_slack, problem.deadline_step)
                 tiers.setdefault(tier, []).append(i)
@@ -417,8 +431,56 @@ def allocate(problem: Problem) -> Allocation:
             continue
         binding[evse.id] = _blocking(members[i], head, evse.step_a if amps[i] > 0 else low, cons.names)
     return Allocation(
-        amps={e.id: amps[i] for i, e in enumerate(evses)}, binding=binding, overloaded=tuple(overloaded)
+        amps={e.id: amps[i] for i, e in enumerate(evses)},
+        binding=binding,
+        overloaded=tuple(overloaded),
+        notes=tuple(notes),
     )
+
+
+def _optimise(
+    order: list[int],
+    problem: Problem,
+    lows: list[float],
+    highs: list[float],
+    kws: list[float],
+    members: list[_Row],
+    head: list[float],
+    amps: list[float],
+    admission_order: Callable[[list[int]], list[int]],
+) -> None:
+    """Serve one priority class from the optimiser's answer (`gateway.optimise.solve`).
+
+    The answer is floored to each charger's step grid and taken most urgent first, each charger checked
+    against every constraint again (a solver's tolerance never becomes an overload, and a current under
+    the minimum becomes 0). Then, as in the other modes, a paused charger whose minimum fits is admitted
+    and whatever is left is handed out step by step: no usable capacity stays idle.
+    """
+    evses, now = problem.evses, problem.now
+    weights = [urgency(_laxity_s(evses[i], now, kws[i])) for i in order]
+    solved = solve(
+        weights,
+        [lows[i] for i in order],
+        [highs[i] for i in order],
+        [problem.previous.get(evses[i].id, 0.0) for i in order],
+        [members[i] for i in order],
+        head,
+        problem.optimise_time_s,
+    )
+    admitted = []
+    for j in sorted(range(len(order)), key=lambda j: -weights[j]):
+        i = order[j]
+        entries, step = members[i], evses[i].step_a
+        room = min((head[c] / coef for c, coef in entries if coef > 0), default=math.inf)
+        target = step_floor(min(solved[j], highs[i], room), step) if room > 0 else 0.0
+        if target >= lows[i] - EPS:
+            _take(i, target, amps, entries, head)
+            admitted.append(i)
+    for i in admission_order([i for i in order if amps[i] == 0.0]):
+        if _fits(members[i], head, lows[i]):
+            _take(i, lows[i], amps, members[i], head)
+            admitted.append(i)
+    _top_up(admitted, evses, amps, highs, members, head)
 
 
 def _blocking(entries: _Row, head: list[float], need: float, names: list[str]) -> str:

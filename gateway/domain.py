@@ -123,6 +123,7 @@ class Allocation:
     amps: Mapping[str, float]
     binding: Mapping[str, str]
     overloaded: tuple[str, ...] = ()  # constraints already exceeded by load the gateway cannot control
+    notes: tuple[str, ...] = ()  # how the decision was made where it was not the configured way
 
 
 # --------------------------------------------------------------------------------------------- measurements

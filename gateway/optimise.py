@@ -1,0 +1,103 @@
+"""The opt-in optimising share of one priority class: most urgent energy now, few pilot changes.
+
+Used by `gateway.allocate` under `Sharing.OPTIMISE`. For the chargers of one class it solves, each
+decision, the mixed-integer program
+
+    maximise   Σ wᵢ·xᵢ − λ·Σ |xᵢ − pᵢ|
+    subject to Σ coef·xᵢ ≤ headroom       for every constraint (conductors, kW limits, groups, linear rows)
+               xᵢ = 0  or  lowᵢ ≤ xᵢ ≤ highᵢ  (semi-continuous: never between 0 and the 6 A minimum)
+
+where pᵢ is the charger's previous current and wᵢ its urgency: `1 + 1 / max(laxity h, 5 min)`, plus
+`CRITICAL_BONUS` while its laxity is under an hour (it can still leave with what it asked for, but only
+just). Moving an amp from one car to another therefore has to gain more than 2λ of urgency: the penalty
+is what keeps pilots from churning. A greedy order cannot trade an amp on a heavily loaded phase pair for
+two on a light one; this program does (the phasor rows of a three-phase transformer are where it shows).
+
+HiGHS solves it, through scipy (`pip install 'ev-openadr-gateway[optimise]'`): no hand-written solver.
+scipy is imported only when this mode is used. Pure: no I/O, no clock; the caller checks the answer
+against every constraint again and falls back to the deadline order when there is no answer in time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+CRITICAL_BONUS = 3.0  # added to the urgency of a car with under an hour of laxity
+CHANGE_PENALTY = 1.0  # λ: urgency lost per amp a pilot moves
+MIN_HOURS = 1.0 / 12.0  # laxity below 5 min counts as 5 min (the urgency stays finite)
+
+
+class OptimiseError(RuntimeError):
+    """No answer: scipy missing, the solver failed, or it found no feasible point in its time."""
+
+
+def urgency(laxity_s: float) -> float:
+    """The weight of one amp to a car with this laxity (seconds of slack at full power; inf: no deadline)."""
+    hours = laxity_s / 3600.0
+    weight = 1.0 + 1.0 / max(hours, MIN_HOURS)
+    if 0.0 <= hours < 1.0:
+        weight += CRITICAL_BONUS
+    return weight
+
+
+def solve(
+    weights: Sequence[float],
+    lows: Sequence[float],
+    highs: Sequence[float],
+    previous: Sequence[float],
+    rows: Sequence[Sequence[tuple[int, float]]],
+    headroom: Sequence[float],
+    time_limit_s: float,
+    change_penalty: float = CHANGE_PENALTY,
+) -> list[float]:
+    """Currents for n chargers; `rows[j]` lists (constraint, coefficient) of charger j, `headroom[c]` the room.
+
+    A constraint already over its limit gets no room at all (its chargers 0), never a negative one that
+    would make even all-zero infeasible.
+    """
+    try:
+        import numpy as np
+        from scipy.optimize import Bounds, LinearConstraint, milp
+        from scipy.sparse import coo_matrix
+    except ImportError as exc:  # an optional dependency
+        extra = "pip install 'ev-openadr-gateway[optimise]'"
+        raise OptimiseError(f"sharing 'optimise' needs scipy ({exc}): {extra}") from exc
+    n = len(weights)
+    if n == 0:
+        return []
+    used: dict[int, int] = {}  # constraint → its row in the program
+    r_idx: list[int] = []
+    c_idx: list[int] = []
+    vals: list[float] = []
+    for j, row in enumerate(rows):
+        for c, coef in row:
+            r = used.setdefault(c, len(used))
+            r_idx.append(r)
+            c_idx.append(j)
+            vals.append(coef)
+    m = len(used)
+    rhs = [0.0] * m
+    for c, r in used.items():
+        rhs[r] = max(headroom[c], 0.0)
+    # Variables: x (n currents), then d (n, at least |x - p|).
+    for j in range(n):
+        r_idx += [m + j, m + j, m + n + j, m + n + j]
+        c_idx += [j, n + j, j, n + j]
+        vals += [1.0, -1.0, -1.0, -1.0]
+    prev = [min(max(p, 0.0), h) for p, h in zip(previous, highs, strict=True)]
+    upper = np.array(rhs + prev + [-p for p in prev])
+    matrix = coo_matrix((vals, (r_idx, c_idx)), shape=(m + 2 * n, 2 * n)).tocsr()
+    low = np.array([lo if hi >= lo else 0.0 for lo, hi in zip(lows, highs, strict=True)] + [0.0] * n)
+    high = np.array([hi if hi >= lo else 0.0 for lo, hi in zip(lows, highs, strict=True)] + [math.inf] * n)
+    cost = np.array([-w for w in weights] + [change_penalty] * n)
+    result = milp(
+        c=cost,
+        constraints=LinearConstraint(matrix, np.full(m + 2 * n, -np.inf), upper),
+        bounds=Bounds(low, high),
+        integrality=np.array([2] * n + [0] * n),  # 2: semi-continuous (0 or within its bounds)
+        options={"time_limit": max(time_limit_s, 1e-3)},
+    )
+    if result.x is None:
+        raise OptimiseError(f"optimiser: {result.message}")
+    return [float(v) for v in result.x[:n]]
