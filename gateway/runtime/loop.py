@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.domain import J1772_MIN_A, ChargerReading, ChargerStatus, Event, LimitAck, Measurement, OptState, Segment
 from gateway.ports import EvseDriver
+from gateway.runtime.alarms import Alarms
 from gateway.runtime.boundaries import Boundaries
 from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, charger_states, decide
 from gateway.runtime.logs import QuietLibraries, RecentLog
@@ -109,6 +110,7 @@ class Runtime:
         self.paused: set[str] = set()  # chargers an operator paused: 0 A until resumed (kept over a restart)
         self.operator_store: OperatorStore | None = None
         self.recent_log = RecentLog()  # the last log lines, for /api/log
+        self.alarms = Alarms()  # faults in force, for /api/status, /healthz and /metrics
         self.last: Decision | None = None
         self.decisions = 0
         self.deciding = True  # False: the loop makes no decisions (commissioning steps chargers itself)

@@ -84,6 +84,7 @@ def status_of(rt: Runtime, now: datetime) -> dict[str, Any]:
             "limits_in_force": segment,
         },
         "evses": evses,
+        "alarms": rt.alarms.as_json(),
         "loop": {
             "decisions": rt.decisions,
             "last_decision": _iso(last.now if last is not None else None),

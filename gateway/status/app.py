@@ -115,6 +115,11 @@ class _Metrics(Collector):
         for evse in status["evses"]:
             paused.add_metric([evse["id"]], 1.0 if evse["id"] in operator.get("paused", ()) else 0.0)
         yield paused
+        alarm = GaugeMetricFamily("gateway_alarm", "1 per alarm in force (a fault the operator must see)",
+                                  labels=["key", "severity"])
+        for item in status.get("alarms") or []:
+            alarm.add_metric([item["key"], item["severity"]], 1.0)
+        yield alarm
         healthy = GaugeMetricFamily("gateway_healthy", "1 while the loop decides on time")
         healthy.add_metric([], 1.0 if self.source.healthy() else 0.0)
         yield healthy
@@ -276,9 +281,18 @@ def _pause(paused: bool) -> Handler:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    if request.app[SOURCE].healthy():
-        return web.Response(text="ok\n")
-    return web.Response(status=503, text="the control loop has not decided recently\n")
+    """200 "ok" while the loop decides on time and no critical alarm is in force (warnings are listed
+    under it); 503 otherwise, its body naming why, one line each."""
+    source = request.app[SOURCE]
+    alarms = source.status().get("alarms") or []
+    critical = [a for a in alarms if a.get("severity") == "critical"]
+    warnings = [a for a in alarms if a.get("severity") != "critical"]
+    lines = [f"{a['severity']} {a['key']}: {a['message']}" for a in (*critical, *warnings)]
+    if not source.healthy():
+        return web.Response(status=503, text="\n".join(["the control loop has not decided recently", *lines]) + "\n")
+    if critical:
+        return web.Response(status=503, text="\n".join(lines) + "\n")
+    return web.Response(text="\n".join(["ok", *lines]) + "\n")
 
 
 async def metrics(request: web.Request) -> web.Response:
