@@ -20,6 +20,6 @@ def test_load_dispatch_in_watts_becomes_kilowatts() -> None:
     }
     t = translate_event(raw, ven_id="ven-1", resources={"fleet": ()}, now=NOW)
     assert t.event.event_id == "123" and t.targeted and t.event.targets == ("fleet",)
-    assert t.event.signals[0].intervals[0].value == 40.0 and t.event.signals[0].unit == "powerReal"
+    assert t.event.signals[0].intervals[0].value == 40.0 and t.event.signals[0].unit == "kW"
     other = translate_event({**raw, "targets": [{"ven_id": "someone-else"}]}, ven_id="ven-1", resources={}, now=NOW)
     assert not other.targeted

@@ -5,7 +5,9 @@ Rules (2.0b spec and the conformance cases built on it):
 - a higher modificationNumber replaces the stored version, an equal one changes nothing, a lower one is
   answered 450 (out of sequence) and ignored;
 - an event the VTN stops listing in an oadrDistributeEvent is cancelled (implied cancel); one it lists in a
-  form we refuse is left as stored;
+  form we refuse is left as stored; one it lists again, not cancelled, with the same modificationNumber after
+  we cancelled it (implicitly) is in force again: the VTN's list is the authority, and the answer (optIn)
+  must match what the gateway does;
 - a cancelled event that had started ends `start_offset` after the cancel (the cancel is randomized
   with the same draw as the start); one that had not started never acts;
 - the randomized offset inside `startafter` is drawn once and kept across modifications that keep the
@@ -90,7 +92,9 @@ def reconcile(
             notes.append(f"event={new.event_id} refused: modificationNumber went back from "
                          f"{old.modification_number} to {new.modification_number}")
             continue
-        if old is not None and new.modification_number == old.modification_number:
+        revived = (old is not None and new.modification_number == old.modification_number
+                   and old.status is EventStatus.CANCELLED and new.status is not EventStatus.CANCELLED)
+        if old is not None and new.modification_number == old.modification_number and not revived:
             verdict(200, "OK")
             continue
         if old is None and new.status is EventStatus.CANCELLED:
@@ -109,6 +113,9 @@ def reconcile(
             notes.append(f"event={new.event_id} cancelled by the VTN"
                          + (f", ends at {version.end.isoformat()}" if version.end and version.cancelled_at else
                             " before it started"))
+        elif revived and old is not None:
+            notes.append(f"event={new.event_id} listed again (#{new.modification_number}) after a cancel: in force "
+                         "again")
         elif old is None:
             notes.append(f"event={new.event_id} new: start={version.start.isoformat()} offset_s="
                          f"{offset.total_seconds():.1f} signals="

@@ -35,11 +35,38 @@ VALID_TYPES: dict[SignalName, frozenset[SignalType]] = {
     SignalName.ENERGY_PRICE: frozenset({ST.PRICE, ST.PRICE_RELATIVE, ST.PRICE_MULTIPLIER}),
     SignalName.DEMAND_CHARGE: frozenset({ST.PRICE}),
 }
-_SCALE = {"p": 1e-12, "n": 1e-9, "micro": 1e-6, "m": 1e-3, "c": 1e-2, "d": 1e-1, "k": 1e3, "M": 1e6, "G": 1e9,
-          "T": 1e12, "none": 1.0}
+# siScaleCode → multiplier (the 2.0b schema's whole enumeration, p to T).
+SCALE = {"p": 1e-12, "n": 1e-9, "micro": 1e-6, "m": 1e-3, "c": 1e-2, "d": 1e-1, "none": 1.0, "k": 1e3, "M": 1e6,
+         "G": 1e9, "T": 1e12}
 LATEST_YEAR = 9000
-_POWER_KEYS = ("powerReal", "powerApparent", "powerReactive")
-_UNIT_KEYS = (*_POWER_KEYS, "currencyPerKWh", "currencyPerKW", "currency", "energyReal", "customUnit")
+# Every emix:itemBase the 2.0b schema allows (oadr_20b.xsd and oadr_power_20b.xsd), as openleadr names them.
+ITEM_BASES = ("powerReal", "powerApparent", "powerReactive", "energyReal", "energyApparent", "energyReactive",
+              "current", "voltage", "frequency", "currency", "currencyPerKWh", "currencyPerKW", "currencyPerThm",
+              "Therm", "temperature", "pulseCount", "customUnit", "oadrGBDataDescription")
+# openleadr 0.5.36 lists `currencyPerWK` (sic) among its item names, so `currencyPerKW` reaches us snake_cased, as
+# does every item after the first signal without one (its loop `break`s there instead of `continue`).
+_SNAKE_ITEMS = {"currency_per_kw": "currencyPerKW", "currency_per_k_wh": "currencyPerKWh",
+                "currency_per_thm": "currencyPerThm", "oadr_gb_data_description": "oadrGBDataDescription",
+                "gb_data_description": "oadrGBDataDescription"}
+POWER_UNITS = {"powerReal": ("W", "J/s")}
+LIMIT_TYPES = (ST.SETPOINT, ST.DELTA, ST.X_LOAD_CONTROL_SETPOINT)  # with LOAD_DISPATCH / LOAD_CONTROL
+UNIT_REFUSED = 460  # "signal not supported": answered for an event whose signal we cannot read in our units
+
+
+@dataclass(frozen=True, slots=True)
+class ItemBase:
+    """A signal's unit as the VTN wrote it: the itemBase element's name, its itemUnits and siScaleCode."""
+
+    name: str
+    units: str
+    scale: str
+
+    def describe(self) -> str:
+        return f"{self.name} {self.scale if self.scale != 'none' else ''}{self.units}".strip()
+
+
+class UnitRefused(ValueError):
+    """A signal whose unit we cannot turn into ours: the event is refused (never acted on in the wrong unit)."""
 
 
 class BadEvent(Exception):
@@ -51,6 +78,8 @@ class Translated:
     event: Event
     targeted: bool  # False: it names resources or VENs, none of them ours
     dropped: tuple[str, ...]  # one description per signal left out
+    refused: tuple[str, ...] = ()  # signals in a unit we cannot read: the whole event is refused (460)
+    notes: tuple[str, ...] = ()  # assumptions worth one log line (a power signal without a unit read as kW)
 
 
 def as_list(value: Any) -> list[Any]:
@@ -87,18 +116,75 @@ def _targets(raw: Any, ven_id: str | None, resources: Mapping[str, object]) -> t
     return tuple(dict.fromkeys(ours)), addressed
 
 
-def _unit_and_factor(signal: Mapping[str, Any]) -> tuple[str | None, float]:
-    """The unit key and the factor that turns values into kW (power) or leaves them alone."""
-    for key in _UNIT_KEYS:
-        item = signal.get(key)
-        if isinstance(item, Mapping):
-            if key in _POWER_KEYS:
-                scale = _SCALE.get(str(item.get("si_scale_code", "none")), 1.0)
-                units = str(item.get("item_units", "W"))
-                base = {"W": 1.0, "kW": 1e3, "MW": 1e6, "VA": 1.0, "kVA": 1e3, "VAR": 1.0, "kVAR": 1e3}.get(units, 1.0)
-                return key, scale * base / 1000.0
-            return key, 1.0
-    return None, 1.0
+def item_base(signal: Mapping[str, Any]) -> ItemBase | None:
+    """The signal's itemBase from openleadr's dict, in whichever of its shapes it arrives; None without one."""
+    found: tuple[str, Mapping[str, Any]] | None = None
+    m = signal.get("measurement")
+    if isinstance(m, Mapping) and m.get("name"):
+        found = (str(m["name"]), m)
+    else:
+        for key, value in signal.items():
+            name = key if key in ITEM_BASES else _SNAKE_ITEMS.get(key)
+            if name is not None and isinstance(value, Mapping):
+                found = (name, value)
+                break
+    if found is None:
+        return None
+    name, item = found
+    units = item.get("unit", item.get("item_units"))
+    scale = item.get("scale", item.get("si_scale_code"))
+    return ItemBase(name, "" if units is None else str(units).strip(), "none" if scale is None else str(scale).strip())
+
+
+def _scale(item: ItemBase) -> float:
+    if item.scale not in SCALE:
+        raise UnitRefused(f"siScaleCode {item.scale!r} is not one of the 2.0b codes")
+    return SCALE[item.scale]
+
+
+def read_units(
+    name: SignalName, stype: SignalType, intervals: tuple[Interval, ...], item: ItemBase | None,
+    currency: str | None = None,
+) -> tuple[tuple[Interval, ...], str | None, str | None]:
+    """Values turned into the gateway's units: limits in kW, prices in currency per kWh (demand charges per
+    kW). Returns (intervals, unit label, a note when a unit was assumed). Raises UnitRefused for a unit that
+    cannot be read as one of ours: a limit in kVA, kVAR, A, V or a currency; a price per kW or per therm, or
+    in a currency other than the site's. Unitless signal types (levels, fractions, multipliers) ignore it."""
+    is_limit = stype in LIMIT_TYPES and name in (SignalName.LOAD_DISPATCH, SignalName.LOAD_CONTROL)
+    if is_limit:
+        if item is None:
+            return intervals, "kW", "no itemBase: values read as kW"
+        if item.name in POWER_UNITS:
+            if item.units not in POWER_UNITS[item.name]:
+                raise UnitRefused(f"{item.name} in {item.units!r} (expected W or J/s)")
+            factor = _scale(item) / 1000.0
+            return tuple(Interval(i.duration, i.value * factor) for i in intervals), "kW", None
+        if item.name == "energyReal":
+            if item.units != "Wh":
+                raise UnitRefused(f"energyReal in {item.units!r} (expected Wh)")
+            factor = _scale(item) / 1000.0
+            if any(i.duration <= timedelta(0) for i in intervals):
+                raise UnitRefused("energyReal over an interval without a duration has no power equivalent")
+            # Energy over an interval → the average power that delivers it (kW), the limit we can hold.
+            return (tuple(Interval(i.duration, i.value * factor / (i.duration.total_seconds() / 3600.0))
+                          for i in intervals), "kW", None)
+        raise UnitRefused(f"a {name.value} {stype.value} in {item.describe()} is not a real-power limit this "
+                          "gateway can hold")
+    if stype in (ST.PRICE, ST.PRICE_RELATIVE):
+        wanted = "currencyPerKW" if name is SignalName.DEMAND_CHARGE else "currencyPerKWh"
+        per = "kW" if name is SignalName.DEMAND_CHARGE else "kWh"
+        if item is None:
+            return intervals, f"{currency or 'currency'}/{per}", None
+        if item.name != wanted:
+            raise UnitRefused(f"a {name.value} {stype.value} in {item.describe()} (expected {wanted})")
+        code = item.units.upper()
+        if len(code) != 3 or not code.isalpha():
+            raise UnitRefused(f"{item.name} with itemUnits {item.units!r}, not an ISO 4217 currency code")
+        if currency is not None and code != currency.upper():
+            raise UnitRefused(f"price in {code}, the site's tariff is in {currency.upper()}")
+        factor = _scale(item)
+        return tuple(Interval(i.duration, i.value * factor) for i in intervals), f"{code}/{per}", None
+    return intervals, None, None
 
 
 def _intervals(signal: Mapping[str, Any]) -> tuple[Interval, ...]:
@@ -129,9 +215,10 @@ def _intervals(signal: Mapping[str, Any]) -> tuple[Interval, ...]:
 
 
 def _signal(
-    raw: Mapping[str, Any], ven_id: str | None, resources: Mapping[str, object]
+    raw: Mapping[str, Any], ven_id: str | None, resources: Mapping[str, object], currency: str | None = None,
+    notes: list[str] | None = None,
 ) -> Signal | str:
-    """A domain signal, or why it is left out."""
+    """A domain signal, or why it is left out. Raises UnitRefused for a unit we cannot read."""
     name_s = str(raw.get("signal_name", ""))
     type_s = str(raw.get("signal_type", ""))
     label = f"{name_s}/{type_s}"
@@ -147,10 +234,14 @@ def _signal(
         intervals = _intervals(raw)
     except ValueError as exc:
         return f"{label}: {exc}"
-    unit, factor = _unit_and_factor(raw)
-    if (name is SignalName.LOAD_DISPATCH and stype in (ST.SETPOINT, ST.DELTA)) or stype is ST.X_LOAD_CONTROL_SETPOINT:
-        intervals = tuple(Interval(i.duration, i.value * factor) for i in intervals)
-        unit = "powerReal" if unit in _POWER_KEYS or unit is None else unit
+    try:
+        intervals, unit, note = read_units(name, stype, intervals, item_base(raw), currency)
+    except UnitRefused as exc:
+        raise UnitRefused(f"{label}: {exc}") from None
+    if note and notes is not None:
+        notes.append(f"{label}: {note}")
+    if not all(math.isfinite(i.value) for i in intervals):
+        return f"{label}: a value is out of range once converted"
     if stype is ST.LEVEL and any(i.value not in (0.0, 1.0, 2.0, 3.0) for i in intervals):
         return f"{label}: SIMPLE levels must be 0, 1, 2 or 3"
     if stype is ST.X_LOAD_CONTROL_CAPACITY and any(not 0.0 <= i.value <= 1.0 for i in intervals):
@@ -167,7 +258,8 @@ def _signal(
 
 
 def translate_event(
-    raw: Mapping[str, Any], *, ven_id: str | None, resources: Mapping[str, object], now: datetime
+    raw: Mapping[str, Any], *, ven_id: str | None, resources: Mapping[str, object], now: datetime,
+    currency: str | None = None,
 ) -> Translated:
     """One openleadr event dict → a domain Event (opt and randomized offset filled in later)."""
     descriptor = raw.get("event_descriptor")
@@ -199,8 +291,14 @@ def translate_event(
             start_after = tolerate["startafter"]
     signals: list[Signal] = []
     dropped: list[str] = []
+    refused: list[str] = []
+    notes: list[str] = []
     for raw_signal in _signals_of(raw):
-        result = _signal(raw_signal, ven_id, resources)
+        try:
+            result = _signal(raw_signal, ven_id, resources, currency, notes)
+        except UnitRefused as exc:
+            refused.append(str(exc))
+            continue
         if isinstance(result, str):
             dropped.append(result)
         else:
@@ -229,7 +327,8 @@ def translate_event(
         response_required=str(raw.get("response_required", "always")) == "always",
         created_at=created if isinstance(created, datetime) else now,
     )
-    return Translated(event=event, targeted=addressed, dropped=tuple(dropped))
+    return Translated(event=event, targeted=addressed, dropped=tuple(dropped), refused=tuple(refused),
+                      notes=tuple(notes))
 
 
 def describe(events: Sequence[Event]) -> str:

@@ -23,9 +23,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from gateway.config.openadr import OpenAdrSection, VtnSection
-from gateway.domain import Event, OptState
+from gateway.domain import Event, EventStatus, OptState
 from gateway.openadr import lifecycle, opt, reports
-from gateway.openadr.translate import BadEvent, Translated, as_list, translate_event
+from gateway.openadr.translate import UNIT_REFUSED, BadEvent, Translated, as_list, translate_event
 from gateway.openadr.wire import VtnLink, VtnUnreachable
 from gateway.openadr.xmlguard import RefusedPayload
 from gateway.ports import EventSink, TelemetrySource
@@ -36,6 +36,9 @@ log = logging.getLogger("gateway.openadr")
 T = TypeVar("T")
 NOT_REGISTERED_CODES = {452, 463}  # invalid id / not registered or authorized
 MAX_MESSAGES_PER_POLL = 20  # drain what the VTN queued, but bounded
+# A VTN back from an outage is reached within one poll period or this long, whichever is longer: transport
+# failures back off, but never so far that an operator waits minutes for a VTN that is already back.
+RETURN_WITHIN_S = 30.0
 
 
 def utc_now() -> datetime:
@@ -44,6 +47,10 @@ def utc_now() -> datetime:
 
 class NotRegistered(Exception):
     pass
+
+
+class _Reregistered(Exception):
+    """The VTN cancelled our registration and we registered again: this round's polling ends."""
 
 
 def backoff_delay(failures: int, initial: float, maximum: float, rng: random.Random) -> float:
@@ -65,6 +72,7 @@ class Ven:
         clock: Callable[[], datetime] = utc_now,
         rng: random.Random | None = None,
         link: VtnLink | None = None,
+        currency: str | None = None,
     ) -> None:
         self.vtn = vtn
         self.config = config
@@ -75,6 +83,7 @@ class Ven:
         self.clock = clock
         self.rng = rng or random.Random()
         self.link = link or VtnLink(vtn)
+        self.currency = currency  # the tariff's ISO 4217 code: a price in another currency is refused (None: any)
         self._db_lock = asyncio.Lock()
         self._events_lock = asyncio.Lock()  # read-decide-write of stored events (VTN messages, operator opts)
         self._wake = asyncio.Event()
@@ -86,6 +95,7 @@ class Ven:
         self._stale_requests: set[str] = set()  # report requests of the registration just replaced
         self._opt_in_flight: int | None = None  # the opt outbox row being sent (an override must not drop it)
         self.registration = Registration(vtn.ven_id, None, None, None)
+        self._echo: str | None = None  # the registrationID a pending re-registration renews
         self.registered = asyncio.Event()  # set after each successful registration (tests wait on it)
         self.polls = 0
         if vtn.plain_http:
@@ -156,7 +166,7 @@ class Ven:
             await self._send_reports()
         except VtnUnreachable as exc:
             self.failures += 1
-            delay = backoff_delay(self.failures, self.vtn.backoff_initial_s, self.vtn.backoff_max_s, self.rng)
+            delay = self.unreachable_delay()
             level = logging.WARNING if self.failures == 1 else logging.DEBUG
             log.log(level, "vtn unreachable: %s; retry in %.1fs (attempt %d); stored schedule stays in force",
                     exc, delay, self.failures)
@@ -176,6 +186,17 @@ class Ven:
             log.info("vtn reachable again after %d failed attempts", self.failures)
             self.failures = 0
         return self.poll_interval_s
+
+    def return_within_s(self) -> float:
+        """How soon a VTN that comes back must hear from us: one poll period or RETURN_WITHIN_S, the longer."""
+        return max(self.poll_interval_s, RETURN_WITHIN_S)
+
+    def unreachable_delay(self) -> float:
+        """Backoff while the VTN is unreachable, its ceiling low enough that a VTN which comes back is reached
+        within `return_within_s` even if it returns just as an attempt starts to hang (request timeout)."""
+        ceiling = min(self.vtn.backoff_max_s, self.return_within_s() - self.vtn.request_timeout_s)
+        ceiling = max(ceiling, min(self.vtn.backoff_initial_s, self.vtn.backoff_max_s))
+        return backoff_delay(self.failures, self.vtn.backoff_initial_s, ceiling, self.rng)
 
     async def _forget_registration(self) -> None:
         self.registration = dataclasses.replace(self.registration, registration_id=None)
@@ -206,21 +227,25 @@ class Ven:
 
     # ------------------------------------------------------------------------------- registration
 
-    async def _register(self) -> None:
+    async def _register(self, echo: str | None = None) -> None:
+        """Query, then create the registration. `echo`: the registrationID a re-registration renews (sent
+        back so the VTN keeps it rather than issuing a new one)."""
         request_id = uuid.uuid4().hex
         mtype, payload = await self._exchange("EiRegisterParty", "oadrQueryRegistration", request_id=request_id)
         if mtype != "oadrCreatedPartyRegistration":
             raise VtnUnreachable(f"oadrQueryRegistration answered with {mtype}")
-        mtype, payload = await self._create_registration(self.registration.ven_id)
+        self._echo = echo if echo is not None else self._echo
+        mtype, payload = await self._create_registration(self.registration.ven_id, self._echo)
         refusal = self._registration_refusal(mtype, payload)
         if refusal and self.registration.ven_id and not self.vtn.ven_id:
             # A VTN that lost its state does not know the venID it once gave us (openleadr's answers 463 over
             # TLS): register as a new VEN. A venID pre-allocated in the config is never dropped.
             log.warning("vtn refused our venID %s (%s): registering as a new VEN", self.registration.ven_id, refusal)
-            mtype, payload = await self._create_registration(None)
+            mtype, payload = await self._create_registration(None, None)
             refusal = self._registration_refusal(mtype, payload)
         if refusal:
             raise VtnUnreachable(f"registration refused: {refusal}")
+        self._echo = None
         registration_id = payload.get("registration_id")
         ven_id = payload.get("ven_id")
         poll = payload.get("requested_oadr_poll_freq")
@@ -233,7 +258,8 @@ class Ven:
         self._synced = False
         await self._sync()
 
-    async def _create_registration(self, ven_id: str | None) -> tuple[str | None, dict[str, Any]]:
+    async def _create_registration(self, ven_id: str | None,
+                                   registration_id: str | None) -> tuple[str | None, dict[str, Any]]:
         return await self._exchange(
             "EiRegisterParty",
             "oadrCreatePartyRegistration",
@@ -246,7 +272,7 @@ class Ven:
             profile_name="2.0b",
             transport_name="simpleHttp",
             transport_address=None,
-            registration_id=None,
+            registration_id=registration_id,
         )
 
     @staticmethod
@@ -307,7 +333,10 @@ class Ven:
                 if mtype is not None:
                     self._check_response("oadrPoll", payload, about_us=True)
                 return
-            await self._dispatch(mtype, payload)
+            try:
+                await self._dispatch(mtype, payload)
+            except _Reregistered:
+                return  # registered anew: the next round polls under the new registration
 
     async def _dispatch(self, mtype: str, payload: dict[str, Any]) -> None:
         if mtype == "oadrDistributeEvent":
@@ -315,8 +344,9 @@ class Ven:
         elif mtype == "oadrRequestReregistration":
             log.info("vtn asked us to register again")
             await self._respond("EiRegisterParty", 200, "OK", None)
+            previous = self.registration.registration_id
             await self._forget_registration()
-            await self._register()
+            await self._register(echo=previous)  # a re-registration names the registration it renews
         elif mtype == "oadrCancelPartyRegistration":
             log.warning("vtn cancelled our registration %s: registering again", payload.get("registration_id"))
             await self._exchange(
@@ -326,6 +356,9 @@ class Ven:
                 registration_id=payload.get("registration_id"), ven_id=self.ven_id,
             )
             await self._forget_registration()
+            # At once, before anything else goes out under the cancelled venID (a poll would only earn a 452).
+            await self._register()
+            raise _Reregistered
         elif mtype == "oadrCreateReport":
             await self._accept_report_requests(payload.get("report_requests"), reply=True,
                                                request_id=str(payload.get("request_id") or ""))
@@ -362,7 +395,7 @@ class Ven:
         bad: list[lifecycle.Verdict] = []
         for raw in as_list(payload.get("events")):
             try:
-                t = translate_event(raw, ven_id=self.ven_id, resources=resources, now=now)
+                t = translate_event(raw, ven_id=self.ven_id, resources=resources, now=now, currency=self.currency)
             except BadEvent as exc:
                 log.warning("vtn event refused: %s", exc)
                 event_id = str(((raw or {}).get("event_descriptor") or {}).get("event_id", "")) if isinstance(
@@ -370,6 +403,15 @@ class Ven:
                 if event_id:
                     bad.append(lifecycle.Verdict(event_id, 0, 400, "BAD EVENT", True))
                 continue
+            if t.refused:
+                # Never acted on in a unit misread: the event is refused as a whole, answered 460 optOut, and a
+                # version stored before stays as it was (like any event we refuse).
+                log.warning("event=%s refused: %s", t.event.event_id, "; ".join(t.refused))
+                bad.append(lifecycle.Verdict(t.event.event_id, t.event.modification_number, UNIT_REFUSED,
+                                             "SIGNAL NOT SUPPORTED", t.event.response_required))
+                continue
+            for line in t.notes:
+                log.info("event=%s %s", t.event.event_id, line)
             for line in t.dropped:
                 log.warning("event=%s signal ignored: %s", t.event.event_id, line)
             translated.append(t)
@@ -412,10 +454,7 @@ class Ven:
         for v in verdicts:
             if not v.response_required:
                 continue
-            event = events.get(v.event_id)
-            opt_type = event.opt if event is not None and event.opt is not OptState.NONE else OptState.OPT_IN
-            if event is None or (v.code != 200 and v.code != lifecycle.OUT_OF_SEQUENCE):
-                opt_type = OptState.OPT_OUT
+            opt_type = self._answer_opt(events.get(v.event_id), v.code)
             responses.append({
                 "response_code": v.code,
                 "response_description": v.description if v.code != 200 else "OK",
@@ -429,6 +468,17 @@ class Ven:
         # Kept until the VTN has it: a VTN that queued the event once will not send it again.
         self._unanswered = (request_id, responses)
         await self._send_unanswered()
+
+    @staticmethod
+    def _answer_opt(event: Event | None, code: int) -> OptState:
+        """The optType that says what the gateway does with the event as stored after this message: optIn
+        only while a version we act on (or a test event we acknowledge) is stored. A refused message (400,
+        460) is answered for the stored version; a cancel we take is acknowledged optIn."""
+        if event is None or event.opt is OptState.OPT_OUT:
+            return OptState.OPT_OUT
+        if code != 200 and event.status is EventStatus.CANCELLED:
+            return OptState.OPT_OUT
+        return OptState.OPT_IN
 
     async def _send_unanswered(self) -> None:
         if self._unanswered is None:
