@@ -1,8 +1,10 @@
-"""Opening the SQLite store: WAL journal, `synchronous` set on every connect, versioned migrations.
+"""Opening the SQLite store: WAL journal, `synchronous` set on every connect, versioned migrations, and
+the integrity check the gateway runs at start (and daily).
 
 The schema version lives in `PRAGMA user_version`; `MIGRATIONS[i]` takes the file from version i to i+1
 inside one transaction, so a crash mid-migration leaves the old version intact. Later issues append to
-`MIGRATIONS`; they never edit an entry that has shipped.
+`MIGRATIONS`; they never edit an entry that has shipped. A file that cannot be opened is a `StoreError`
+(one line: what is wrong and what to do), a damaged one a `StoreDamaged`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,24 @@ from typing import Literal
 import sqlite_utils
 
 Synchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+# How long one write waits for another process's lock before it fails (and is retried by its caller):
+# short, so a store locked for long is noticed (the store.write alarm) within seconds.
+BUSY_TIMEOUT_S = 5.0
+INTEGRITY_PROBLEMS_SHOWN = 5
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened; the message is one line saying what is wrong and what to do."""
+
+
+class StoreDamaged(StoreError):
+    def __init__(self, path: str | Path, problems: list[str]) -> None:
+        self.path = Path(path)
+        self.problems = problems
+        super().__init__(
+            f"the store {path} is damaged ({'; '.join(problems[:2])}): nothing was changed; stop the gateway and "
+            f"run `gateway store set-aside --db {path}` to move it aside and start afresh, or "
+            f"`gateway store restore --db {path} BACKUP` to put a backup in its place (docs/store.md)")
 
 MIGRATIONS: list[str] = [
     # 1: the VTN adapter's state.
@@ -157,7 +177,8 @@ def migrate(db: sqlite_utils.Database) -> int:
     """Bring the file to the newest schema; return the version it is at."""
     version = schema_version(db)
     if version > len(MIGRATIONS):
-        raise RuntimeError(f"store schema version {version} is newer than this gateway ({len(MIGRATIONS)})")
+        raise StoreError(f"store schema version {version} is newer than this gateway ({len(MIGRATIONS)}): run the "
+                         "newer gateway, or restore a backup made for this one (docs/store.md)")
     conn = db.conn
     for target, script in enumerate(MIGRATIONS[version:], start=version + 1):
         # executescript would commit on its own; run statement by statement inside one transaction.
@@ -174,17 +195,68 @@ def migrate(db: sqlite_utils.Database) -> int:
     return schema_version(db)
 
 
-def open_db(path: str | Path, *, synchronous: Synchronous = "FULL") -> sqlite_utils.Database:
+def open_db(path: str | Path, *, synchronous: Synchronous = "FULL",
+            busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite_utils.Database:
     """Open (creating if needed) and migrate the store.
 
     FULL by default: an event acknowledged to the VTN must survive a power cut, not only a crash.
     The connection may be used from a worker thread (the async callers serialise access themselves).
     """
-    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
-    conn.execute("PRAGMA journal_mode = WAL")
-    # Per connection, not stored in the file: set it every time.
-    conn.execute(f"PRAGMA synchronous = {synchronous}")
-    conn.execute("PRAGMA foreign_keys = ON")
-    db = sqlite_utils.Database(conn)
-    migrate(db)
+    try:
+        conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=busy_timeout_s)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the store {path}: {exc} (is its directory there and writable?)") from None
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        # Per connection, not stored in the file: set it every time.
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        db = sqlite_utils.Database(conn)
+        migrate(db)
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        if isinstance(exc, sqlite3.OperationalError):
+            raise StoreError(f"cannot open the store {path}: {exc}") from None
+        raise StoreDamaged(path, [str(exc)]) from None
+    except BaseException:
+        conn.close()
+        raise
     return db
+
+
+def integrity_problems(conn: sqlite3.Connection, *, full: bool = False) -> list[str]:
+    """What SQLite's own check finds wrong with the file (empty: sound). `quick_check` by default (it skips
+    matching indexes to their tables, which is slow on a big file); `full` runs `integrity_check`."""
+    pragma = "integrity_check" if full else "quick_check"
+    try:
+        rows = conn.execute(f"PRAGMA {pragma}({INTEGRITY_PROBLEMS_SHOWN})").fetchall()
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            raise
+        return [str(exc)]
+    found = [str(r[0]) for r in rows]
+    return [] if found == ["ok"] else found
+
+
+def check_file(path: str | Path, *, full: bool = False) -> list[str]:
+    """Open `path` read-only and check it; the problems found (empty: sound). A missing file is sound (the
+    gateway creates it). Raises StoreError when the file cannot be read at all (permissions, a lock)."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    if p.stat().st_size == 0:
+        return []  # SQLite treats an empty file as an empty database
+    try:
+        conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read the store {p}: {exc}") from None
+    try:
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"cannot read the store {p}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
+        return integrity_problems(conn, full=full)
+    finally:
+        conn.close()

@@ -4,10 +4,14 @@ a multifamily site bills from.
 A session opens when a charger reports a vehicle connected and closes when it reports none (or a new
 transaction id). Its energy is the sum of the increases of the charger's own energy register, so a
 register that resets or a meter that is swapped mid-session loses nothing and counts nothing twice. A
-charger that goes offline keeps its session open: if it comes back with the same session (or one without
-an id), the session goes on; if it comes back with another one or with nothing plugged in, the old one
-closes at the last moment it was seen connected. Open sessions are read back at start, so a restart (even
-after SIGKILL) continues them. Rows are never pruned: the ledger is the site's billing record.
+charger that goes offline, or reports a state that says nothing about the plug (unavailable, faulted: what
+an OCPP charger reports for the moment between connecting and its first StatusNotification), keeps its
+session open: if it comes back with the same session (or one without an id: an OCPP 1.6 charger's
+transaction id is not known to a gateway that restarted after it began), the session goes on, in the
+same row; if it comes back with another one or with nothing plugged in, the old one closes at the last
+moment it was seen connected. Open sessions are read back at start and their chargers count as not seen
+since, so a restart (even after SIGKILL) continues them. Rows are never pruned: the ledger is the site's
+billing record.
 
 Methods are synchronous; the loop hands them the readings it collected since the last call, from a
 worker thread, one call at a time (a lock keeps the connection to one caller).
@@ -49,6 +53,8 @@ class Session:
         return self.stopped_at is None
 
 
+# States that say nothing about whether a car is plugged in.
+_PLUG_UNKNOWN = frozenset({ChargerStatus.OFFLINE, ChargerStatus.UNAVAILABLE, ChargerStatus.FAULTED})
 _COLUMNS = "id, charger_id, session_id, started_at, stopped_at, meter_start_kwh, meter_stop_kwh, energy_kwh, updated_at"
 
 
@@ -64,10 +70,12 @@ class SessionLedger:
     def __init__(self, db: sqlite_utils.Database, lock: threading.Lock | None = None) -> None:
         self.db = db
         self._lock = lock or threading.Lock()
-        self._away: set[str] = set()  # chargers whose last reading was offline
         with self._lock:
             rows = db.conn.execute(f"SELECT {_COLUMNS} FROM charging_sessions WHERE stopped_at IS NULL").fetchall()
         self._open: dict[str, Session] = {s.charger_id: s for s in map(_session, rows)}
+        # Chargers not seen since their last reading that told the plug's state: after a restart, every
+        # charger with a session open (a session that ended meanwhile closes when it was last seen).
+        self._away: set[str] = set(self._open)
 
     @classmethod
     def open(cls, path: str | Path) -> SessionLedger:
@@ -83,26 +91,26 @@ class SessionLedger:
             return dict(self._open)
 
     def observe(self, readings: Iterable[ChargerReading]) -> int:
-        """Apply readings (oldest first) to the ledger in one transaction; returns how many rows changed."""
+        """Apply readings (oldest first) to the ledger in one transaction; returns how many rows changed.
+        When it fails (a locked store, a full disk) nothing is changed, in the file or in memory, so the
+        same readings can be handed in again."""
         with self._lock:
+            open_before, away_before = dict(self._open), set(self._away)
             try:
                 with immediate(self.db.conn):
                     changed = sum(self._apply(r) for r in readings)
             except BaseException:
-                self._reload()  # the open sessions in memory went ahead of what was rolled back
+                # the sessions in memory went ahead of what was rolled back
+                self._open, self._away = open_before, away_before
                 raise
         return changed
-
-    def _reload(self) -> None:
-        rows = self.db.conn.execute(f"SELECT {_COLUMNS} FROM charging_sessions WHERE stopped_at IS NULL").fetchall()
-        self._open = {s.charger_id: s for s in map(_session, rows)}
 
     def _apply(self, r: ChargerReading) -> int:
         cid = r.charger_id
         current = self._open.get(cid)
-        if r.status is ChargerStatus.OFFLINE:
+        if r.status in _PLUG_UNKNOWN:
             self._away.add(cid)
-            return 0  # nothing known: a session in progress stays open
+            return 0  # nothing known about the plug: a session in progress stays open
         was_away = cid in self._away
         self._away.discard(cid)
         if not r.status.connected:

@@ -11,7 +11,7 @@ past. Methods are synchronous and called from a worker thread, one at a time.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +36,16 @@ class ChargerSample:
     current_a: float | None  # the highest phase current it reported
     power_kw: float | None
     limit_a: float | None  # the limit the gateway last decided for it
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One telemetry sample: the site and every charger at one moment."""
+
+    at: datetime
+    span_s: float
+    site: SiteSample
+    chargers: Mapping[str, ChargerSample]
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,15 +94,21 @@ class Telemetry:
 
     def write(self, at: datetime, span_s: float, site: SiteSample, chargers: Mapping[str, ChargerSample]) -> None:
         """One sample of the site and of every charger, in one transaction."""
-        ts = _ts(at)
+        self.write_many([Sample(at, span_s, site, chargers)])
+
+    def write_many(self, samples: Sequence[Sample]) -> None:
+        """Samples in one transaction (those that waited while the store could not be written)."""
         with self._lock, immediate(self.db.conn) as conn:
-            conn.execute("INSERT INTO telemetry_site (at, span_s, site_kw, ev_kw, limit_kw) VALUES (?, ?, ?, ?, ?)",
-                         (ts, span_s, site.site_kw, site.ev_kw, site.limit_kw))
-            conn.executemany(
-                "INSERT INTO telemetry_chargers (at, span_s, charger_id, current_a, power_kw, limit_a) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                [(ts, span_s, cid, c.current_a, c.power_kw, c.limit_a) for cid, c in chargers.items()],
-            )
+            for s in samples:
+                ts = _ts(s.at)
+                conn.execute(
+                    "INSERT INTO telemetry_site (at, span_s, site_kw, ev_kw, limit_kw) VALUES (?, ?, ?, ?, ?)",
+                    (ts, s.span_s, s.site.site_kw, s.site.ev_kw, s.site.limit_kw))
+                conn.executemany(
+                    "INSERT INTO telemetry_chargers (at, span_s, charger_id, current_a, power_kw, limit_a) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    [(ts, s.span_s, cid, c.current_a, c.power_kw, c.limit_a) for cid, c in s.chargers.items()],
+                )
 
     def compact(self, now: datetime, keep: timedelta, raw_keep: timedelta = RAW_KEEP) -> tuple[int, int]:
         """Average raw rows older than `raw_keep` into one row per whole minute and drop every row older
