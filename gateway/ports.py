@@ -7,7 +7,9 @@ logged by the adapter and shows up as a rejected `LimitAck` or a stale reading).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import math
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
@@ -36,6 +38,45 @@ class Meter(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Curtailment:
+    """The limits in force right now besides the conductors' own, whatever their source (a SIMPLE level, a
+    LOAD_CONTROL or LOAD_DISPATCH signal, a per-resource cap, the operator): what the VEN reports as its load
+    control state."""
+
+    site_kw: float | None = None  # site power cap (a LOAD_DISPATCH setpoint or the operator's cap)
+    ev_kw: float | None = None  # EV power cap for the whole site (SIMPLE, LOAD_CONTROL, delta, multiplier)
+    group_kw: Mapping[str, float] = field(default_factory=dict)  # resource id → EV power cap
+    normal_ev_kw: float | None = None  # EV capacity with nothing in force
+    non_ev_kw: float = 0.0  # the site's other load, to say a cap on the EVs at the site meter
+    level: int | None = None  # the SIMPLE level or level offset in force (0 normal .. 3)
+    manual_override: bool = False  # the operator holds the site (a cap or paused chargers)
+
+    @property
+    def in_force(self) -> bool:
+        return (self.site_kw is not None or self.ev_kw is not None or bool(self.group_kw)
+                or bool(self.level))
+
+    @property
+    def limit_kw(self) -> float | None:
+        """The lowest cap in force, at the site meter (an EV cap plus the other load); None: nothing in force."""
+        caps = [c for c in (self.site_kw, None if self.ev_kw is None else self.ev_kw + self.non_ev_kw)
+                if c is not None and math.isfinite(c)]
+        return min(caps) if caps else None
+
+    @property
+    def capacity(self) -> float | None:
+        """The fraction of normal EV capacity left to the chargers (1.0 with nothing in force)."""
+        if not self.normal_ev_kw or self.normal_ev_kw <= 0:
+            return None
+        caps = [self.ev_kw] if self.ev_kw is not None else []
+        if self.site_kw is not None:
+            caps.append(max(0.0, self.site_kw - self.non_ev_kw))
+        if self.group_kw:
+            caps.append(min(self.normal_ev_kw, sum(self.group_kw.values())))
+        return min(1.0, max(0.0, min(caps) / self.normal_ev_kw)) if caps else 1.0
+
+
 class TelemetrySource(Protocol):
     """What the VEN reports to the VTN, filled by the runtime from meters and chargers."""
 
@@ -50,6 +91,8 @@ class TelemetrySource(Protocol):
     def limit_kw(self) -> float | None: ...
 
     def online(self) -> bool: ...
+
+    def curtailment(self) -> Curtailment: ...
 
 
 class EventSink(Protocol):

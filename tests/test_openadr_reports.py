@@ -16,6 +16,7 @@ import pytest
 from gateway.config.openadr import OpenAdrSection, VtnSection
 from gateway.openadr import reports
 from gateway.openadr.ven import Ven
+from gateway.ports import Curtailment
 from gateway.sim.vtn import SimVtn
 from gateway.store.vtn import VenStore
 
@@ -46,6 +47,9 @@ class FakeTelemetry:
 
     def online(self) -> bool:
         return True
+
+    def curtailment(self) -> Curtailment:
+        return Curtailment(site_kw=30.0)
 
 
 class Clock:

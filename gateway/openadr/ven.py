@@ -26,7 +26,7 @@ from gateway.config.openadr import OpenAdrSection, VtnSection
 from gateway.domain import Event, EventStatus, OptState
 from gateway.openadr import lifecycle, opt, reports
 from gateway.openadr.translate import UNIT_REFUSED, BadEvent, Translated, as_list, translate_event
-from gateway.openadr.wire import VtnLink, VtnUnreachable
+from gateway.openadr.wire import Edit, VtnLink, VtnUnreachable
 from gateway.openadr.xmlguard import RefusedPayload
 from gateway.ports import EventSink, TelemetrySource
 from gateway.store.vtn import PendingOpt, Registration, VenStore
@@ -205,10 +205,11 @@ class Ven:
         self.registered.clear()
         await self._db(self.store.forget_registration, self.clock())
 
-    async def _exchange(self, service: str, message_type: str, **payload: Any) -> tuple[str | None, dict[str, Any]]:
+    async def _exchange(self, service: str, message_type: str, edit: Edit | None = None,
+                        **payload: Any) -> tuple[str | None, dict[str, Any]]:
         """One exchange; an oadrRequestReregistration in answer (openleadr's VTN answers every message from a
         VEN it does not know with one) raises NotRegistered, so nothing is marked delivered that was not."""
-        mtype, answer = await self.link.exchange(service, message_type, **payload)
+        mtype, answer = await self.link.exchange(service, message_type, edit, **payload)
         if mtype == "oadrRequestReregistration" and message_type != "oadrPoll":
             raise NotRegistered(f"{message_type} answered with oadrRequestReregistration")
         return mtype, answer
@@ -683,10 +684,12 @@ class Ven:
             ]
             if not due:
                 return
+            body, edit = reports.update_report_payload(
+                due, now, {k: r.granularity_s for k, r in requests.items()})
             try:
                 mtype, payload = await self._exchange(
-                    "EiReport", "oadrUpdateReport", request_id=uuid.uuid4().hex, ven_id=self.ven_id,
-                    reports=reports.update_report_payload(due, now),
+                    "EiReport", "oadrUpdateReport", edit=edit, request_id=uuid.uuid4().hex, ven_id=self.ven_id,
+                    reports=body,
                 )
             except RefusedPayload:
                 # Cannot be built (a request id the VTN gave us that cannot go into XML), or the VTN answered

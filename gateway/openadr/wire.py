@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,8 @@ from gateway.openadr.xmlguard import RefusedPayload, check_raw, normalize_tree
 log = logging.getLogger("gateway.openadr")
 
 SIGNATURE_NS = "http://www.w3.org/2000/09/xmldsig#"
+OADR_NS = "http://openadr.org/oadr-2.0b/2012/07"
+Edit = Callable[[Any], None]  # changes an oadrSignedObject (an lxml element) in place
 
 
 class VtnUnreachable(Exception):
@@ -109,14 +112,19 @@ class VtnLink:
             )
         return self._session
 
-    def build(self, message_type: str, **payload: Any) -> bytes:
-        text = create_message(
-            message_type,
-            cert=self._sign_cert,
-            key=self._sign_key,
-            disable_signature=self._sign_cert is None,
-            **payload,
-        )
+    def build(self, message_type: str, edit: Edit | None = None, **payload: Any) -> bytes:
+        """The message as openleadr's templates write it; `edit` changes its oadrSignedObject in place first
+        (for what the templates cannot write, e.g. oadrPayloadResourceStatus), before it is signed."""
+        if edit is None:
+            text = create_message(
+                message_type,
+                cert=self._sign_cert,
+                key=self._sign_key,
+                disable_signature=self._sign_cert is None,
+                **payload,
+            )
+        else:
+            text = self._edited(message_type, edit, payload)
         body = text.encode("utf-8") if isinstance(text, str) else bytes(text)
         # openleadr's templates do not escape: an id echoed from the VTN with "<" or "&" in it would make
         # our answer malformed (or inject elements). Refuse to send anything that is not well-formed.
@@ -127,9 +135,41 @@ class VtnLink:
                                  f"echoed from the VTN?): {exc}") from None
         return body
 
-    async def exchange(self, service: str, message_type: str, **payload: Any) -> tuple[str | None, dict[str, Any]]:
+    def _edited(self, message_type: str, edit: Edit, payload: dict[str, Any]) -> str:
+        unsigned = create_message(message_type, disable_signature=True, **payload)
+        try:
+            root = etree.fromstring(unsigned.encode("utf-8") if isinstance(unsigned, str) else unsigned)
+        except etree.XMLSyntaxError as exc:
+            raise RefusedPayload(f"our {message_type} would not be well-formed XML (unsafe characters echoed from "
+                                 f"the VTN?): {exc}") from None
+        signed = root.find(f"{{{OADR_NS}}}oadrSignedObject")
+        if signed is None:
+            raise RefusedPayload(f"our {message_type} has no oadrSignedObject")
+        edit(signed)
+        signed_text = etree.tostring(signed).decode("utf-8")
+        signature = ""
+        if self._sign_cert is not None and self._sign_key is not None:
+            # As openleadr's create_message signs (detached, C14N 1.0, ReplayProtect), over the edited object.
+            from openleadr.messaging import _create_replay_protect, get_signature_algorithm_from_private_key
+            from signxml import methods
+            from signxml.algorithms import SignatureMethod
+            from signxml.signer import XMLSigner
+
+            signer = XMLSigner(method=methods.detached, c14n_algorithm="http://www.w3.org/TR/2001/REC-xml-c14n-20010315")
+            signer.namespaces["oadr"] = OADR_NS
+            fragment = get_signature_algorithm_from_private_key(self._sign_key)
+            signer.sign_alg = SignatureMethod.from_fragment(fragment)  # type: ignore[no-untyped-call]
+            tree = signer.sign(etree.fromstring(signed_text), key=self._sign_key,
+                               cert=self._sign_cert.decode("ascii"),
+                               reference_uri="#oadrSignedObject", signature_properties=_create_replay_protect())
+            signature = etree.tostring(tree).decode("utf-8")
+        return (f'<?xml version="1.0" encoding="utf-8"?>\n<oadr:oadrPayload xmlns:oadr="{OADR_NS}">'
+                f"{signature}{signed_text}</oadr:oadrPayload>")
+
+    async def exchange(self, service: str, message_type: str, edit: Edit | None = None,
+                       **payload: Any) -> tuple[str | None, dict[str, Any]]:
         """Send one message; (None, {}) for an empty answer. Raises VtnUnreachable or RefusedPayload."""
-        body = self.build(message_type, **payload)
+        body = self.build(message_type, edit, **payload)
         raw = await self.post(service, body)
         if not raw.strip():
             return None, {}

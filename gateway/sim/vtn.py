@@ -77,6 +77,7 @@ class SimVtn:
     received: list[tuple[str, datetime, float]] = field(default_factory=list)  # (r_id, dtstart, value)
     outbox: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=dict)
     polls: int = 0
+    statuses: list[tuple[str, Any, dict[str, Any]]] = field(default_factory=list)  # (r_id, dtstart, status)
     report_registrations: int = 0  # METADATA reports received (one call per report offered)
 
     def __post_init__(self) -> None:
@@ -102,6 +103,9 @@ class SimVtn:
         self.opt_service = SimOptService(self.vtn_id)
         self.server.services["opt_service"] = self.opt_service
         self.server.app.add_routes([web.post(f"{self.server.http_path_prefix}/EiOpt", self.opt_service.handler)])
+        report_service = self.server.services["report_service"]
+        self._inner_update_report = report_service.handlers["oadrUpdateReport"]
+        report_service.handlers["oadrUpdateReport"] = self._update_report
         poll_service = self.server.services["poll_service"]
         self._inner_poll = poll_service.handlers["oadrPoll"]
         poll_service.handlers["oadrPoll"] = self._poll
@@ -299,6 +303,22 @@ class SimVtn:
                 self.received.append((r_id, dtstart, float(value)))
 
         return receive
+
+    async def _update_report(self, payload: dict[str, Any]) -> Any:
+        """openleadr's VTN reads only payloadFloat (a standard oadrPayloadResourceStatus raises KeyError in it):
+        a status is kept whole in `statuses` and handed on as 1.0/0.0 (online; load control in force)."""
+        for report in payload.get("reports") or []:
+            for interval in report.get("intervals") or []:
+                rp = interval.get("report_payload") or {}
+                status = rp.get("payload_resource_status")
+                if isinstance(status, dict) and "value" not in rp:
+                    self.statuses.append((str(rp.get("r_id")), interval.get("dtstart"), status))
+                    state = status.get("load_control_state") or {}
+                    curtailed = any(isinstance(part, dict) and part.get("normal") is not None
+                                    and part.get("current") != part.get("normal") for part in state.values())
+                    online = status.get("online") is True
+                    rp["value"] = float(online if rp.get("r_id") == "online" else curtailed)
+        return await self._inner_update_report(payload)
 
     def _on_created_report(self, payload: dict[str, Any]) -> None:
         return None
