@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.domain import J1772_MIN_A, ChargerReading, ChargerStatus, Event, LimitAck, Measurement, OptState, Segment
-from gateway.ports import EvseDriver
+from gateway.ports import Curtailment, EvseDriver
 from gateway.runtime.alarms import Alarms
 from gateway.runtime.boundaries import Boundaries
 from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, charger_states, decide
@@ -354,10 +354,34 @@ class Runtime:
         return sum(self.charger_power_kw().values())
 
     def limit_kw(self) -> float | None:
-        return self.last.site_limit_kw if self.last is not None else None
+        return self.curtailment().limit_kw
 
     def online(self) -> bool:
         return self.last is not None
+
+    def curtailment(self) -> Curtailment:
+        """The caps the last decision was held under (a SIMPLE level, LOAD_CONTROL, a delta or an operator cap,
+        not only a site limit), with the segment's per-resource caps and level."""
+        import math
+        import re
+
+        last = self.last
+        if last is None:
+            return Curtailment()
+        segment = segment_at(build_schedule(self.events.values(), last.now, self.schedule_settings), last.now)
+        levels = [round(float(r.rsplit("=", 1)[1])) for r in (segment.reasons if segment else ())
+                  if re.search(r":(level|x-loadControlLevelOffset)=-?[\d.]+$", r)]
+        ev_kw = last.ev_limit_kw if last.ev_limit_kw is not None and math.isfinite(last.ev_limit_kw) else None
+        normal = self.schedule_settings.ev_capacity_kw
+        return Curtailment(
+            site_kw=last.site_limit_kw,
+            ev_kw=ev_kw,
+            group_kw=dict(segment.group_kw) if segment else {},
+            normal_ev_kw=normal if normal > 0 else None,
+            non_ev_kw=last.non_ev_kw,
+            level=max(levels) if levels else None,
+            manual_override=self.operator_cap_kw is not None or bool(self.paused),
+        )
 
     # ------------------------------------------------------------------------------------ deciding
 
