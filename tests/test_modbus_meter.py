@@ -164,3 +164,61 @@ def test_the_poll_rate_is_bounded_at_250_ms() -> None:
 async def test_a_charger_map_is_not_a_meter() -> None:
     with pytest.raises(ValueError, match="not a meter map"):
         ModbusMeter("m", load_map("webasto-next"), ModbusLink("127.0.0.1", 1))
+
+
+async def test_a_lying_sim_meter_is_read_as_it_lies_and_absurd_values_are_refused_with_why(
+    sims: list[SimMeter], caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    sim, meter = await _pair(sims, "eastron-sdm630", clock)
+    sim.set_load(L1=30.0, L2=30.0, L3=30.0)
+    sim.lie(L1=-50.0, L2=0.0)
+    m = await meter.poll_once()
+    assert m is not None and m.current_a == pytest.approx({"L1": -50.0, "L2": 0.0, "L3": 30.0})
+    assert m.power_phase_kw["L1"] < 0, "a lie in amps comes with the power that goes with it"
+    meter.report_values = False  # the runtime reports refused values through its meter check
+    for absurd in (1e9, float("nan")):
+        sim.lie(L1=absurd)
+        with caplog.at_level(logging.DEBUG, logger="gateway.modbus"):
+            result = await meter.poll()
+        assert result.measurement is None and result.rejected is not None and "current_l1" in result.rejected
+        assert meter.rejected == result.rejected and result.values
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], "left to the caller to report"
+    sim.tell_truth()
+    good = await meter.poll()
+    assert good.measurement is not None and good.rejected is None and meter.rejected is None
+    assert good.measurement.current_a["L1"] == pytest.approx(30.0)
+
+
+async def test_a_frozen_sim_meter_repeats_every_value_while_a_live_one_does_not(sims: list[SimMeter]) -> None:
+    clock = FakeClock()
+    sim, meter = await _pair(sims, "eastron-sdm630", clock)
+    sim.set_load(L1=20.0, L2=20.0, L3=20.0)
+    first = await meter.poll()
+    clock.t += 1.0
+    second = await meter.poll()
+    assert first.values != second.values, "a live meter's energy counter moves with current flowing"
+    sim.freeze()
+    frozen = await meter.poll()
+    sim.set_load(L1=35.0, L2=35.0, L3=35.0)  # the house rises under the frozen meter
+    clock.t += 1.0
+    again = await meter.poll()
+    assert frozen.values == again.values and again.measurement is not None
+    assert again.measurement.current_a["L1"] == pytest.approx(20.0)
+    assert again.at > frozen.at, "each poll carries its own monotonic time"
+    sim.tell_truth()
+    thawed = await meter.poll()
+    assert thawed.measurement is not None and thawed.measurement.current_a["L1"] == pytest.approx(35.0)
+
+
+async def test_the_age_of_a_reading_is_monotonic_whatever_the_wall_clock_does(sims: list[SimMeter]) -> None:
+    clock = FakeClock()
+    walls = iter([datetime(2026, 1, 5, 12, 0, tzinfo=UTC), datetime(2026, 1, 5, 11, 0, tzinfo=UTC)])
+    sim = SimMeter("eastron-sdm630", clock=clock)
+    sims.append(sim)
+    port = await sim.start()
+    meter = ModbusMeter("site", load_map("eastron-sdm630"), ModbusLink("127.0.0.1", port, timeout_s=OK_TIMEOUT_S,
+                        clock=clock), clock=clock, wall=lambda: next(walls), stale_after_s=5.0)
+    assert await meter.poll_once() is not None
+    clock.t += 6.0  # the wall clock stepped back an hour meanwhile: the reading is still 6 s old
+    assert meter.age_s() == pytest.approx(6.0) and meter.stale()

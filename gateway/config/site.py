@@ -241,6 +241,19 @@ class MeterSection(Strict):
     modbus: ModbusEndpoint
     poll_s: Real = Field(default=1.0, ge=0.25, le=3600)
     stale_after_s: Real = Field(default=10.0, gt=0, le=3600)
+    # Generation behind this meter (PV, a battery that discharges): the most it can export. 0: nothing can,
+    # so a negative current is a lie. Judged per phase as if all of it were on one phase (the loose bound).
+    pv_kw: Real = Field(default=0.0, ge=0, le=100000)
+    # What the non-EV load is counted at per phase while this meter cannot be believed (implausible,
+    # frozen, absurd). None: the circuit's whole limit, which leaves nothing for the chargers below it;
+    # set it to the most the other loads can draw (their breakers) to keep charging at a reduced rate.
+    fault_non_ev_a: Real | None = Field(default=None, ge=0, le=10000)
+    # How long readings below what the chargers report (or exporting more than the PV can) must last
+    # before they are a fault: the chargers report late, so a short dip is only held, not alarmed.
+    implausible_after_s: Real = Field(default=5.0, gt=0, le=600)
+    # Identical readings with current flowing for this long are a frozen meter (0: only judged by the
+    # chargers' draws moving while the meter stands still).
+    frozen_after_s: Real = Field(default=10.0, ge=0, le=86400)
 
     @field_validator("stale_after_s")
     @classmethod

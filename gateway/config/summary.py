@@ -47,7 +47,7 @@ def summarise(config: GatewayConfig) -> str:
     lines.append(f"chargers: {len(config.chargers)} ({proto}); normal EV capacity {ev_capacity_kw(config):.1f} kW")
     if config.chargers:
         lines.append(f"fail-safe: {_fallback(config)}")
-    meters = ", ".join(f"{m.id} on {m.circuit or site.service_id}" for m in config.meters) or "none"
+    meters = ", ".join(_meter(config, m.id) for m in config.meters) or "none"
     lines.append(f"meters: {meters}")
     if config.vtn is None:
         lines.append("vtn: none configured (the site runs on its own limits and tariff)")
@@ -76,3 +76,13 @@ def _fallback(config: GatewayConfig) -> str:
     limits = {c.id: c for c in circuit_limits(config)}
     (node, phase), amps = max(totals.items(), key=lambda kv: kv[1] / limits[kv[0][0]].limit_of(kv[0][1]))
     return f"fallback currents load {node}/{phase} most: {amps:g} A of {limits[node].limit_of(phase):g} A usable"
+
+
+def _meter(config: GatewayConfig, meter_id: str) -> str:
+    """Where a meter is, what may flow out through it, and what counts while it cannot be believed."""
+    m = next(m for m in config.meters if m.id == meter_id)
+    circuit = m.circuit or config.site.service_id
+    limit = next(c.limit_a for c in circuit_limits(config) if c.id == circuit)
+    export = f"PV {m.pv_kw:g} kW" if m.pv_kw > 0 else "no PV: negative current is a fault"
+    faulty = limit if m.fault_non_ev_a is None else min(limit, m.fault_non_ev_a)
+    return f"{m.id} on {circuit} ({export}; if it lies, non-EV load counted at {faulty:g} A)"

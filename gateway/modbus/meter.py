@@ -2,9 +2,12 @@
 
 Each good poll becomes one `Measurement` stamped with the time it was read. A meter that does not answer,
 answers with an exception, or returns values no meter can measure (the sanity check that catches a map
-with the wrong word order) yields nothing, so its last reading ages; `stale()` says when it is older than
-`stale_after_s`, and the runtime treats a stale meter pessimistically. Phase currents carry the sign of
-the phase power, so export (PV) shows up as negative amps as well as negative kilowatts.
+with the wrong word order, a lying meter's NaN or 1e9 A) yields no measurement, so its last reading ages;
+`stale()` says when it is older than `stale_after_s` (by the monotonic clock: a step of the wall clock
+makes no reading fresh or stale), and the runtime treats a stale meter pessimistically. `polls()` yields
+every poll, good or refused, with every number read (so a frozen meter can be told from a steady one)
+and why values were refused, for `gateway.runtime.meter_check`. Phase currents carry the sign of the phase
+power, so export (PV) shows up as negative amps as well as negative kilowatts.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,6 +35,17 @@ PHASES = (("l1", "L1"), ("l2", "L2"), ("l3", "L3"))
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class MeterPoll:
+    """One poll: its measurement when the values were good, else why they were refused (both None: no
+    answer); `values` every number read, in register order, and `at` the monotonic time of the poll."""
+
+    at: float
+    measurement: Measurement | None = None
+    rejected: str | None = None
+    values: tuple[float, ...] = ()
 
 
 class ModbusMeter:
@@ -65,6 +80,9 @@ class ModbusMeter:
         self.polls_failed = 0
         self.trouble = Trouble(log, f"modbus meter={meter_id}")
         self._recent: deque[tuple[float, Mapping[str, float]]] = deque()  # (clock, current_a) of good polls
+        self.rejected: str | None = None  # why the last poll's values were refused (None: it was good)
+        self.values: tuple[float, ...] = ()  # every number the last answered poll read
+        self.report_values = True  # False: refused values are reported by the caller (the meter check)
 
     @classmethod
     def from_config(cls, section: MeterSection, pool: LinkPool, base: Path | None = None) -> ModbusMeter:
@@ -96,6 +114,10 @@ class ModbusMeter:
         return None if self.last_ok_at is None else self._clock() - self.last_ok_at
 
     async def poll_once(self) -> Measurement | None:
+        return (await self.poll()).measurement
+
+    async def poll(self) -> MeterPoll:
+        """One poll, whatever came of it."""
         at = self._wall()
         values: dict[str, Value] = {}
         try:
@@ -105,13 +127,17 @@ class ModbusMeter:
         except LinkError as exc:
             self.polls_failed += 1
             self.trouble.fail("poll", exc.detail, reported=exc.kind != "exception")
-            return None
+            return MeterPoll(self._clock())
         self.trouble.ok("poll")
+        self.values = tuple(float(v) for v in values.values() if not isinstance(v, str))
         for name, value in values.items():
             if why := implausible(self.map, name, value):
                 self.polls_failed += 1
-                self.trouble.fail("values", f"{why} (wrong word order or scale in map {self.map.name}?)")
-                return None
+                self.rejected = why
+                self.trouble.fail("values", f"{why} (wrong word order or scale in map {self.map.name}?)",
+                                  reported=not self.report_values)
+                return MeterPoll(self._clock(), rejected=why, values=self.values)
+        self.rejected = None
         self.trouble.ok("values")
         measurement = _measurement(self.id, at, values)
         self.polls_ok += 1
@@ -121,16 +147,20 @@ class ModbusMeter:
         horizon = max(self.stale_after_s, 60.0)
         while self._recent and self.last_ok_at - self._recent[0][0] > horizon:
             self._recent.popleft()
-        return measurement
+        return MeterPoll(self.last_ok_at, measurement, values=self.values)
 
     async def measurements(self) -> AsyncIterator[Measurement]:
+        """The good readings, polled at a fixed rate."""
+        async for result in self.polls():
+            if result.measurement is not None:
+                yield result.measurement
+
+    async def polls(self) -> AsyncIterator[MeterPoll]:
         """Poll at a fixed rate; missed slots are skipped, not caught up in a burst."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
         while True:
-            measurement = await self.poll_once()
-            if measurement is not None:
-                yield measurement
+            yield await self.poll()
             next_at += self.poll_s
             delay = next_at - loop.time()
             if delay < 0:

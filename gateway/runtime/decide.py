@@ -115,12 +115,17 @@ class Site:
 
 @dataclass(frozen=True, slots=True)
 class MeterReading:
-    """The latest good reading of one meter, with the worst current per phase it read recently."""
+    """The latest good reading of one meter, with the worst current per phase it read recently.
+
+    `distrusted` says why the reading is not to be believed (implausible, frozen, absurd; see
+    `gateway.runtime.meter_check`); then `non_ev_a` is the non-EV load to count per phase instead."""
 
     meter_id: str
     current_a: Mapping[Phase, float]
     measured_at: datetime
     worst_a: Mapping[Phase, float] = field(default_factory=dict)
+    distrusted: str | None = None
+    non_ev_a: Mapping[Phase, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,13 +258,19 @@ def non_ev_loads(
         reading = inputs.meters.get(spec.id)
         below = site.below(spec.circuit)
         for phase in circuit.phases:
+            stale = reading is not None and inputs.now - reading.measured_at > spec.stale_after
             if reading is None:
                 amps = circuit.limit_of(phase)  # never read: nothing is known to be left for EVs
-            elif inputs.now - reading.measured_at > spec.stale_after:
-                # Stale: the worst it read recently, EVs included (double counting is the safe side).
-                amps = max(reading.worst_a.get(phase, 0.0), reading.current_a.get(phase, 0.0))
-                if not reading.worst_a:  # silent for longer than it remembers: nothing is known
-                    amps = circuit.limit_of(phase)
+            elif stale or reading.distrusted is not None:
+                amps = 0.0
+                if stale:
+                    # Stale: the worst it read recently, EVs included (double counting is the safe side).
+                    amps = max(reading.worst_a.get(phase, 0.0), reading.current_a.get(phase, 0.0))
+                    if not reading.worst_a:  # silent for longer than it remembers: nothing is known
+                        amps = circuit.limit_of(phase)
+                if reading.distrusted is not None:
+                    # Not believed (it lies): what the meter check counts instead, nothing learnt from it.
+                    amps = max(amps, reading.non_ev_a.get(phase, circuit.limit_of(phase)))
             else:
                 fresh.add((spec.circuit, phase))
                 amps = reading.current_a.get(phase, 0.0)

@@ -3,6 +3,11 @@
 `set_load(L1=…, L2=…)` sets the current on each phase in amps, negative for export (PV); the meter
 reports currents as magnitudes like real meters, phase and total power with their sign, and integrates
 import and export energy. `image.mute` makes it go silent, `image.fail_with` answer with an exception.
+
+It can lie, like the faulty meters the gateway must not believe: `lie(L1=-50.0, …)` reports those
+currents (and the power they make) whatever the load is, negative, zero, 1e9 or NaN alike; `freeze()`
+keeps every register at its last value (a stuck meter or a Modbus gateway serving a stale cache) while
+the load and energy go on underneath; `tell_truth()` ends both.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class SimMeter:
         self.export_kwh = 0.0
         self._clock = clock
         self._at = clock()
+        self.lie_a: dict[str, float] = {}  # phase → the current reported instead of the load's
+        self.frozen = False
 
     async def start(self, port: int = 0) -> int:
         self.server.port = port
@@ -59,6 +66,25 @@ class SimMeter:
                 raise ValueError(f"unknown phase {phase!r}")
             self.load_a[phase] = value
 
+    def lie(self, **amps: float) -> None:
+        """Report these currents (keys L1, L2, L3; signed like `set_load`) instead of the real load's."""
+        for phase in amps:
+            if phase not in self.load_a:
+                raise ValueError(f"unknown phase {phase!r}")
+        self.lie_a.update(amps)
+
+    def freeze(self) -> None:
+        """Keep every register at the value it has now, whatever happens to the load."""
+        self._publish()
+        self.frozen = True
+
+    def tell_truth(self) -> None:
+        self.lie_a.clear()
+        self.frozen = False
+
+    def reported_a(self, phase: str) -> float:
+        return self.lie_a.get(phase, self.load_a[phase])
+
     def phase_kw(self, phase: str) -> float:
         return self.voltage_v * self.load_a[phase] * self.power_factor / 1000.0
 
@@ -77,18 +103,21 @@ class SimMeter:
 
     def _publish(self) -> None:
         self._integrate()
+        if self.frozen:
+            return
         regs = self.map.registers
         v = self.image.values
+        shown = {p: self.voltage_v * self.reported_a(p) * self.power_factor / 1000.0 for p in self.load_a}
         for key, phase in PHASES:
             for name, value in (
-                (f"current_{key}", abs(self.load_a[phase])),
+                (f"current_{key}", abs(self.reported_a(phase))),
                 (f"voltage_{key}", self.voltage_v),
-                (f"power_{key}", self.phase_kw(phase)),
+                (f"power_{key}", shown[phase]),
             ):
                 if name in regs:
                     v[name] = value
         for name, value in (
-            ("power", self.total_kw),
+            ("power", sum(shown.values())),
             ("import_energy", self.import_kwh),
             ("export_energy", self.export_kwh),
             ("frequency", self.frequency_hz),
