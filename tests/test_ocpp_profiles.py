@@ -22,7 +22,9 @@ from gateway.ocpp.profiles import (
     v16_profile,
     v201_profile,
 )
+from gateway.domain import ChargerStatus
 from gateway.ocpp.state import ChargerView, DrawWatch, parse_meter_values, to_conductors
+from gateway.store.chargers import ChargerRecord
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=120)
@@ -57,9 +59,14 @@ def test_strategies_prefer_the_station_cap_in_amps_and_end_with_an_unleased_slot
         "ChargePointMaxProfile/A/sl1", "ChargePointMaxProfile/W/sl1", "TxDefaultProfile/A/sl1"]
     assert all(s.leased for s in plan[:-2]) and not any(s.leased for s in plan[-2:])
     watts_only = strategies("2.0.1", Abilities(units=("W",), max_stack_level=0))
-    # a charger that stacks nothing still gets a leased limit in a session: TxProfile over a TxDefault base
-    assert [s.label for s in watts_only] == ["TxProfile/W/sl0", "ChargingStationMaxProfile/W/sl0"]
-    assert watts_only[0].leased and watts_only[0].base_purpose == "TxDefaultProfile"
+    # a charger that stacks nothing is still leased: a TxProfile in a session or a station cap up to the
+    # fallback, beside a TxDefault base at level 0; the unleased slot is the last resort, under the base's id
+    assert [s.label for s in watts_only] == ["TxProfile/W/sl0", "ChargingStationMaxProfile/W/sl0",
+                                             "ChargingStationMaxProfile/W/sl0/unleased"]
+    assert all(s.base_purpose == "TxDefaultProfile" and s.leased for s in watts_only[:2])
+    assert watts_only[1].up_to_fallback and not watts_only[1].holds(8.1, 8.0) and watts_only[1].holds(8.0, 8.0)
+    assert watts_only[0].live_id == 2 and watts_only[2].live_id == 1
+    assert all(s.live_level == s.base_level == 0 for s in watts_only)
 
 
 def test_base_profile_has_no_end_and_the_live_one_a_lease() -> None:
@@ -107,23 +114,30 @@ def test_what_a_charger_may_draw_is_its_maximum_until_confirmed() -> None:
     ctx = Context(section(), lambda: clock[0], deque(), lambda ctl: None)
     ctl = Control(charger("cp1"), 690.0, ctx, ChargerView("cp1", ("L1", "L2", "L3")), DrawWatch())
     assert ctl.applied_limit() == 32  # never heard from: no profile known, so unlimited
-    ctl.base_ever = True
-    assert ctl.applied_limit() == 8  # offline with a base profile: its fallback
-    ctl.station = object()  # type: ignore[assignment]
-    assert ctl.applied_limit() == 32  # a new connection whose base is not confirmed yet
-    ctl.base_purpose = "ChargePointMaxProfile"
-    assert ctl.applied_limit() == 32  # the live slot may hold a profile from before (a gateway restart)
-    ctl.live_known_on = ctl.station
-    assert ctl.applied_limit() == 8
+    ctl.base_known = "ChargePointMaxProfile"
+    assert ctl.applied_limit() == 32  # a base, but the live slot may hold a profile from before
+    ctl.confirmed = True  # the live slot was set or cleared by this process
+    assert ctl.applied_limit() == 8  # its fallback
     ctl.acked_a, ctl.lease_until = 16.0, NOW + timedelta(seconds=2)
     assert ctl.applied_limit() == 16
-    ctl.in_flight = 1
-    assert ctl.applied_limit() == 32  # a push on its way: could be either, so the most
-    ctl.in_flight = 0
+    ctl.unanswered_a = 20.0
+    assert ctl.applied_limit() == 20  # a raise on its way: could be either, so the higher
+    ctl.unanswered_a = None
     clock[0] = NOW + timedelta(seconds=2)
     assert ctl.applied_limit() == 8  # the lease ran out
-    ctl.failed = True
-    assert ctl.applied_limit() == 32
+    ctl.over_draw_a = 30.0
+    assert ctl.applied_limit() == 30  # measured above its limit: counted at what it draws
+    # a restart: what the store says the previous process left on the charger
+    fresh = Control(charger("cp1"), 690.0, ctx, ChargerView("cp1", ("L1", "L2", "L3")), DrawWatch())
+    fresh.restore(ChargerRecord("cp1", base_purpose="ChargePointMaxProfile", fallback_a=8.0, live_a=20.0,
+                                live_until=clock[0] + timedelta(seconds=5), status="charging",
+                                transactions={1: "7"}))
+    assert fresh.applied_limit() == 20  # its last lease, until it runs out ...
+    assert fresh.view.transaction_id() == "7"
+    clock[0] += timedelta(seconds=6)
+    assert fresh.applied_limit() == 8  # ... then the base's fallback
+    fresh.view.online = True
+    assert fresh.view.status() is ChargerStatus.CHARGING  # charging until it says otherwise
 
 
 def test_draw_watch_offers_a_cap_after_a_while_and_withdraws_it() -> None:
@@ -143,11 +157,13 @@ def test_a_tx_profile_limit_counts_only_for_its_own_session() -> None:
     ctx = Context(section(), lambda: NOW, deque(), lambda ctl: None)
     view = ChargerView("cp1", ("L1", "L2", "L3"))
     ctl = Control(charger("cp1"), 690.0, ctx, view, DrawWatch())
-    ctl.station = ctl.live_known_on = object()  # type: ignore[assignment]
-    ctl.base_purpose, ctl.base_ever = "TxDefaultProfile", True
+    ctl.strategies = strategies("1.6", Abilities(max_stack_level=0))
+    ctl.station = object()  # type: ignore[assignment]
+    ctl.base_purpose = ctl.base_known = "TxDefaultProfile"
+    ctl.confirmed = True
     view.transactions[1] = "41"
     ctl.desired_a = ctl.acked_a = 4.0
-    ctl.acked_tx, ctl.lease_until, ctl.tx_label = "41", NOW + LEASE, "TxProfile/A/sl0"
+    ctl.acked_tx, ctl.lease_until = "41", NOW + LEASE
     assert ctl.applied_limit() == 4.0 and ctl.unchanged(4.0, NOW) and not ctl.session_changed()
     view.transactions[1] = "42"  # the next car: its session starts under the TxDefault base
     assert ctl.applied_limit() == 8.0  # the fallback, above the 4 A we had given: counted so

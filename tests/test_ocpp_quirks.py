@@ -67,13 +67,20 @@ async def test_a_call_error_to_the_station_profile_moves_on_to_tx_default_and_is
             await sim.stop()
 
 
-async def test_a_stack_level_0_charger_in_a_session_gets_a_leased_tx_profile_that_falls_back(version: str) -> None:
+@pytest.mark.parametrize("says", ["reports 0", "lies: reports 8"])
+async def test_a_stack_level_0_charger_is_always_leased_and_falls_back(version: str, says: str) -> None:
+    """Stack level 0 only (ABB Terra AC is reported so): base TxDefaultProfile at level 0, the live limit
+    beside it at level 0 under another purpose, always with a lease: a TxProfile in a session, a station
+    cap under the fallback with nobody there. Never the unleased slot, never a profile the rules refuse."""
+    key = "ChargeProfileMaxStackLevel" if version == "1.6" else "ProfileStackLevel"
+    quirks = Quirks(reports={key: "0"}) if says == "reports 0" else Quirks(only_stack_level_0=True)
     driver = OcppDriver(section(lease_s=2), [charger("cp1", f"ocpp{version}")])
     await driver.start()
     sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD,  # type: ignore[arg-type]
-                         quirks=Quirks(only_stack_level_0=True))
+                         quirks=quirks)
     await sim.start()
     ctl = driver.controls["cp1"]
+    station = "ChargePointMaxProfile" if version == "1.6" else "ChargingStationMaxProfile"
     try:
         await until(lambda: sim.limit_a() == 8.0)
         await sim.plug_in()
@@ -90,19 +97,26 @@ async def test_a_stack_level_0_charger_in_a_session_gets_a_leased_tx_profile_tha
         await sim.plug_in()
         await until(lambda: any(r.reason == "new session: idle" and r.accepted for r in driver.history))
         assert sim.draw_a() == 10.0 and driver.history[-1].strategy == "TxProfile/A/sl0"
-        # under the fallback with nobody there, the TxDefault base would allow too much: the limit goes into
-        # the unleased slot, and the next session is back on a leased TxProfile
+        # under the fallback with nobody there: a leased station cap beside the base (the lower is in force)
         await sim.unplug()
         acks = await driver.apply_limits({"cp1": 0.0}, "nobody")
-        assert acks[0].accepted and driver.history[-1].strategy.endswith("/sl0")
+        assert acks[0].accepted and driver.history[-1].strategy == f"{station}/A/sl0"
         assert sim.limit_a() == 0.0 and driver.applied_limit(ctl) == 0.0
         await sim.plug_in()
         assert sim.draw_a() == 0.0
+        # the session starts: re-chosen, a leased TxProfile (same id: it replaces the cap)
         acks = await driver.apply_limits({"cp1": 20.0}, "car back")
-        assert acks[0].accepted and sim.draw_a() == 20.0 and driver.history[-1].strategy == "TxProfile/A/sl0"
-        # the gateway dies: the leased TxProfile runs out and the base fallback takes over by itself
+        await until(lambda: sim.draw_a() == 20.0)
+        assert driver.history[-1].strategy == "TxProfile/A/sl0"
+        await sim.unplug()
+        await driver.apply_limits({"cp1": 0.0}, "nobody again")
+        assert sim.limit_a() == 0.0
+        # the gateway dies holding the cap: it runs out and the base fallback takes over by itself
         await driver.stop(release=False)
-        await until(lambda: sim.draw_a() == 8.0, timeout_s=4.0)
+        await until(lambda: sim.limit_a() == 8.0, timeout_s=4.0)
+        if says == "reports 0":
+            assert sim.rejections == []  # it was told nothing the rules refuse
+        assert all(not label.endswith("unleased") for label in (r.strategy for r in driver.history))
     finally:
         await sim.stop()
         await driver.stop(release=False)
@@ -125,7 +139,7 @@ async def test_watts_only_charger_gets_watts(version: str) -> None:
             await sim.stop()
 
 
-async def test_a_slow_charger_delays_nobody_and_counts_at_its_maximum_until_it_answers() -> None:
+async def test_a_slow_charger_delays_nobody_and_counts_at_what_it_may_hold_until_it_answers() -> None:
     ids = ["slow", "a", "b", "c"]
     driver = OcppDriver(section(lease_s=30, ack_wait_s=2.0, response_timeout_s=10),
                         [charger(i, "ocpp1.6") for i in ids])
@@ -143,10 +157,11 @@ async def test_a_slow_charger_delays_nobody_and_counts_at_its_maximum_until_it_a
             assert all(acks[i].accepted and sims[i].limit_a() == 12.0 for i in "abc")
             assert not acks["slow"].accepted and "no answer yet" in acks["slow"].detail
             assert sims["slow"].limit_a() == 8.0
-            assert driver.applied_limit(driver.controls["slow"]) == 32.0
+            # unanswered, it may hold either its fallback or the 12 A on their way: counted at the higher
+            assert driver.applied_limit(driver.controls["slow"]) == 12.0
             assert not any(r.charger_id == "slow" for r in driver.history if r.reason == "test")
             gate.set()
-            await until(lambda: any(r.charger_id == "slow" and r.applied_limit_a == 12.0 for r in seen), 5.0)
+            await until(lambda: any(r.charger_id == "slow" and r.reason == "test" for r in driver.history), 5.0)
             assert sims["slow"].limit_a() == 12.0
             # the late answer is on record: accepted, and a round trip longer than the wait it outlasted
             late = next(r for r in driver.history if r.charger_id == "slow" and r.reason == "test")
@@ -282,23 +297,30 @@ async def test_local_auth_list_refuses_unknown_tags(version: str) -> None:
             await sim.stop()
 
 
-async def test_a_charger_taking_stack_level_0_only_is_limited_without_a_lease(
+async def test_a_charger_refusing_every_leased_way_is_limited_without_a_lease_and_said_so(
     version: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     driver = OcppDriver(section(lease_s=2), [charger("cp1", f"ocpp{version}")])
     await driver.start()
+    station = "ChargePointMaxProfile" if version == "1.6" else "ChargingStationMaxProfile"
     sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD,  # type: ignore[arg-type]
-                         quirks=Quirks(only_stack_level_0=True))
+                         quirks=Quirks(only_stack_level_0=True, reject_purposes=frozenset({"TxProfile"})))
     await sim.start()
     try:
         await until(lambda: sim.limit_a() == 8.0)
+        await sim.plug_in()
         with caplog.at_level(logging.WARNING, logger="gateway.ocpp"):
             acks = await driver.apply_limits({"cp1": 20.0}, "test")
-        assert acks[0].accepted and sim.limit_a() == 20.0
-        assert driver.history[-1].strategy.endswith("/sl0")
+        await until(lambda: sim.limit_a() == 20.0)
+        assert driver.history[-1].strategy == f"{station}/A/sl0/unleased" and driver.history[-1].accepted
         assert "no lease" in caplog.text
+        # the live limit took the base's own id: 2.0.1 refuses a second profile there (K01.FR.06)
+        assert list(sim.book.profiles) == [1]
         await asyncio.sleep(2.5)  # longer than a lease: nothing expires, since nothing was leased
         assert sim.limit_a() == 20.0
+        pushes = len(driver.history)
+        await asyncio.sleep(1.0)
+        assert len(driver.history) == pushes  # no churn: what the model refused is not tried again
         await driver.stop(release=True)  # a clean stop puts the fallback back in the shared slot
         assert sim.limit_a() == 8.0
     finally:

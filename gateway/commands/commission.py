@@ -441,7 +441,7 @@ class Checklist:
         lease = self.config.ocpp.lease_s
         strategy = ctl.strategies[ctl.strategy] if ctl.strategies else None
         rows = [("fail-safe current (config)", f"{section.fallback_a:g} A")]
-        if strategy is None or not ctl.base_ever:
+        if strategy is None or ctl.base_known is None:
             rows.append(("base profile", "not accepted"))
             return tuple(rows), Check("fail-safe", Outcome.FAIL, "the charger accepted no base profile: without "
                                       "the gateway it would charge unlimited")

@@ -12,6 +12,9 @@ class OcppChargerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     password: str | None = Field(default=None, min_length=8, max_length=40)  # HTTP Basic (profiles 1, 2)
+    # the voltage per phase the charger converts a W limit at (None: the site's line-to-neutral voltage,
+    # line-to-line for a load across two conductors); set it for a model converting at another figure
+    volts: Real | None = Field(default=None, gt=0, le=1000)
 
 
 class OcppSection(BaseModel):

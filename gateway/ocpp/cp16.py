@@ -141,7 +141,7 @@ class Cp16(GuardedRouting, ChargePoint):  # type: ignore[misc]
 
     # ------------------------------------------------------------------------------------------- calls
 
-    async def discover(self) -> Abilities:
+    async def discover(self) -> Abilities | None:
         result: Any = None
 
         async def get() -> Any:
@@ -150,6 +150,8 @@ class Cp16(GuardedRouting, ChargePoint):  # type: ignore[misc]
             return result
 
         outcome = await attempt(get, lambda r: None)
+        if not outcome.answered:
+            return None
         if not outcome.accepted or result is None:
             return Abilities()
         values = {k.get("key"): str(k.get("value", "")) for k in (result.configuration_key or [])}

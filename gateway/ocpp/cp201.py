@@ -85,7 +85,7 @@ class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
     @on("StatusNotification")
     def on_status(self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any) -> Any:
         status = CONNECTOR_201[connector_status]
-        current = self.view.connectors.get(evse_id)
+        current = self.view.connectors.get(evse_id) or self.view.assumed
         # "Occupied" says only that a cable is in; keep the finer state a TransactionEvent gave us
         if not (connector_status == "Occupied" and current is not None and current.connected):
             self.view.connectors[evse_id] = status
@@ -171,7 +171,7 @@ class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
 
     # ------------------------------------------------------------------------------------------- calls
 
-    async def discover(self) -> Abilities:
+    async def discover(self) -> Abilities | None:
         result: Any = None
 
         async def get() -> Any:
@@ -181,6 +181,8 @@ class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
             return result
 
         outcome = await attempt(get, lambda r: None)
+        if not outcome.answered:
+            return None
         if not outcome.accepted or result is None:
             return Abilities()
         values: dict[str, str] = {}
@@ -203,6 +205,11 @@ class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
         await attempt(lambda: self.call(call.SetVariables(set_variable_data=data), suppress=False), lambda r: None)
         await attempt(lambda: self.call(call.TriggerMessage(requested_message="StatusNotification"), suppress=False),
                       status_is_accepted)
+        # StatusNotification says only "Occupied"; the charging state of a running transaction comes with a
+        # TransactionEvent, which periodic updates need not carry: ask for one per transaction we know of
+        for evse_id in sorted(self.view.transactions) or [1]:
+            await attempt(lambda e=evse_id: self.call(call.TriggerMessage(  # type: ignore[misc]
+                requested_message="TransactionEvent", evse={"id": e}), suppress=False), status_is_accepted)
 
     async def set_profile(self, spec: ProfileSpec) -> Outcome:
         evse_id = 0

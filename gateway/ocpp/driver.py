@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from datetime import UTC, datetime
@@ -31,6 +32,7 @@ from gateway.ocpp.link import Station, validate_inline
 from gateway.ocpp.profiles import floor_tenth, number_phases
 from gateway.ocpp.server import OcppServer
 from gateway.ocpp.state import ChargerIdentity, ChargerView, DrawWatch
+from gateway.store.chargers import ChargerBook, ChargerRecord
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -39,6 +41,20 @@ log = logging.getLogger("gateway.ocpp")
 Clock = Callable[[], datetime]
 T = TypeVar("T")
 SILENT_SETUP_S = 5.0
+STORE_WAIT_S = 2.0  # a raise waits at most this long for the store; then it is not sent
+STORE_FLUSH_S = 0.5  # what changed is written this often (off the control path)
+
+
+def watts_per_amp(config: GatewayConfig, charger: ChargerSection) -> float:
+    """How the charger turns a W limit back into amps: its voltage per phase (the config's
+    `ocpp.volts`, else the site's line-to-neutral voltage; line-to-line for a load across two
+    conductors) times the schedule's numberPhases. Not the site's power formula: a charger converts with
+    its own figures, and W sent by any other rule gives it more amps than decided."""
+    if charger.ocpp.volts is not None:
+        volts = charger.ocpp.volts
+    else:
+        volts = config.site.ll_v if len(charger.phases) == 2 else config.site.ln_v
+    return volts * number_phases(len(charger.phases))
 
 
 def utc_now() -> datetime:
@@ -54,12 +70,16 @@ class OcppDriver:
         chargers: Sequence[ChargerSection],
         watts_per_amp: Mapping[str, float] | None = None,
         clock: Clock = utc_now,
+        book: ChargerBook | None = None,
     ) -> None:
         ocpp = [c for c in chargers if c.protocol.startswith("ocpp")]
         self.section = section
         self.clock = clock
+        self.book = book
         self.history: deque[LimitRecord] = deque(maxlen=10_000)
-        ctx = Context(section, clock, self.history, lambda ctl: self._publish(ctl, measured=False))
+        ctx = Context(section, clock, self.history, lambda ctl: self._publish(ctl, measured=False),
+                      write_ahead=self._write_ahead if book is not None else None,
+                      dirty=self._dirty if book is not None else None)
         self.controls: dict[str, Control] = {}
         guessed: list[str] = []
         for c in ocpp:
@@ -72,17 +92,28 @@ class OcppDriver:
         if guessed:
             log.warning("ocpp: no site voltage given for %d charger(s) (%s): W limits assume 230 V per phase",
                         len(guessed), ", ".join(guessed[:5]) + (", ..." if len(guessed) > 5 else ""))
+        self._dirty_ids: set[str] = set()
+        self._store_failed = False
+        if book is not None:
+            for cid, record in book.load().items():
+                ctl = self.controls.get(cid)
+                if ctl is not None:
+                    ctl.restore(record)
+            restored = [c for c in self.controls.values() if c.stored is not None]
+            if restored:
+                log.info("ocpp: %d charger(s) restored from the store (what they may still draw on their "
+                         "leases counts until each acknowledges a new limit)", len(restored))
         self.server = OcppServer(section, ocpp, self._serve_station)
         self._subscribers: list[asyncio.Queue[ChargerReading]] = []
         self._tasks: set[asyncio.Task[object]] = set()
         self._renewer: asyncio.Task[None] | None = None
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, config: GatewayConfig, clock: Clock = utc_now) -> OcppDriver:
-        from gateway.topology import static_evse
-
-        wpa = {c.id: static_evse(config, c).kw_per_a * 1000.0 for c in config.chargers}
-        return cls(config.ocpp, config.chargers, wpa, clock)
+    def from_config(cls, config: GatewayConfig, clock: Clock = utc_now, book: ChargerBook | None = None
+                    ) -> OcppDriver:
+        return cls(config.ocpp, config.chargers, {c.id: watts_per_amp(config, c) for c in config.chargers},
+                   clock, book)
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -90,17 +121,23 @@ class OcppDriver:
         validate_inline()
         await self.server.start()
         self._renewer = asyncio.create_task(self._renew_leases(), name="ocpp-lease-renewal")
+        if self.book is not None:
+            self._flusher = asyncio.create_task(self._flush_forever(), name="ocpp-store")
 
     async def stop(self, release: bool = True) -> None:
         """Stop serving. With `release`, clear live profiles first so chargers drop to their fallback now
         rather than when the lease runs out."""
-        if self._renewer is not None:
-            self._renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewer
+        for job in (self._renewer, self._flusher):
+            if job is not None:
+                job.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await job
         if release:
             online = [c for c in self.controls.values() if c.station is not None]
             await asyncio.gather(*(c.release() for c in online))
+        await self._flush()
+        # a charger's message under way (a 2.0.1 TransactionEvent) gets its answer before the link closes
+        await self._quiesce(timeout_s=2.0)
         pending = list(self._tasks)
         for task in pending:
             task.cancel()
@@ -183,7 +220,7 @@ class OcppDriver:
         if old is not None:
             log.warning("ocpp charger=%s connected again: dropping its previous connection", charger.id)
             await old.close()
-        ctl.station, ctl.base_purpose, ctl.setup = station, None, None
+        ctl.station, ctl.base_purpose, ctl.setup, ctl.ready_on = station, None, None, None
         ctl.view.online = True
         log.info("ocpp charger=%s connected version=%s", charger.id, station.version)
         self._publish(ctl, measured=False)
@@ -225,7 +262,8 @@ class OcppDriver:
                      ident.vendor, ident.model, ident.firmware, ident.serial)
         if ctl.setup is not None:
             ctl.setup.cancel()
-        ctl.base_purpose = None
+        ctl.rebooted()
+        self._dirty(ctl)
         ctl.setup = self._spawn(ctl.run_setup(station))
 
     def seen(self, station: Station) -> None:
@@ -242,6 +280,7 @@ class OcppDriver:
             ctl.check_draw()
         if ctl.view.transaction_id() is None:
             ctl.watch.reset()
+        self._dirty(ctl)
         if ctl.session_changed() and ctl.station is not None and not ctl.in_flight:
             self._spawn(ctl.push("new session: " + (ctl.reason or "limit")))
         self._publish(ctl, measured)
@@ -264,6 +303,58 @@ class OcppDriver:
     def authorize(self, token: str) -> bool:
         allowed = self.section.local_auth_list
         return allowed is None or token in allowed
+
+    # ------------------------------------------------------------------------------------------ the store
+
+    def _dirty(self, ctl: Control) -> None:
+        if self.book is not None:
+            self._dirty_ids.add(ctl.charger.id)
+
+    async def _write_ahead(self, ctl: Control, record: ChargerRecord) -> bool:
+        """Keep a raise before it is sent; False (and nothing sent) when the store cannot."""
+        return await self._save([record])
+
+    async def _save(self, records: list[ChargerRecord]) -> bool:
+        book = self.book
+        if book is None or not records:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.to_thread(book.save, records, self.clock()), STORE_WAIT_S)
+        except (TimeoutError, sqlite3.Error, OSError) as exc:
+            if not self._store_failed:
+                log.error("ocpp: what chargers hold cannot be stored (%s): no limit is raised until it can, "
+                          "decreases still go out", str(exc) or type(exc).__name__)
+            self._store_failed = True
+            return False
+        if self._store_failed:
+            log.info("ocpp: what chargers hold is stored again")
+        self._store_failed = False
+        for record in records:
+            ctl = self.controls.get(record.charger_id)
+            if ctl is not None:
+                ctl.stored = record
+        return True
+
+    async def _flush(self) -> None:
+        ids, self._dirty_ids = self._dirty_ids, set()
+        records = [self.controls[cid].record() for cid in sorted(ids) if cid in self.controls]
+        if not await self._save(records):
+            self._dirty_ids |= ids
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(STORE_FLUSH_S)
+            await self._flush()
+
+    async def _quiesce(self, timeout_s: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline and any(
+                getattr(c.station, "busy", 0) for c in self.controls.values() if c.station is not None):
+            await asyncio.sleep(0.02)
+
+    def store_failing(self) -> bool:
+        return self._store_failed
 
     # ------------------------------------------------------------------------------------------ plumbing
 

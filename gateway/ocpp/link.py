@@ -82,7 +82,10 @@ class Station(Protocol):
     version: Version
     view: ChargerView
 
-    async def discover(self) -> Abilities: ...
+    async def discover(self) -> Abilities | None:
+        """What the charger takes; None when it did not answer (the default abilities are a guess that
+        costs rejected profiles, so no limit goes out on them)."""
+        ...
 
     async def configure(self, meter_interval_s: int) -> None: ...
 
@@ -151,6 +154,7 @@ class GuardedRouting:
     route_map: dict[str, Any]
     _response_queue: asyncio.Queue[Any]
     hooks: Hooks
+    busy: int = 0  # calls from the charger being handled now
 
     if TYPE_CHECKING:  # provided by the library's ChargePoint that follows this mixin
 
@@ -168,6 +172,7 @@ class GuardedRouting:
         if msg.message_type_id == MessageType.Call:
             if msg.action != "BootNotification":
                 self.hooks.seen(self)  # type: ignore[arg-type]
+            self.busy += 1  # a clean stop answers this before it closes the link
             try:
                 if msg.action not in self.route_map:
                     raise _unhandled(msg.action, self._ocpp_version)
@@ -176,6 +181,8 @@ class GuardedRouting:
                 cause = str((exc.details or {}).get("cause", exc.description))[:200]
                 log.warning("ocpp charger=%s %s refused: %s %s", self.id, msg.action, exc.code, cause)
                 await self._send(self._error(msg.unique_id, exc.code, cause))
+            finally:
+                self.busy -= 1
         elif msg.message_type_id in (MessageType.CallResult, MessageType.CallError):
             self._response_queue.put_nowait(msg)
 

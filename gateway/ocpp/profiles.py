@@ -35,23 +35,39 @@ class Abilities:
 
 @dataclass(frozen=True, slots=True)
 class Strategy:
-    """How one charger is limited: which purpose carries base and live profile, in which unit."""
+    """How one charger is limited: which purpose carries base and live profile, in which unit.
+
+    `needs_session`: the live profile is a TxProfile, so it can only go on a running transaction.
+    `up_to_fallback`: the live profile caps beside the base rather than over it (a station cap over a
+    TxDefault base at the same level: the lower of the two is in force), so it holds limits up to the
+    fallback only."""
 
     purpose: str  # of the live profile
     base_purpose: str
     unit: Unit
     base_level: int = 0
     live_level: int = 1
-
-    @property
-    def label(self) -> str:
-        return f"{self.purpose}/{self.unit}/sl{self.live_level}"
+    needs_session: bool = False
+    up_to_fallback: bool = False
 
     @property
     def leased(self) -> bool:
         """False when live and base share one slot: the live profile replaces the base and must not
         expire, or the charger would be left with no profile at all (that is: unlimited)."""
         return self.live_level > self.base_level or self.purpose != self.base_purpose
+
+    @property
+    def label(self) -> str:
+        return f"{self.purpose}/{self.unit}/sl{self.live_level}" + ("" if self.leased else "/unleased")
+
+    @property
+    def live_id(self) -> int:
+        """An unleased live profile takes the base's id: the same id replaces in both versions, where a
+        second id with the base's purpose and level would be refused by 2.0.1 (K01.FR.06)."""
+        return LIVE_PROFILE_ID if self.leased else BASE_PROFILE_ID
+
+    def holds(self, amps: float, fallback_a: float) -> bool:
+        return not self.up_to_fallback or amps <= fallback_a
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,15 +90,19 @@ def station_max_purpose(version: Version) -> str:
 
 
 def strategies(version: Version, abilities: Abilities) -> list[Strategy]:
-    """Every way to limit this charger, most preferred first.
+    """Every way to limit this charger, most preferred first; each falls back by itself when the gateway
+    is gone (its live profile has a validTo) except the last resort.
 
     The whole-station cap comes first: it works with or without a session and caps every connector.
-    Then TxDefaultProfile (what many chargers and evcc use), then TxProfile on the running transaction.
-    A TxProfile overrides the TxDefaultProfile whatever their stack levels, so it sits at level 0 over a
-    TxDefaultProfile base there: leased, and taken by models that refuse any level above 0.
+    Then TxDefaultProfile (what many chargers and evcc use), both a level above their base. For chargers
+    that take stack level 0 only (ChargeProfileMaxStackLevel / ProfileStackLevel 0), the base is a
+    TxDefaultProfile at level 0 and the live limit goes beside it at level 0 under another purpose, which
+    neither version lets replace it: a TxProfile on the running transaction (it overrides the TxDefault
+    whatever the levels), or with no session and a limit under the fallback, a station cap (the lower of
+    the two is in force). Last resort, for a model refusing all of these: the station cap at level 0 in
+    the base's own slot, without a lease (it keeps its last limit, not its fallback, if the gateway goes).
     A unit the charger says it does not take is left out; amps before watts because the allocator thinks
-    in amps and a W limit depends on the voltage we assume. Last, for chargers that take stack level 0
-    only, the station cap at level 0 without a lease.
+    in amps and a W limit depends on the voltage the charger converts at.
     """
     units: list[Unit] = [u for u in ("A", "W") if u in abilities.units] or ["A", "W"]
     station = station_max_purpose(version)
@@ -92,8 +112,11 @@ def strategies(version: Version, abilities: Abilities) -> list[Strategy]:
             for unit in units:
                 out.append(Strategy(purpose=purpose, base_purpose=purpose, unit=unit))
     for unit in units:
-        out.append(Strategy(purpose="TxProfile", base_purpose="TxDefaultProfile", unit=unit, live_level=0))
-    # last resort, for models that take stack level 0 only: a limit with no lease (kept if we go away)
+        out.append(Strategy(purpose="TxProfile", base_purpose="TxDefaultProfile", unit=unit, live_level=0,
+                            needs_session=True))
+    for unit in units:
+        out.append(Strategy(purpose=station, base_purpose="TxDefaultProfile", unit=unit, live_level=0,
+                            up_to_fallback=True))
     for unit in units:
         out.append(Strategy(purpose=station, base_purpose=station, unit=unit, live_level=0))
     return out
@@ -110,9 +133,14 @@ def number_phases(conductors: int) -> int:
 
 
 def to_unit(amps: float, unit: Unit, watts_per_amp: float) -> float:
+    """A limit in the profile's unit, rounded down so the charger's own amps never exceed `amps`.
+
+    `watts_per_amp` is the charger's conversion (its voltage per phase × the schedule's numberPhases):
+    both specs have the charger turn W back into A that way, so the gateway must use the same figures,
+    not the site's power formula (√3·V_LL for three phases, a power factor)."""
     if unit == "A":
         return floor_tenth(amps)
-    return float(math.floor(amps * watts_per_amp))
+    return float(math.floor(amps * watts_per_amp + 1e-9))
 
 
 def base_spec(strategy: Strategy, fallback_a: float, watts_per_amp: float, phases: int, now: datetime) -> ProfileSpec:
@@ -137,7 +165,7 @@ def live_spec(
     transaction_id: str | None = None,
 ) -> ProfileSpec:
     return ProfileSpec(
-        profile_id=LIVE_PROFILE_ID,
+        profile_id=strategy.live_id,
         purpose=strategy.purpose,
         stack_level=strategy.live_level,
         unit=strategy.unit,

@@ -170,13 +170,26 @@ class ChargerView:
     energy_requested_kwh: float | None = None
     # from the last BootNotification; kept when the charger reconnects without one (same hardware)
     identity: ChargerIdentity | None = None
+    # what the previous process last heard, believed until the charger reports a status itself: a car
+    # charging on its lease across a gateway restart is still charging, not "unavailable"
+    assumed: ChargerStatus | None = None
+
+    def restore(self, status: str | None, transactions: Mapping[int, str], session_started: datetime | None) -> None:
+        try:
+            self.assumed = ChargerStatus(status) if status is not None else None
+        except ValueError:
+            self.assumed = None
+        if self.assumed is ChargerStatus.OFFLINE:
+            self.assumed = None
+        self.transactions = dict(transactions)
+        self.session_started = session_started
 
     def status(self) -> ChargerStatus:
         if not self.online:
             return ChargerStatus.OFFLINE
         real = {c: s for c, s in self.connectors.items() if c != 0} or self.connectors
         if not real:
-            return ChargerStatus.UNAVAILABLE
+            return self.assumed or ChargerStatus.UNAVAILABLE
         station = self.connectors.get(0)
         if station in (ChargerStatus.FAULTED, ChargerStatus.UNAVAILABLE):
             return station

@@ -2,18 +2,20 @@
 
 A `SimChargePoint` dials a central system over a real websocket, boots (saying what it is: its
 `Nameplate`, vendor, model, firmware, serial), reports status, transactions and meter values, and keeps
-the charging profiles it is sent. Its EV draws min(limit in force, its own max), and 0 A when the limit
-is under 6 A; the limit in force follows OCPP: per purpose the valid profile (validFrom/validTo) with the
-highest stack level, TxProfile over TxDefaultProfile (a TxProfile ends with its transaction), capped by
-the station maximum, watts converted at the charger's voltage. With no profile at all it charges
-unlimited, as real chargers do. `Quirks` make it misbehave the way real models are reported to; every
-CALL it receives is kept in `requests` so a test can check what the central system asked.
+the charging profiles it is sent under the spec's rules applied literally (`charging_profiles`: a profile
+that breaks one is Rejected with the rule). Its EV draws min(limit in force, its own max), and 0 A when the
+limit is under 6 A; with no profile at all it charges unlimited, as real chargers do. Everything that can
+change what it draws (profiles, plugging, transactions) is kept with its time in `trace`, so a test can
+work out its limit in force and its draw at any past instant (`limit_at`, `draw_at`, `breakpoints`).
+`Quirks` make it misbehave the way real models are reported to; every CALL it receives is kept in
+`requests` so a test can check what the central system asked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import bisect
 import contextlib
 import itertools
 import json
@@ -38,12 +40,13 @@ from ocpp.v201 import call_result as result201
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from gateway.sim.charging_profiles import Abilities, Answer, Profile, ProfileStore, limit_a
+
 log = logging.getLogger("gateway.sim.ocpp")
 _WIRE = logging.getLogger("gateway.sim.ocpp.wire")
 _WIRE.setLevel(logging.WARNING)
 F = TypeVar("F", bound=Callable[..., Any])
 SimVersion = Literal["1.6", "2.0.1"]
-STATION_MAX = ("ChargePointMaxProfile", "ChargingStationMaxProfile")
 
 
 def on(action: str) -> Callable[[F], F]:
@@ -58,12 +61,6 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _parse(text: object) -> datetime | None:
-    if not isinstance(text, str):
-        return None
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
 @dataclass
 class Quirks:
     """Ways real chargers are reported to misbehave."""
@@ -73,13 +70,14 @@ class Quirks:
     ack_delay_s: float = 0.0  # answers SetChargingProfile this late (blocks its own link meanwhile)
     boot_on_reconnect: bool = True  # False: comes back after a drop without a BootNotification
     ignores_limits: bool = False  # says Accepted, then draws what the EV wants anyway
-    only_stack_level_0: bool = False  # rejects any profile above stack level 0 (yet reports 8)
+    only_stack_level_0: bool = False  # rejects any profile above stack level 0 (yet reports 8: it lies)
     meter_silent: bool = False  # sends no periodic MeterValues (answers a TriggerMessage for them)
     call_error_purposes: frozenset[str] = frozenset()  # answers a CallError (NotSupported) to these purposes
     # holds every SetChargingProfile answer until the test sets it (a slow charger, without a clock)
     ack_gate: asyncio.Event | None = None
-    # what it reports about itself instead of the defaults: 1.6 configuration keys
-    # ("ChargingScheduleAllowedChargingRateUnit": "Power") or 2.0.1 SmartChargingCtrlr variables ("RateUnit": "W")
+    # what it reports about itself instead of the defaults, and then enforces: 1.6 configuration keys
+    # ("ChargingScheduleAllowedChargingRateUnit": "Power", "ChargeProfileMaxStackLevel": "0") or 2.0.1
+    # SmartChargingCtrlr variables ("RateUnit": "W", "ProfileStackLevel": "0")
     reports: dict[str, str] = field(default_factory=dict)
 
 
@@ -98,95 +96,24 @@ class Nameplate:
     meter_serial: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Moment:
+    """What a simulated charger held and did from `at` on, until its next moment."""
+
+    at: datetime
+    profiles: tuple[Profile, ...]
+    plugged: bool
+    ev_max_a: float
+    transaction_id: str | None
+    tx_started: datetime | None
+
+
 @dataclass
 class Ev:
     max_a: float = 32.0
     plugged: bool = False
     departure: datetime | None = None
     energy_wh: int | None = None
-
-
-@dataclass
-class HeldProfile:
-    profile_id: int
-    purpose: str
-    stack_level: int
-    unit: str
-    start: datetime | None
-    periods: list[tuple[int, float, int | None]]
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
-    transaction_id: str | None = None
-
-
-@dataclass
-class ProfileBook:
-    """The charging profiles a charger holds and the limit they put in force at a moment."""
-
-    profiles: dict[int, HeldProfile] = field(default_factory=dict)
-
-    def add(self, p: HeldProfile) -> None:
-        for pid, old in list(self.profiles.items()):  # same id, or same purpose and level: replaced
-            if pid == p.profile_id or (old.purpose == p.purpose and old.stack_level == p.stack_level):
-                del self.profiles[pid]
-        self.profiles[p.profile_id] = p
-
-    def clear(self, profile_id: int | None = None) -> bool:
-        if profile_id is None:
-            found = bool(self.profiles)
-            self.profiles.clear()
-            return found
-        return self.profiles.pop(profile_id, None) is not None
-
-    def end_session(self) -> None:
-        """A TxProfile lives only as long as its transaction."""
-        for pid, p in list(self.profiles.items()):
-            if p.purpose == "TxProfile":
-                del self.profiles[pid]
-
-    def _limit_of(self, p: HeldProfile, now: datetime, volts: float, phases: int) -> float | None:
-        if (p.valid_from and now < p.valid_from) or (p.valid_to and now >= p.valid_to):
-            return None
-        elapsed = (now - p.start).total_seconds() if p.start else 0.0
-        if elapsed < 0:
-            return None
-        value: float | None = None
-        n_phases = phases
-        for start, limit, np in sorted(p.periods):
-            if start <= elapsed:
-                value, n_phases = limit, np or phases
-        if value is None:
-            return None
-        return value if p.unit == "A" else value / (volts * n_phases)
-
-    def _top(self, purposes: tuple[str, ...], now: datetime, volts: float, phases: int) -> float | None:
-        valid = [(p.stack_level, self._limit_of(p, now, volts, phases)) for p in self.profiles.values()
-                 if p.purpose in purposes]
-        valid = [v for v in valid if v[1] is not None]
-        return max(valid)[1] if valid else None
-
-    def limit_a(self, now: datetime, volts: float, phases: int) -> float | None:
-        station = self._top(STATION_MAX, now, volts, phases)
-        tx = self._top(("TxProfile",), now, volts, phases)
-        if tx is None:
-            tx = self._top(("TxDefaultProfile",), now, volts, phases)
-        limits = [v for v in (station, tx) if v is not None]
-        return min(limits) if limits else None
-
-
-def _held(profile: dict[str, Any], schedule: dict[str, Any], profile_id: int) -> HeldProfile:
-    return HeldProfile(
-        profile_id=profile_id,
-        purpose=profile["charging_profile_purpose"],
-        stack_level=int(profile["stack_level"]),
-        unit=schedule["charging_rate_unit"],
-        start=_parse(schedule.get("start_schedule")),
-        periods=[(int(p["start_period"]), float(p["limit"]), p.get("number_phases"))
-                 for p in schedule["charging_schedule_period"]],
-        valid_from=_parse(profile.get("valid_from")),
-        valid_to=_parse(profile.get("valid_to")),
-        transaction_id=None if profile.get("transaction_id") is None else str(profile["transaction_id"]),
-    )
 
 
 class _Recording:
@@ -204,14 +131,13 @@ class _Sim16(_Recording, Lib16):  # type: ignore[misc]
 
     @on("SetChargingProfile")
     async def on_set_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any]) -> Any:
-        p = cs_charging_profiles
-        status = await self.owner.take_profile(_held(p, p["charging_schedule"], int(p["charging_profile_id"])))
-        return result16.SetChargingProfile(status=status)
+        answer = await self.owner.take_profile(Profile.from_wire(cs_charging_profiles, connector_id, "1.6"))
+        return result16.SetChargingProfile(status=answer.status)
 
     @on("ClearChargingProfile")
-    def on_clear(self, id: int | None = None, **_: Any) -> Any:
-        found = self.owner.book.clear(id)
-        self.owner.changed()
+    def on_clear(self, id: int | None = None, connector_id: int | None = None,
+                 charging_profile_purpose: str | None = None, stack_level: int | None = None) -> Any:
+        found = self.owner.clear_profiles(id, connector_id, charging_profile_purpose, stack_level)
         return result16.ClearChargingProfile(status="Accepted" if found else "Unknown")
 
     @on("GetConfiguration")
@@ -257,14 +183,17 @@ class _Sim201(_Recording, Lib201):  # type: ignore[misc]
 
     @on("SetChargingProfile")
     async def on_set_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
-        p = charging_profile
-        status = await self.owner.take_profile(_held(p, p["charging_schedule"][0], int(p["id"])))
-        return result201.SetChargingProfile(status=status)
+        answer = await self.owner.take_profile(Profile.from_wire(charging_profile, evse_id, "2.0.1"))
+        info = {"reason_code": answer.reason_code or "Unspecified", "additional_info": answer.reason[:512]}
+        return result201.SetChargingProfile(status=answer.status,
+                                            status_info=info if answer.status != "Accepted" else None)
 
     @on("ClearChargingProfile")
-    def on_clear(self, charging_profile_id: int | None = None, **_: Any) -> Any:
-        found = self.owner.book.clear(charging_profile_id)
-        self.owner.changed()
+    def on_clear(self, charging_profile_id: int | None = None, charging_profile_criteria: dict[str, Any] | None = None,
+                 **_: Any) -> Any:
+        criteria = charging_profile_criteria or {}
+        found = self.owner.clear_profiles(charging_profile_id, criteria.get("evse_id"),
+                                          criteria.get("charging_profile_purpose"), criteria.get("stack_level"))
         return result201.ClearChargingProfile(status="Accepted" if found else "Unknown")
 
     @on("GetVariables")
@@ -293,6 +222,11 @@ class _Sim201(_Recording, Lib201):  # type: ignore[misc]
     def on_trigger(self, requested_message: str, **_: Any) -> Any:
         if requested_message == "StatusNotification":
             self.owner.spawn(self.owner.send_status(force=True))
+            return result201.TriggerMessage(status="Accepted")
+        if requested_message == "TransactionEvent":
+            if self.owner.transaction_id is None:
+                return result201.TriggerMessage(status="Rejected")
+            self.owner.spawn(self.owner.send_transaction_state("Trigger"))
             return result201.TriggerMessage(status="Accepted")
         if requested_message == "MeterValues":
             self.owner.spawn(self.owner.send_meter_values())
@@ -341,7 +275,11 @@ class SimChargePoint:
         self.ssl = ssl
         self.validate = validate  # False: skip JSON-schema checks on what arrives (benchmarks: a cheap peer)
         self.nameplate = nameplate or Nameplate()  # may be replaced before a reconnect (a firmware update)
-        self.book = ProfileBook()
+        self.book = ProfileStore(version)
+        self.tx_started: datetime | None = None  # when the running transaction began
+        self.trace: list[Moment] = []  # everything that may change its draw, in order (see draw_at)
+        self._trace_at: list[datetime] = []
+        self.rejections: list[tuple[str, str]] = []  # (purpose/unit, the rule it broke) of every Rejected
         self.energy_wh = 0.0
         self.boots = 0
         self.connected = asyncio.Event()
@@ -353,6 +291,7 @@ class SimChargePoint:
         self._cp: Any = None
         self._ws: ClientConnection | None = None
         self._status_sent: str | None = None
+        self._state_sent: str | None = None  # 2.0.1 chargingState last sent (kept over a reconnect)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._runner: asyncio.Task[None] | None = None
         self._seq = itertools.count()
@@ -362,15 +301,74 @@ class SimChargePoint:
 
     # ------------------------------------------------------------------------------------- the EV model
 
+    def abilities(self) -> Abilities:
+        """What it reports is what it enforces (a lying model is a quirk, not this)."""
+        if self.version == "1.6":
+            config = self.configuration()
+            stack, units = config["ChargeProfileMaxStackLevel"], config["ChargingScheduleAllowedChargingRateUnit"]
+            periods, entries = config["ChargingScheduleMaxPeriods"], config["MaxChargingProfilesInstalled"]
+        else:
+            known = {name: v for (_, name), v in self.variables().items()}
+            stack, units = known["ProfileStackLevel"], known["RateUnit"]
+            periods, entries = known["PeriodsPerSchedule"], known["Entries"]
+        words = {w.strip().lower() for w in units.split(",")}
+        return Abilities(
+            max_stack_level=int(stack),
+            units=tuple(u for u, names in (("A", {"a", "current"}), ("W", {"w", "power"})) if words & names),
+            max_periods=int(periods), max_profiles=int(entries))
+
+    def _transactions(self) -> dict[int, str]:
+        return {1: self.transaction_id} if self.transaction_id is not None else {}
+
     def limit_a(self, now: datetime | None = None) -> float | None:
-        return self.book.limit_a(now or _now(), self.volts, 3 if self.phases >= 3 else 1)
+        """The limit in force now (amps per phase; None: no profile limits it)."""
+        return limit_a(self.book.snapshot(), self.version, 1, now or _now(), self.transaction_id, self.tx_started,
+                       self.volts, 1 if self.phases < 3 else 3)
+
+    def _draw(self, limit: float | None, plugged: bool, ev_max: float) -> float:
+        if not plugged:
+            return 0.0
+        if self.quirks.ignores_limits:
+            limit = None
+        allowed = self.max_a if limit is None else min(limit, self.max_a)
+        return 0.0 if allowed < 6.0 else round(min(allowed, ev_max), 1)
 
     def draw_a(self, now: datetime | None = None) -> float:
-        if not self.ev.plugged:
-            return 0.0
-        limit = None if self.quirks.ignores_limits else self.limit_a(now)
-        allowed = self.max_a if limit is None else min(limit, self.max_a)
-        return 0.0 if allowed < 6.0 else round(min(allowed, self.ev.max_a), 1)
+        return self._draw(self.limit_a(now), self.ev.plugged, self.ev.max_a)
+
+    def _moment(self, at: datetime) -> Moment | None:
+        i = bisect.bisect_right(self._trace_at, at)
+        return self.trace[i - 1] if i else None
+
+    def limit_at(self, at: datetime) -> float | None:
+        """The limit that was in force at a past instant, from the trace."""
+        m = self._moment(at)
+        if m is None:
+            return None
+        return limit_a(m.profiles, self.version, 1, at, m.transaction_id, m.tx_started, self.volts,
+                       1 if self.phases < 3 else 3)
+
+    def draw_at(self, at: datetime) -> float:
+        """What the EV drew at a past instant (amps on each conductor the charger uses), from the trace."""
+        m = self._moment(at)
+        return 0.0 if m is None else self._draw(self.limit_at(at), m.plugged, m.ev_max_a)
+
+    def breakpoints(self, start: datetime, end: datetime) -> list[datetime]:
+        """Every instant in [start, end] at which its draw may have changed: what it was told or did, and
+        the moments its profiles begin, end or step by themselves."""
+        out = {m.at for m in self.trace if start <= m.at <= end}
+        for m in self.trace:
+            for p in m.profiles:
+                out.update(t for t in p.boundaries(m.tx_started or m.at) if start <= t <= end)
+        return sorted(out | {start})
+
+    def _record(self) -> None:
+        at = _now()
+        if self._trace_at and at < self._trace_at[-1]:
+            at = self._trace_at[-1]
+        self.trace.append(Moment(at, self.book.snapshot(), self.ev.plugged, self.ev.max_a, self.transaction_id,
+                                 self.tx_started))
+        self._trace_at.append(at)
 
     def status(self) -> str:
         if not self.ev.plugged:
@@ -379,7 +377,7 @@ class SimChargePoint:
             return "Charging"
         return "SuspendedEVSE"
 
-    async def take_profile(self, profile: HeldProfile) -> str:
+    async def take_profile(self, profile: Profile) -> Answer:
         if self.quirks.ack_delay_s:
             await asyncio.sleep(self.quirks.ack_delay_s)
         if self.quirks.ack_gate is not None:
@@ -387,24 +385,32 @@ class SimChargePoint:
         if profile.purpose == "TxProfile":
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._tx_known.wait(), 5)
+        label = f"{profile.purpose}/{profile.unit}"
         if profile.purpose in self.quirks.call_error_purposes:
-            self.received.append((f"{profile.purpose}/{profile.unit}", "CallError"))
+            self.received.append((label, "CallError"))
             raise NotSupportedError(description=f"{profile.purpose} is not supported by this model")
-        refused = (
-            profile.purpose in self.quirks.reject_purposes
-            or (self.quirks.watts_only and profile.unit == "A")
-            or (profile.purpose == "TxProfile" and (self.transaction_id is None
-                                                    or profile.transaction_id != self.transaction_id))
-            or (self.quirks.only_stack_level_0 and profile.stack_level > 0)
-        )
-        status = "Rejected" if refused else "Accepted"
-        self.received.append((f"{profile.purpose}/{profile.unit}", status))
-        if status == "Accepted":
-            self.book.add(profile)
+        quirk = ("this model refuses the purpose" if profile.purpose in self.quirks.reject_purposes
+                 else "this model takes watts only" if self.quirks.watts_only and profile.unit == "A"
+                 else "this model takes stack level 0 only" if self.quirks.only_stack_level_0
+                 and profile.stack_level > 0 else "")
+        self.book.abilities = self.abilities()
+        answer = Answer("Rejected", quirk) if quirk else self.book.install(profile, self._transactions())
+        self.received.append((label, answer.status))
+        if answer.status == "Accepted":
             self.changed()
-        return status
+        else:
+            self.rejections.append((label, answer.reason))
+            log.info("sim %s rejected %s sl%d: %s", self.cp_id, label, profile.stack_level, answer.reason)
+        return answer
+
+    def clear_profiles(self, profile_id: int | None, connector: int | None, purpose: str | None,
+                       stack_level: int | None) -> bool:
+        found = self.book.clear(profile_id, connector, purpose, stack_level)
+        self.changed()
+        return found
 
     def changed(self) -> None:
+        self._record()
         if self._cp is not None:
             self.spawn(self.send_status())
 
@@ -412,13 +418,16 @@ class SimChargePoint:
         return {
             "ChargeProfileMaxStackLevel": "8",
             "ChargingScheduleAllowedChargingRateUnit": "Current,Power",
+            "ChargingScheduleMaxPeriods": "24",
+            "MaxChargingProfilesInstalled": "16",
             "SupportedFeatureProfiles": "Core,SmartCharging,RemoteTrigger",
             "MeterValueSampleInterval": str(int(self.meter_interval_s)),
             **self.quirks.reports,
         }
 
     def variables(self) -> dict[tuple[str, str], str]:
-        known = {"Enabled": "true", "RateUnit": "A,W", "ProfileStackLevel": "8", **self.quirks.reports}
+        known = {"Enabled": "true", "RateUnit": "A,W", "ProfileStackLevel": "8", "PeriodsPerSchedule": "24",
+                 "Entries": "16", **self.quirks.reports}
         return {("SmartChargingCtrlr", name): value for name, value in known.items()}
 
     # ------------------------------------------------------------------------------------- lifecycle
@@ -529,14 +538,26 @@ class SimChargePoint:
                 connector = "Available" if status == "Available" else "Occupied"
                 await self._cp.call(call201.StatusNotification(
                     timestamp=_iso(_now()), connector_status=connector, evse_id=1, connector_id=1))
-                if self.transaction_id is not None:
+                if self.transaction_id is not None and self._charging_state() != self._state_sent:
                     await self._transaction_event("Updated", "ChargingStateChanged")
 
     def _charging_state(self) -> str:
-        return {"Charging": "Charging", "SuspendedEVSE": "SuspendedEVSE"}.get(self.status(), "Idle")
+        return {"Charging": "Charging", "SuspendedEVSE": "SuspendedEVSE"}.get(self.status(), "EVConnected")
 
-    async def _transaction_event(self, event_type: str, trigger: str) -> None:
-        info: dict[str, Any] = {"transaction_id": self.transaction_id, "charging_state": self._charging_state()}
+    async def send_transaction_state(self, trigger: str) -> None:
+        """A TransactionEvent Updated that carries the charging state (what a TriggerMessage asks for)."""
+        with contextlib.suppress(ConnectionClosed, TimeoutError):
+            await self._transaction_event("Updated", trigger, with_state=True)
+
+    async def _transaction_event(self, event_type: str, trigger: str, with_state: bool | None = None) -> None:
+        """2.0.1: chargingState goes with the first event, a change of state and a triggered one; periodic
+        updates carry meter values only, as the spec lets a station do."""
+        state = self._charging_state()
+        if with_state is None:
+            with_state = event_type == "Started" or state != self._state_sent
+        info: dict[str, Any] = {"transaction_id": self.transaction_id}
+        if with_state:
+            info["charging_state"] = self._state_sent = state
         await self._cp.call(call201.TransactionEvent(
             event_type=event_type, timestamp=_iso(_now()), trigger_reason=trigger, seq_no=next(self._seq),
             transaction_info=info, evse={"id": 1, "connector_id": 1},
@@ -548,6 +569,7 @@ class SimChargePoint:
         if ev is not None:
             self.ev = ev
         self.ev.plugged = True
+        self._record()
         if self.version == "1.6":
             await self._cp.call(call16.StatusNotification(connector_id=1, error_code="NoError", status="Preparing"))
             self._tx_known.clear()
@@ -555,10 +577,14 @@ class SimChargePoint:
                 answer = await self._cp.call(call16.StartTransaction(
                     connector_id=1, id_tag="SIMTAG", meter_start=int(self.energy_wh), timestamp=_iso(_now())))
                 self.transaction_id = str(answer.transaction_id)
+                self.tx_started = _now()
+                self._record()
             finally:
                 self._tx_known.set()
         else:
             self.transaction_id = uuid.uuid4().hex[:16]
+            self.tx_started = _now()
+            self._record()
             await self._transaction_event("Started", "CablePluggedIn")
             if self.ev.departure is not None or self.ev.energy_wh is not None:
                 needs: dict[str, Any] = {"requested_energy_transfer": "AC_three_phase"}
@@ -571,14 +597,16 @@ class SimChargePoint:
 
     async def unplug(self) -> None:
         self.ev.plugged = False
+        self._record()
         if self.transaction_id is not None:
             if self.version == "1.6":
                 await self._cp.call(call16.StopTransaction(
                     meter_stop=int(self.energy_wh), timestamp=_iso(_now()), transaction_id=int(self.transaction_id)))
             else:
                 await self._transaction_event("Ended", "EVCommunicationLost")
-        self.transaction_id = None
-        self.book.end_session()
+        self.book.end_transaction(self.transaction_id)
+        self.transaction_id = self.tx_started = None
+        self._record()
         await self.send_status(force=True)
 
     def _meter_value(self) -> dict[str, Any]:
@@ -608,6 +636,8 @@ class SimChargePoint:
             tx = int(self.transaction_id) if self.transaction_id else None
             payload = call16.MeterValues(connector_id=1, meter_value=[self._meter_value()], transaction_id=tx)
             await self._cp.call(payload)
+        elif self.transaction_id is not None:  # 2.0.1: in a transaction, samples ride on TransactionEvents
+            await self._transaction_event("Updated", "MeterValuePeriodic")
         else:
             await self._cp.call(call201.MeterValues(evse_id=1, meter_value=[self._meter_value()]))
 
