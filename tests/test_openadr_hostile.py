@@ -245,18 +245,19 @@ async def test_any_test_event_value_but_false_is_a_test_event(ven: Ven) -> None:
     assert (await ven.events())["ev-raw"].test_event
 
 
-async def test_unknown_and_custom_signals_are_acknowledged_and_ignored(ven: Ven) -> None:
+async def test_an_event_of_only_custom_or_invalid_signals_is_refused_460_opt_out(ven: Ven) -> None:
     sent = await poll_with(ven, distribute(signal_name="x-acmeSignal", signal_type="level"))
-    e = (await ven.events())["ev-raw"]
-    assert e.signals == ()
-    assert sent[0][1]["event_responses"][0]["response_code"] == 200  # type: ignore[index]
+    assert "ev-raw" not in await ven.events()
+    answer = sent[0][1]["event_responses"][0]  # type: ignore[index]
+    assert (answer["response_code"], answer["opt_type"]) == (460, "optOut")
     await poll_with(ven, distribute(event_id="ev-2", signal_name="SIMPLE", signal_type="price"))
-    assert (await ven.events())["ev-2"].signals == ()
+    assert "ev-2" not in await ven.events()
 
 
 async def test_out_of_range_simple_level_is_dropped(ven: Ven) -> None:
-    await poll_with(ven, distribute(value="7"))
-    assert (await ven.events())["ev-raw"].signals == ()
+    sent = await poll_with(ven, distribute(value="7"))
+    assert "ev-raw" not in await ven.events()
+    assert sent[0][1]["event_responses"][0]["response_code"] == 460  # type: ignore[index]
 
 
 BILLION_LAUGHS = (

@@ -411,6 +411,14 @@ class Ven:
                 bad.append(lifecycle.Verdict(t.event.event_id, t.event.modification_number, UNIT_REFUSED,
                                              "SIGNAL NOT SUPPORTED", t.event.response_required))
                 continue
+            if not t.event.signals and t.dropped:
+                # Nothing in it we act on (custom x- names, types not valid for their name): refused, so the
+                # answer (460, optOut) does not promise a response the gateway will not make.
+                log.warning("event=%s refused: no signal this gateway acts on (%s)", t.event.event_id,
+                            "; ".join(t.dropped))
+                bad.append(lifecycle.Verdict(t.event.event_id, t.event.modification_number, UNIT_REFUSED,
+                                             "SIGNAL NOT SUPPORTED", t.event.response_required))
+                continue
             for line in t.notes:
                 log.info("event=%s %s", t.event.event_id, line)
             for line in t.dropped:
@@ -699,6 +707,8 @@ class Ven:
             if mtype is not None:
                 self._check_response("oadrUpdateReport", payload)
             await self._db(self.store.mark_readings_sent, [r.id for r in due], now)
+            if isinstance(payload.get("cancel_report"), dict):  # a cancel piggy-backed on oadrUpdatedReport
+                await self._on_cancel_report(payload["cancel_report"])
             for request_id in {r.report_request_id for r in due}:
                 if requests[request_id].report_back_s == reports.ONE_SHOT:
                     await self._db(self.store.cancel_report_request, request_id)
