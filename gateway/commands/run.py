@@ -1,9 +1,12 @@
 """`gateway run --config FILE`: run the gateway for a site until SIGTERM or Ctrl-C.
 
 A config that is not valid prints one `error:` line per problem and exits 2 before anything starts;
-something the gateway cannot open at start (a port in use, an unwritable store) is one line and exit 1.
+something the gateway cannot open at start (a port in use, an unwritable store) is one line and exit 1; a
+damaged store is one line saying what to do and exit 2 (restarting cannot mend it; docs/store.md).
 On SIGTERM or Ctrl-C the OCPP chargers are released to their fallback current, the Modbus chargers left
-to their watchdog and the store closed before exiting 0. Logs go to stderr, key=value (or JSON).
+to their watchdog and the store closed before exiting 0. SIGHUP (`systemctl reload`) reads the config
+again and applies what can change live (`gateway.runtime.reload`); the gateway keeps running either way.
+Logs go to stderr, key=value (or JSON).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from gateway.config import ConfigError, load_config
     from gateway.runtime.logs import setup_logging
+    from gateway.store.db import StoreDamaged, StoreError
 
     try:
         config = load_config(args.config)
@@ -40,24 +44,36 @@ def run(args: argparse.Namespace) -> int:
         return 2
     setup_logging(as_json=args.log_json, level=logging.DEBUG if args.verbose else logging.INFO)
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, config_path=args.config))
+    except StoreDamaged as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"error: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-async def serve(config: GatewayConfig, *, announce: bool = True) -> None:
-    """Run a `Runtime` for `config` until SIGTERM or SIGINT."""
+async def serve(config: GatewayConfig, *, announce: bool = True, config_path: str | None = None) -> None:
+    """Run a `Runtime` for `config` until SIGTERM or SIGINT; SIGHUP reloads `config_path` (when given)."""
     import asyncio
     import signal
 
     from gateway.runtime.loop import Runtime
+    from gateway.runtime.reload import reload
 
     runtime = Runtime(config)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.stop)
+    if config_path is not None:
+        path = config_path
+        loop.add_signal_handler(signal.SIGHUP, lambda: reload(runtime, path))
+    else:  # nothing to read again: a reload changes nothing, and must not kill the gateway
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
     task = asyncio.create_task(runtime.run())
     started = asyncio.create_task(runtime.started.wait())
     await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)

@@ -235,7 +235,23 @@ def _clock_now(request: web.Request) -> datetime:
     return datetime.fromisoformat(now) if isinstance(now, str) else datetime.now(UTC)
 
 
+async def _stored_answer(request: web.Request, answer: dict[str, Any]) -> web.Response:
+    """200 (the answer as it is) once the change is in the store; 202 with "stored": false and a warning when
+    it could not be stored (it is in force all the same, held in memory and retried: a restart would lose
+    it). An operator without a store to ask (tests) counts as stored."""
+    stored = getattr(request.app[OPERATOR], "operator_stored", None)
+    problem = await stored() if stored is not None else None
+    if problem is None:
+        return web.json_response(answer)
+    log.warning("operator write not stored: %s (in force in memory, retried)", problem)
+    return web.json_response({**answer, "stored": False,
+                              "warning": f"in force but not stored ({problem}): it is retried, and lost if the "
+                                         "gateway restarts before the store takes it"}, status=202)
+
+
 async def write_opt(request: web.Request) -> web.StreamResponse:
+    from gateway.store.vtn import StoreWriteError
+
     body = await _body(request, OptBody)
     event_id = request.match_info["event_id"]
     choice = OptState(body.opt) if body.opt is not None else None
@@ -243,6 +259,10 @@ async def write_opt(request: web.Request) -> web.StreamResponse:
         event = await request.app[OPERATOR].set_event_opt(event_id, choice, body.reason)
     except ValueError as error:
         raise web.HTTPConflict(text=json.dumps({"error": str(error)}), content_type="application/json") from None
+    except StoreWriteError as error:
+        log.warning("operator write=opt event=%s refused: %s", event_id, error)
+        raise web.HTTPServiceUnavailable(text=json.dumps({"error": str(error), "stored": False}),
+                                         content_type="application/json") from None
     if event is None:
         raise web.HTTPNotFound(text=json.dumps({"error": f"no event {event_id!r}"}), content_type="application/json")
     log.info("operator write=opt event=%s opt=%s reason=%r remote=%s", event_id,
@@ -257,14 +277,14 @@ async def write_cap(request: web.Request) -> web.StreamResponse:
     request.app[OPERATOR].set_operator_cap(body.kw, until)
     log.info("operator write=cap kw=%g until=%s remote=%s", body.kw,
              until.isoformat() if until else "lifted", request.remote)
-    return web.json_response({"cap_kw": body.kw, "cap_until": until.isoformat() if until else None})
+    return await _stored_answer(request, {"cap_kw": body.kw, "cap_until": until.isoformat() if until else None})
 
 
 async def delete_cap(request: web.Request) -> web.StreamResponse:
     await _body(request, EmptyBody)
     request.app[OPERATOR].set_operator_cap(None)
     log.info("operator write=cap kw=none remote=%s", request.remote)
-    return web.json_response({"cap_kw": None, "cap_until": None})
+    return await _stored_answer(request, {"cap_kw": None, "cap_until": None})
 
 
 def _pause(paused: bool) -> Handler:
@@ -275,7 +295,7 @@ def _pause(paused: bool) -> Handler:
             raise web.HTTPNotFound(text=json.dumps({"error": f"no charger {charger!r}"}),
                                    content_type="application/json")
         log.info("operator write=%s charger=%s remote=%s", "pause" if paused else "resume", charger, request.remote)
-        return web.json_response({"charger": charger, "paused": paused})
+        return await _stored_answer(request, {"charger": charger, "paused": paused})
 
     return write
 
