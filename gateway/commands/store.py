@@ -31,13 +31,24 @@ class StoreCommandError(Exception):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("check", "backup", "set-aside", "restore"), help="what to do")
-    parser.add_argument("file", nargs="?", metavar="FILE",
-                        help="backup: where to write the copy; restore: the backup to put in place")
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--config", metavar="FILE", help="the site config, TOML: its [store] path")
-    where.add_argument("--db", metavar="PATH", help="the store's SQLite file")
-    parser.add_argument("--full", action="store_true", help="check: the full integrity check (slower)")
+    sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = {
+        "check": "check the file's integrity (read-only, safe while the gateway runs)",
+        "backup": "copy the store with SQLite's online backup (safe while the gateway runs)",
+        "set-aside": "move a damaged store aside so that the next start makes a fresh one (gateway stopped)",
+        "restore": "check a backup and put it in the store's place, the current file set aside (gateway stopped)",
+    }
+    for action, text in actions.items():
+        p = sub.add_parser(action, help=text, description=text)
+        if action == "backup":
+            p.add_argument("file", metavar="DEST", help="where to write the copy (a new file)")
+        elif action == "restore":
+            p.add_argument("file", metavar="BACKUP", help="the backup to put in place")
+        if action == "check":
+            p.add_argument("--full", action="store_true", help="the full integrity check (slower)")
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument("--config", metavar="FILE", help="the site config, TOML: its [store] path")
+        where.add_argument("--db", metavar="PATH", help="the store's SQLite file")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,21 +57,15 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "check":
             print(check(path, full=args.full))
         elif args.action == "backup":
-            print(backup(path, Path(_need(args.file, "backup needs a FILE to write the copy to"))))
+            print(backup(path, Path(args.file)))
         elif args.action == "set-aside":
             print(set_aside(path))
         else:
-            print(restore(path, Path(_need(args.file, "restore needs the BACKUP file to put in place"))))
+            print(restore(path, Path(args.file)))
     except StoreCommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
     return 0
-
-
-def _need(value: str | None, message: str) -> str:
-    if value is None:
-        raise StoreCommandError(message)
-    return value
 
 
 def _store_path(config: str | None, db: str | None) -> Path:
