@@ -248,6 +248,7 @@ class XmlVtn:
         self.report_asks: list[ReportAsk] = []  # made in oadrRegisteredReport
         self.cancel_on_update: list[str] = []  # report request ids to cancel piggy-backed on oadrUpdatedReport
         self.opts: dict[str, Got] = {}
+        self.tls: list[tuple[str, str, bool]] = []  # (version, cipher, client certificate seen) per request
         self.ven_id: str | None = None
         self.registration_id: str | None = None
         self.offered: list[str] = []  # rIDs in the last oadrRegisterReport
@@ -303,6 +304,9 @@ class XmlVtn:
             self.schema_failures.append(f"{mtype}: {error}")
         got = Got(request.match_info["service"], mtype, body, msg, asyncio.get_running_loop().time())
         self.got.append(got)
+        tls = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
+        if tls is not None:
+            self.tls.append((tls.version(), tls.cipher()[0], tls.getpeercert() is not None))
         if self.http_status is not None:
             return web.Response(status=self.http_status, text="outage")
         answer = getattr(self, f"on_{mtype}", None)
@@ -526,7 +530,8 @@ async def until(check: Any, timeout: float = 5.0, what: str = "condition") -> No
 class Site:
     """The VEN under test against an XmlVtn: plain HTTP on loopback, polling fast, backing off briefly."""
 
-    def __init__(self, tmp: Path, vtn: XmlVtn, config: Any = None, telemetry: Any = None, seed: int = 1) -> None:
+    def __init__(self, tmp: Path, vtn: XmlVtn, config: Any = None, telemetry: Any = None, seed: int = 1,
+                 sink: Any = None) -> None:
         from gateway.config.openadr import OpenAdrSection
 
         self.tmp = tmp
@@ -535,6 +540,7 @@ class Site:
         self.telemetry = telemetry
         self.seed = seed
         self.sink = EventLog()
+        self.events_to = sink or self.sink
         self.ven: Any = None
         self.store: Any = None
         self.task: asyncio.Task[None] | None = None
@@ -555,7 +561,7 @@ class Site:
 
         self.store = VenStore.open(self.tmp / "gw.sqlite")
         currency = kw.pop("currency", None)
-        self.ven = Ven(self.section(**kw), self.config, self.store, sink=self.sink, telemetry=self.telemetry,
+        self.ven = Ven(self.section(**kw), self.config, self.store, sink=self.events_to, telemetry=self.telemetry,
                        charger_ids=("cp-1", "cp-2"), rng=random.Random(self.seed), currency=currency)
         return self.ven
 

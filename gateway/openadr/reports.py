@@ -203,9 +203,9 @@ class Status:
                                  ("oadrPercentOffset", P_PERCENT, 0.0), ("oadrSetPoint", P_SETPOINT, normal_kw)):
             if key in self.parts:
                 part = el(state, tag)
-                el(part, "oadrCurrent", f"{self.parts[key]:g}")
+                el(part, "oadrCurrent", f"{self.parts[key]:.10g}")
                 if normal is not None:
-                    el(part, "oadrNormal", f"{normal:g}")
+                    el(part, "oadrNormal", f"{normal:.10g}")
         if len(state) == 0:
             root.remove(state)
         return root

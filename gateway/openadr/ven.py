@@ -617,6 +617,8 @@ class Ven:
 
     async def _on_cancel_report(self, payload: dict[str, Any]) -> None:
         ids = [str(i) for i in as_list(payload.get("report_request_id"))]
+        if payload.get("report_to_follow") is True:
+            await self._send_final_reports(ids)
         for request in ids:
             await self._db(self.store.cancel_report_request, request)
             log.info("report request %s cancelled by the vtn", request)
@@ -625,6 +627,20 @@ class Ven:
             "EiReport", "oadrCanceledReport", ven_id=self.ven_id, pending_reports=remaining,
             response={"response_code": 200, "response_description": "OK", "request_id": payload.get("request_id")},
         )
+
+    async def _send_final_reports(self, request_ids: Sequence[str]) -> None:
+        """reportToFollow: what these requests sampled and did not send yet goes out once more, now."""
+        requests = {r.report_request_id: r for r in await self._db(self.store.report_requests)}
+        rows = [r for r in await self._db(self.store.unsent_readings, 5000) if r.report_request_id in request_ids]
+        if not rows:
+            return
+        now = self.clock()
+        body, edit = reports.update_report_payload(rows, now, {k: r.granularity_s for k, r in requests.items()})
+        mtype, payload = await self._exchange("EiReport", "oadrUpdateReport", edit=edit, request_id=uuid.uuid4().hex,
+                                              ven_id=self.ven_id, reports=body)
+        if mtype is not None:
+            self._check_response("oadrUpdateReport", payload)
+        await self._db(self.store.mark_readings_sent, [r.id for r in rows], now)
 
     async def sample_once(self) -> int:
         """Take every sample that is due; returns how many rows were stored."""
