@@ -152,3 +152,18 @@ def test_the_unreachable_backoff_never_waits_past_the_return_bound() -> None:
             ven.failures = failures
             assert ven.unreachable_delay() + vtn.request_timeout_s <= bound
         assert ven.return_within_s() == bound
+
+
+async def test_N1_0040_the_ven_cancels_its_registration_and_stays_silent_until_resumed(site: Site) -> None:
+    ven = await site.start()
+    registration = site.vtn.registration_id
+    await ven.cancel_registration()
+    (cancel,) = site.vtn.of("oadrCancelPartyRegistration")
+    assert cancel.text("ei:registrationID") == registration and cancel.text("ei:venID") == "ven-1"
+    assert site.vtn.registration_id is None and ven.registration.registration_id is None
+    n = len(site.vtn.got)
+    await asyncio.sleep(0.5)  # ten poll periods
+    assert len(site.vtn.got) == n
+    ven.resume()
+    await until(lambda: len(site.vtn.registrations) == 2 and site.vtn.registration_id is not None)
+    assert site.vtn.registrations[1] == ("ven-1", None)

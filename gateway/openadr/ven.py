@@ -96,6 +96,7 @@ class Ven:
         self._opt_in_flight: int | None = None  # the opt outbox row being sent (an override must not drop it)
         self.registration = Registration(vtn.ven_id, None, None, None)
         self._echo: str | None = None  # the registrationID a pending re-registration renews
+        self.deregistered = False  # the operator cancelled our registration (cancel_registration)
         self.registered = asyncio.Event()  # set after each successful registration (tests wait on it)
         self.polls = 0
         if vtn.plain_http:
@@ -155,6 +156,8 @@ class Ven:
 
     async def step(self) -> float:
         """One round with the VTN; returns how long to wait before the next one."""
+        if self.deregistered:
+            return self.poll_interval_s  # the operator cancelled our registration: silent until resume()
         try:
             if not self.registration.registration_id:
                 await self._register()
@@ -197,6 +200,28 @@ class Ven:
         ceiling = min(self.vtn.backoff_max_s, self.return_within_s() - self.vtn.request_timeout_s)
         ceiling = max(ceiling, min(self.vtn.backoff_initial_s, self.vtn.backoff_max_s))
         return backoff_delay(self.failures, self.vtn.backoff_initial_s, ceiling, self.rng)
+
+    async def cancel_registration(self) -> None:
+        """Operator (decommissioning a site): cancel this VEN's registration at the VTN with
+        oadrCancelPartyRegistration. The VEN then sends nothing until `resume()` (or a restart, which
+        registers again). Raises VtnUnreachable or RefusedPayload if the VTN could not be told."""
+        self.deregistered = True
+        registration = self.registration.registration_id
+        if registration is None:
+            return
+        _mtype, payload = await self._exchange(
+            "EiRegisterParty", "oadrCancelPartyRegistration", request_id=uuid.uuid4().hex,
+            registration_id=registration, ven_id=self.ven_id,
+        )
+        self._check_response("oadrCancelPartyRegistration", payload)
+        log.warning("registration %s cancelled at the vtn by the operator; the VEN is silent until resumed",
+                    registration)
+        await self._forget_registration()
+
+    def resume(self) -> None:
+        """After `cancel_registration`: register again at the next round."""
+        self.deregistered = False
+        self.wake()
 
     async def _forget_registration(self) -> None:
         self.registration = dataclasses.replace(self.registration, registration_id=None)
