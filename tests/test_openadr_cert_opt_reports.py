@@ -126,6 +126,12 @@ async def test_P1_2040_an_opt_made_while_the_vtn_is_unreachable_is_delivered_whe
     assert site.store.pending_opts() == []
 
 
+@pytest.mark.skip(reason="not applicable: the gateway opts per event only; it never sends an availability "
+                  "schedule (oadrCreateOpt with a vavailability and no eventID)")
+async def test_P1_2050_an_opt_schedule_of_availability() -> None:
+    raise AssertionError("not applicable")
+
+
 # --------------------------------------------------------------------------------------------- reports
 
 
@@ -330,6 +336,18 @@ async def test_R1_3150_a_cancel_with_report_to_follow_sends_what_was_sampled_fir
     assert len(intervals_of(site.vtn, "rr-f")) >= 2  # the final report came although 60 s had not passed
     update = max(g.at for g in site.vtn.of("oadrUpdateReport"))
     assert update < site.vtn.of("oadrCanceledReport")[0].at
+
+
+async def test_R1_3160_a_history_report_request_is_answered_without_it(site: Site) -> None:
+    """We offer no HISTORY_USAGE report: a request for one is answered (oadrCreatedReport without it) and
+    the VEN goes on as before."""
+    await site.start()
+    site.vtn.outbox.append(site.vtn.create_report(ReportAsk("rr-h", "HISTORY_USAGE", [reports.SITE_POWER], 1, 1)))
+    await until(lambda: site.vtn.of("oadrCreatedReport"))
+    assert site.vtn.of("oadrCreatedReport")[0].texts(".//ei:reportRequestID") == []
+    n = len(site.vtn.of("oadrPoll"))
+    await until(lambda: len(site.vtn.of("oadrPoll")) > n + 5)
+    assert site.ven.failures == 0 and not intervals_of(site.vtn, "rr-h")
 
 
 async def test_R1_3170_a_request_asked_again_under_a_new_id_takes_over_the_old_one(site: Site) -> None:

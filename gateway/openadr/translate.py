@@ -2,8 +2,10 @@
 
 Input is one event from openleadr's `parse_message` (already schema-valid, with durations and date-times
 made trustworthy by `xmlguard.normalize_tree`). Signals outside the 2.0b name/type combinations are
-dropped with one log line and the event is still acknowledged (conformance: unknown signals are not an
-error). Ids come back from openleadr as ints when they look like numbers, so every id goes through str().
+dropped with one log line (the VEN refuses an event left with none). Values are turned into the gateway's
+units (kW, currency per kWh or per kW) from the signal's itemBase and siScaleCode; a unit that cannot be
+read as ours refuses the event (UnitRefused), so nothing is ever acted on in a unit misread. Ids come back
+from openleadr as ints when they look like numbers, so every id goes through str().
 """
 
 from __future__ import annotations

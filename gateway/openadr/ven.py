@@ -2,12 +2,13 @@
 
 One long-lived task (`run`) that never gives up: any failure (VTN down, HTTP 500, timeout, TLS or
 fingerprint failure, a VTN that no longer knows us, a message we refuse, a bug) is retried with
-exponential backoff and full jitter up to `backoff_max_s`; a transport failure is logged once when it
-starts and once when it recovers; the stored events stay in force meanwhile. A second task samples
-telemetry for the VTN's report requests, reachable or not. Events are written to SQLite (one
-transaction per VTN message) before the VEN answers the VTN, so an answer never promises what a crash
-could forget. openleadr's client loop is not used: it stops on the first failed registration, stores
-nothing and has no backoff; its message layer (build, schema, signature, parse) is.
+exponential backoff and full jitter up to `backoff_max_s` (while the VTN is unreachable, never so far
+that a VTN which comes back waits more than max(poll period, RETURN_WITHIN_S) for us); a transport
+failure is logged once when it starts and once when it recovers; the stored events stay in force
+meanwhile. A second task samples telemetry for the VTN's report requests, reachable or not. Events are
+written to SQLite (one transaction per VTN message) before the VEN answers the VTN, so an answer never
+promises what a crash could forget. openleadr's client loop is not used: it stops on the first failed
+registration, stores nothing and has no backoff; its message layer (build, schema, signature, parse) is.
 """
 
 from __future__ import annotations
