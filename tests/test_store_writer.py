@@ -8,7 +8,7 @@ import asyncio
 import sqlite3
 
 from gateway.store.health import WriteHealth
-from gateway.store.writer import StoreWriter
+from gateway.store.writer import Job, StoreWriter
 
 
 def writer() -> StoreWriter:
@@ -19,7 +19,7 @@ async def test_writes_run_in_order_and_a_waiting_key_is_replaced_in_place() -> N
     w = writer()
     done: list[str] = []
 
-    def job(name: str) -> object:
+    def job(name: str) -> Job:
         async def run() -> None:
             done.append(name)
         return run
@@ -73,18 +73,14 @@ async def test_an_operator_write_that_fails_is_precious_and_a_bug_is_dropped() -
         raise KeyError("no such thing")
 
     task = asyncio.create_task(w.run())
-    try:
-        assert await asyncio.wait_for(w.submit("bug", bug), 2) == "'no such thing'"
-        assert "bug" not in w.pending() and w.health.trouble() is None
-        assert await asyncio.wait_for(w.submit("operator", full), 2) == "database is locked"
-        trouble = w.health.trouble()
-        assert trouble is not None and trouble.precious
-    finally:
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    # At shutdown: one more try within the time given.
-    assert await w.drain(0.5) is False
-    assert w.pending() == []
+    assert await asyncio.wait_for(w.submit("bug", bug), 2) == "'no such thing'"
+    assert "bug" not in w.pending() and w.health.trouble() is None
+    assert await asyncio.wait_for(w.submit("operator", full), 2) == "database is locked"
+    trouble = w.health.trouble()
+    assert trouble is not None and trouble.precious
+    # At shutdown: one more try within the time given, then the writer stops.
+    assert await w.finish(task, 1.0) is False
+    assert w.unwritten == ["operator"] and task.done() and w.pending() == []
 
 
 async def test_submit_never_waits_for_a_write_under_way() -> None:

@@ -17,6 +17,7 @@ one line saying why not (the status endpoint tells an operator whose change is n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
@@ -44,6 +45,8 @@ class StoreWriter:
         self.running_since: float | None = None  # monotonic
         self.written = 0
         self.failed_attempts = 0
+        self.unwritten: list[str] = []  # keys given up at shutdown
+        self._closing = False
 
     def submit(self, key: str, job: Job) -> asyncio.Future[str | None]:
         """Hand a write over; never waits. A write of the same key still waiting is replaced in place."""
@@ -64,11 +67,13 @@ class StoreWriter:
         return 0.0 if self.running_since is None else time.monotonic() - self.running_since
 
     async def run(self) -> None:
-        """Forever (cancel to stop): write what is handed over, retrying store faults with backoff."""
+        """Until `finish()` (or cancellation): write what is handed over, retrying store faults with backoff."""
         delay = self.retry_initial_s
         while True:
             if not self._jobs:
                 self._idle.set()
+                if self._closing:
+                    return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
@@ -76,11 +81,16 @@ class StoreWriter:
             del self._jobs[key]
             waiters = self._waiters.pop(key, [])
             ok = await self._attempt(key, job, waiters)
-            if ok is None:  # a store fault: back to the head (unless handed over again meanwhile) and wait
+            if ok is None and self._closing:
+                self.unwritten.append(key)  # one last try was all there was time for
+            elif ok is None:  # a store fault: back to the head (unless handed over again meanwhile) and wait
                 if key not in self._jobs:
                     self._jobs[key] = job
                 self._jobs.move_to_end(key, last=False)
-                await asyncio.sleep(delay)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):  # `finish()` cuts the wait short
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
                 delay = min(self.retry_max_s, delay * 2)
             else:
                 delay = self.retry_initial_s
@@ -115,30 +125,25 @@ class StoreWriter:
                 w.set_result(None)
         return True
 
-    async def drain(self, timeout_s: float) -> bool:
-        """At shutdown: one attempt at every write still waiting, within `timeout_s`; True when all are stored.
-        Call it with `run` stopped."""
-        deadline = time.monotonic() + timeout_s
-        all_ok = True
-        while self._jobs:
-            key, job = next(iter(self._jobs.items()))
-            del self._jobs[key]
-            left = deadline - time.monotonic()
-            if left <= 0:
-                all_ok = False
-                break
-            try:
-                ok = await asyncio.wait_for(self._attempt(key, job, self._waiters.pop(key, [])), left)
-            except TimeoutError:
-                ok = None
-            all_ok = all_ok and ok is True
+    async def finish(self, task: asyncio.Task[None], timeout_s: float) -> bool:
+        """At shutdown, with `task` running `run()`: let the write under way end (a write cut off in its
+        thread could be written twice), try every waiting write once more, then stop. Within `timeout_s`
+        (then `task` is cancelled); True when everything handed over is stored."""
+        self._closing = True
+        self._wake.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        self.unwritten.extend(k for k in self._jobs if k not in self.unwritten)
+        self._jobs.clear()
         for waiters in self._waiters.values():
             for w in waiters:
                 if not w.done():
                     w.set_result("the gateway stopped before it was stored")
         self._waiters.clear()
-        self._jobs.clear()
-        return all_ok
+        return not self.unwritten
 
     async def idle(self) -> None:
         """Until nothing is waiting (tests)."""
