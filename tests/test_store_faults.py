@@ -9,6 +9,7 @@ it aside, restores a backup and backs up a live store."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import subprocess
@@ -188,3 +189,41 @@ def test_gateway_store_checks_backs_up_and_restores(tmp_path: Path, capsys: pyte
     assert len(Telemetry.open(store).site()) == 400
     with pytest.raises(SystemExit):  # no backup named: argparse's one line and exit 2
         main(["store", "restore", "--db", str(store)])
+
+
+async def test_the_daily_check_raises_store_integrity_while_running(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_store_operator import running
+
+    from gateway.config import parse_config
+    from gateway.runtime import loop
+
+    config = parse_config({
+        "site": {"wiring": "three-phase-400/230", "service_breaker_a": 63},
+        "chargers": [{"id": "a", "protocol": "ocpp2.0.1", "phases": "L1-L2-L3", "max_a": 32}],
+        "ocpp": {"port": 0}, "control": {"tick_s": 0.1, "charger_stale_s": 10},
+        "store": {"path": str(tmp_path / "gw.sqlite")},
+    })
+    found: list[str] = []
+    monkeypatch.setattr(loop, "INTEGRITY_EVERY", timedelta(0))  # every tick, not daily
+    monkeypatch.setattr(loop, "integrity_problems", lambda conn: list(found))
+    runtime, task = await running(config)
+    try:
+        await asyncio.sleep(0.5)
+        assert not runtime.alarms.active("store.integrity")
+        found.append("*** in database main *** Page 7: btreeInitPage() returns error code 11")
+        for _ in range(50):
+            if runtime.alarms.active("store.integrity"):
+                break
+            await asyncio.sleep(0.1)
+        alarm = runtime.alarms.get("store.integrity")
+        assert alarm is not None and alarm.severity == "critical" and "set-aside" in alarm.action
+        found.clear()
+        for _ in range(50):
+            if not runtime.alarms.active("store.integrity"):
+                break
+            await asyncio.sleep(0.1)
+        assert not runtime.alarms.active("store.integrity")
+    finally:
+        runtime.stop()
+        await asyncio.wait_for(task, 20)
