@@ -206,6 +206,7 @@ async def house_step_holds(site: SimSite) -> None:
     assert site.site_a() <= LIMIT_A + 0.01
 
 
+@pytest.mark.slow
 async def test_a_store_locked_by_another_process_never_holds_up_a_decision(
         tmp_path: Path, site: SimSite, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
@@ -273,6 +274,7 @@ async def vtn() -> AsyncIterator[SimVtn]:
     await sim.stop()
 
 
+@pytest.mark.slow
 async def test_a_full_disk_loses_no_event_and_no_operator_write(
         tmp_path: Path, site: SimSite, vtn: SimVtn, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
