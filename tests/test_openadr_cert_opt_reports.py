@@ -450,3 +450,28 @@ async def test_G1_4015_what_the_vtn_queued_is_dequeued_poll_after_poll(site: Sit
     types = [g.type for g in vtn.got[-12:]]
     assert types.index("oadrCreatedEvent") < types.index("oadrCreatedReport") < types.index("oadrCanceledReport")
     assert "ev-q" in await site.events()
+
+
+async def test_a_signed_status_report_is_signed_over_the_resource_status(tmp_path: Path, vtn: XmlVtn) -> None:
+    """The resource status is written into openleadr's message before it is signed: the signature holds."""
+    from lxml import etree
+    from openleadr.messaging import validate_xml_signature
+
+    pki = init_dev_pki(tmp_path / "pki", ven_name="site-1")
+    telemetry = Telemetry()
+    telemetry.cut = Curtailment(ev_kw=10.0, normal_ev_kw=50.0, level=2)
+    s = Site(tmp_path, vtn, OpenAdrSection(report_interval_s=1), telemetry=telemetry)
+    try:
+        await s.start(cert=str(pki.ven_cert), key=str(pki.ven_key), ca_file=str(pki.ca_cert), sign_messages=True)
+        vtn.outbox.append(vtn.create_report(ReportAsk("rr-sig", reports.STATUS_ID, STATUS_RIDS, 1, 1)))
+        await until(lambda: intervals_of(vtn, "rr-sig", reports.LOAD_CONTROL), 6)
+        update = next(g for g in vtn.of("oadrUpdateReport") if g.texts(".//ei:reportRequestID") == ["rr-sig"])
+        validate_xml_signature(etree.fromstring(update.body), cert_fingerprint=pki.ven_fingerprint)
+        tampered = update.body.replace(b"<oadr:oadrCurrent>0.2<", b"<oadr:oadrCurrent>0.9<")
+        assert tampered != update.body
+        with pytest.raises(Exception, match=r"(?i)digest|signature"):
+            validate_xml_signature(etree.fromstring(tampered), cert_fingerprint=pki.ven_fingerprint)
+        status = intervals_of(vtn, "rr-sig", reports.LOAD_CONTROL)[0].status
+        assert parts(status)["oadrCapacity"] == (0.2, 1.0)
+    finally:
+        await s.stop()
