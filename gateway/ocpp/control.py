@@ -83,6 +83,8 @@ class Control:
     ready_on: Station | None = None  # the connection on which abilities were read and the base checked
     base_purpose: str | None = None  # base profile installed (or found in place) on this connection
     base_known: str | None = None  # the base the charger holds as far as we know, on any connection
+    base_amps: float = -1.0  # what that base holds (set from the fallback at start)
+    base_wanted: float = -1.0  # what the base should hold: the fallback, lower while the site is curtailed
     desired_a: float | None = None
     reason: str = ""
     acked_a: float | None = None  # the live limit last acknowledged, in force until lease_until
@@ -104,12 +106,20 @@ class Control:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     told: set[str] = field(default_factory=set)  # strategies already logged as the one that works
 
+    def __post_init__(self) -> None:
+        if self.base_amps < 0:
+            self.base_amps = self.charger.fallback_a
+        if self.base_wanted < 0:
+            self.base_wanted = self.charger.fallback_a
+
     # ------------------------------------------------------------------------------------------ what we know
 
     def restore(self, record: ChargerRecord) -> None:
         """What the previous process left in the store: the charger holds those profiles still."""
         self.stored = record
         self.base_known = record.base_purpose if record.fallback_a is not None else None
+        if record.fallback_a is not None:  # a fallback lowered under a curtailment stays so until decided
+            self.base_amps = self.base_wanted = min(record.fallback_a, self.charger.fallback_a)
         if record.units and record.max_stack_level is not None:
             self.abilities = Abilities(units=tuple(u for u in record.units if u in ("A", "W")),  # type: ignore[misc]
                                        max_stack_level=record.max_stack_level)
@@ -119,7 +129,7 @@ class Control:
         """The limit the charger holds as far as this process knows: its live limit while leased and
         meant for what runs now, else its base's fallback, else (no base known) its maximum."""
         now = self.ctx.clock()
-        base = self.charger.fallback_a if self.base_known is not None else self.charger.max_a
+        base = self.base_amps if self.base_known is not None else self.charger.max_a
         if self.acked_a is not None and (self.lease_until is None or now < self.lease_until):
             if self.acked_tx is not None and self.acked_tx != self.view.transaction_id():
                 return base  # a TxProfile ends with its session (NO_SESSION: none began): the base holds
@@ -130,10 +140,11 @@ class Control:
         """The most the charger may be drawing now: what it holds, or more while anything is unsure: a
         live profile of the previous process not yet replaced (its lease from the store, else the
         maximum), a limit sent but not answered, a draw measured above the limit."""
-        may = self.in_force()
-        if not self.confirmed:
+        if self.confirmed:
+            may = self.in_force()
+        else:  # the slot holds what the previous process left: the store knows what (else: anything)
             stored = self.stored
-            may = max(may, stored.may_draw(self.ctx.clock(), self.charger.max_a) if stored else self.charger.max_a)
+            may = stored.may_draw(self.ctx.clock(), self.charger.max_a) if stored else self.charger.max_a
         if self.unanswered_a is not None:
             may = max(may, self.unanswered_a)
         may = min(may, self.charger.max_a)
@@ -210,7 +221,7 @@ class Control:
             charger_id=self.charger.id,
             strategy=self.strategies[self.strategy].label if self.strategies else (stored.strategy if stored else None),
             units=ab.units if ab else (), max_stack_level=ab.max_stack_level if ab else None,
-            base_purpose=self.base_known, fallback_a=self.charger.fallback_a if self.base_known else None,
+            base_purpose=self.base_known, fallback_a=self.base_amps if self.base_known else None,
             live_a=live, live_until=until, live_tx=self.acked_tx,
             status=self.view.status().value if self.view.online else (stored.status if stored else None),
             transactions=dict(self.view.transactions), session_started=self.view.session_started,
@@ -254,7 +265,7 @@ class Control:
             outcome = await self._prepare(station)
             if not outcome.answered:
                 return self._finish(reason, amps, sent_at, outcome, label)
-        fallback = self.charger.fallback_a
+        fallback = self.base_amps
         for i in self._order():
             strategy = self.strategies[i]
             label = strategy.label
@@ -335,13 +346,15 @@ class Control:
             self.resend_at = now + timedelta(seconds=2 * self.ctx.section.meter_interval_s)
 
     async def install_base(self, station: Station, strategy: Strategy) -> Outcome:
-        spec = base_spec(strategy, self.charger.fallback_a, self.watts_per_amp,
-                         number_phases(len(self.charger.phases)), self.ctx.clock())
+        amps = self.base_wanted
+        spec = base_spec(strategy, amps, self.watts_per_amp, number_phases(len(self.charger.phases)),
+                         self.ctx.clock())
         outcome = await station.set_profile(spec)
         if outcome.accepted:
             self.base_purpose = self.base_known = strategy.base_purpose
+            self.base_amps = amps
             if not strategy.leased:  # the base went into the slot the live limit uses: that is in force now
-                self.acked_a, self.acked_tx, self.lease_until = self.charger.fallback_a, None, None
+                self.acked_a, self.acked_tx, self.lease_until = amps, None, None
                 self.confirmed = True
         return outcome
 
@@ -384,6 +397,33 @@ class Control:
         if self.ctx.dirty is not None:
             self.ctx.dirty(self)
         return Outcome(True, "ready")
+
+    def base_due(self) -> bool:
+        """The base should hold another fallback (curtailment began or ended) and can be changed now."""
+        if self.station is None or self.in_flight or self.ready_on is not self.station or not self.strategies:
+            return False
+        held = self.strategies[self.strategy]
+        return held.leased and self.base_purpose is not None and self.base_amps != self.base_wanted
+
+    async def update_base(self) -> None:
+        """Put the wanted fallback into the base profile (same id: it replaces the one in place)."""
+        station = self.station
+        if station is None:
+            return
+        self.in_flight += 1
+        try:
+            async with self.lock:
+                held = self.strategies[self.strategy]
+                if not held.leased or self.base_purpose != held.base_purpose:
+                    return
+                outcome = await self.install_base(station, held)
+            log.info("ocpp base charger=%s fallback_a=%.1f accepted=%s detail=%r", self.charger.id,
+                     self.base_wanted, outcome.accepted, outcome.detail)
+        finally:
+            self.in_flight -= 1
+            if self.ctx.dirty is not None:
+                self.ctx.dirty(self)
+            self.ctx.changed(self)
 
     def rebooted(self) -> None:
         """A BootNotification: the charger may have lost every profile (a new unit, a reset)."""

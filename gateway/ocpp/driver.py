@@ -15,7 +15,7 @@ import contextlib
 import logging
 import sqlite3
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -184,16 +184,35 @@ class OcppDriver:
                                          "no answer yet: assumed at its maximum until it acknowledges"))
         return acks
 
+    def set_fallbacks(self, wanted: Mapping[str, float], keep: Iterable[str] = ()) -> None:
+        """What each charger's base profile should hold from now on (chargers not named: their configured
+        fallback; those in `keep`: what they were to hold). The runtime lowers them while the site is
+        curtailed, so that whatever mix of leases and fallbacks the chargers are on if the gateway dies,
+        the curtailment holds too; the renewal task sends the changes."""
+        kept = set(keep)
+        for cid, ctl in self.controls.items():
+            if cid in kept:
+                continue
+            amps = floor_tenth(max(0.0, wanted.get(cid, ctl.charger.fallback_a)))
+            ctl.base_wanted = min(ctl.charger.fallback_a, amps)
+            if ctl.base_due():
+                self._spawn(ctl.update_base())
+
     async def readings(self) -> AsyncIterator[ChargerReading]:
         queue: asyncio.Queue[ChargerReading] = asyncio.Queue(maxsize=10_000)
         self._subscribers.append(queue)
         try:
-            for ctl in self.controls.values():
-                queue.put_nowait(ctl.view.reading(self.clock(), ctl.applied_limit()))
+            for reading in self.snapshot():
+                queue.put_nowait(reading)
             while True:
                 yield await queue.get()
         finally:
             self._subscribers.remove(queue)
+
+    def snapshot(self) -> list[ChargerReading]:
+        """A reading per charger now (offline ones too): what each may draw as far as the driver knows."""
+        now = self.clock()
+        return [ctl.view.reading(now, ctl.applied_limit()) for ctl in self.controls.values()]
 
     def applied_limit(self, ctl: Control) -> float:
         return ctl.applied_limit()
@@ -206,6 +225,8 @@ class OcppDriver:
             for ctl in self.controls.values():
                 if ctl.renewal_due(now):
                     self._spawn(ctl.push("lease renewal"))
+                elif ctl.base_due():
+                    self._spawn(ctl.update_base())
                 if ctl.meter_silent(now) and ctl.station is not None:
                     ctl.meter_asked_at = now
                     self._spawn(ctl.station.trigger_meter_values())

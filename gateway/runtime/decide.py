@@ -180,14 +180,23 @@ class Decision:
     non_ev_kw: float
     non_ev_raw: tuple[NonEvLoad, ...] = ()  # this decision's own estimate from fresh readings only
     peak_kw: float | None = None  # the demand peak target the site was kept under (None: no demand charge)
+    # per charger, the most it may be drawing now as its driver knows it (its limit in force, a lease the
+    # previous process left, a raise not yet answered; its maximum when unknown): what a change is
+    # compared with to know whether it lowers the charger
+    in_force: Mapping[str, float] = field(default_factory=dict)
+
+    def lowers(self, change: LimitChange) -> bool:
+        return change.new_a < max(change.old_a, self.in_force.get(change.evse_id, change.old_a))
 
     @property
     def decreases(self) -> dict[str, float]:
-        return {c.evse_id: c.new_a for c in self.changes if c.new_a < c.old_a}
+        """Changes that lower what a charger may draw: they go out first and must all be acknowledged
+        before any increase uses the room they free."""
+        return {c.evse_id: c.new_a for c in self.changes if self.lowers(c)}
 
     @property
     def increases(self) -> dict[str, float]:
-        return {c.evse_id: c.new_a for c in self.changes if c.new_a >= c.old_a}
+        return {c.evse_id: c.new_a for c in self.changes if not self.lowers(c)}
 
 
 def measured_a(evse: EvseState, reading: ChargerReading) -> float | None:
@@ -198,6 +207,15 @@ def measured_a(evse: EvseState, reading: ChargerReading) -> float | None:
     if reading.power_kw is not None and evse.kw_per_a > 0:
         return reading.power_kw / evse.kw_per_a
     return None
+
+
+def may_draw(evse: EvseState, reading: ChargerReading | None) -> float:
+    """The most a charger may be drawing now: its driver's word (`applied_limit_a`) or its maximum when
+    the driver has none, and never less than the draw last measured (a charger over its limit counts at
+    what it draws)."""
+    may = evse.max_a if reading is None or reading.applied_limit_a is None else reading.applied_limit_a
+    measured = measured_a(evse, reading) if reading is not None and reading.status.connected else None
+    return max(may, measured or 0.0)
 
 
 def _want(evse: EvseState, inputs: Inputs) -> float | None:
@@ -236,8 +254,10 @@ def charger_states(site: Site, inputs: Inputs) -> tuple[list[EvseState], set[str
             # Paused by an operator: it wants nothing now, so the allocator gives it 0 A and the plan skips it.
             state = replace(state, connected=False)
         if silent or evse.id in inputs.unacked:
-            # We cannot know what it draws: it may be at its own maximum until it tells us otherwise.
-            state = replace(state, held_a=evse.max_a)
+            # Not re-allocated: counted at the most it may draw, as its driver knows it (a lease it holds,
+            # a limit sent but not answered; its maximum when nothing is known), or at what it was last
+            # measured drawing when that is more.
+            state = replace(state, held_a=may_draw(evse, reading))
             held.add(evse.id)
         out.append(state)
     return out, held
@@ -381,4 +401,5 @@ def decide(site: Site, inputs: Inputs) -> Decision:
         non_ev_kw=non_ev_kw,
         non_ev_raw=tuple(non_ev_raw),
         peak_kw=inputs.peak_kw,
+        in_force={e.id: may_draw(e, inputs.readings.get(e.id)) for e in site.evses},
     )
