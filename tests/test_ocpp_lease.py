@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from gateway.ocpp import OcppDriver
 from gateway.ocpp.cp201 import Cp201
 from gateway.ports import EvseDriver
 from gateway.sim.ocpp_cp import Ev, Quirks, SimChargePoint
+from gateway.store.chargers import ChargerBook
 
 PASSWORD = "correct-horse-1"
 
@@ -255,3 +257,37 @@ async def test_after_a_gateway_restart_an_old_live_profile_is_cleared_before_fal
                 task.cancel()
     finally:
         await sim.stop()
+
+
+async def test_after_a_restart_the_store_says_what_a_charger_holds_and_a_201_charger_says_it_charges(
+        tmp_path: Path) -> None:
+    """The previous process's lease is read from the store and counted (not the maximum, not the fallback),
+    the charging EV stays charging (the status the store kept until the charger reports), and a 2.0.1
+    station is asked for a TransactionEvent, since periodic ones need not carry the charging state."""
+    book = ChargerBook.open(tmp_path / "gw.sqlite")
+    first = OcppDriver(section(lease_s=60), [charger("cp1", "ocpp2.0.1")], book=book)
+    await first.start()
+    port = first.server.port
+    sim = SimChargePoint(base_url(first), "cp1", version="2.0.1", password=PASSWORD,
+                         quirks=Quirks(boot_on_reconnect=False))
+    await sim.start()
+    try:
+        await until(lambda: sim.limit_a() == 8.0)
+        await sim.plug_in()
+        await first.apply_limits({"cp1": 24.0}, "before the crash")
+        await until(lambda: book.load().get("cp1") is not None and book.load()["cp1"].live_a == 24.0)
+        await first.stop(release=False)  # dies: the charger keeps 24 A on its lease
+        second = OcppDriver(section(lease_s=60, port=port), [charger("cp1", "ocpp2.0.1")], book=book)
+        ctl = second.controls["cp1"]
+        assert second.applied_limit(ctl) == 24.0  # its lease, before it even reconnects
+        async with second:
+            await until(lambda: ctl.station is not None, timeout_s=5.0)
+            assert ctl.view.status() is ChargerStatus.CHARGING  # as the store had it, until it reports
+            await until(lambda: ("TriggerMessage", {"requestedMessage": "TransactionEvent", "evse": {"id": 1}})
+                        in list(sim.requests))
+            await until(lambda: ctl.view.connectors.get(1) is ChargerStatus.CHARGING)
+            assert sim.limit_a() == 24.0 and sim.draw_a() == 24.0  # nothing cleared, nothing paused
+            assert second.applied_limit(ctl) == 24.0
+    finally:
+        await sim.stop()
+        book.close()

@@ -170,3 +170,15 @@ def test_a_tx_profile_limit_counts_only_for_its_own_session() -> None:
     assert ctl.session_changed() and not ctl.unchanged(4.0, NOW)
     view.transactions.clear()  # nobody there: the base holds a car that comes at its fallback
     assert ctl.applied_limit() == 8.0 and not ctl.session_changed()
+
+
+@given(st.floats(min_value=0, max_value=80, allow_nan=False), st.sampled_from([110.0, 120.0, 220.0, 230.0, 240.0]),
+       st.sampled_from([1, 3]))
+def test_a_watt_limit_never_gives_the_charger_more_amps_than_decided(amps: float, volts: float, phases: int) -> None:
+    """Both specs have the charger turn W back into A at its voltage per phase × numberPhases: the W we
+    send, converted so, is never above the amps decided (6 A as 1380 W at 230 V single-phase was fine;
+    as √3·400 V·6 A = 4156 W three-phase it came back as 6.02 A)."""
+    strategy = strategies("1.6", Abilities(units=("W",)))[0]
+    spec = live_spec(strategy, amps, volts * phases, phases, NOW, LEASE)
+    assert spec.unit == "W" and spec.limit / (volts * phases) <= floor_tenth(amps) + 0.1 + 1e-9
+    assert spec.limit / (volts * phases) <= amps + 1e-9

@@ -50,15 +50,21 @@ def status_of(rt: Runtime, now: datetime) -> dict[str, Any]:
         current = None
         if reading is not None and reading.current_a:
             current = max(reading.current_a.get(p, 0.0) for p in evse.phases)
+        ack = rt.acks.get(evse.id)
+        heard = reading is not None and reading.status.value != "offline" or ack is not None
         evses.append({
             "id": evse.id,
             "protocol": rt.protocol_of.get(evse.id),
             "connected": bool(reading is not None and reading.status.connected),
             "state": reading.status.value if reading is not None else "unknown",
-            "limit_a": last.limits.get(evse.id) if last is not None else None,
+            # what the gateway decided for it; None for a charger this process never heard from or sent to
+            "limit_a": last.limits.get(evse.id) if last is not None and heard else None,
             "current_a": _round(current),
+            # the most it may be drawing as its driver knows it (a lease, an unanswered raise, its maximum)
+            "may_draw_a": _round(reading.applied_limit_a) if reading is not None else None,
             "reason": last.reasons.get(evse.id, "") if last is not None else "",
-            "acknowledged": evse.id not in rt.unacked,
+            # True only once the charger has acknowledged the limit it is to hold now
+            "acknowledged": ack is not None and ack.accepted and evse.id not in rt.unacked,
         })
     segment = None
     if last is not None:
