@@ -280,6 +280,8 @@ class SimChargePoint:
         self.trace: list[Moment] = []  # everything that may change its draw, in order (see draw_at)
         self._trace_at: list[datetime] = []
         self.rejections: list[tuple[str, str]] = []  # (purpose/unit, the rule it broke) of every Rejected
+        self.accepted: list[tuple[datetime, Profile]] = []  # every profile it took, with when
+        self.connected_at: list[datetime] = []  # when each websocket session began
         self.energy_wh = 0.0
         self.boots = 0
         self.connected = asyncio.Event()
@@ -397,6 +399,7 @@ class SimChargePoint:
         answer = Answer("Rejected", quirk) if quirk else self.book.install(profile, self._transactions())
         self.received.append((label, answer.status))
         if answer.status == "Accepted":
+            self.accepted.append((_now(), profile))
             self.changed()
         else:
             self.rejections.append((label, answer.reason))
@@ -488,6 +491,7 @@ class SimChargePoint:
 
     async def _session(self, ws: ClientConnection, boot: bool) -> None:
         self._ws = ws
+        self.connected_at.append(_now())
         cls = _Sim16 if self.version == "1.6" else _Sim201
         cp = cls(self.cp_id, ws, response_timeout=10, logger=_WIRE)
         cp.owner = self
