@@ -114,6 +114,30 @@ def test_a_dip_below_the_chargers_is_held_then_a_fault_then_cleared() -> None:
     assert counted_non_ev(states[-1], S) is None
 
 
+def test_a_stuck_zero_is_not_believed_again_when_the_chargers_it_stopped_draw_nothing() -> None:
+    stuck = (0.0, 0.0, 230.0, 1234.5)  # currents, power, voltage and energy all standing still
+    polls = [Poll(DT * i, {"L1": 0.0}, {"L1": 49.0}, stuck) for i in range(12)]  # the chargers draw 49 A
+    polls += [Poll(DT * i, {"L1": 0.0}, {"L1": 0.0}, stuck) for i in range(12, 60)]  # stopped by the fault
+    states = run(polls)
+    assert sum(1 for st_ in states if st_.started) == 1 and not any(st_.ended for st_ in states)
+    assert states[-1].fault is not None and states[-1].fault.kind == "implausible", "one alarm, not a second kind"
+    assert counted_non_ev(states[-1], S) == {"L1": LIMIT}
+    live = [Poll(DT * i, {"L1": 15.0}, {"L1": 0.0}, (15.0, float(i))) for i in range(60, 80)]  # it reads again
+    after = run(polls + live)
+    assert sum(1 for st_ in after if st_.ended) == 1 and after[-1].fault is None
+
+
+def test_a_meter_standing_bit_still_while_every_charger_behind_it_stops_is_taken_for_stuck() -> None:
+    """The price of catching a stuck 0 A: an honest meter that does not move by a milliamp while all the
+    chargers it was caught under (their reports late) stop, is suspect until it moves or sees a draw."""
+    polls = [poll(0.0, 40.0, 30.0, 0), poll(DT, 10.0, 30.0, 1)]  # every car stopped; reports are late
+    polls += [Poll(DT * i, {"L1": 10.0}, {"L1": 0.0}, (10.0, float(i))) for i in range(2, 14)]
+    states = run(polls)
+    assert states[-1].fault is not None
+    jitter = [Poll(DT * i, {"L1": 10.0 + 0.01 * (i % 2)}, {"L1": 0.0}, (10.0, float(i))) for i in range(2, 14)]
+    assert all(st_.fault is None for st_ in run(polls[:2] + jitter)), "a live meter's jitter shows it live"
+
+
 def test_identical_readings_while_the_chargers_move_are_a_frozen_meter() -> None:
     frozen = (64.0, 1234.5)
     polls = [Poll(DT * i, {"L1": 64.0}, {"L1": 49.0}, frozen) for i in range(4)]
@@ -174,12 +198,13 @@ def test_a_lie_never_makes_a_steady_house_load_count_less(house: float, ev: list
 def test_an_honest_meter_whose_chargers_report_late_raises_no_alarm(house: float, draws: list[float], lag: int,
                                                                   pv: float) -> None:
     """The meter sees a car's new draw at once, its charger says so up to `lag` polls later (under
-    `confirm_s`); PV exports within its capacity. No fault, ever."""
+    `confirm_s`); PV exports within its capacity; like any live meter its reading jitters by a few mA.
+    No fault, ever."""
     s = CheckSettings(limit_a={"L1": LIMIT}, export_a=pv)
     state = MeterState()
     for i, actual in enumerate(draws):
         reported = draws[max(0, i - lag)]
-        reading = house + actual - pv
+        reading = house + actual - pv + 0.01 * (i % 3)
         state = step(state, poll(DT * i, reading, reported, i), s)
         assert state.fault is None and state.started is None, (i, state.suspect)
 

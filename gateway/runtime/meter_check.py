@@ -17,7 +17,10 @@ While a poll is suspect, the reading is not believed: the non-EV load is held at
 believed to be over the last `confirm_s` (so a lie raises no charger), and nothing new is learnt from it.
 While a fault is in force the non-EV load counts at `fault_non_ev_a` per phase (default: the circuit's
 whole limit, which leaves nothing for the chargers below it), and never below what was held. A fault
-ends when readings have been plausible (and, for frozen, changing) for `clear_s`.
+ends when readings have been plausible for `clear_s` and one of them showed the meter live (it sees the
+chargers draw, or its currents moved since it was caught). A meter stuck at 0 A reads plausibly once the
+chargers it was caught under have stopped: without a sign of life it stays suspect (then a fault) rather
+than be believed at 0 A. Another kind of trouble while one is in force does not start a second alarm.
 
 No I/O and no clock: `at` is the caller's monotonic time in seconds. `step` returns the new state; the
 runtime raises or clears the alarm on the transitions (`started`, `ended`).
@@ -92,6 +95,8 @@ class MeterState:
     fault: Fault | None = None  # confirmed: the alarm is in force
     suspect: Fault | None = None  # what the polls say now, since when (not yet confirmed, or still going)
     plausible_since: float | None = None  # while a fault is in force: good polls since
+    plausible_alive: bool = False  # … and whether one of them showed the meter live
+    odd_a: Mapping[Phase, float] = field(default_factory=dict)  # the currents of the last poll not believed
     run: Frozen | None = None
     held: tuple[tuple[float, tuple[tuple[Phase, float], ...]], ...] = ()  # believed non-EV estimates
     started: Fault | None = None  # the fault that started at this step (the caller raises the alarm)
@@ -168,13 +173,29 @@ def non_ev_estimate(poll: Poll, s: CheckSettings) -> dict[Phase, float]:
     return out
 
 
+def alive(poll: Poll, odd_a: Mapping[Phase, float], s: CheckSettings) -> bool:
+    """A plausible poll that shows the meter live: it sees chargers drawing, or its currents moved since
+    the last poll that was not believed (a stuck meter's stand still, whatever the chargers do)."""
+    if poll.rejected is not None or not poll.current_a:
+        return False
+    if s.includes_evs and any(poll.ev_a.get(p, 0.0) > s.tolerance_a for p in s.phases):
+        return True
+    return not odd_a or any(poll.current_a.get(p) != odd_a.get(p) for p in s.phases)
+
+
 def step(state: MeterState, poll: Poll, s: CheckSettings) -> MeterState:
     """The state after one more poll."""
     run, frozen_why = _frozen(state.run, poll, s)
     verdict = judge(poll, s)
     if verdict is None and frozen_why is not None:
         verdict = ("frozen", frozen_why)
-    suspect = state.suspect
+    suspect, odd_a = state.suspect, state.odd_a
+    if verdict is None and suspect is not None and suspect.kind == "implausible" and not alive(poll, odd_a, s):
+        # Plausible only because the chargers it was caught under have stopped (a stuck 0 A reads right once
+        # they draw nothing): still suspect until the meter shows it is live.
+        verdict = (suspect.kind, suspect.why)
+    elif verdict is not None:
+        odd_a = dict(poll.current_a)
     if verdict is None:
         suspect = None
     elif suspect is None or suspect.kind != verdict[0]:
@@ -182,25 +203,30 @@ def step(state: MeterState, poll: Poll, s: CheckSettings) -> MeterState:
     else:
         suspect = replace(suspect, why=verdict[1])  # the same trouble, figures updated
     fault, started, ended = state.fault, None, None
-    plausible_since = state.plausible_since
+    plausible_since, lively = state.plausible_since, state.plausible_alive
     if suspect is not None:
-        plausible_since = None
+        plausible_since, lively = None, False
         confirmed = suspect.kind != "implausible" or poll.at - suspect.since >= s.confirm_s
-        if confirmed and (fault is None or fault.kind != suspect.kind):
-            if fault is not None:
-                ended = fault
+        if confirmed and fault is None:
             fault = started = suspect
         elif fault is not None and fault.kind == suspect.kind:
             fault = replace(fault, why=suspect.why)
+        # Another kind while one is in force (a stuck zero is implausible, then frozen once the chargers
+        # stop): the fault in force goes on, one alarm from its start to its end.
     elif fault is not None:
+        # The fault ends on plausible readings for clear_s, one of which at least shows the meter live: a
+        # meter stuck at a value its chargers' stopping made consistent is not believed again.
         plausible_since = poll.at if plausible_since is None else plausible_since
-        if poll.at - plausible_since >= s.clear_s:
-            fault, ended, plausible_since = None, fault, None
+        lively = lively or alive(poll, odd_a, s)
+        if poll.at - plausible_since >= s.clear_s and lively:
+            fault, ended, plausible_since, lively = None, fault, None, False
+    if fault is None and suspect is None:
+        odd_a = {}
     held = state.held
     if suspect is None and fault is None:
         held = (*held, (poll.at, tuple(non_ev_estimate(poll, s).items())))[-HOLD_POINTS:]
     held = tuple(h for h in held if poll.at - h[0] <= s.confirm_s + s.clear_s or h is held[-1])
-    return MeterState(fault, suspect, plausible_since, run, held, started, ended)
+    return MeterState(fault, suspect, plausible_since, lively, odd_a, run, held, started, ended)
 
 
 def held_non_ev(state: MeterState, s: CheckSettings) -> dict[Phase, float]:

@@ -7,11 +7,13 @@ import and export energy. `image.mute` makes it go silent, `image.fail_with` ans
 It can lie, like the faulty meters the gateway must not believe: `lie(L1=-50.0, …)` reports those
 currents (and the power they make) whatever the load is, negative, zero, 1e9 or NaN alike; `freeze()`
 keeps every register at its last value (a stuck meter or a Modbus gateway serving a stale cache) while
-the load and energy go on underneath; `tell_truth()` ends both.
+the load and energy go on underneath; `tell_truth()` ends both. `noise_a` makes an honest reading
+jitter like a live meter's.
 """
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Callable
 
@@ -31,8 +33,13 @@ class SimMeter:
         power_factor: float = 1.0,
         frequency_hz: float = 50.0,
         clock: Callable[[], float] = time.monotonic,
+        noise_a: float = 0.0,
     ) -> None:
         self.map = load_map(model) if isinstance(model, str) else model
+        # A live meter's reading jitters by a few mA (none at 0 A: meters read 0 below their starting
+        # current); a lie or a frozen register does not.
+        self.noise_a = noise_a
+        self._random = random.Random(1)
         self.image = RegisterImage(self.map, unit)
         self.image.before_read = self._publish
         self.server = ImageServer(self.image)
@@ -83,7 +90,12 @@ class SimMeter:
         self.frozen = False
 
     def reported_a(self, phase: str) -> float:
-        return self.lie_a.get(phase, self.load_a[phase])
+        if phase in self.lie_a:
+            return self.lie_a[phase]
+        amps = self.load_a[phase]
+        if self.noise_a and abs(amps) > 0.05:
+            amps += self._random.uniform(-self.noise_a, self.noise_a)
+        return amps
 
     def phase_kw(self, phase: str) -> float:
         return self.voltage_v * self.load_a[phase] * self.power_factor / 1000.0
@@ -107,10 +119,11 @@ class SimMeter:
             return
         regs = self.map.registers
         v = self.image.values
-        shown = {p: self.voltage_v * self.reported_a(p) * self.power_factor / 1000.0 for p in self.load_a}
+        amps = {p: self.reported_a(p) for p in self.load_a}
+        shown = {p: self.voltage_v * amps[p] * self.power_factor / 1000.0 for p in self.load_a}
         for key, phase in PHASES:
             for name, value in (
-                (f"current_{key}", abs(self.reported_a(phase))),
+                (f"current_{key}", abs(amps[phase])),
                 (f"voltage_{key}", self.voltage_v),
                 (f"power_{key}", shown[phase]),
             ):
