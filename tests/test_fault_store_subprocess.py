@@ -42,6 +42,14 @@ def log_count(gateway: Gateway, needle: str) -> int:
     return sum(needle in line for line in list(gateway.lines))
 
 
+async def settled_or_say_why(site: SimSite, gateway: Gateway) -> None:  # noqa: F811
+    try:
+        await settled(site)
+    except AssertionError as exc:
+        chargers = [(c.setpoint_a, c.enabled, c.in_failsafe, c.drawing_a) for c in site.chargers]
+        raise AssertionError(f"{exc} chargers={chargers}\n{gateway.text()[-4000:]}") from None
+
+
 def start(tmp_path: Path, lines: list[str]) -> Gateway:
     config = tmp_path / "site.toml"
     config.write_text("\n".join(lines))
@@ -55,7 +63,7 @@ async def test_a_store_locked_for_30_s_by_another_process(tmp_path: Path, site: 
     locker = sqlite3.connect(store, isolation_level=None, timeout=10)
     try:
         url = await gateway.status_url()
-        await settled(site)
+        await settled_or_say_why(site, gateway)
         locker.execute("BEGIN EXCLUSIVE")
         locked_at = time.monotonic()
         await asyncio.sleep(3.0)  # writes are waiting for the lock now
@@ -128,7 +136,7 @@ async def test_a_full_file_system(tmp_path: Path, site: SimSite, vtn: SimVtn) ->
             url = await gateway.status_url()
             await until(lambda: bool(vtn.vens), 10, "the gateway never registered")
             ven_id = next(iter(vtn.vens))
-            await settled(site)
+            await settled_or_say_why(site, gateway)
             filler = fill(disk)
             full_at = time.monotonic()
             await house_step_holds(site)
