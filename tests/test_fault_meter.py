@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -115,10 +116,11 @@ async def site() -> AsyncIterator[FaultSite]:
 
 
 @contextlib.asynccontextmanager
-async def running(site: FaultSite, tmp_path: Path, meter: str = "") -> AsyncIterator[Runtime]:
+async def running(site: FaultSite, tmp_path: Path, meter: str = "",
+                  clock: Callable[[], datetime] | None = None) -> AsyncIterator[Runtime]:
     config = tmp_path / "site.toml"
     config.write_text(site.config_text(tmp_path / "gw.sqlite", meter))
-    runtime = Runtime(load_config(config))
+    runtime = Runtime(load_config(config)) if clock is None else Runtime(load_config(config), clock=clock)
     task = asyncio.create_task(runtime.run())
     try:
         await asyncio.wait_for(runtime.started.wait(), 10)
