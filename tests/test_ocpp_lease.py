@@ -291,3 +291,31 @@ async def test_after_a_restart_the_store_says_what_a_charger_holds_and_a_201_cha
     finally:
         await sim.stop()
         book.close()
+
+
+@pytest.mark.parametrize("skew_s", [3600.0, -3600.0])
+async def test_a_charger_whose_clock_is_an_hour_off_still_applies_and_drops_its_lease(version: str,
+                                                                                   skew_s: float) -> None:
+    """Profiles go out in the charger's own time (from the timestamps it sends): an hour ahead it would
+    otherwise drop every lease on arrival (validTo in its past) and sit at its fallback; an hour behind it
+    would ignore every profile (startSchedule in its future) or keep a lease an hour too long."""
+    driver = OcppDriver(section(lease_s=3.0), [charger("cp1", f"ocpp{version}")])
+    await driver.start()
+    sim = SimChargePoint(base_url(driver), "cp1", version=version, password=PASSWORD,  # type: ignore[arg-type]
+                         ev=Ev(max_a=32), meter_interval_s=1, clock_offset=timedelta(seconds=skew_s))
+    await sim.start()
+    try:
+        await sim.plug_in()
+        await until(lambda: len(sim.trace) > 0 and driver.controls["cp1"].view.clock_offset() != timedelta(0),
+                    timeout_s=10.0)
+        assert abs(driver.controls["cp1"].view.clock_offset().total_seconds() - skew_s) < 2.0
+        acks = await driver.apply_limits({"cp1": 20.0}, "skewed")
+        assert acks[0].accepted
+        assert sim.limit_a() == 20.0 and sim.draw_a() == 20.0  # in force at once, in its own time
+        await asyncio.sleep(4.0)  # longer than a lease: renewed in its own time, still in force
+        assert sim.limit_a() == 20.0
+        await driver.stop(release=False)
+        await until(lambda: sim.limit_a() == 8.0, timeout_s=5.0)  # and it ends within a lease, not an hour
+    finally:
+        await sim.stop()
+        await driver.stop(release=False)

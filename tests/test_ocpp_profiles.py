@@ -11,6 +11,7 @@ from ocpp.charge_point import snake_to_camel_case
 from ocpp.messages import Call, _validate_payload
 from test_ocpp_lease import charger, section
 
+from gateway.domain import ChargerStatus
 from gateway.ocpp.control import Context, Control
 from gateway.ocpp.profiles import (
     Abilities,
@@ -22,7 +23,6 @@ from gateway.ocpp.profiles import (
     v16_profile,
     v201_profile,
 )
-from gateway.domain import ChargerStatus
 from gateway.ocpp.state import ChargerView, DrawWatch, parse_meter_values, to_conductors
 from gateway.store.chargers import ChargerRecord
 
@@ -75,7 +75,8 @@ def test_base_profile_has_no_end_and_the_live_one_a_lease() -> None:
     live = v16_profile(live_spec(strategy, 16.0, 690.0, 3, NOW, LEASE))
     assert "valid_to" not in base and base["stack_level"] == 0
     assert live["valid_to"] == "2026-06-01T12:02:00.000Z" and live["stack_level"] == 1
-    assert base["charging_schedule"]["start_schedule"] == "2026-06-01T11:59:00.000Z"
+    # a day in the past: a charger whose clock is behind ours (up to a day) still applies both at once
+    assert base["charging_schedule"]["start_schedule"] == "2026-05-31T12:00:00.000Z"
 
 
 def test_units_from_both_versions() -> None:

@@ -146,7 +146,7 @@ async def test_a_slow_charger_delays_nobody_and_counts_at_what_it_may_hold_until
     async with driver:
         sims = {i: SimChargePoint(base_url(driver), i, password=PASSWORD) for i in ids}
         await asyncio.gather(*(s.start() for s in sims.values()))
-        seen, task = collect_readings(driver)
+        _seen, task = collect_readings(driver)
         try:
             await until(lambda: all(s.limit_a() == 8.0 for s in sims.values()))
             await until(lambda: all(c.setup is not None and c.setup.done() for c in driver.controls.values()))
@@ -310,7 +310,7 @@ async def test_a_charger_refusing_every_leased_way_is_limited_without_a_lease_an
         await until(lambda: sim.limit_a() == 8.0)
         await sim.plug_in()
         with caplog.at_level(logging.WARNING, logger="gateway.ocpp"):
-            acks = await driver.apply_limits({"cp1": 20.0}, "test")
+            await driver.apply_limits({"cp1": 20.0}, "test")
         await until(lambda: sim.limit_a() == 20.0)
         assert driver.history[-1].strategy == f"{station}/A/sl0/unleased" and driver.history[-1].accepted
         assert "no lease" in caplog.text

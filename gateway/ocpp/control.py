@@ -290,11 +290,13 @@ class Control:
                     self.refused.add(label)
                     continue
             now = self.ctx.clock()
-            spec = live_spec(strategy, amps, self.watts_per_amp, number_phases(len(self.charger.phases)), now,
-                             self.ctx.lease, self.view.transaction_id())
-            if self.ctx.write_ahead is not None and self._needs_write_ahead(amps, spec.valid_to):
+            # in the charger's own time (its clock may be off ours); the lease's end is kept in ours
+            spec = live_spec(strategy, amps, self.watts_per_amp, number_phases(len(self.charger.phases)),
+                             now + self.view.clock_offset(), self.ctx.lease, self.view.transaction_id())
+            valid_to = None if spec.valid_to is None else now + self.ctx.lease  # in our time
+            if self.ctx.write_ahead is not None and self._needs_write_ahead(amps, valid_to):
                 record = replace(self.record(), live_a=max(amps, self.record().live_a or 0.0),
-                                 live_until=None if spec.valid_to is None else spec.valid_to + self.ctx.lease)
+                                 live_until=None if valid_to is None else valid_to + self.ctx.lease)
                 if not await self.ctx.write_ahead(self, record):
                     outcome = Outcome(False, "not sent: the store cannot keep it (a restart could not count it)",
                                       answered=False)
@@ -348,7 +350,7 @@ class Control:
     async def install_base(self, station: Station, strategy: Strategy) -> Outcome:
         amps = self.base_wanted
         spec = base_spec(strategy, amps, self.watts_per_amp, number_phases(len(self.charger.phases)),
-                         self.ctx.clock())
+                         self.ctx.clock() + self.view.clock_offset())
         outcome = await station.set_profile(spec)
         if outcome.accepted:
             self.base_purpose = self.base_known = strategy.base_purpose

@@ -82,7 +82,9 @@ class Cp16(GuardedRouting, ChargePoint):  # type: ignore[misc]
         return call_result.Heartbeat(current_time=_now())
 
     @on("StatusNotification")
-    def on_status(self, connector_id: int, error_code: str, status: str, **_: Any) -> Any:
+    def on_status(self, connector_id: int, error_code: str, status: str, timestamp: str | None = None,
+                  **_: Any) -> Any:
+        self.view.heard_at(parse_time(timestamp))
         self.view.connectors[connector_id] = STATUS_16[status]
         if status == "Available":
             self.view.transactions.pop(connector_id, None)
@@ -93,6 +95,7 @@ class Cp16(GuardedRouting, ChargePoint):  # type: ignore[misc]
     def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]], **_: Any) -> Any:
         sample = parse_meter_values(meter_value, self.charger_id)
         if sample is not None:
+            self.view.heard_at(sample.at)
             self.view.sample = sample
             self.hooks.updated(self.charger_id, measured=True)
         return call_result.MeterValues()

@@ -84,6 +84,7 @@ class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
 
     @on("StatusNotification")
     def on_status(self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any) -> Any:
+        self.view.heard_at(parse_time(timestamp))
         status = CONNECTOR_201[connector_status]
         current = self.view.connectors.get(evse_id) or self.view.assumed
         # "Occupied" says only that a cable is in; keep the finer state a TransactionEvent gave us
@@ -121,6 +122,8 @@ class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
                              evse: dict[str, Any] | None = None, id_token: dict[str, Any] | None = None,
                              **_: Any) -> Any:
         tx = str(transaction_info.get("transaction_id", ""))
+        if trigger_reason != "MeterValuePeriodic":  # a periodic one may be sent late, from a queue
+            self.view.heard_at(parse_time(timestamp))
         # evse is only required on the first event of a transaction; later ones are matched by id
         known = next((e for e, t in self.view.transactions.items() if t == tx), 1)
         evse_id = int(evse["id"]) if evse and "id" in evse else known

@@ -87,7 +87,7 @@ class OcppDriver:
             if wpa is None:  # the runtime passes the real figure (from_config); this guess is for tests
                 wpa = 230.0 * number_phases(len(c.phases))
                 guessed.append(c.id)
-            self.controls[c.id] = Control(c, wpa, ctx, ChargerView(c.id, c.phases),
+            self.controls[c.id] = Control(c, wpa, ctx, ChargerView(c.id, c.phases, clock=clock),
                                           DrawWatch(window_s=section.hand_back_after_s))
         if guessed:
             log.warning("ocpp: no site voltage given for %d charger(s) (%s): W limits assume 230 V per phase",

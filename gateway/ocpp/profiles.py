@@ -20,8 +20,9 @@ Unit = Literal["A", "W"]
 
 BASE_PROFILE_ID = 1
 LIVE_PROFILE_ID = 2
-# startSchedule a minute in the past so a charger whose clock runs a little behind still applies it now
-START_SKEW = timedelta(minutes=1)
+# startSchedule a day in the past: a one-period schedule with no duration holds from then on, so a charger
+# whose clock is behind ours by up to a day (before its skew is known, or unnoticed) still applies it now
+START_SKEW = timedelta(days=1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,11 @@ with one log line, never zeroed: a missing reading stays missing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+import statistics
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.domain import ChargerReading, ChargerStatus
@@ -57,6 +59,8 @@ _RANK = [
     ChargerStatus.UNAVAILABLE,
     ChargerStatus.OFFLINE,
 ]
+CLOCK_SAMPLES = 5
+SKEW_IGNORED_S = 2.0
 _UNIT_SCALE = {"A": 1.0, "W": 0.001, "kW": 1.0, "Wh": 0.001, "kWh": 1.0}
 
 
@@ -173,6 +177,25 @@ class ChargerView:
     # what the previous process last heard, believed until the charger reports a status itself: a car
     # charging on its lease across a gateway restart is still charging, not "unavailable"
     assumed: ChargerStatus | None = None
+    # how far the charger's clock is from ours: its message timestamps less when they arrived (seconds)
+    clock: Callable[[], datetime] | None = None
+    skews: deque[float] = field(default_factory=lambda: deque(maxlen=CLOCK_SAMPLES))
+
+    def heard_at(self, theirs: datetime | None) -> None:
+        """A timestamp the charger just sent ("now" in its clock), for the skew between the two clocks."""
+        if theirs is None or self.clock is None:
+            return
+        self.skews.append((theirs - self.clock()).total_seconds())
+
+    def clock_offset(self) -> timedelta:
+        """The charger's clock less ours, from the last few messages; zero under SKEW_IGNORED_S (network
+        delay and sampling make small figures noise). Profiles go out in the charger's own time, so a
+        charger clock that is off neither disables a profile (startSchedule in its future, validTo in its
+        past) nor extends it."""
+        if len(self.skews) < 2:
+            return timedelta(0)
+        middle = statistics.median(self.skews)
+        return timedelta(seconds=middle) if abs(middle) >= SKEW_IGNORED_S else timedelta(0)
 
     def restore(self, status: str | None, transactions: Mapping[int, str], session_started: datetime | None) -> None:
         try:

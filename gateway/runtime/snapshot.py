@@ -51,7 +51,7 @@ def status_of(rt: Runtime, now: datetime) -> dict[str, Any]:
         if reading is not None and reading.current_a:
             current = max(reading.current_a.get(p, 0.0) for p in evse.phases)
         ack = rt.acks.get(evse.id)
-        heard = reading is not None and reading.status.value != "offline" or ack is not None
+        heard = (reading is not None and reading.status.value != "offline") or ack is not None
         evses.append({
             "id": evse.id,
             "protocol": rt.protocol_of.get(evse.id),

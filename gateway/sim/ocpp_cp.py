@@ -24,7 +24,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeVar, cast
 
 import websockets
@@ -265,6 +265,7 @@ class SimChargePoint:
         ssl: Any = None,
         validate: bool = True,
         nameplate: Nameplate | None = None,
+        clock_offset: timedelta = timedelta(0),
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/{cp_id}"
         self.cp_id, self.version, self.password = cp_id, version, password
@@ -275,6 +276,7 @@ class SimChargePoint:
         self.ssl = ssl
         self.validate = validate  # False: skip JSON-schema checks on what arrives (benchmarks: a cheap peer)
         self.nameplate = nameplate or Nameplate()  # may be replaced before a reconnect (a firmware update)
+        self.clock_offset = clock_offset  # its clock less the real time (a charger whose clock is off)
         self.book = ProfileStore(version)
         self.tx_started: datetime | None = None  # when the running transaction began
         self.trace: list[Moment] = []  # everything that may change its draw, in order (see draw_at)
@@ -324,8 +326,13 @@ class SimChargePoint:
 
     def limit_a(self, now: datetime | None = None) -> float | None:
         """The limit in force now (amps per phase; None: no profile limits it)."""
-        return limit_a(self.book.snapshot(), self.version, 1, now or _now(), self.transaction_id, self.tx_started,
-                       self.volts, 1 if self.phases < 3 else 3)
+        return limit_a(self.book.snapshot(), self.version, 1, (now or _now()) + self.clock_offset,
+                       self.transaction_id, self.tx_started, self.volts, 1 if self.phases < 3 else 3)
+
+    def local_now(self) -> datetime:
+        """Its own clock, which may be off the real time by `clock_offset` (what it stamps its messages with
+        and judges profiles by); the trace is kept in real time."""
+        return _now() + self.clock_offset
 
     def _draw(self, limit: float | None, plugged: bool, ev_max: float) -> float:
         if not plugged:
@@ -347,8 +354,8 @@ class SimChargePoint:
         m = self._moment(at)
         if m is None:
             return None
-        return limit_a(m.profiles, self.version, 1, at, m.transaction_id, m.tx_started, self.volts,
-                       1 if self.phases < 3 else 3)
+        return limit_a(m.profiles, self.version, 1, at + self.clock_offset, m.transaction_id, m.tx_started,
+                       self.volts, 1 if self.phases < 3 else 3)
 
     def draw_at(self, at: datetime) -> float:
         """What the EV drew at a past instant (amps on each conductor the charger uses), from the trace."""
@@ -360,8 +367,9 @@ class SimChargePoint:
         the moments its profiles begin, end or step by themselves."""
         out = {m.at for m in self.trace if start <= m.at <= end}
         for m in self.trace:
-            for p in m.profiles:
-                out.update(t for t in p.boundaries(m.tx_started or m.at) if start <= t <= end)
+            for p in m.profiles:  # a profile's own times are in the charger's clock
+                real = (t - self.clock_offset for t in p.boundaries(m.tx_started or m.at + self.clock_offset))
+                out.update(t for t in real if start <= t <= end)
         return sorted(out | {start})
 
     def _record(self) -> None:
@@ -541,7 +549,7 @@ class SimChargePoint:
             else:
                 connector = "Available" if status == "Available" else "Occupied"
                 await self._cp.call(call201.StatusNotification(
-                    timestamp=_iso(_now()), connector_status=connector, evse_id=1, connector_id=1))
+                    timestamp=_iso(self.local_now()), connector_status=connector, evse_id=1, connector_id=1))
                 if self.transaction_id is not None and self._charging_state() != self._state_sent:
                     await self._transaction_event("Updated", "ChargingStateChanged")
 
@@ -563,7 +571,7 @@ class SimChargePoint:
         if with_state:
             info["charging_state"] = self._state_sent = state
         await self._cp.call(call201.TransactionEvent(
-            event_type=event_type, timestamp=_iso(_now()), trigger_reason=trigger, seq_no=next(self._seq),
+            event_type=event_type, timestamp=_iso(self.local_now()), trigger_reason=trigger, seq_no=next(self._seq),
             transaction_info=info, evse={"id": 1, "connector_id": 1},
             id_token={"id_token": "SIMTAG", "type": "ISO14443"} if event_type == "Started" else None,
             meter_value=[self._meter_value()]))
@@ -579,15 +587,15 @@ class SimChargePoint:
             self._tx_known.clear()
             try:
                 answer = await self._cp.call(call16.StartTransaction(
-                    connector_id=1, id_tag="SIMTAG", meter_start=int(self.energy_wh), timestamp=_iso(_now())))
+                    connector_id=1, id_tag="SIMTAG", meter_start=int(self.energy_wh), timestamp=_iso(self.local_now())))
                 self.transaction_id = str(answer.transaction_id)
-                self.tx_started = _now()
+                self.tx_started = self.local_now()
                 self._record()
             finally:
                 self._tx_known.set()
         else:
             self.transaction_id = uuid.uuid4().hex[:16]
-            self.tx_started = _now()
+            self.tx_started = self.local_now()
             self._record()
             await self._transaction_event("Started", "CablePluggedIn")
             if self.ev.departure is not None or self.ev.energy_wh is not None:
@@ -605,7 +613,8 @@ class SimChargePoint:
         if self.transaction_id is not None:
             if self.version == "1.6":
                 await self._cp.call(call16.StopTransaction(
-                    meter_stop=int(self.energy_wh), timestamp=_iso(_now()), transaction_id=int(self.transaction_id)))
+                    meter_stop=int(self.energy_wh), timestamp=_iso(self.local_now()),
+                    transaction_id=int(self.transaction_id)))
             else:
                 await self._transaction_event("Ended", "EVCommunicationLost")
         self.book.end_transaction(self.transaction_id)
@@ -631,7 +640,7 @@ class SimChargePoint:
 
         values = [sv(amps, "Current.Import", "A", f"L{i + 1}") for i in range(conductors)]
         values += [sv(watts, "Power.Active.Import", "W"), sv(self.energy_wh, "Energy.Active.Import.Register", "Wh")]
-        return {"timestamp": _iso(_now()), "sampled_value": values}
+        return {"timestamp": _iso(self.local_now()), "sampled_value": values}
 
     async def send_meter_values(self) -> None:
         if self._cp is None:
