@@ -227,3 +227,16 @@ async def test_the_daily_check_raises_store_integrity_while_running(tmp_path: Pa
     finally:
         runtime.stop()
         await asyncio.wait_for(task, 20)
+
+
+def test_a_failure_healed_by_a_later_write_clears_without_anything_held(tmp_path: Path) -> None:
+    path = tmp_path / "gw.sqlite"
+    store = ven_store(path)
+    try:
+        with locked(path):
+            store.save_events([event()], NOW)
+        store.save_events([event()], NOW)  # the same event again, stored directly: nothing is held now
+        assert not store.holding() and store.health.trouble() is not None
+        assert store.flush() and store.health.trouble() is None, "what the runtime's retry does clears it"
+    finally:
+        store.close()

@@ -118,7 +118,8 @@ class VenStore:
             ("reports", bool(self._held_readings or self._held_readings_sent), self._flush_readings),
         ]
         for what, held, step in steps:
-            if not held:
+            if not held:  # written directly since it failed (or never failed): fine now
+                self.health.ok(what)
                 continue
             try:
                 step()
