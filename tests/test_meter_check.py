@@ -302,3 +302,55 @@ def test_check_config_shows_the_meter_settings_and_refuses_bad_ones_in_one_line(
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and lines[0].startswith("error: meters[0].pv_kw:")
     assert lines[1].startswith("error: meters[0].implausible_after_s:")
+
+
+@settings(max_examples=150, deadline=None)
+@given(house=st.floats(min_value=0.0, max_value=40.0),
+       lies=st.lists(st.one_of(st.none(), st.floats(min_value=-200.0, max_value=200.0), st.just(math.nan),
+                               st.just(1e9)), min_size=1, max_size=40))
+def test_through_the_decision_a_lying_meter_never_puts_a_steady_site_over_its_limit(
+    house: float, lies: list[float | None]
+) -> None:
+    """The meter check and `decide` together, poll by poll: two 32 A cars draw what they were last given,
+    the house stays at `house`, and the meter either tells the truth or lies in a way the check can tell
+    (a refused poll leaves the decision the last reading the poller took). The house plus what the cars
+    are given never exceeds the 64 A a phase may carry."""
+    from gateway.domain import ChargerReading, ChargerStatus
+    from gateway.runtime.decide import decide
+    from gateway.smoothing import ChargerMemory
+
+    config = parse_config({
+        "site": {"wiring": "three-phase-400/230", "service_breaker_a": 80},
+        "chargers": [{"id": c, "protocol": "ocpp1.6", "phases": "L1-L2-L3", "max_a": 32} for c in ("a", "b")],
+        "meters": [{"id": "grid", "modbus": {"model": "eastron-sdm630", "host": "127.0.0.1"}}],
+        "control": {"min_on_time_s": 0, "deadband_a": 0},
+    })
+    site = Site.from_config(config)
+    watch = MeterWatch(config, site, Alarms())
+    phases = ("L1", "L2", "L3")
+    limits = {"a": 0.0, "b": 0.0}
+    memory: dict[str, ChargerMemory] = {}
+    last_good: dict[str, float] = {}
+    for i, lie in enumerate(lies):
+        now = NOW + timedelta(seconds=DT * i)
+        draw = sum(limits.values())
+        truth = house + draw
+        readings = {c: ChargerReading(c, now, ChargerStatus.CHARGING, current_a=dict.fromkeys(phases, a))
+                    for c, a in limits.items()}
+        ev = watch.ev_draw("grid", readings, now)
+        shown = truth if lie is None else lie
+        absurd = not math.isfinite(shown) or abs(shown) > 2000
+        if absurd:
+            watch.observe("grid", Poll(DT * i, {}, ev, (float(i),), f"current_l1 = {shown}"), now)
+        else:
+            if shown >= draw - 2.0 - 0.05 * draw and abs(shown) <= 640:
+                shown = truth  # a lie the check cannot tell is not part of this property
+            last_good = dict.fromkeys(phases, shown)
+            watch.observe("grid", Poll(DT * i, last_good, ev, (float(i),)), now)
+        if not last_good:
+            continue
+        reading = watch.reading(MeterReading("grid", last_good, now))
+        d = decide(site, Inputs(now, readings=readings, meters={"grid": reading}, memory=memory))
+        memory = dict(d.memory)
+        limits = {c: d.limits[c] for c in limits}
+        assert house + sum(limits.values()) <= LIMIT + 1e-6, (i, lie, limits, reading)
