@@ -124,9 +124,6 @@ async def test_the_wall_clock_stepping_an_hour_either_way_breaks_no_limit_and_is
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="Runtime.inputs must build the schedule from min(clock_jump.nows(now, "
-                   "self.clock_state)) and take strictest(segment_at(schedule, t) for t in nows(...)): two lines in "
-                   "a function this work does not own (tried: with them this test passes)")
 async def test_a_dr_event_in_force_is_kept_when_the_clock_steps_an_hour_ahead(
     site: FaultSite, tmp_path: Path
 ) -> None:

@@ -266,19 +266,32 @@ def test_tls_needs_both_files() -> None:
         OcppSection(tls_cert="cert.pem")
 
 
-async def test_a_charger_ignoring_its_limit_is_called_out_once(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_charger_drawing_above_its_limit_counts_at_its_draw_and_is_sent_it_again(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Accepted is not believed over the meter: a charger drawing clearly above its acknowledged limit
+    counts at what it draws (so nobody is raised into that room) and gets its limit again until it holds;
+    said once when it starts and once when it ends."""
     driver = OcppDriver(section(lease_s=30), [charger("cp1")])
     async with driver:
-        sim = SimChargePoint(base_url(driver), "cp1", password=PASSWORD, quirks=Quirks(ignores_limits=True))
+        sim = SimChargePoint(base_url(driver), "cp1", password=PASSWORD, quirks=Quirks(ignores_limits=True),
+                             meter_interval_s=1)
         await sim.start()
+        ctl = driver.controls["cp1"]
         try:
             await until(lambda: sim.limit_a() == 8.0)
-            with caplog.at_level(logging.WARNING, logger="gateway.ocpp"):
+            with caplog.at_level(logging.INFO, logger="gateway.ocpp"):
                 await sim.plug_in()
                 await driver.apply_limits({"cp1": 10.0}, "test")
-                await until(lambda: "above its acknowledged 10.0 A limit" in caplog.text, timeout_s=5.0)
+                await until(lambda: "above its acknowledged 10.0 A limit" in caplog.text, timeout_s=8.0)
+                assert driver.applied_limit(ctl) == 32.0  # counted at its measured draw, not at 10 A
+                sent = sum(1 for r in driver.history if r.amps == 10.0)
+                await until(lambda: sum(1 for r in driver.history if r.amps == 10.0) > sent, timeout_s=8.0)
                 await sim.send_meter_values()
-            assert caplog.text.count("above its acknowledged") == 1
+                assert caplog.text.count("above its acknowledged") == 1
+                sim.quirks.ignores_limits = False  # it keeps to it at last
+                await sim.send_meter_values()
+                await until(lambda: "keeps to its limit again" in caplog.text, timeout_s=5.0)
+            assert driver.applied_limit(ctl) == 10.0
         finally:
             await sim.stop()
 

@@ -16,7 +16,7 @@ import logging
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from websockets.asyncio.server import ServerConnection
@@ -373,6 +373,20 @@ class OcppDriver:
         while loop.time() < deadline and any(
                 getattr(c.station, "busy", 0) for c in self.controls.values() if c.station is not None):
             await asyncio.sleep(0.02)
+
+    def clock_stepped(self, step_s: float) -> None:
+        """Our wall clock stepped by `step_s` (the runtime saw it against the monotonic one): the leases'
+        ends we keep move with it, and the chargers' clocks are that much nearer or further from ours.
+        Profiles sent from now on go out right in each charger's own time at once."""
+        step = timedelta(seconds=step_s)
+        for ctl in self.controls.values():
+            if ctl.lease_until is not None:
+                ctl.lease_until += step
+            if ctl.acked_at is not None:
+                ctl.acked_at += step
+            ctl.view.skews = deque((skew - step_s for skew in ctl.view.skews), maxlen=ctl.view.skews.maxlen)
+            if ctl.desired_a is not None:
+                ctl.failed, ctl.next_try = True, self.clock()  # renewed at once, in the chargers' time
 
     def store_failing(self) -> bool:
         return self._store_failed

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -31,17 +32,22 @@ from gateway.domain import J1772_MIN_A, ChargerReading, ChargerStatus, Event, Li
 from gateway.ports import Curtailment, EvseDriver
 from gateway.runtime.alarms import Alarms
 from gateway.runtime.boundaries import Boundaries
+from gateway.runtime.clock_jump import ClockState, nows, strictest
 from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, charger_states, decide
 from gateway.runtime.logs import QuietLibraries, RecentLog
+from gateway.runtime.meter_watch import MeterWatch
 from gateway.runtime.plans import PlanKeeper, SitePowerLog
 from gateway.runtime.supervise import supervised
 from gateway.schedule import PriceChange, ScheduleSettings, build_schedule, price_changes, segment_at
 from gateway.smoothing import ChargerMemory
-from gateway.store.decisions import DecisionStore, rows_for
+from gateway.store.db import StoreDamaged, check_file, integrity_problems
+from gateway.store.decisions import DecisionStore, SentLimit, rows_for
+from gateway.store.health import PRECIOUS, StillHeld, WriteHealth
 from gateway.store.operator import OperatorState, OperatorStore
 from gateway.store.sessions import SessionLedger
-from gateway.store.telemetry import ChargerSample, SiteSample, Telemetry
+from gateway.store.telemetry import ChargerSample, Sample, SiteSample, Telemetry
 from gateway.store.vtn import VenStore
+from gateway.store.writer import StoreWriter, write_held
 from gateway.tariff import Tariff, demand_charge_at, month_start
 
 if TYPE_CHECKING:
@@ -50,6 +56,7 @@ if TYPE_CHECKING:
     from gateway.modbus.meter import ModbusMeter
     from gateway.ocpp.driver import OcppDriver
     from gateway.openadr.ven import Ven
+    from gateway.store.chargers import ChargerBook
 
 log = logging.getLogger("gateway.runtime")
 Clock = Callable[[], datetime]
@@ -57,6 +64,13 @@ RESEND_UNACKED_S = 5.0  # how often a limit a charger has not acknowledged is se
 HISTORY_POINTS = 7200  # one point a second: the last two hours for the status page
 PRUNE_EVERY = timedelta(hours=1)  # old rows of limits sent are deleted (and telemetry compacted) this often
 TELEMETRY_EVERY = timedelta(seconds=1)  # telemetry and the session ledger are written at most this often
+TELEMETRY_HELD = 3600  # telemetry samples held in memory while the store cannot be written (the oldest go)
+LIMITS_HELD = 100_000  # limits-sent rows held likewise
+INTEGRITY_EVERY = timedelta(days=1)  # the store's file is checked at start and this often
+STORE_STUCK_S = 10.0  # a write under way this long raises the store.write alarm before it fails
+STORE_CRITICAL_S = 60.0  # store.write turns critical (healthz 503) after this long, or at once for precious data
+STORE_DRAIN_S = 5.0  # at shutdown, how long the last writes may take
+OPERATOR_STORE_WAIT_S = 2.0  # how long an operator's write waits to say whether it is stored
 
 
 def utc_now() -> datetime:
@@ -104,6 +118,7 @@ class Runtime:
         self.non_ev_hold = timedelta(seconds=max(2.0, ocpp_interval + config.control.tick_s))
         self.non_ev_window: deque[tuple[datetime, dict[tuple[str, str], float]]] = deque()
         self.unacked: dict[str, datetime] = {}  # charger → when its unacknowledged limit was last sent
+        self._unacked_said: dict[str, tuple[float, str]] = {}  # the refusal last logged per charger
         self.acks: dict[str, LimitAck] = {}
         self.operator_cap_kw: float | None = None
         self.operator_cap_until: datetime | None = None  # the cap lapses then (None: until lifted)
@@ -111,6 +126,8 @@ class Runtime:
         self.operator_store: OperatorStore | None = None
         self.recent_log = RecentLog()  # the last log lines, for /api/log
         self.alarms = Alarms()  # faults in force, for /api/status, /healthz and /metrics
+        self.meter_watch = MeterWatch(config, self.site, self.alarms, hold_s=self.non_ev_hold.total_seconds())
+        self.clock_state = ClockState()  # the wall clock's steps against the monotonic clock
         self.last: Decision | None = None
         self.decisions = 0
         self.deciding = True  # False: the loop makes no decisions (commissioning steps chargers itself)
@@ -130,6 +147,7 @@ class Runtime:
         self._recorded_at: datetime | None = None
         self._record_failed = False
         self.ocpp: OcppDriver | None = None
+        self.charger_book: ChargerBook | None = None
         self.modbus: EvseDriver | None = None
         self.meters: dict[str, ModbusMeter] = {}
         self.pool: LinkPool | None = None
@@ -160,9 +178,22 @@ class Runtime:
 
     async def _open(self) -> None:
         path = self._path(self.config.store.path)
-        self.store = VenStore.open(path)
+        # The control loop never waits for the store: its writes go through one writer task, retried while
+        # the store is locked or the disk full; `_store_watch` turns their trouble into alarms.
+        self.store_health = WriteHealth()
+        self.writer = StoreWriter(self.store_health)
+        self._telemetry_pending: deque[Sample] = deque(maxlen=TELEMETRY_HELD)
+        self._limits_pending: deque[SentLimit] = deque(maxlen=LIMITS_HELD)
+        self._operator_saved: asyncio.Future[str | None] | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._integrity_at = self.clock()
+        problems = await asyncio.to_thread(check_file, path)  # a damaged file is refused, not half-used
+        if problems:
+            raise StoreDamaged(path, problems)
+        self.store = VenStore.open(path, health=self.store_health)
         # A second connection: the VEN's transactions and ours must not interleave on one connection.
         self.decision_store = DecisionStore.open(path)
+        self._writer_task = asyncio.create_task(self.writer.run(), name="store-writer")
         # On the decision store's connection: all three are written by the decision task, one after another.
         self.ledger = SessionLedger(self.decision_store.db, self.decision_store.lock)
         self.telemetry_store = Telemetry(self.decision_store.db, self.decision_store.lock)
@@ -178,8 +209,15 @@ class Runtime:
         self.boundaries.start()
         if any(p == "ocpp" for p in self.protocol_of.values()):
             from gateway.ocpp.driver import OcppDriver
+            from gateway.store.chargers import ChargerBook
 
-            self.ocpp = OcppDriver.from_config(self.config, clock=self.clock)
+            # What each charger holds, kept across restarts: a raise is written here before it is sent.
+            self.charger_book = ChargerBook.open(self._path(self.config.store.path))
+            self.ocpp = OcppDriver.from_config(self.config, clock=self.clock, book=self.charger_book)
+            # Known before the first decision: what each charger may still draw on what it holds (its lease
+            # from the store), not "never heard from" while its reader task has yet to start.
+            for reading in self.ocpp.snapshot():
+                self.readings[reading.charger_id] = reading
             await self.ocpp.start()
         modbus_chargers = [c for c in self.config.chargers if c.protocol == "modbus"]
         if modbus_chargers or self.config.meters:
@@ -200,7 +238,9 @@ class Runtime:
             from gateway.openadr.ven import Ven
 
             self.ven = Ven(self.config.vtn, self.config.openadr, self.store, sink=self, telemetry=self,
-                           charger_ids=[c.id for c in self.config.chargers], clock=self.clock)
+                           charger_ids=[c.id for c in self.config.chargers], clock=self.clock,
+                           # a configured tariff's currency: a VTN price in another one is refused, not mixed
+                           currency=self.plans.tariff.currency if self.plans.tariff is not None else None)
         if self.serve_status:
             from gateway.status.app import serve
 
@@ -243,6 +283,9 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.ocpp.stop(release=True), timeout=10.0)
             log.info("shutdown: OCPP live profiles cleared; chargers on their fallback")
+        if self.charger_book is not None:
+            with contextlib.suppress(Exception):
+                self.charger_book.close()
         close = getattr(self.modbus, "close", None)
         if close is not None:
             with contextlib.suppress(Exception):
@@ -251,12 +294,19 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self.pool.close()
         if self.decision_store is not None:
-            with contextlib.suppress(Exception):  # what the chargers said last is in the ledger
-                await self._record(self.clock(), telemetry=False)
+            self._record(self.clock(), telemetry=False)  # what the chargers said last goes into the ledger
+            if self.store is not None and self.store.holding():
+                self.writer.submit("vtn", self._flush_vtn)
+            # One more try within a bounded time: a locked store must not hold the shutdown for ever.
+            task = self._writer_task
+            if task is not None and not await self.writer.finish(task, timeout_s=STORE_DRAIN_S):
+                trouble = self.store_health.trouble()
+                log.error("shutdown: not stored: %s (%s)", ", ".join(self.writer.unwritten),
+                          trouble.error if trouble is not None else "the store did not answer in time")
             self.decision_store.close()
         if self.store is not None:
             self.store.close()
-        log.info("shutdown: store closed")
+            log.info("shutdown: store closed")
 
     # ------------------------------------------------------------------------------------ inputs
 
@@ -296,26 +346,56 @@ class Runtime:
             self.trigger(f"charger={reading.charger_id} status={reading.status.value}")
 
     def _meter_reader(self, meter: ModbusMeter) -> Callable[[], Any]:
+        from gateway.runtime.meter_check import Poll
+
+        meter.report_values = False  # refused values are the meter check's alarm: one line, not two
+
         async def read() -> None:
-            async for m in meter.measurements():
-                self.on_measurement(m)
+            async for poll in meter.polls():
+                if poll.measurement is not None:
+                    self.on_measurement(poll.measurement, at=poll.at, values=poll.values)
+                elif poll.rejected is not None:  # NaN, 1e9 A: a fault at once, not a last good reading aging
+                    now = self.clock()
+                    ev = self.meter_watch.ev_draw(meter.id, self.readings, now)
+                    state = self.meter_watch.observe(meter.id, Poll(poll.at, {}, ev, poll.values, poll.rejected), now)
+                    if state.started is not None:
+                        self.trigger(f"meter={meter.id} {state.started.kind}")
 
         return read
 
-    def on_measurement(self, m: Measurement) -> None:
+    def on_measurement(self, m: Measurement, *, at: float | None = None, values: tuple[float, ...] = ()) -> None:
+        """A good reading of a meter; `at` the monotonic time of its poll, `values` every number it read
+        (for the frozen check). It is judged against what the chargers behind it report drawing."""
+        import time
+
+        from gateway.runtime.meter_check import Poll
+
         self.measurements[m.meter_id] = m
+        now = self.clock()
+        ev = self.meter_watch.ev_draw(m.meter_id, self.readings, now)
+        poll = Poll(time.monotonic() if at is None else at, m.current_a, ev, values)
+        state = self.meter_watch.observe(m.meter_id, poll, now)
+        if state.started is not None:
+            self.trigger(f"meter={m.meter_id} {state.started.kind}")
         circuit = self.circuit_limit.get(self.meter_circuit.get(m.meter_id, ""))
         if circuit is not None and any(a > circuit.limit_of(p) for p, a in m.current_a.items()):
             self.trigger(f"meter={m.meter_id} over the limit of {circuit.id}")
 
     def meter_readings(self) -> dict[str, MeterReading]:
         out = {}
+        now = self.clock()
         for meter_id, m in self.measurements.items():
             meter = self.meters.get(meter_id)
             # Over a minute (what the meter keeps), not only `stale_after_s`: at the moment a meter turns
             # stale its last `stale_after_s` hold no good poll, and the worst before it is what counts.
             worst = meter.worst_recent_a(window_s=max(60.0, meter.stale_after_s)) if meter is not None else {}
-            out[meter_id] = MeterReading(meter_id, m.current_a, m.at, worst)
+            measured_at = m.at
+            age = meter.age_s() if meter is not None else None
+            if age is not None:
+                # Its age by the monotonic clock: a step of the wall clock must not make an old reading
+                # look fresh (backwards) nor a fresh one stale-but-believed (forwards).
+                measured_at = now - timedelta(seconds=max(0.0, age))
+            out[meter_id] = self.meter_watch.reading(MeterReading(meter_id, m.current_a, measured_at, worst))
         return out
 
     # ------------------------------------------------------------------------------------ EventSink
@@ -401,14 +481,30 @@ class Runtime:
         return self.operator_cap_kw
 
     def _save_operator(self) -> None:
-        """Kept at once (a small transaction): a restart right after an operator's write must not lift it."""
-        if self.operator_store is None:
+        """Handed to the store's writer at once (a restart right after an operator's write must not lift it);
+        the change is in force in memory either way: a full disk must not refuse a cap."""
+        store = self.operator_store
+        if store is None:
             return
-        state = OperatorState(self.operator_cap_kw, self.operator_cap_until, frozenset(self.paused))
+
+        async def save() -> None:
+            # What is in force when the write runs: a later change replaces a write still waiting.
+            state = OperatorState(self.operator_cap_kw, self.operator_cap_until, frozenset(self.paused))
+            await asyncio.to_thread(store.save, state, self.clock())
+
+        self._operator_saved = self.writer.submit("operator", save)
+
+    async def operator_stored(self, timeout_s: float = OPERATOR_STORE_WAIT_S) -> str | None:
+        """Whether the operator's last change is stored: None when it is, else one line saying why not (it is
+        in force all the same, kept in memory and retried)."""
+        saved = getattr(self, "_operator_saved", None)
+        if saved is None:
+            return None
         try:
-            self.operator_store.save(state, self.clock())
-        except Exception:  # the write still holds in memory; a full disk must not refuse it
-            log.exception("operator state not stored: it holds until the gateway restarts")
+            return await asyncio.wait_for(asyncio.shield(saved), timeout_s)
+        except TimeoutError:
+            trouble = self.store_health.trouble()
+            return trouble.error if trouble is not None else f"the store did not answer within {timeout_s:g}s"
 
     def _restore_operator(self, state: OperatorState) -> None:
         self.operator_cap_kw, self.operator_cap_until = state.cap_kw, state.cap_until
@@ -451,11 +547,14 @@ class Runtime:
         return out
 
     def inputs(self, now: datetime) -> Inputs:
-        schedule = build_schedule(self.events.values(), now, self.schedule_settings)
+        # While the wall clock is stepped (a bad NTP step), it may be either moment: the schedule is built
+        # from the earlier and the strictest limits of both are in force, so no step ends a DR event early.
+        moments = nows(now, self.clock_state)
+        schedule = build_schedule(self.events.values(), min(moments), self.schedule_settings)
         self.boundaries.follow(schedule, now)
         inputs = Inputs(
             now=now,
-            segment=segment_at(schedule, now),
+            segment=strictest(segment_at(schedule, t) for t in moments),
             operator_cap_kw=self.operator_cap(now),
             readings=dict(self.readings),
             meters=self.meter_readings(),
@@ -541,10 +640,59 @@ class Runtime:
                 highest[key] = max(amps, highest.get(key, amps))
         return highest
 
+    def watch_clock(self, mono: float | None = None) -> ClockState:
+        """Look for a step of the wall clock (a bad NTP step, someone's `date`) against the monotonic one.
+
+        On a step: one alarm ("clock.jump", with its size) while the clock is away from where it would be
+        without its steps, cleared if it steps back; the runtime's own wall-clock stamps (when readings came
+        in, when a limit was last sent unacknowledged, the last telemetry write, the non-EV window, the
+        chargers' on/waiting times) move with it, so no elapsed time is read as an hour or as negative: a
+        reading keeps its true age, a resend or a write is not put off for an hour. A decision follows."""
+        import time
+
+        from gateway.runtime.clock_jump import look, rebased, stepped
+
+        now = self.clock()
+        state = look(self.clock_state, now, time.monotonic() if mono is None else mono)
+        self.clock_state = state
+        if not state.step_s:
+            return state
+
+        def moved(at: datetime) -> datetime:
+            return rebased(at, state)
+
+        self.readings = {cid: replace(r, at=moved(r.at)) for cid, r in self.readings.items()}
+        self.unacked = {cid: moved(at) for cid, at in self.unacked.items()}
+        if self._recorded_at is not None:
+            self._recorded_at = moved(self._recorded_at)
+        self.non_ev_window = deque(((moved(at), loads) for at, loads in self.non_ev_window))
+        self.memory = {cid: replace(m, decided_at=moved(m.decided_at),
+                                    on_since=moved(m.on_since) if m.on_since is not None else None,
+                                    waiting_since=moved(m.waiting_since) if m.waiting_since is not None else None)
+                       for cid, m in self.memory.items()}
+        if self.ocpp is not None:
+            self.ocpp.clock_stepped(state.step_s)  # its leases and the chargers' clock skews move with it
+        hours = state.step_s / 3600.0
+        if stepped(state):
+            started = self.alarms.raise_(
+                "clock.jump",
+                f"the wall clock stepped {state.step_s:+.0f} s ({hours:+.2f} h) against the monotonic clock, "
+                f"{state.skew_s:+.0f} s in all since start: event times and the chargers' clocks may be off by "
+                "that much", now, severity="critical",
+                action="check NTP on the gateway; once its clock is right, restart it (docs/operations.md: "
+                       "Clock jumps)")
+            if not started:  # a further step while the first is in force: its own line
+                log.warning("wall clock stepped again step_s=%+.1f skew_s=%+.1f", state.step_s, state.skew_s)
+        else:
+            self.alarms.clear("clock.jump", now, f"the wall clock stepped back by {state.step_s:+.0f} s")
+        self.trigger("wall clock stepped")
+        return state
+
     async def _decide_forever(self) -> None:
         tick = self.config.control.tick_s
         pruned_at: datetime | None = None
         while True:
+            self.watch_clock()
             # Cleared before deciding, not after: a trigger that arrives while a decision is being made or
             # pushed (an event, a plug-in) wakes the next one at once instead of being lost for a tick.
             self._trigger.clear()
@@ -554,23 +702,17 @@ class Runtime:
             except Exception:  # a bug in one decision must not stop the site being decided
                 log.exception("decision failed")
             now = self.clock()
+            # Handed to the store's writer, never awaited: a locked store or a full disk must not stop the
+            # deciding (what waits is held in memory and written when the store takes writes again).
             if self.decision_store is not None and (pruned_at is None or now - pruned_at > PRUNE_EVERY):
                 pruned_at = now
-                keep = timedelta(days=self.config.store.telemetry_days)
-                with contextlib.suppress(Exception):  # a full disk must not stop the deciding
-                    await asyncio.to_thread(self.decision_store.prune, now - keep)
-                    if self.telemetry_store is not None:
-                        await asyncio.to_thread(self.telemetry_store.compact, now, keep)
+                self.writer.submit("prune", functools.partial(self._prune, now))
             # A tenth of slack: with a 1 s tick, a tick that wakes a little early must not skip a sample.
             if self._recorded_at is None or now - self._recorded_at >= TELEMETRY_EVERY * 0.9:
                 self._recorded_at = now
-                try:
-                    await self._record(now)
-                    self._record_failed = False
-                except Exception:  # a full disk must not stop the deciding; the readings wait
-                    if not self._record_failed:
-                        log.exception("writing telemetry and sessions failed (logged once until it works)")
-                    self._record_failed = True
+                self._record(now)
+            if self.decision_store is not None:
+                self._store_watch(now)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation of stop() when a
             # trigger fires at the same moment, and the loop would go on deciding.
             with contextlib.suppress(TimeoutError):
@@ -579,30 +721,73 @@ class Runtime:
 
     async def decide_once(self) -> Decision:
         now = self.clock()
-        decision = decide(self.site, self.inputs(now))
+        inputs = self.inputs(now)
+        decision = decide(self.site, inputs)
         self.memory = dict(decision.memory)
         self.non_ev_window.append((now, {(n.circuit, n.phase): n.amps for n in decision.non_ev_raw}))
         self.last = decision
         self.decisions += 1
         for change in decision.changes:
             log.info("%s", change.log_line())
-        # Decreases first and acknowledged (or timed out) before any increase uses the room they free.
+        # Decreases (against what each charger may draw now, not what was last decided) go out first, and
+        # every one must be acknowledged before any increase uses the room they free: a charger that has
+        # not confirmed giving room up is still drawing on it. Held back, the increases are decided again
+        # at once with the unconfirmed chargers counted at what they may draw.
         acks = await self._push(decision.decreases, decision)
-        acks += await self._push(decision.increases, decision)
-        resend = {cid: decision.limits[cid] for cid, at in self.unacked.items()
-                  if cid in decision.limits and (now - at).total_seconds() >= RESEND_UNACKED_S
-                  and cid not in {a.charger_id for a in acks}}
+        refused = [a for a in acks if not a.accepted]
+        if refused:
+            held_back = decision.increases
+            for cid in held_back:
+                if cid in inputs.memory:
+                    self.memory[cid] = inputs.memory[cid]
+                else:
+                    self.memory.pop(cid, None)
+            if held_back:
+                log.info("increases held back charger_count=%d: %d decrease(s) not acknowledged (%s)",
+                         len(held_back), len(refused), ", ".join(sorted(a.charger_id for a in refused)[:5]))
+                self.trigger("increases held back")
+        else:
+            acks += await self._push(decision.increases, decision)
+        resend: dict[str, float] = {}
+        for cid, at in list(self.unacked.items()):
+            if cid not in decision.limits or (now - at).total_seconds() < RESEND_UNACKED_S \
+                    or cid in {a.charger_id for a in acks}:
+                continue
+            if decision.limits[cid] > decision.in_force.get(cid, 0.0) + 1e-9:
+                # more than it is counted at now: not sent blind; allocated afresh at the next decision
+                del self.unacked[cid]
+                self.memory.pop(cid, None)
+                self.trigger(f"charger={cid} re-allocated")
+                continue
+            resend[cid] = decision.limits[cid]
         acks += await self._push(resend, decision, "resend: not acknowledged")
+        if self.ocpp is not None:
+            # While the site is curtailed, no charger's fallback stays above its limit: whatever mix of
+            # leases and fallbacks the chargers are on if the gateway dies, the curtailment holds too.
+            curtailed = any(v is not None for v in (decision.site_limit_kw, decision.ev_limit_kw, decision.peak_kw))
+            held = [e.id for e in decision.evses if e.held_a is not None]  # not decided now: left as they are
+            self.ocpp.set_fallbacks(dict(decision.limits) if curtailed else {}, keep=held if curtailed else ())
+            if self.ocpp.store_failing():
+                self.alarms.raise_("store.ocpp", "what the chargers hold cannot be stored: no limit is raised "
+                                   "until it can (decreases still go out)", now, severity="critical",
+                                   action="free disk space or end what locks the store (docs/store.md)")
+            else:
+                self.alarms.clear("store.ocpp", now)
         for ack in acks:
             self.acks[ack.charger_id] = ack
             if ack.accepted:
                 self.unacked.pop(ack.charger_id, None)
+                self._unacked_said.pop(ack.charger_id, None)
             else:
                 self.unacked[ack.charger_id] = now
-                log.warning("limit charger=%s amps=%g not acknowledged: %s", ack.charger_id, ack.amps, ack.detail)
+                said = (ack.amps, ack.detail)
+                if self._unacked_said.get(ack.charger_id) != said:  # once, then again only when it changes
+                    self._unacked_said[ack.charger_id] = said
+                    log.warning("limit charger=%s amps=%g not acknowledged: %s", ack.charger_id, ack.amps,
+                                ack.detail)
         if decision.changes and self.decision_store is not None:
             changes = [(c.evse_id, c.old_a, c.new_a, c.reason) for c in decision.changes]
-            await asyncio.to_thread(self.decision_store.record, rows_for(now, changes, acks))
+            self._record_limits(rows_for(now, changes, acks))
         self._note(decision)
         return decision
 
@@ -639,13 +824,11 @@ class Runtime:
         if not self.history or decision.now - self.history[-1].at >= timedelta(seconds=1):
             self.history.append(HistoryPoint(decision.now, load, self.effective_limit_kw()))
 
-    async def _record(self, now: datetime, *, telemetry: bool = True) -> None:
-        """The readings since the last call into the session ledger, then one telemetry sample."""
+    def _record(self, now: datetime, *, telemetry: bool = True) -> None:
+        """The readings since the last call into the session ledger, then one telemetry sample: handed to the
+        store's writer (which writes all that waits in one transaction each), never waited for."""
         if self.ledger is not None and self._ledger_pending:
-            batch = list(self._ledger_pending)
-            await asyncio.to_thread(self.ledger.observe, batch)
-            for _ in batch:  # readings that came in meanwhile stay for the next call
-                self._ledger_pending.popleft()
+            self.writer.submit("ledger", self._write_ledger)
         if not telemetry or self.telemetry_store is None or self.last is None:
             return
         power = self.charger_power_kw()
@@ -655,7 +838,82 @@ class Runtime:
             amps = max(r.current_a.values(), default=0.0) if r is not None and r.status.connected else None
             chargers[evse.id] = ChargerSample(amps, power.get(evse.id), self.last.limits.get(evse.id))
         site = SiteSample(self.load_kw(), sum(power.values()), self.effective_limit_kw())
-        await asyncio.to_thread(self.telemetry_store.write, now, TELEMETRY_EVERY.total_seconds(), site, chargers)
+        self._telemetry_pending.append(Sample(now, TELEMETRY_EVERY.total_seconds(), site, chargers))
+        self.writer.submit("telemetry", self._write_telemetry)
+
+    def _record_limits(self, rows: list[SentLimit]) -> None:
+        self._limits_pending.extend(rows)
+        self.writer.submit("limits", self._write_limits)
+
+    async def _write_ledger(self) -> None:
+        assert self.ledger is not None
+        await write_held(self._ledger_pending, self.ledger.observe)
+
+    async def _write_telemetry(self) -> None:
+        assert self.telemetry_store is not None
+        await write_held(self._telemetry_pending, self.telemetry_store.write_many)
+
+    async def _write_limits(self) -> None:
+        assert self.decision_store is not None
+        await write_held(self._limits_pending, self.decision_store.record)
+
+    async def _flush_vtn(self) -> None:
+        assert self.store is not None
+        if not await asyncio.to_thread(self.store.flush):
+            raise StillHeld("the VTN adapter's writes are held in memory")
+
+    async def _prune(self, now: datetime) -> None:
+        assert self.decision_store is not None
+        keep = timedelta(days=self.config.store.telemetry_days)
+        await asyncio.to_thread(self.decision_store.prune, now - keep)
+        if self.telemetry_store is not None:
+            await asyncio.to_thread(self.telemetry_store.compact, now, keep)
+
+    async def _check_integrity(self) -> None:
+        db = self.decision_store
+        assert db is not None
+
+        def check() -> list[str]:
+            with db.lock:
+                return integrity_problems(db.db.conn)
+
+        self.store_health.checked(await asyncio.to_thread(check))
+
+    def _store_watch(self, now: datetime) -> None:
+        """Each tick: retry what the VTN adapter holds, check the file daily, and say what is wrong (the
+        store.write and store.integrity alarms, each logged once when it starts and once when it ends)."""
+        trouble = self.store_health.trouble()
+        if self.store is not None and (self.store.holding() or trouble is not None):
+            self.writer.submit("vtn", self._flush_vtn)
+        if now - self._integrity_at >= INTEGRITY_EVERY:
+            self._integrity_at = now
+            self.writer.submit("integrity", self._check_integrity)
+        path = self._path(self.config.store.path)
+        stuck_s = self.writer.stuck_for()
+        if trouble is None and stuck_s < STORE_STUCK_S:
+            self.alarms.clear("store.write", now, f"waiting={len(self.writer.pending())}")
+        else:
+            error = trouble.error if trouble is not None else f"a write has taken {stuck_s:.0f}s"
+            held = ", ".join(sorted({*(trouble.whats if trouble is not None else ()), *self.writer.pending()}))
+            for_s = max(trouble.for_s if trouble is not None else 0.0, stuck_s)
+            waiting_precious = bool(PRECIOUS & set(self.writer.pending()))  # an operator's change, say
+            critical = trouble is not None and (trouble.precious or waiting_precious or for_s >= STORE_CRITICAL_S)
+            self.alarms.raise_(
+                "store.write",
+                f"the store cannot be written ({error}); the site is still decided and held under its limits; "
+                f"held in memory and retried: {held}",
+                now, severity="critical" if critical else "warning",
+                action=f"free space on the disk of {path}, or stop what holds it locked (fuser {path}); "
+                       "a restart now would lose what is held (docs/operations.md)")
+        damage = self.store_health.damage() or ([trouble.error] if trouble is not None and trouble.damaged else [])
+        if damage:
+            self.alarms.raise_(
+                "store.integrity", f"the store {path} is damaged ({damage[0]}); the gateway runs on what it "
+                "holds in memory", now, severity="critical",
+                action=f"stop the gateway, then `gateway store set-aside --db {path}` or `gateway store restore "
+                       f"--db {path} BACKUP` (docs/store.md)")
+        else:
+            self.alarms.clear("store.integrity", now)
 
     def load_kw(self) -> float | None:
         """Site power: the service meter, or the chargers' own power plus the non-EV estimate."""
