@@ -319,3 +319,22 @@ async def test_a_charger_whose_clock_is_an_hour_off_still_applies_and_drops_its_
     finally:
         await sim.stop()
         await driver.stop(release=False)
+
+
+async def test_a_clean_stop_says_which_chargers_did_not_confirm_their_release() -> None:
+    driver = OcppDriver(section(lease_s=30, response_timeout_s=1.0), [charger("cp1"), charger("cp2")])
+    await driver.start()
+    sims = [SimChargePoint(base_url(driver), cid, password=PASSWORD) for cid in ("cp1", "cp2")]
+    await asyncio.gather(*(s.start() for s in sims))
+    try:
+        await until(lambda: all(s.limit_a() == 8.0 for s in sims))
+        await driver.apply_limits({"cp1": 20.0, "cp2": 20.0}, "test")
+
+        def failing_clear(*args: object) -> bool:
+            raise RuntimeError("firmware fault")  # cp2 answers the clear with a CallError, clearing nothing
+
+        sims[1].clear_profiles = failing_clear  # type: ignore[method-assign]
+        kept = await driver.stop(release=True)
+        assert kept == ["cp2"] and sims[0].limit_a() == 8.0 and sims[1].limit_a() == 20.0
+    finally:
+        await asyncio.gather(*(s.stop() for s in sims))

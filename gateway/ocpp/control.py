@@ -461,23 +461,26 @@ class Control:
                 self.acked_a = self.acked_tx = self.lease_until = None
                 self.confirmed = True
 
-    async def release(self) -> None:
-        """Put the charger on its fallback now (a clean stop)."""
+    async def release(self) -> bool:
+        """Put the charger on its fallback now (a clean stop); False when it did not say it did."""
         station = self.station
         if station is None:
-            return
+            return False
         timeout = min(2.0, self.ctx.section.response_timeout_s)
         strategy = self.strategies[self.strategy] if self.strategies else None
+        done = False
         with contextlib.suppress(TimeoutError):
             if strategy is not None and not strategy.leased:  # the live limit sits in the base's slot
-                await asyncio.wait_for(self.install_base(station, strategy), timeout)
+                done = (await asyncio.wait_for(self.install_base(station, strategy), timeout)).accepted
             else:
                 outcome = await asyncio.wait_for(station.clear_profile(LIVE_PROFILE_ID), timeout)
                 if outcome.accepted:
                     self.acked_a, self.acked_tx, self.lease_until = None, None, None
                     self.confirmed, self.unanswered_a = True, None
+                done = outcome.accepted
         if self.ctx.dirty is not None:
             self.ctx.dirty(self)
+        return done
 
     # ------------------------------------------------------------------------------------------ the meter
 

@@ -124,9 +124,11 @@ class OcppDriver:
         if self.book is not None:
             self._flusher = asyncio.create_task(self._flush_forever(), name="ocpp-store")
 
-    async def stop(self, release: bool = True) -> None:
+    async def stop(self, release: bool = True) -> list[str]:
         """Stop serving. With `release`, clear live profiles first so chargers drop to their fallback now
-        rather than when the lease runs out."""
+        rather than when the lease runs out. Returns the chargers online that did not confirm it (they
+        fall back by themselves when their lease ends)."""
+        kept: list[str] = []
         for job in (self._renewer, self._flusher):
             if job is not None:
                 job.cancel()
@@ -134,7 +136,8 @@ class OcppDriver:
                     await job
         if release:
             online = [c for c in self.controls.values() if c.station is not None]
-            await asyncio.gather(*(c.release() for c in online))
+            released = await asyncio.gather(*(c.release() for c in online))
+            kept = [c.charger.id for c, done in zip(online, released, strict=True) if not done]
         await self._flush()
         # a charger's message under way (a 2.0.1 TransactionEvent) gets its answer before the link closes
         await self._quiesce(timeout_s=2.0)
@@ -144,6 +147,7 @@ class OcppDriver:
         if pending:
             await asyncio.wait(pending, timeout=2.0)
         await self.server.stop()
+        return kept
 
     async def __aenter__(self) -> OcppDriver:
         await self.start()

@@ -280,9 +280,19 @@ class Runtime:
                 await self._status_runner.cleanup()
         logging.getLogger().removeHandler(self.recent_log)
         if self.ocpp is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.ocpp.stop(release=True), timeout=10.0)
-            log.info("shutdown: OCPP live profiles cleared; chargers on their fallback")
+            lease = self.config.ocpp.lease_s
+            try:
+                kept = await asyncio.wait_for(self.ocpp.stop(release=True), timeout=10.0)
+            except Exception as exc:  # a shutdown goes on; what it could not do is said
+                log.warning("shutdown: OCPP live profiles not cleared (%s): chargers fall back by themselves "
+                            "when their leases end, within %g s", str(exc) or type(exc).__name__, lease)
+            else:
+                if kept:
+                    log.warning("shutdown: %d charger(s) did not confirm clearing their live profile (%s): they "
+                                "fall back by themselves when their leases end, within %g s", len(kept),
+                                ", ".join(kept[:10]), lease)
+                else:
+                    log.info("shutdown: OCPP live profiles cleared; chargers on their fallback")
         if self.charger_book is not None:
             with contextlib.suppress(Exception):
                 self.charger_book.close()
