@@ -8,7 +8,7 @@ logged by the adapter and shows up as a rejected `LimitAck` or a stale reading).
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
@@ -27,6 +27,69 @@ class EvseDriver(Protocol):
     def readings(self) -> AsyncIterator[ChargerReading]:
         """Every status or measurement a charger reports, as it arrives."""
         ...
+
+
+# Capabilities a charger driver may have beyond `EvseDriver`; the runtime asks for each with isinstance,
+# so a driver that lacks one is simply not asked (no protocol names in the runtime).
+
+
+@runtime_checkable
+class Starts(Protocol):
+    """Has to be started (a server to listen, tasks to run) before its chargers can be reached."""
+
+    async def start(self) -> None: ...
+
+
+@runtime_checkable
+class Snapshots(Protocol):
+    """Can say at once what each of its chargers may be drawing, before any of them has spoken."""
+
+    def snapshot(self) -> list[ChargerReading]: ...
+
+
+@runtime_checkable
+class Releases(Protocol):
+    """Puts its chargers on their own fallback at a clean stop."""
+
+    async def stop(self, release: bool = True) -> list[str]:
+        """Stop; with `release`, first put every charger on its fallback. The chargers that did not
+        confirm it (they fall back by themselves later, e.g. when a lease ends)."""
+        ...
+
+
+@runtime_checkable
+class Closes(Protocol):
+    """Holds links or tasks to close at a stop (its chargers' watchdogs take over)."""
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class HandsBack(Protocol):
+    """Notices an EV drawing well under its limit, so the allocator can give the rest to others."""
+
+    def unused_cap(self, charger_id: str) -> float | None: ...
+
+
+@runtime_checkable
+class HoldsFallbacks(Protocol):
+    """Its chargers' own fallback can be lowered while the site is curtailed (and put back after)."""
+
+    def set_fallbacks(self, wanted: Mapping[str, float], keep: Iterable[str] = ()) -> None: ...
+
+
+@runtime_checkable
+class FollowsClock(Protocol):
+    """Keeps wall-clock times of its own (leases, peers' clock skew) that a step of the clock moves."""
+
+    def clock_stepped(self, step_s: float) -> None: ...
+
+
+@runtime_checkable
+class Remembers(Protocol):
+    """Keeps what its chargers hold in the store; says when it cannot (raises are then not sent)."""
+
+    def store_failing(self) -> bool: ...
 
 
 @runtime_checkable

@@ -71,11 +71,13 @@ class OcppDriver:
         watts_per_amp: Mapping[str, float] | None = None,
         clock: Clock = utc_now,
         book: ChargerBook | None = None,
+        owns_book: bool = False,
     ) -> None:
         ocpp = [c for c in chargers if c.protocol.startswith("ocpp")]
         self.section = section
         self.clock = clock
         self.book = book
+        self._owns_book = owns_book  # closed at stop()
         self.history: deque[LimitRecord] = deque(maxlen=10_000)
         ctx = Context(section, clock, self.history, lambda ctl: self._publish(ctl, measured=False),
                       write_ahead=self._write_ahead if book is not None else None,
@@ -110,10 +112,10 @@ class OcppDriver:
         self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, config: GatewayConfig, clock: Clock = utc_now, book: ChargerBook | None = None
-                    ) -> OcppDriver:
+    def from_config(cls, config: GatewayConfig, clock: Clock = utc_now, book: ChargerBook | None = None,
+                    owns_book: bool = False) -> OcppDriver:
         return cls(config.ocpp, config.chargers, {c.id: watts_per_amp(config, c) for c in config.chargers},
-                   clock, book)
+                   clock, book, owns_book)
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -147,6 +149,8 @@ class OcppDriver:
         if pending:
             await asyncio.wait(pending, timeout=2.0)
         await self.server.stop()
+        if self._owns_book and self.book is not None:
+            self.book.close()
         return kept
 
     async def __aenter__(self) -> OcppDriver:

@@ -26,14 +26,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from gateway.domain import J1772_MIN_A, ChargerReading, ChargerStatus, Event, LimitAck, Measurement, OptState, Segment
-from gateway.ports import Curtailment, EvseDriver
+from gateway.ports import (
+    Closes,
+    Curtailment,
+    EvseDriver,
+    FollowsClock,
+    HandsBack,
+    HoldsFallbacks,
+    Releases,
+    Remembers,
+    Snapshots,
+    Starts,
+)
 from gateway.runtime.alarms import Alarms
 from gateway.runtime.boundaries import Boundaries
 from gateway.runtime.clock_jump import ClockState, nows, strictest
 from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, charger_states, decide
+from gateway.runtime.drivers import BUILDERS, DriverContext, family, needs_pool
 from gateway.runtime.logs import QuietLibraries, RecentLog
 from gateway.runtime.meter_watch import MeterWatch
 from gateway.runtime.plans import PlanKeeper, SitePowerLog
@@ -52,11 +64,11 @@ from gateway.tariff import Tariff, demand_charge_at, month_start
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
+    from gateway.config.site import ChargerSection
     from gateway.modbus.link import LinkPool
     from gateway.modbus.meter import ModbusMeter
     from gateway.ocpp.driver import OcppDriver
     from gateway.openadr.ven import Ven
-    from gateway.store.chargers import ChargerBook
 
 log = logging.getLogger("gateway.runtime")
 Clock = Callable[[], datetime]
@@ -99,7 +111,7 @@ class Runtime:
         self.site = Site.from_config(config)
         levels = {int(k): v for k, v in config.openadr.simple_levels.items()}
         self.schedule_settings = ScheduleSettings(ev_capacity_kw=ev_capacity_kw(config), simple_levels=levels)
-        self.protocol_of = {c.id: ("ocpp" if c.protocol.startswith("ocpp") else "modbus") for c in config.chargers}
+        self.protocol_of = {c.id: family(c.protocol) for c in config.chargers}  # charger → driver family
         self.circuit_limit = {c.id: c for c in self.site.circuits}
         self.meter_circuit = {m.id: m.circuit for m in self.site.meters}
         self.readings: dict[str, ChargerReading] = {}
@@ -146,13 +158,20 @@ class Runtime:
         self._ledger_pending: deque[ChargerReading] = deque(maxlen=10_000)  # readings not yet in the ledger
         self._recorded_at: datetime | None = None
         self._record_failed = False
-        self.ocpp: OcppDriver | None = None
-        self.charger_book: ChargerBook | None = None
-        self.modbus: EvseDriver | None = None
+        self.drivers: dict[str, EvseDriver] = {}  # one per protocol family, built by `runtime.drivers`
         self.meters: dict[str, ModbusMeter] = {}
         self.pool: LinkPool | None = None
         self.ven: Ven | None = None
         self.status_url: str | None = None
+
+    @property
+    def ocpp(self) -> OcppDriver | None:
+        """The OCPP central system, when the site has OCPP chargers (for the demo and commissioning)."""
+        return cast("OcppDriver | None", self.drivers.get("ocpp"))
+
+    @property
+    def modbus(self) -> EvseDriver | None:
+        return self.drivers.get("modbus")
 
     # ------------------------------------------------------------------------------------ lifecycle
 
@@ -207,28 +226,24 @@ class Runtime:
                                                        frozenset(self.protocol_of)))
         self.events = await asyncio.to_thread(self.store.events)
         self.boundaries.start()
-        if any(p == "ocpp" for p in self.protocol_of.values()):
-            from gateway.ocpp.driver import OcppDriver
-            from gateway.store.chargers import ChargerBook
-
-            # What each charger holds, kept across restarts: a raise is written here before it is sent.
-            self.charger_book = ChargerBook.open(self._path(self.config.store.path))
-            self.ocpp = OcppDriver.from_config(self.config, clock=self.clock, book=self.charger_book)
-            # Known before the first decision: what each charger may still draw on what it holds (its lease
-            # from the store), not "never heard from" while its reader task has yet to start.
-            for reading in self.ocpp.snapshot():
-                self.readings[reading.charger_id] = reading
-            await self.ocpp.start()
-        modbus_chargers = [c for c in self.config.chargers if c.protocol == "modbus"]
-        if modbus_chargers or self.config.meters:
+        if needs_pool(self.config):
             from gateway.modbus.link import LinkPool
 
             self.pool = LinkPool()
-        if modbus_chargers and self.pool is not None:
-            from gateway.modbus.charger import ModbusChargers
-
-            self.modbus = ModbusChargers.from_config(modbus_chargers, self.pool, self.base,
-                                                     poll_s=min(1.0, self.config.control.tick_s))
+        context = DriverContext(self.config, self.clock, self.base, path, self.pool)
+        families: dict[str, list[ChargerSection]] = {}
+        for charger in self.config.chargers:
+            families.setdefault(family(charger.protocol), []).append(charger)
+        for name, chargers in families.items():
+            driver = BUILDERS[name](context, chargers)
+            self.drivers[name] = driver
+            if isinstance(driver, Snapshots):
+                # Known before the first decision: what each charger may still draw on what it holds (its
+                # lease from the store), not "never heard from" while its reader task has yet to start.
+                for reading in driver.snapshot():
+                    self.readings[reading.charger_id] = reading
+            if isinstance(driver, Starts):
+                await driver.start()
         for section in self.config.meters:
             from gateway.modbus.meter import ModbusMeter
 
@@ -259,12 +274,9 @@ class Runtime:
 
     def _tasks(self) -> list[tuple[str, Any]]:
         tasks: list[tuple[str, Any]] = [("decide", self._decide_forever())]
-        if self.ocpp is not None:
-            tasks.append(("ocpp", supervised("ocpp-readings", lambda: self._read(self.ocpp),
-                                             restarts=self.restarts)))
-        if self.modbus is not None:
-            tasks.append(("modbus", supervised("modbus-chargers", lambda: self._read(self.modbus),
-                                               restarts=self.restarts)))
+        for name, driver in self.drivers.items():
+            tasks.append((name, supervised(f"{name}-chargers" if name != "ocpp" else "ocpp-readings",
+                                           functools.partial(self._read, driver), restarts=self.restarts)))
         for meter_id, meter in self.meters.items():
             tasks.append((f"meter-{meter_id}", supervised(f"meter-{meter_id}", self._meter_reader(meter),
                                                           restarts=self.restarts)))
@@ -279,27 +291,21 @@ class Runtime:
             with contextlib.suppress(Exception):
                 await self._status_runner.cleanup()
         logging.getLogger().removeHandler(self.recent_log)
-        if self.ocpp is not None:
-            lease = self.config.ocpp.lease_s
+        for releasing in [d for d in self.drivers.values() if isinstance(d, Releases)]:
             try:
-                kept = await asyncio.wait_for(self.ocpp.stop(release=True), timeout=10.0)
+                kept = await asyncio.wait_for(releasing.stop(release=True), timeout=10.0)
             except Exception as exc:  # a shutdown goes on; what it could not do is said
-                log.warning("shutdown: OCPP live profiles not cleared (%s): chargers fall back by themselves "
-                            "when their leases end, within %g s", str(exc) or type(exc).__name__, lease)
+                log.warning("shutdown: chargers not released (%s): they fall back by themselves when their "
+                            "leases end", str(exc) or type(exc).__name__)
             else:
                 if kept:
-                    log.warning("shutdown: %d charger(s) did not confirm clearing their live profile (%s): they "
-                                "fall back by themselves when their leases end, within %g s", len(kept),
-                                ", ".join(kept[:10]), lease)
+                    log.warning("shutdown: %d charger(s) did not confirm going to their fallback (%s): they fall "
+                                "back by themselves when their leases end", len(kept), ", ".join(kept[:10]))
                 else:
-                    log.info("shutdown: OCPP live profiles cleared; chargers on their fallback")
-        if self.charger_book is not None:
-            with contextlib.suppress(Exception):
-                self.charger_book.close()
-        close = getattr(self.modbus, "close", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                await close()
+                    log.info("shutdown: live limits cleared; chargers on their fallback")
+        for closing in [d for d in self.drivers.values() if isinstance(d, Closes)]:
+            with contextlib.suppress(Exception):  # their watchdogs take over
+                await closing.close()
         if self.pool is not None:
             with contextlib.suppress(Exception):
                 await self.pool.close()
@@ -584,10 +590,14 @@ class Runtime:
 
     def unused_caps(self) -> dict[str, float]:
         """The OCPP driver's hand-back: chargers whose EV has drawn well under its limit for a while."""
-        if self.ocpp is None:
-            return {}
-        caps = {cid: self.ocpp.unused_cap(cid) for cid, protocol in self.protocol_of.items() if protocol == "ocpp"}
-        return {cid: cap for cid, cap in caps.items() if cap is not None}
+        caps: dict[str, float] = {}
+        for name, driver in self.drivers.items():
+            if isinstance(driver, HandsBack):
+                for cid, fam in self.protocol_of.items():
+                    cap = driver.unused_cap(cid) if fam == name else None
+                    if cap is not None:
+                        caps[cid] = cap
+        return caps
 
     def target_floor(self, target: float | None, inputs: Inputs) -> float | None:
         """The peak target the decision holds the site under: the plan's, but never so low that a car which
@@ -680,8 +690,8 @@ class Runtime:
                                     on_since=moved(m.on_since) if m.on_since is not None else None,
                                     waiting_since=moved(m.waiting_since) if m.waiting_since is not None else None)
                        for cid, m in self.memory.items()}
-        if self.ocpp is not None:
-            self.ocpp.clock_stepped(state.step_s)  # its leases and the chargers' clock skews move with it
+        for following in [d for d in self.drivers.values() if isinstance(d, FollowsClock)]:
+            following.clock_stepped(state.step_s)  # leases and the chargers' clock skews move with it
         hours = state.step_s / 3600.0
         if stepped(state):
             started = self.alarms.raise_(
@@ -771,18 +781,18 @@ class Runtime:
                 continue
             resend[cid] = decision.limits[cid]
         acks += await self._push(resend, decision, "resend: not acknowledged")
-        if self.ocpp is not None:
-            # While the site is curtailed, no charger's fallback stays above its limit: whatever mix of
-            # leases and fallbacks the chargers are on if the gateway dies, the curtailment holds too.
-            curtailed = any(v is not None for v in (decision.site_limit_kw, decision.ev_limit_kw, decision.peak_kw))
-            held = [e.id for e in decision.evses if e.held_a is not None]  # not decided now: left as they are
-            self.ocpp.set_fallbacks(dict(decision.limits) if curtailed else {}, keep=held if curtailed else ())
-            if self.ocpp.store_failing():
-                self.alarms.raise_("store.ocpp", "what the chargers hold cannot be stored: no limit is raised "
-                                   "until it can (decreases still go out)", now, severity="critical",
-                                   action="free disk space or end what locks the store (docs/store.md)")
-            else:
-                self.alarms.clear("store.ocpp", now)
+        # While the site is curtailed, no charger's fallback stays above its limit: whatever mix of leases
+        # and fallbacks the chargers are on if the gateway dies, the curtailment holds too.
+        curtailed = any(v is not None for v in (decision.site_limit_kw, decision.ev_limit_kw, decision.peak_kw))
+        held = [e.id for e in decision.evses if e.held_a is not None]  # not decided now: left as they are
+        for holding in [d for d in self.drivers.values() if isinstance(d, HoldsFallbacks)]:
+            holding.set_fallbacks(dict(decision.limits) if curtailed else {}, keep=held if curtailed else ())
+        if any(r.store_failing() for r in [d for d in self.drivers.values() if isinstance(d, Remembers)]):
+            self.alarms.raise_("store.ocpp", "what the chargers hold cannot be stored: no limit is raised "
+                               "until it can (decreases still go out)", now, severity="critical",
+                               action="free disk space or end what locks the store (docs/store.md)")
+        else:
+            self.alarms.clear("store.ocpp", now)
         for ack in acks:
             self.acks[ack.charger_id] = ack
             if ack.accepted:
@@ -805,9 +815,9 @@ class Runtime:
         if not limits:
             return []
         calls = []
-        for driver, protocol in ((self.ocpp, "ocpp"), (self.modbus, "modbus")):
+        for protocol, driver in self.drivers.items():
             mine = {cid: a for cid, a in limits.items() if self.protocol_of.get(cid) == protocol}
-            if driver is None or not mine:
+            if not mine:
                 continue
             reason = why or "; ".join(sorted({decision.reasons.get(cid, "") for cid in mine}))
             calls.append(driver.apply_limits(mine, reason))
