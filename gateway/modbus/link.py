@@ -98,6 +98,7 @@ class ModbusLink:
         self._lock = asyncio.Lock()
         self._client: AsyncModbusTcpClient | None = None
         self.trouble = Trouble(log, f"modbus link={host}:{port}")
+        self.errors = 0  # failed calls (no connection, timeouts, exception answers), for /metrics
 
     @property
     def name(self) -> str:
@@ -176,6 +177,7 @@ class ModbusLink:
         self._recovered()
         if response.isError():
             code = int(getattr(response, "exception_code", 0))
+            self.errors += 1
             raise LinkError("exception", f"{what}: exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')})", code)
         result: _Response = response
         return result
@@ -188,6 +190,7 @@ class ModbusLink:
     def _failed(self, detail: str) -> None:
         self._next_try = self._clock() + self._backoff
         self._backoff = min(self._backoff * 2, self._backoff_max)
+        self.errors += 1
         self.trouble.fail("link", detail)
 
     def _recovered(self) -> None:
@@ -217,6 +220,9 @@ class LinkPool:
                               backoff_max_s=self._backoff[1])
             self._links[key] = link
         return link
+
+    def links(self) -> list[ModbusLink]:
+        return list(self._links.values())
 
     async def close(self) -> None:
         for link in self._links.values():

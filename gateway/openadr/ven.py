@@ -100,6 +100,12 @@ class Ven:
         self.deregistered = False  # the operator cancelled our registration (cancel_registration)
         self.registered = asyncio.Event()  # set after each successful registration (tests wait on it)
         self.polls = 0
+        # Read-only health for the status endpoint: the last round that went through, the last failure and
+        # since when rounds fail (None while they work); rounds by result for /metrics.
+        self.last_ok_at: datetime | None = None
+        self.last_error: str | None = None
+        self.failing_since: datetime | None = None
+        self.rounds: dict[str, int] = {"ok": 0, "unreachable": 0, "refused": 0, "error": 0}
         if vtn.plain_http:
             log.warning("vtn.url is plain HTTP (allow_plain_http = true): traffic is neither encrypted nor "
                         "authenticated; use only for tests and demos")
@@ -146,6 +152,7 @@ class Ven:
                     delay = await self.step()
                 except Exception:  # a bug or a full disk must not stop the VEN; the traceback helps fix it
                     self.failures += 1
+                    self._failed("error", "openadr round failed (see the traceback in the log)")
                     delay = backoff_delay(self.failures, self.vtn.backoff_initial_s, self.vtn.backoff_max_s,
                                           self.rng)
                     log.exception("openadr round failed; retry in %.1fs", delay)
@@ -170,6 +177,7 @@ class Ven:
             await self._send_reports()
         except VtnUnreachable as exc:
             self.failures += 1
+            self._failed("unreachable", f"unreachable: {exc}")
             delay = self.unreachable_delay()
             level = logging.WARNING if self.failures == 1 else logging.DEBUG
             log.log(level, "vtn unreachable: %s; retry in %.1fs (attempt %d); stored schedule stays in force",
@@ -177,19 +185,36 @@ class Ven:
             return delay
         except NotRegistered as exc:
             self.failures += 1
+            self._failed("refused", f"the VTN no longer knows us: {exc}")
             log.warning("vtn no longer knows us (%s): registering again", exc)
             await self._forget_registration()
             return backoff_delay(self.failures, self.vtn.backoff_initial_s, self.vtn.backoff_max_s, self.rng)
         except RefusedPayload as exc:
             # Backed off like any other failure: a VTN stuck on a bad message is not hammered every poll.
             self.failures += 1
+            self._failed("refused", f"message refused: {exc}")
             delay = backoff_delay(self.failures, self.vtn.backoff_initial_s, self.vtn.backoff_max_s, self.rng)
             log.warning("vtn message refused: %s; retry in %.1fs", exc, delay)
             return delay
         if self.failures:
             log.info("vtn reachable again after %d failed attempts", self.failures)
             self.failures = 0
+        self.rounds["ok"] += 1
+        self.last_ok_at, self.failing_since = self.clock(), None
         return self.poll_interval_s
+
+    def _failed(self, result: str, error: str) -> None:
+        self.rounds[result] += 1
+        self.last_error = error[:300]
+        if self.failing_since is None:
+            self.failing_since = self.clock()
+
+    @property
+    def reachable(self) -> bool | None:
+        """Whether the last round with the VTN went through (None before the first one ended)."""
+        if self.failing_since is not None:
+            return False
+        return True if self.last_ok_at is not None else None
 
     def return_within_s(self) -> float:
         """How soon a VTN that comes back must hear from us: one poll period or RETURN_WITHIN_S, the longer."""

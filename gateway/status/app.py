@@ -1,44 +1,60 @@
 """The status endpoint (aiohttp): what the gateway is doing, for people, scripts and Prometheus, and the
 operator's few writes.
 
-`GET /api/status` is the JSON the runtime builds (vtn, events, site, evses, loop, demand, operator);
-`GET /api/events` every stored event in full; `GET /api/log?since=` the recent log lines after a sequence
-number or a time; `GET /healthz` answers 200 only while the loop has decided within three ticks (503
-otherwise, so a supervisor can restart a wedged gateway); `GET /metrics` is Prometheus text from a
-registry of its own (several apps in one process, as in tests, do not collide); `GET /` is one
-server-rendered page with no scripts and nothing loaded from elsewhere: an inline SVG chart of site load
-against the limit in force with the charging plan's site power for the next two hours, the month's demand
-peak while a demand charge applies, the events and the chargers. The app reads from any `StatusSource`.
-The writes (opt out of an event, a temporary site cap, pausing a charger) go to an `Operator`, need the
-`[status] token` as a bearer token (401 without it, 403 while none is configured), answer 400 with one
-line on a bad body, and each one is logged with what it changed and who asked.
+Every reading comes from one status document (`gateway.status.document`): `GET /api/status` is it as JSON,
+`GET /api/alarms` its alarms in force, `GET /healthz` its health (200 `ok` or `degraded`, 503 `failing`,
+with a JSON list of reasons), `GET /metrics` Prometheus text computed from it at scrape time (plus the
+runtime's counters), `GET /` the page rendered from it, kept live by `GET /api/stream` (server-sent events,
+one rendered update a tick). `GET /api/events` every stored event in full; `GET /api/log?since=` the recent
+log lines. The writes (opt out of an event, a temporary site cap, pausing a charger) go to an `Operator`,
+need the `[status] token` as a bearer token (401 without it, 403 while none is configured), answer 400 with
+one line on a bad body, and each one is logged with what it changed and who asked. Every error, 404, 405
+and 413 included, is a JSON object `{"error": "..."}`.
+
+Run inside the gateway (`serve(runtime, ...)`), the app also runs the runtime's `Watch` every tick: the
+VTN, meter and charger alarms, one log line per change of the site limit, and a day of history.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
-import html
 import json
 import logging
+import math
+import platform
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Annotated, Any, Literal, Protocol, TypeVar
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, ValidationError
 
 from gateway.domain import Event, OptState
+from gateway.status.document import build_version, health_of
 from gateway.status.events import event_json
+from gateway.status.page import (
+    DEFAULT_WINDOW,
+    SCRIPT,
+    WINDOWS,
+    PlanPoint,
+    Point,
+    chart_svg,
+    render_live,
+    render_page,
+)
+from gateway.status.watch import Watch
+
+__all__ = ["PlanPoint", "Point", "chart_svg", "make_app", "render_page", "serve"]
 
 log = logging.getLogger("gateway.status")
-Point = tuple[datetime, float | None, float | None]  # when, site load kW, limit kW
-PlanPoint = tuple[datetime, datetime, float]  # a plan slot's start and end, planned site kW
-# How far ahead the chart draws the plan: what the next couple of hours hold, beside the last two.
-PLAN_AHEAD = timedelta(hours=2)
-HISTORY_SPAN = timedelta(hours=2)  # how far back the chart draws the site load and the limit
+HISTORY_SPAN = timedelta(hours=2)  # what the runtime keeps a point a second of
+CSP = ("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; "
+       "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'")
 
 
 class StatusSource(Protocol):
@@ -69,64 +85,175 @@ SOURCE = web.AppKey("source", StatusSource)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 OPERATOR = web.AppKey("operator", Operator)
 TOKEN = web.AppKey("token", str)
+WATCH = web.AppKey("watch", Watch)
+TASKS = web.AppKey("tasks", list)
 MAX_CAP_MINUTES = 7 * 24 * 60  # a "temporary" cap longer than a week is a config change, not an override
 
 
-class _Metrics(Collector):
-    """Gauges computed at scrape time from the status, so they can never disagree with /api/status."""
+def document(app: web.Application) -> dict[str, Any]:
+    """The status document with its health (a source that does not give one gets it worked out here)."""
+    source = app[SOURCE]
+    status = source.status()
+    if "health" not in status:
+        status["health"] = health_of(status, source.healthy())
+    return status
 
-    def __init__(self, source: StatusSource) -> None:
-        self.source = source
+
+def _g(name: str, doc: str, labels: Sequence[str] = ()) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, doc, labels=list(labels))
+
+
+class _Metrics(Collector):
+    """Gauges computed at scrape time from the status document, so they can never disagree with
+    /api/status; counters the adapters keep (VTN rounds, Modbus errors, restarts) read from them."""
+
+    def __init__(self, app: web.Application) -> None:
+        self.app = app
 
     def collect(self) -> Iterator[Metric]:
-        status = self.source.status()
+        status = document(self.app)
+        source = self.app[SOURCE]
         site = status["site"]
-        for name, key, doc in (("gateway_site_load_kw", "load_kw", "Site power now (kW)"),
-                               ("gateway_site_limit_kw", "limit_kw", "Site power limit in force (kW)")):
-            gauge = GaugeMetricFamily(name, doc)
-            if site.get(key) is not None:
-                gauge.add_metric([], float(site[key]))
+        info = InfoMetricFamily("gateway_build", "The gateway's version", labels=["version", "python"])
+        info.add_metric([build_version(), platform.python_version()], {})
+        yield info
+        for name, key, doc in (
+            ("gateway_site_load_watts", "load_kw", "Site power now, measured or estimated (W, absent while the "
+             "service meter is stale)"),
+            ("gateway_site_limit_watts", "limit_kw", "Site power allowed now, whichever limit binds (W, power "
+             "factor 1 like the load)"),
+            ("gateway_site_ev_watts", "ev_kw", "Power the chargers report drawing (W)"),
+            ("gateway_operator_cap_watts", "operator_cap_kw", "The operator's temporary site cap (W), while set"),
+        ):
+            gauge = _g(name, doc)
+            value = site.get(key)
+            if key == "operator_cap_kw":
+                value = (status.get("operator") or {}).get("cap_kw", value)
+            if value is not None:
+                gauge.add_metric([], float(value) * 1000.0)
             yield gauge
-        limit = GaugeMetricFamily("gateway_evse_limit_amps", "Limit in force per charger (A)", labels=["evse"])
-        current = GaugeMetricFamily("gateway_evse_current_amps", "Measured current per charger (A)", labels=["evse"])
-        connected = GaugeMetricFamily("gateway_evse_connected", "1 when a car is plugged in", labels=["evse"])
+        cond_load = _g("gateway_conductor_current_amperes", "Current per circuit and phase conductor (A)",
+                       ["circuit", "phase"])
+        cond_limit = _g("gateway_conductor_limit_amperes", "Usable current per circuit and phase conductor (A)",
+                        ["circuit", "phase"])
+        for circuit in status.get("circuits") or []:
+            for p in circuit["phases"]:
+                if p["load_a"] is not None:
+                    cond_load.add_metric([circuit["id"], p["phase"]], float(p["load_a"]))
+                cond_limit.add_metric([circuit["id"], p["phase"]], float(p["limit_a"]))
+        yield cond_load
+        yield cond_limit
+        families = {
+            "limit": _g("gateway_evse_limit_amperes", "Limit in force per charger (A)", ["evse"]),
+            "current": _g("gateway_evse_current_amperes", "Measured current per charger, highest phase (A)",
+                          ["evse"]),
+            "power": _g("gateway_evse_power_watts", "Power per charger (W)", ["evse"]),
+            "energy": _g("gateway_evse_session_energy_joules", "Energy of the session under way (J)", ["evse"]),
+            "plugged": _g("gateway_evse_plugged", "1 while a car is plugged in", ["evse"]),
+            "online": _g("gateway_evse_up", "1 while the charger is online and reporting", ["evse"]),
+            "acked": _g("gateway_evse_limit_acknowledged", "1 once the charger acknowledged its limit (0: not "
+                        "yet; absent: nothing sent)", ["evse"]),
+            "over": _g("gateway_evse_over_limit", "1 while the charger draws above its limit", ["evse"]),
+            "seen": _g("gateway_evse_last_seen_timestamp_seconds", "When the charger last reported (Unix time)",
+                       ["evse"]),
+            "paused": _g("gateway_evse_paused", "1 while an operator has paused the charger", ["evse"]),
+        }
+        paused = set((status.get("operator") or {}).get("paused") or ())
         for evse in status["evses"]:
-            if evse["limit_a"] is not None:
-                limit.add_metric([evse["id"]], float(evse["limit_a"]))
-            if evse["current_a"] is not None:
-                current.add_metric([evse["id"]], float(evse["current_a"]))
-            connected.add_metric([evse["id"]], 1.0 if evse["connected"] else 0.0)
-        yield limit
-        yield current
-        yield connected
-        decisions = GaugeMetricFamily("gateway_decisions", "Decisions made since start")
-        decisions.add_metric([], float(status["loop"]["decisions"]))
-        yield decisions
-        registered = GaugeMetricFamily("gateway_vtn_registered", "1 while registered with the VTN")
-        registered.add_metric([], 1.0 if status["vtn"]["registered"] else 0.0)
+            cid = [evse["id"]]
+            for key, field, scale in (("limit", "limit_a", 1.0), ("current", "current_a", 1.0),
+                                      ("power", "power_kw", 1000.0), ("energy", "session_kwh", 3.6e6)):
+                if evse.get(field) is not None:
+                    families[key].add_metric(cid, float(evse[field]) * scale)
+            families["plugged"].add_metric(cid, 1.0 if evse.get("plugged", evse.get("connected")) else 0.0)
+            families["online"].add_metric(cid, 1.0 if evse.get("online", True) else 0.0)
+            if evse.get("acknowledged") is not None:
+                families["acked"].add_metric(cid, 1.0 if evse["acknowledged"] else 0.0)
+            families["over"].add_metric(cid, 1.0 if evse.get("over_limit") else 0.0)
+            if evse.get("last_seen"):
+                families["seen"].add_metric(cid, datetime.fromisoformat(evse["last_seen"]).timestamp())
+            families["paused"].add_metric(cid, 1.0 if evse["id"] in paused else 0.0)
+        yield from families.values()
+        up = _g("gateway_component_up", "1 while the component works (vtn, meter, store, clock)", ["component", "id"])
+        stale = _g("gateway_meter_stale", "1 while the meter has no good reading within stale_after_s", ["meter"])
+        age = _g("gateway_meter_reading_age_seconds", "Age of the meter's last good reading (s)", ["meter"])
+        vtn = status["vtn"]
+        if vtn.get("configured"):
+            up.add_metric(["vtn", vtn.get("ven_id") or "ven"], 1.0 if vtn.get("reachable") else 0.0)
+        for meter in status.get("meters") or []:
+            up.add_metric(["meter", meter["id"]], 1.0 if meter["state"] == "fresh" else 0.0)
+            stale.add_metric([meter["id"]], 1.0 if meter["state"] in ("stale", "unreachable") else 0.0)
+            if meter.get("age_s") is not None:
+                age.add_metric([meter["id"]], float(meter["age_s"]))
+        store = status.get("store") or {}
+        if store.get("writable") is not None:
+            up.add_metric(["store", "store"], 1.0 if store["writable"] else 0.0)
+        if status.get("clock"):
+            up.add_metric(["clock", "clock"], 1.0 if status["clock"]["state"] == "ok" else 0.0)
+        yield up
+        yield stale
+        yield age
+        registered = _g("gateway_vtn_registered", "1 while registered with a VTN that answers")
+        registered.add_metric([], 1.0 if vtn.get("registered") else 0.0)
         yield registered
-        operator = status.get("operator") or {}
-        cap = GaugeMetricFamily("gateway_operator_cap_kw", "The operator's temporary site cap (kW), while one is set")
-        if operator.get("cap_kw") is not None:
-            cap.add_metric([], float(operator["cap_kw"]))
-        yield cap
-        paused = GaugeMetricFamily("gateway_evse_paused", "1 while an operator has paused the charger",
-                                   labels=["evse"])
-        for evse in status["evses"]:
-            paused.add_metric([evse["id"]], 1.0 if evse["id"] in operator.get("paused", ()) else 0.0)
-        yield paused
-        alarm = GaugeMetricFamily("gateway_alarm", "1 per alarm in force (a fault the operator must see)",
-                                  labels=["key", "severity"])
+        last_poll = _g("gateway_vtn_last_poll_timestamp_seconds", "When a round with the VTN last went through")
+        if vtn.get("last_poll"):
+            last_poll.add_metric([], datetime.fromisoformat(vtn["last_poll"]).timestamp())
+        yield last_poll
+        size = _g("gateway_store_size_bytes", "The store's file and its write-ahead log on disk (bytes)")
+        written = _g("gateway_store_last_write_timestamp_seconds", "When the store's files last changed")
+        if store.get("size_bytes") is not None:
+            size.add_metric([], float(store["size_bytes"]))
+        if store.get("last_write"):
+            written.add_metric([], datetime.fromisoformat(store["last_write"]).timestamp())
+        yield size
+        yield written
+        alarm = _g("gateway_alarm", "1 per alarm in force (a fault the operator must see)", ["key", "severity"])
         for item in status.get("alarms") or []:
             alarm.add_metric([item["key"], item["severity"]], 1.0)
         yield alarm
-        healthy = GaugeMetricFamily("gateway_healthy", "1 while the loop decides on time")
-        healthy.add_metric([], 1.0 if self.source.healthy() else 0.0)
+        healthy = _g("gateway_healthy", "1 while /healthz answers 200 (ok or degraded)")
+        health = status["health"]["state"]
+        healthy.add_metric([], 0.0 if health == "failing" else 1.0)
         yield healthy
+        state = _g("gateway_health_state", "1 for the site's health state now", ["state"])
+        for name in ("ok", "degraded", "failing"):
+            state.add_metric([name], 1.0 if health == name else 0.0)
+        yield state
+        yield from self._counters(status, source)
+
+    def _counters(self, status: dict[str, Any], source: Any) -> Iterator[Metric]:
+        polls = CounterMetricFamily("gateway_vtn_polls", "Rounds with the VTN by result", labels=["result"])
+        for result, count in (status["vtn"].get("polls") or {}).items():
+            polls.add_metric([result], float(count))
+        yield polls
+        restarts = CounterMetricFamily("gateway_restarts", "Adapter restarts after a crash", labels=["adapter"])
+        for adapter, count in (status["loop"].get("restarts") or {}).items():
+            restarts.add_metric([adapter], float(count))
+        yield restarts
+        modbus = CounterMetricFamily("gateway_modbus_errors", "Failed Modbus calls (no connection, timeouts, "
+                                     "exception answers)", labels=["link"])
+        pool = getattr(source, "pool", None)
+        for link in (pool.links() if pool is not None and hasattr(pool, "links") else []):
+            modbus.add_metric([link.name], float(getattr(link, "errors", 0)))
+        yield modbus
+        counters = getattr(source, "counters", None)
+        if counters is None:
+            # Until the runtime feeds its Counters: the decisions it counts itself (no durations).
+            decisions = CounterMetricFamily("gateway_decisions", "Decisions made since the process started")
+            decisions.add_metric([], float(status["loop"]["decisions"]))
+            yield decisions
+        else:
+            yield from counters.registry.collect()
 
 
 async def api_status(request: web.Request) -> web.Response:
-    return web.json_response(request.app[SOURCE].status())
+    return web.json_response(document(request.app))
+
+
+async def api_alarms(request: web.Request) -> web.Response:
+    status = document(request.app)
+    return web.json_response({"alarms": status.get("alarms") or [], "health": status["health"]})
 
 
 async def api_events(request: web.Request) -> web.Response:
@@ -170,11 +297,23 @@ class OptBody(BaseModel):
     reason: str = Field(default="", max_length=200)
 
 
+def _finite(value: object) -> object:
+    """JSON from some clients carries NaN and Infinity; neither is a limit anyone can hold a site under."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{value!r} is not a finite number: a cap must be a real figure "
+                         "(NaN would compare false with every load, infinity would be no cap at all)")
+    return value
+
+
+# A number written as a number: booleans and quoted numbers are refused, as in the config.
+Number = Annotated[float, Strict(), BeforeValidator(_finite)]
+
+
 class CapBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    kw: float = Field(gt=0, le=100_000)
-    minutes: float | None = Field(default=None, gt=0, le=MAX_CAP_MINUTES)  # None: until lifted
+    kw: Number = Field(gt=0, le=100_000)
+    minutes: Number | None = Field(default=None, gt=0, le=MAX_CAP_MINUTES)  # None: until lifted
 
 
 class EmptyBody(BaseModel):
@@ -185,9 +324,12 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _problem(error: ValidationError) -> str:
+    from gateway.config import number_problem
+
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "body"
-    return f"{where}: {first['msg']}"
+    message = number_problem(first["type"], first.get("input")) or first["msg"]
+    return f"{where}: {message.removeprefix('Value error, ')}"
 
 
 async def _body(request: web.Request, model: type[M]) -> M:
@@ -301,18 +443,11 @@ def _pause(paused: bool) -> Handler:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """200 "ok" while the loop decides on time and no critical alarm is in force (warnings are listed
-    under it); 503 otherwise, its body naming why, one line each."""
-    source = request.app[SOURCE]
-    alarms = source.status().get("alarms") or []
-    critical = [a for a in alarms if a.get("severity") == "critical"]
-    warnings = [a for a in alarms if a.get("severity") != "critical"]
-    lines = [f"{a['severity']} {a['key']}: {a['message']}" for a in (*critical, *warnings)]
-    if not source.healthy():
-        return web.Response(status=503, text="\n".join(["the control loop has not decided recently", *lines]) + "\n")
-    if critical:
-        return web.Response(status=503, text="\n".join(lines) + "\n")
-    return web.Response(text="\n".join(["ok", *lines]) + "\n")
+    """200 while the site is under control (`ok`, or `degraded` with its reasons), 503 while it is not
+    (`failing`): JSON `{"status": ..., "reasons": [{component, id, state, message}]}`."""
+    health = document(request.app)["health"]
+    code = 503 if health["state"] == "failing" else 200
+    return web.json_response({"status": health["state"], "reasons": health["reasons"]}, status=code)
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -320,189 +455,125 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
+def _window(request: web.Request) -> str:
+    window = request.query.get("window") or DEFAULT_WINDOW
+    return window if window in WINDOWS else DEFAULT_WINDOW
+
+
+def _points(app: web.Application, window: str) -> Sequence[Point]:
+    source = app[SOURCE]
+    watch = app.get(WATCH)
+    if WINDOWS[window] > HISTORY_SPAN and watch is not None:
+        return watch.day_points()  # a point a minute: the highest load and the lowest limit of each
+    return source.history_points()
+
+
+def _writes(app: web.Application) -> bool:
+    return TOKEN in app and bool(app[TOKEN]) and OPERATOR in app
+
+
 async def page(request: web.Request) -> web.Response:
+    window = _window(request)
     source = request.app[SOURCE]
-    text = render_page(source.status(), source.history_points(), source.plan_points())
-    return web.Response(text=text, content_type="text/html")
+    text = render_page(document(request.app), _points(request.app, window), source.plan_points(), window=window,
+                       writes=_writes(request.app))
+    return web.Response(text=text, content_type="text/html", headers={"Content-Security-Policy": CSP})
 
 
-def _planned(planned: Sequence[PlanPoint], start: datetime, end: datetime) -> list[tuple[datetime, float]]:
-    """The plan's site power as a step line, cut to [start, end)."""
-    out: list[tuple[datetime, float]] = []
-    for begin, finish, kw in sorted(planned):
-        begin, finish = max(begin, start), min(finish, end)
-        if finish > begin:
-            out += [(begin, kw), (finish, kw)]
-    return out
+async def script(request: web.Request) -> web.Response:
+    return web.Response(text=SCRIPT, content_type="application/javascript",
+                        headers={"Cache-Control": "no-cache"})
 
 
-def chart_svg(points: Sequence[Point], planned: Sequence[PlanPoint] = (), width: int = 720,
-              height: int = 220) -> str:
-    """Site load (line) against the limit in force (dashed step line) over the last `HISTORY_SPAN`, and the
-    planned site power from the last point on (dotted step line, up to `PLAN_AHEAD`), as inline SVG."""
-    pad = 36
-    if len(points) < 2:
-        return (f'<svg id="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}">'
-                f'<text x="{pad}" y="{height // 2}">collecting data…</text></svg>')
-    # A fixed window (the last `HISTORY_SPAN` to now, then the plan): a gateway that started a minute ago
-    # draws a minute at the right scale, not a minute stretched over the whole width.
-    t1 = points[-1][0]
-    t0 = t1 - HISTORY_SPAN
-    points = [p for p in points if p[0] >= t0]
-    plan = _planned(planned, t1, t1 + PLAN_AHEAD)
-    values = [v for _, load, limit in points for v in (load, limit) if v is not None] + [v for _, v in plan]
-    top = max([*values, 1.0]) * 1.1
-    span = max(((plan[-1][0] if plan else t1) - t0).total_seconds(), 1.0)
-
-    def xy(at: datetime, value: float) -> str:
-        x = pad + (width - 2 * pad) * (at - t0).total_seconds() / span
-        y = height - pad - (height - 2 * pad) * value / top
-        return f"{x:.1f},{y:.1f}"
-
-    load = " ".join(xy(at, v) for at, v, _ in points if v is not None)
-    limit = " ".join(xy(at, v) for at, _, v in points if v is not None)
-    planned_line = " ".join(xy(at, v) for at, v in plan)
-    axis = height - pad
-    now_x = xy(t1, 0.0).split(",")[0]
-    # Times under the axis (UTC, as on the rest of the page): the first point, now, and the plan's end.
-    ticks = [(t0, "start"), (t1, "middle" if plan else "end")] + ([(plan[-1][0], "end")] if plan else [])
-    labels = "".join(
-        f'<text x="{xy(at, 0.0).split(",")[0]}" y="{axis + 16}" font-size="11" text-anchor="{anchor}">'
-        f'{at.strftime("%H:%M")}{" now" if at == t1 else ""}</text>'
-        for at, anchor in ticks
-    )
-    # The legend: a short stroke of each line's own style beside its name.
-    legend = ""
-    for n, (name, colour, dash) in enumerate((("load", "#1f77b4", ""), ("limit", "#d62728", "6 4"),
-                                              ("planned", "#2ca02c", "2 3"))):
-        x = width - pad - 270 + 90 * n
-        dashes = f' stroke-dasharray="{dash}"' if dash else ""
-        legend += (f'<line x1="{x}" y1="{pad - 14}" x2="{x + 24}" y2="{pad - 14}" stroke="{colour}" '
-                   f'stroke-width="2"{dashes}/>'
-                   f'<text x="{x + 30}" y="{pad - 10}" font-size="12" fill="{colour}">{name}</text>')
-    # Light lines at quarters of the scale, each labelled in kW (the labels right-aligned to the axis).
-    grid = ""
-    for quarter in range(5):
-        value = top * quarter / 4
-        y = xy(t0, value).split(",")[1]
-        if quarter:
-            grid += f'<line x1="{pad}" y1="{y}" x2="{width - pad}" y2="{y}" stroke="#eee"/>'
-        grid += f'<text x="{pad - 4}" y="{y}" font-size="11" text-anchor="end" dy="4">{value:.3g}</text>'
-    return (
-        f'<svg id="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-        f'role="img" aria-label="site load against the limit">'
-        f'<line x1="{pad}" y1="{axis}" x2="{width - pad}" y2="{axis}" stroke="#888"/>'
-        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{axis}" stroke="#888"/>'
-        f'<line x1="{now_x}" y1="{pad}" x2="{now_x}" y2="{axis}" stroke="#ccc" stroke-dasharray="2 2"/>'
-        f'<text x="{pad - 4}" y="{pad - 14}" font-size="11" text-anchor="end">kW</text>{grid}{labels}'
-        f'<polyline id="load" fill="none" stroke="#1f77b4" stroke-width="2" points="{load}"/>'
-        f'<polyline id="limit" fill="none" stroke="#d62728" stroke-width="2" stroke-dasharray="6 4" '
-        f'points="{limit}"/>'
-        f'<polyline id="plan" fill="none" stroke="#2ca02c" stroke-width="2" stroke-dasharray="2 3" '
-        f'points="{planned_line}"/>'
-        f"{legend}"
-        f"</svg>"
-    )
+def _tick_s(app: web.Application) -> float:
+    config = getattr(app[SOURCE], "config", None)
+    tick = getattr(getattr(config, "control", None), "tick_s", 1.0)
+    return min(max(float(tick), 0.5), 5.0)
 
 
-def _cell(value: object) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:g}"
-    return html.escape(str(value))
-
-
-def _clock(value: object) -> str:
-    """An ISO time as HH:MM:SS (UTC) for people; anything else as it is."""
-    if not isinstance(value, str):
-        return _cell(value)
+async def stream(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the page's live part, rendered anew every tick (`event: page`)."""
+    window = _window(request)
+    app = request.app
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           "X-Accel-Buffering": "no"})
+    await response.prepare(request)
+    source = app[SOURCE]
     try:
-        return datetime.fromisoformat(value).strftime("%H:%M:%S")
-    except ValueError:
-        return _cell(value)
+        while True:
+            status = document(app)
+            live = render_live(status, _points(app, window), source.plan_points(), window=window,
+                               writes=_writes(app))
+            data = json.dumps({"html": live, "health": status["health"]["state"],
+                               "title": f"{status['site']['name']}: gateway status"})
+            await response.write(f"event: page\ndata: {data}\n\n".encode())
+            await asyncio.sleep(_tick_s(app))
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    return response
 
 
-def _signals(event: dict[str, Any]) -> str:
-    """`SIMPLE level 2, 1` per signal: the values of its intervals in order."""
-    return "; ".join(f"{s['name']} {s['type']} {', '.join(f'{v:g}' for v in s['values'])}" for s in event["signals"])
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error as `{"error": "..."}`: 404, 405 and 413 from aiohttp itself too."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise
+        message = {404: f"no such path: {request.path}",
+                   405: f"{request.method} is not allowed on {request.path}",
+                   413: "the body is too large (writes take a few bytes of JSON)"}.get(exc.status, exc.reason)
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate")}
+        return web.json_response({"error": message}, status=exc.status, headers=headers)
 
 
-def _events_table(events: Sequence[dict[str, Any]], element_id: str) -> str:
-    if not events:
-        return f'<p id="{element_id}">none</p>'
-    rows = "".join(
-        f"<tr><td>{_cell(e['id'])}</td><td>{_cell(_signals(e))}</td>"
-        f"<td>{_clock(e['start'])}</td><td>{_clock(e['end']) if e['end'] else 'until cancelled'}</td>"
-        f"<td>{_cell(e['opt'])}{' (test)' if e.get('test') else ''}</td></tr>"
-        for e in events
-    )
-    return (f'<table id="{element_id}"><tr><th>event</th><th>signals</th><th>from</th><th>to</th><th>opt</th></tr>'
-            f"{rows}</table>")
+async def _watching(app: web.Application) -> None:
+    watch = app[WATCH]
+    clock = getattr(app[SOURCE], "clock", lambda: datetime.now(UTC))
+    while True:
+        try:
+            watch.tick(clock())
+        except Exception:  # the watch is for people: a bug in it must not stop the endpoint
+            log.exception("status watch failed")
+        await asyncio.sleep(_tick_s(app))
 
 
-def render_page(status: dict[str, Any], points: Sequence[Point], planned: Sequence[PlanPoint] = ()) -> str:
-    site, vtn = status["site"], status["vtn"]
-    rows = "".join(
-        f"<tr><td>{_cell(e['id'])}</td><td>{_cell(e['state'])}</td><td>{_cell(e['limit_a'])}</td>"
-        f"<td>{_cell(e['current_a'])}</td><td>{_cell(e['reason'])}</td></tr>"
-        for e in status["evses"]
-    )
-    active = [e for e in status["events"] if e["active"]]
-    coming = [e for e in status["events"] if not e["active"]]
-    operator = status.get("operator") or {}
-    operator_line = ""
-    if operator.get("cap_kw") is not None or operator.get("paused"):
-        parts = []
-        if operator.get("cap_kw") is not None:
-            until = f" until {_clock(operator['cap_until'])}" if operator.get("cap_until") else " until lifted"
-            parts.append(f"site cap <b>{_cell(operator['cap_kw'])} kW</b>{until}")
-        if operator.get("paused"):
-            parts.append(f"paused: {_cell(', '.join(operator['paused']))}")
-        operator_line = f"\n<p id=\"operator\">Operator: {'; '.join(parts)}.</p>"
-    demand = status.get("demand") or {}
-    demand_line = ""
-    if demand.get("charge_per_kw") is not None:
-        # The month's peak is what the demand charge is billed on: people need it beside the load.
-        demand_line = (f"\n<p id=\"demand\">Demand charge {_cell(demand['charge_per_kw'])}/kW: month's peak so far "
-                       f"<b>{_cell(demand.get('month_peak_kw'))} kW</b>, site held under "
-                       f"{_cell(demand.get('peak_target_kw'))} kW.</p>")
-    ev_limit = f"{_cell(site['ev_limit_kw'])} kW" if site.get("ev_limit_kw") is not None else "none"
-    vtn_line = "not configured"
-    if vtn["configured"]:
-        vtn_line = f"registered: {'yes' if vtn['registered'] else 'no'}, last poll: {_clock(vtn['last_poll'])}"
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>{html.escape(site['name'])}: gateway status</title>
-<style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}</style></head>
-<body><h1>{html.escape(site['name'])}</h1>
-<p>Site load <b>{_cell(site['load_kw'])} kW</b>, limit in force <b>{_cell(site['limit_kw'])} kW</b>,
-EV limit {ev_limit}. VTN {vtn_line}. Decisions: {status['loop']['decisions']}.</p>{demand_line}\
-{operator_line}
-{chart_svg(points, planned)}
-<h2>Events in force (times UTC)</h2>{_events_table(active, "active-events")}
-<h2>Upcoming events</h2>{_events_table(coming, "upcoming-events")}
-<h2>Chargers</h2>
-<table id="chargers"><tr><th>charger</th><th>state</th><th>limit (A)</th><th>draw (A)</th><th>why</th></tr>
-{rows}</table>
-</body></html>
-"""
+async def _start(app: web.Application) -> None:
+    if WATCH in app:
+        app[TASKS].append(asyncio.create_task(_watching(app), name="status-watch"))
 
 
-def make_app(source: StatusSource, *, token: str | None = None, operator: Operator | None = None) -> web.Application:
-    """The app; writes work only with both an `operator` and a `token` (403 otherwise)."""
-    app = web.Application(client_max_size=64 * 1024)  # the writes' bodies are a few bytes
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(_Metrics(source))
+async def _stop(app: web.Application) -> None:
+    for task in app[TASKS]:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def make_app(source: StatusSource, *, token: str | None = None, operator: Operator | None = None,
+             watch: bool = False) -> web.Application:
+    """The app; writes work only with both an `operator` and a `token` (403 otherwise). `watch`: run the
+    runtime's `Watch` every tick (the source must be a `Runtime`)."""
+    app = web.Application(client_max_size=64 * 1024, middlewares=[json_errors])  # the writes' bodies are small
+    registry = CollectorRegistry(auto_describe=False)
     app[SOURCE] = source
     app[REGISTRY] = registry
+    app[TASKS] = []
+    registry.register(_Metrics(app))
     if token:
         app[TOKEN] = token
     if operator is not None:
         app[OPERATOR] = operator
+    if watch:
+        app[WATCH] = Watch(source)  # type: ignore[arg-type]  # a Runtime, by the caller's word
+    app.on_startup.append(_start)
+    app.on_shutdown.append(_stop)
     app.router.add_get("/", page)
+    app.router.add_get("/static/page.js", script)
     app.router.add_get("/api/status", api_status)
+    app.router.add_get("/api/alarms", api_alarms)
+    app.router.add_get("/api/stream", stream)
     app.router.add_get("/api/events", api_events)
     app.router.add_get("/api/log", api_log)
     app.router.add_get("/healthz", healthz)
@@ -517,8 +588,11 @@ def make_app(source: StatusSource, *, token: str | None = None, operator: Operat
 
 async def serve(source: StatusSource, host: str, port: int, *, token: str | None = None,
                 operator: Operator | None = None) -> tuple[web.AppRunner, int]:
-    """Start listening; returns the runner (to clean up) and the port (the OS's pick when port is 0)."""
-    runner = web.AppRunner(make_app(source, token=token, operator=operator), access_log=None)
+    """Start listening; returns the runner (to clean up) and the port (the OS's pick when port is 0). A
+    source with alarms and a config (the Runtime) is watched every tick."""
+    watch = hasattr(source, "alarms") and hasattr(source, "config")
+    runner = web.AppRunner(make_app(source, token=token, operator=operator, watch=watch), access_log=None,
+                           shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host=host, port=port)
     await site.start()
