@@ -48,6 +48,8 @@ from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, charger
 from gateway.runtime.drivers import BUILDERS, DriverContext, family, needs_pool
 from gateway.runtime.logs import QuietLibraries, RecentLog
 from gateway.runtime.meter_watch import MeterWatch
+from gateway.runtime.operator import STORE_WAIT_S as OPERATOR_STORE_WAIT_S
+from gateway.runtime.operator import OperatorControls
 from gateway.runtime.plans import PlanKeeper, SitePowerLog
 from gateway.runtime.supervise import supervised
 from gateway.schedule import PriceChange, ScheduleSettings, build_schedule, price_changes, segment_at
@@ -55,7 +57,7 @@ from gateway.smoothing import ChargerMemory
 from gateway.store.db import StoreDamaged, check_file, integrity_problems
 from gateway.store.decisions import DecisionStore, SentLimit, rows_for
 from gateway.store.health import PRECIOUS, StillHeld, WriteHealth
-from gateway.store.operator import OperatorState, OperatorStore
+from gateway.store.operator import OperatorStore
 from gateway.store.sessions import SessionLedger
 from gateway.store.telemetry import ChargerSample, Sample, SiteSample, Telemetry
 from gateway.store.vtn import VenStore
@@ -82,7 +84,6 @@ INTEGRITY_EVERY = timedelta(days=1)  # the store's file is checked at start and 
 STORE_STUCK_S = 10.0  # a write under way this long raises the store.write alarm before it fails
 STORE_CRITICAL_S = 60.0  # store.write turns critical (healthz 503) after this long, or at once for precious data
 STORE_DRAIN_S = 5.0  # at shutdown, how long the last writes may take
-OPERATOR_STORE_WAIT_S = 2.0  # how long an operator's write waits to say whether it is stored
 
 
 def utc_now() -> datetime:
@@ -132,10 +133,8 @@ class Runtime:
         self.unacked: dict[str, datetime] = {}  # charger → when its unacknowledged limit was last sent
         self._unacked_said: dict[str, tuple[float, str]] = {}  # the refusal last logged per charger
         self.acks: dict[str, LimitAck] = {}
-        self.operator_cap_kw: float | None = None
-        self.operator_cap_until: datetime | None = None  # the cap lapses then (None: until lifted)
-        self.paused: set[str] = set()  # chargers an operator paused: 0 A until resumed (kept over a restart)
-        self.operator_store: OperatorStore | None = None
+        # the operator's cap and paused chargers (kept over a restart)
+        self.operator = OperatorControls(frozenset(self.protocol_of), self.trigger, clock)
         self.recent_log = RecentLog()  # the last log lines, for /api/log
         self.alarms = Alarms()  # faults in force, for /api/status, /healthz and /metrics
         self.meter_watch = MeterWatch(config, self.site, self.alarms, hold_s=self.non_ev_hold.total_seconds())
@@ -203,7 +202,6 @@ class Runtime:
         self.writer = StoreWriter(self.store_health)
         self._telemetry_pending: deque[Sample] = deque(maxlen=TELEMETRY_HELD)
         self._limits_pending: deque[SentLimit] = deque(maxlen=LIMITS_HELD)
-        self._operator_saved: asyncio.Future[str | None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._integrity_at = self.clock()
         problems = await asyncio.to_thread(check_file, path)  # a damaged file is refused, not half-used
@@ -216,13 +214,14 @@ class Runtime:
         # On the decision store's connection: all three are written by the decision task, one after another.
         self.ledger = SessionLedger(self.decision_store.db, self.decision_store.lock)
         self.telemetry_store = Telemetry(self.decision_store.db, self.decision_store.lock)
-        self.operator_store = OperatorStore(self.decision_store.db, self.decision_store.lock)
+        operator_store = OperatorStore(self.decision_store.db, self.decision_store.lock)
+        self.operator.attach(operator_store, self.writer, self.store_health)
         # A session that was charging when the gateway stopped goes on: what it has had counts from its start
         # as the ledger saw it, not from the first reading after the restart (else it would be owed it twice).
         for cid, session in (await asyncio.to_thread(self.ledger.open_sessions)).items():
             if session.meter_start_kwh is not None:
                 self.session_start_kwh[cid] = (session.session_id, session.meter_start_kwh)
-        self._restore_operator(await asyncio.to_thread(self.operator_store.load, self.clock(),
+        self.operator.restore(await asyncio.to_thread(operator_store.load, self.clock(),
                                                        frozenset(self.protocol_of)))
         self.events = await asyncio.to_thread(self.store.events)
         self.boundaries.start()
@@ -481,66 +480,33 @@ class Runtime:
 
     # ------------------------------------------------------------------------------------ deciding
 
+    # The operator's writes (the status app's `Operator`), kept by `self.operator`.
+
     def set_operator_cap(self, kw: float | None, until: datetime | None = None) -> None:
         """A site power cap from the operator (None: lift it), in force until `until` (None: until lifted)."""
-        self.operator_cap_kw = kw
-        self.operator_cap_until = until if kw is not None else None
-        self._save_operator()
-        self.trigger(f"operator cap {kw}")
+        self.operator.set_cap(kw, until)
 
     def operator_cap(self, now: datetime) -> float | None:
-        """The operator's cap in force at `now`; a cap past its expiry is lifted (and logged) here."""
-        until = self.operator_cap_until
-        if self.operator_cap_kw is not None and until is not None and now >= until:
-            log.info("operator cap expired kw=%g until=%s", self.operator_cap_kw, until.isoformat())
-            self.operator_cap_kw, self.operator_cap_until = None, None
-        return self.operator_cap_kw
-
-    def _save_operator(self) -> None:
-        """Handed to the store's writer at once (a restart right after an operator's write must not lift it);
-        the change is in force in memory either way: a full disk must not refuse a cap."""
-        store = self.operator_store
-        if store is None:
-            return
-
-        async def save() -> None:
-            # What is in force when the write runs: a later change replaces a write still waiting.
-            state = OperatorState(self.operator_cap_kw, self.operator_cap_until, frozenset(self.paused))
-            await asyncio.to_thread(store.save, state, self.clock())
-
-        self._operator_saved = self.writer.submit("operator", save)
+        return self.operator.cap(now)
 
     async def operator_stored(self, timeout_s: float = OPERATOR_STORE_WAIT_S) -> str | None:
-        """Whether the operator's last change is stored: None when it is, else one line saying why not (it is
-        in force all the same, kept in memory and retried)."""
-        saved = getattr(self, "_operator_saved", None)
-        if saved is None:
-            return None
-        try:
-            return await asyncio.wait_for(asyncio.shield(saved), timeout_s)
-        except TimeoutError:
-            trouble = self.store_health.trouble()
-            return trouble.error if trouble is not None else f"the store did not answer within {timeout_s:g}s"
-
-    def _restore_operator(self, state: OperatorState) -> None:
-        self.operator_cap_kw, self.operator_cap_until = state.cap_kw, state.cap_until
-        self.paused = set(state.paused)
-        if state.cap_kw is not None or state.paused:
-            until = state.cap_until.isoformat() if state.cap_until else "lifted"
-            log.info("operator state restored cap_kw=%s until=%s paused=%s", state.cap_kw, until,
-                     ",".join(sorted(state.paused)) or "none")
+        return await self.operator.stored(timeout_s)
 
     def set_paused(self, charger_id: str, paused: bool) -> bool:
         """Pause (0 A, "paused by operator") or resume one charger; False when there is no such charger."""
-        if charger_id not in self.protocol_of:
-            return False
-        if paused:
-            self.paused.add(charger_id)
-        else:
-            self.paused.discard(charger_id)
-        self._save_operator()
-        self.trigger(f"charger={charger_id} {'paused' if paused else 'resumed'} by operator")
-        return True
+        return self.operator.set_paused(charger_id, paused)
+
+    @property
+    def operator_cap_kw(self) -> float | None:
+        return self.operator.cap_kw
+
+    @property
+    def operator_cap_until(self) -> datetime | None:
+        return self.operator.cap_until
+
+    @property
+    def paused(self) -> set[str]:
+        return self.operator.paused
 
     async def set_event_opt(self, event_id: str, choice: OptState | None, reason: str) -> Event | None:
         """The operator's opt in/out of one event (None: back to the rules), through the VEN, which stores
