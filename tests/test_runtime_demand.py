@@ -8,11 +8,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gateway.config import GatewayConfig, parse_config
-from gateway.domain import ChargerReading, ChargerStatus, Measurement
+from gateway.domain import ChargerReading, ChargerStatus, EvseState, Measurement
+from gateway.runtime import demand
 from gateway.runtime.decide import Decision
 from gateway.runtime.loop import Runtime
 from gateway.runtime.plans import SitePowerLog
-from gateway.tariff import demand_peak_kw
+from gateway.tariff import Tariff, demand_peak_kw
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 HOUSE_A = 3.0  # per phase: 2.07 kW at 230 V
@@ -160,3 +161,17 @@ async def test_a_car_without_a_departure_is_not_starved_at_the_start_of_a_month(
     assert rt.plans.plan is not None and rt.plans.plan.peak_kw is not None and rt.plans.plan.peak_kw < 3.0
     assert decision.limits["a"] >= 6.0
     assert decision.peak_kw is not None and site_kw(rt) <= decision.peak_kw + 1e-6
+
+
+def test_the_target_alone_is_the_months_peak_or_the_plans_when_higher_and_floored_for_cars_without_a_departure(
+) -> None:
+    """`runtime.demand` on its own: no Runtime, no clock."""
+    now = datetime(2026, 6, 10, 12, tzinfo=UTC)
+    tariff = Tariff(timezone="UTC", demand_charge_kw=15.0)
+    found = demand.demand_at(tariff, [], now, lambda since: 40.0 if since.day == 1 else 99.0, None)
+    assert found == demand.Demand(15.0, 40.0, 40.0)  # the month's peak, read from the month's start
+    assert demand.demand_at(Tariff(timezone="UTC"), [], now, lambda since: 40.0, None) == demand.Demand()
+    car = EvseState(id="cp1", circuit="main", phases=("L1",), voltage_v=230.0, max_a=32.0, connected=True)
+    assert demand.floor(5.0, [car], now, non_ev_kw=4.0) == 4.0 + 6.0 * 0.23  # room for one minimum
+    assert demand.floor(20.0, [car], now, non_ev_kw=4.0) == 20.0
+    assert demand.floor(None, [car], now, non_ev_kw=4.0) is None

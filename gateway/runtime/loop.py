@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from gateway.domain import J1772_MIN_A, ChargerReading, ChargerStatus, Event, LimitAck, Measurement, OptState, Segment
+from gateway.domain import ChargerReading, ChargerStatus, Event, LimitAck, Measurement, OptState, Segment
 from gateway.ports import (
     Closes,
     Curtailment,
@@ -41,6 +41,7 @@ from gateway.ports import (
     Snapshots,
     Starts,
 )
+from gateway.runtime import demand
 from gateway.runtime.alarms import Alarms
 from gateway.runtime.boundaries import Boundaries
 from gateway.runtime.clock_jump import ClockState, nows, strictest
@@ -62,7 +63,7 @@ from gateway.store.sessions import SessionLedger
 from gateway.store.telemetry import ChargerSample, Sample, SiteSample, Telemetry
 from gateway.store.vtn import VenStore
 from gateway.store.writer import StoreWriter, write_held
-from gateway.tariff import Tariff, demand_charge_at, month_start
+from gateway.tariff import Tariff
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -566,38 +567,18 @@ class Runtime:
         return caps
 
     def target_floor(self, target: float | None, inputs: Inputs) -> float | None:
-        """The peak target the decision holds the site under: the plan's, but never so low that a car which
-        gave no departure cannot take its minimum. Such a car never raises the plan's target, so at the
-        start of a month (or after a restart, the metered peak being kept in memory) a target at the house
-        load would hold it at 0 A for good, the metered peak never growing; with room for one minimum the
-        allocator's rotation serves them in turn and the month's peak grows only by that much."""
-        if target is None:
-            return None
+        """The plan's peak target, never so low that a car which gave no departure cannot take its minimum
+        (`demand.floor`)."""
         states, _ = charger_states(self.site, inputs)
-        unplanned = [e for e in states if e.connected and e.max_a > 0
-                     and (e.departure is None or e.departure <= inputs.now)]
-        if not unplanned:
-            return target
-        non_ev_kw = self.last.non_ev_kw if self.last is not None else 0.0
-        least = max(max(J1772_MIN_A, e.min_a) * e.kw_per_a for e in unplanned)
-        return max(target, non_ev_kw + least)
+        return demand.floor(target, states, inputs.now, self.last.non_ev_kw if self.last is not None else 0.0)
 
     def peak_target(self, schedule: Sequence[Segment], now: datetime) -> float | None:
-        """The site power target to plan under while a demand charge is in force (None: none is).
-
-        The month's metered peak is paid for already, so the plan may use all of it; the previous plan's
-        target counts too when higher (made this month), so a target the planner had to raise stays raised.
-        """
+        """The site power target to plan under while a demand charge is in force (None: none is); see
+        `demand.demand_at`. What it found is kept for the status (`demand_status`)."""
         tariff = self.plans.tariff or Tariff(timezone=self.config.site.timezone)
-        self.demand_charge = demand_charge_at(tariff, schedule, now)
-        if self.demand_charge is None:
-            self.month_peak_kw = None
-            return None
-        since = month_start(tariff, now)
-        self.month_peak_kw = self.power_log.peak_kw(since)
-        plan = self.plans.plan
-        previous = plan.peak_kw if plan is not None and plan.peak_kw is not None and plan.now >= since else 0.0
-        return max(self.month_peak_kw, previous)
+        found = demand.demand_at(tariff, schedule, now, self.power_log.peak_kw, self.plans.plan)
+        self.demand_charge, self.month_peak_kw = found.charge_per_kw, found.month_peak_kw
+        return found.target_kw
 
     def wants(self, inputs: Inputs, schedule: Sequence[Segment], peak_kw: float | None = None,
               changes: Sequence[PriceChange] = ()) -> dict[str, float | None] | None:
