@@ -4,7 +4,10 @@ Starts the demo VTN, six OCPP charge points (1.6J and 2.0.1), two Modbus charger
 house load, all on 127.0.0.1 (`gateway.sim.demo_site`), writes a config for them in a temporary
 directory, runs the gateway on it and prints where to look. Once the gateway has registered, the VTN
 sends a price signal and, 40 simulated seconds later, a curtailment; `--speed N` runs the simulated
-world N times faster. The temporary directory (config and store) is removed on exit.
+world N times faster. The status endpoint gets a fresh operator token, printed with the page's address, so
+the page's controls and the write API can be tried at once; the site's time zone is the machine's unless
+`--timezone` names one. With `--log-json` every line on stderr is JSON, the demo's own included. The
+temporary directory (config and store) is removed on exit.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="run the simulated world N times faster")
     parser.add_argument("--tick", type=float, default=1.0, help="control loop tick in seconds (default 1)")
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
+    parser.add_argument("--timezone", default=None,
+                        help="the site's time zone, an IANA name such as Europe/Berlin (default: the machine's)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,14 +38,53 @@ def run(args: argparse.Namespace) -> int:
     if args.speed <= 0 or not 0.1 <= args.tick <= 60:
         print("error: --speed must be above 0 and --tick between 0.1 and 60 s", file=sys.stderr)
         return 2
+    zone = args.timezone or _local_zone()
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(zone)
+    except (ValueError, KeyError, OSError):
+        print(f"error: --timezone: {zone!r} is not a known IANA time zone (e.g. Europe/Berlin)", file=sys.stderr)
+        return 2
     setup_logging(as_json=args.log_json)
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(demo(_free_or_any(args.port), args.speed, args.tick))
+            asyncio.run(demo(_free_or_any(args.port), args.speed, args.tick, zone=zone, as_json=args.log_json))
     except OSError as exc:
         print(f"error: cannot start the demo: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _local_zone() -> str:
+    """The machine's IANA zone name (from /etc/localtime's link or $TZ), else UTC."""
+    import os
+    from pathlib import Path
+
+    name = os.environ.get("TZ", "").lstrip(":")
+    if not name:
+        try:
+            target = str(Path("/etc/localtime").resolve())
+        except OSError:
+            target = ""
+        name = target.split("zoneinfo/", 1)[1] if "zoneinfo/" in target else ""
+    return name or "UTC"
+
+
+def with_token_and_zone(config: str, token: str, zone: str) -> str:
+    """The demo site's config with an operator token under [status] and the site's time zone."""
+    config = config.replace("[status]\n", f'[status]\ntoken = "{token}"\n', 1)
+    return config.replace("[site]\n", f'[site]\ntimezone = "{zone}"\n', 1)
+
+
+def say(text: str, as_json: bool) -> None:
+    """A line for the person who started the demo: plain, or a JSON log line when every line must be JSON."""
+    if as_json:
+        import logging
+
+        logging.getLogger("gateway.demo").info("%s", text)
+    else:
+        print(f"demo: {text}", file=sys.stderr)
 
 
 def _free_or_any(port: int) -> int:
@@ -58,8 +102,9 @@ def _free_or_any(port: int) -> int:
     return port
 
 
-async def demo(status_port: int, speed: float, tick_s: float) -> None:
+async def demo(status_port: int, speed: float, tick_s: float, *, zone: str = "UTC", as_json: bool = False) -> None:
     import asyncio
+    import secrets
     import shutil
     import signal
     import tempfile
@@ -74,7 +119,9 @@ async def demo(status_port: int, speed: float, tick_s: float) -> None:
     try:
         await site.start_peers()
         config_path = folder / "demo.toml"
-        config_path.write_text(site.config_text(folder / "demo.sqlite", status_port=status_port, tick_s=tick_s))
+        token = secrets.token_urlsafe(18)
+        text = site.config_text(folder / "demo.sqlite", status_port=status_port, tick_s=tick_s)
+        config_path.write_text(with_token_and_zone(text, token, zone))
         runtime = Runtime(load_config(config_path))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -85,13 +132,14 @@ async def demo(status_port: int, speed: float, tick_s: float) -> None:
         started.cancel()
         if runtime.ocpp is not None and not task.done():
             await site.start_chargers(f"ws://127.0.0.1:{runtime.ocpp.server.port}/ocpp")
-            print(f"demo: status page  {runtime.status_url}", file=sys.stderr)
-            print(f"demo: VTN          {site.vtn.url}", file=sys.stderr)
-            print(f"demo: config       {config_path}", file=sys.stderr)
-            print(f"demo: {len(site.ocpp)} OCPP chargers (1.6J, 2.0.1), {len(site.modbus)} Modbus chargers, "
-                  f"a meter with a house load; price signal now, curtailment in {site.curtail_after_s / speed:g} s. "
-                  "Ctrl-C to stop.",
-                  file=sys.stderr)
+            say(f"status page  {runtime.status_url}", as_json)
+            say(f"token        {token}   (operator controls on the page; curl -H 'Authorization: Bearer {token}')",
+                as_json)
+            say(f"VTN          {site.vtn.url}", as_json)
+            say(f"config       {config_path}", as_json)
+            say(f"{len(site.ocpp)} OCPP chargers (1.6J, 2.0.1), {len(site.modbus)} Modbus chargers, a meter with a "
+                f"house load; price signal now, curtailment in {site.curtail_after_s / speed:g} s. Ctrl-C to stop.",
+                as_json)
         await task
     finally:
         await site.stop()

@@ -112,7 +112,8 @@ class EvseDoc(TypedDict):
 
 class PhaseLoad(TypedDict):
     phase: str
-    load_a: float | None
+    load_a: float | None  # None while the circuit's meter is down: the load is not known
+    counted_a: float | None  # what the allocator counts on the conductor (the worst case while not known)
     limit_a: float
 
 
@@ -120,6 +121,7 @@ class CircuitDoc(TypedDict):
     id: str
     parent: str | None
     measured: bool  # True: a fresh meter reads it; False: the chargers' reports plus the non-EV estimate
+    source: Literal["meter", "estimate", "meter down"]
     phases: list[PhaseLoad]
 
 
@@ -230,7 +232,9 @@ def meter_docs(rt: Runtime, now: datetime) -> list[MeterDoc]:
         age = meter.age_s() if meter is not None else None
         detail = ""
         if meter is not None:
-            if meter.stale():
+            if meter.last_ok_at is None and meter.polls_failed == 0:
+                detail = "not read yet"  # just started: its first poll is under way
+            elif meter.stale():
                 link_down = not getattr(meter.link, "online", True) and meter.polls_failed > 0
                 state = "unreachable" if link_down else "stale"
                 since = now - timedelta(seconds=max(0.0, age - meter.stale_after_s)) if age is not None else None
@@ -318,6 +322,7 @@ def circuit_docs(rt: Runtime, meters: list[MeterDoc]) -> list[CircuitDoc]:
     the non-EV load the last decision counted) against the conductor's limit."""
     last = rt.last
     fresh = {m["circuit"]: m for m in meters if m["state"] == "fresh"}
+    down = {m["circuit"] for m in meters if m["state"] in ("stale", "unreachable", "faulty")}
     non_ev: dict[tuple[str, str], float] = {}
     for item in (last.non_ev if last is not None else ()):
         non_ev[(item.circuit, item.phase)] = non_ev.get((item.circuit, item.phase), 0.0) + item.amps
@@ -327,18 +332,24 @@ def circuit_docs(rt: Runtime, meters: list[MeterDoc]) -> list[CircuitDoc]:
         phases: list[PhaseLoad] = []
         meter = fresh.get(circuit.id)
         for phase in circuit.phases:
+            amps = sum(a for (c, p), a in non_ev.items() if c in below and p == phase)
+            for evse in rt.site.evses:
+                reading = rt.readings.get(evse.id)
+                if evse.circuit in below and phase in evse.phases and reading is not None \
+                        and reading.status.connected:
+                    amps += max(0.0, reading.current_a.get(phase, 0.0))
+            counted = amps if last is not None else None
+            load: float | None = counted
             if meter is not None:
-                load: float | None = meter["current_a"].get(phase)
-            else:
-                amps = sum(a for (c, p), a in non_ev.items() if c in below and p == phase)
-                for evse in rt.site.evses:
-                    reading = rt.readings.get(evse.id)
-                    if evse.circuit in below and phase in evse.phases and reading is not None \
-                            and reading.status.connected:
-                        amps += max(0.0, reading.current_a.get(phase, 0.0))
-                load = amps if last is not None else None
-            phases.append(PhaseLoad(phase=phase, load_a=_round(load, 1), limit_a=round(circuit.limit_of(phase), 1)))
-        out.append(CircuitDoc(id=circuit.id, parent=circuit.parent, measured=meter is not None, phases=phases))
+                load = meter["current_a"].get(phase)
+            elif circuit.id in down:
+                load = None  # not known: `counted` is the worst case the allocator assumes
+            phases.append(PhaseLoad(phase=phase, load_a=_round(load, 1), counted_a=_round(counted, 1),
+                                    limit_a=round(circuit.limit_of(phase), 1)))
+        source: Literal["meter", "estimate", "meter down"] = (
+            "meter" if meter is not None else "meter down" if circuit.id in down else "estimate")
+        out.append(CircuitDoc(id=circuit.id, parent=circuit.parent, measured=meter is not None, source=source,
+                              phases=phases))
     return out
 
 

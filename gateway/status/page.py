@@ -38,7 +38,7 @@ h1{font-size:1.4em;margin:.2em 0}h2{font-size:1.1em;margin:1.2em 0 .4em}
 .bar>span{position:absolute;left:0;top:0;bottom:0;border-radius:.2em;background:#2f81f7}
 .bar>span.over{background:var(--bad)}.bar>i{position:absolute;top:-.15em;bottom:-.15em;border-left:2px solid #000}
 .row{display:flex;gap:.5em;align-items:center}.row>.lbl{width:7em;flex:none}.row>.bar{flex:1}
-.row>.num{width:9em;flex:none;text-align:right;font-variant-numeric:tabular-nums}
+.row>.num{width:12em;flex:none;text-align:right;font-variant-numeric:tabular-nums}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid var(--line);padding:.25em .4em;text-align:left}
 .tl{position:relative;height:1.6em;background:#f6f8fa;border-radius:.2em}
 .tl>span{position:absolute;top:0;bottom:0;background:#fb8f44;color:#000;font-size:.8em;overflow:hidden;
@@ -199,8 +199,8 @@ def _site(status: dict[str, Any]) -> str:
     load, limit = site.get("load_kw"), site.get("limit_kw")
     state = site.get("load_state", "measured")
     if load is None and state in ("stale", "unreachable", "faulty"):
-        load_text = (f'<span class="bad">unknown: meter {esc(state)}</span><br><span class="muted">counted on the '
-                     f'worst case ({esc(site.get("non_ev_counted_kw"))} kW besides the EVs)</span>')
+        load_text = (f'<span class="bad">unknown: meter {esc(state)}</span></div><span class="muted">counted on '
+                     f'the worst case ({esc(site.get("non_ev_counted_kw"))} kW besides the EVs)</span><div>')
     else:
         load_text = f'{esc(load)} kW' + (' <span class="muted">(estimated)</span>' if state == "estimated" else "")
     cause = f'<br><span class="muted">set by {esc(site.get("limit_cause"))}</span>' if site.get("limit_cause") else ""
@@ -218,11 +218,17 @@ def _circuits(status: dict[str, Any]) -> str:
         return ""
     rows = ""
     for c in circuits:
-        source = "metered" if c.get("measured") else "chargers + non-EV estimate"
+        source = {"meter": "metered", "estimate": "chargers + non-EV estimate",
+                  "meter down": '<span class="bad">meter down: load unknown, counted on the worst case</span>'
+                  }.get(c.get("source", ""), "metered" if c.get("measured") else "estimated")
         rows += (f'<h3 style="margin:.6em 0 .1em;font-size:.95em">{esc(c["id"])} '
                  f'<span class="muted">({source})</span></h3>')
         for p in c["phases"]:
-            rows += _bar(p["load_a"], p["limit_a"], p["phase"], f'{esc(p["load_a"])} / {esc(p["limit_a"])} A')
+            if p["load_a"] is None and p.get("counted_a") is not None:
+                text = f'unknown (counted {esc(p["counted_a"])}) / {esc(p["limit_a"])} A'
+            else:
+                text = f'{esc(p["load_a"])} / {esc(p["limit_a"])} A'
+            rows += _bar(p["load_a"], p["limit_a"], p["phase"], text)
     return f'<h2>Per circuit and phase conductor</h2><div id="circuits">{rows}</div>'
 
 
@@ -300,6 +306,10 @@ def _events(status: dict[str, Any], zone: tzinfo, now: datetime, writes: bool) -
                 pieces += (f'<span class="{off.strip()}" style="left:{left:.1f}%;width:{width:.1f}%" '
                            f'title="{esc(label)} {local(seg["start"], zone, "%H:%M")}–'
                            f'{local(seg["end"], zone, "%H:%M")}">{esc(label)}</span>')
+            levels = sorted({f"EVs ≤ {seg['ev_kw']:g} kW" if seg.get("ev_kw") is not None else
+                             f"site ≤ {seg['site_kw']:g} kW" for seg in e.get("timeline") or []
+                             if seg.get("ev_kw") is not None or seg.get("site_kw") is not None})
+            kw_text = f" → {', '.join(levels)}" if levels else ""
             end_text = local(e["end"], zone, "%H:%M") if e.get("end") else "until cancelled"
             opt = ""
             if writes:
@@ -307,7 +317,7 @@ def _events(status: dict[str, Any], zone: tzinfo, now: datetime, writes: bool) -
                 opt = (f'<button data-action="opt" data-id="{esc(e["id"])}" data-opt="{choice}">'
                        f'{"opt in" if choice == "optIn" else "opt out"}</button>')
             rows += (f'<div class="event" data-id="{esc(e["id"])}"><b>{esc(e["id"])}</b> '
-                     f'{local(e["start"], zone, "%H:%M")}–{end_text} · {esc(_event_label(e))} · opt '
+                     f'{local(e["start"], zone, "%H:%M")}–{end_text} · {esc(_event_label(e))}{esc(kw_text)} · opt '
                      f'{esc(e.get("opt"))}{" (test)" if e.get("test") else ""} {opt}'
                      f'<div class="tl">{pieces}</div></div>')
         out += f'<h3 style="font-size:.95em">{title}</h3>{rows}'
