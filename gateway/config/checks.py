@@ -84,10 +84,27 @@ def advisories(config: GatewayConfig) -> list[str]:
             f"status.token: not set while the status endpoint listens on {config.status.bind}: "
             "anyone on that network can read the site's state"
         )
+    notes += _ocpp_exposure(config)
     if config.chargers and not any(m.circuit in (None, config.site.service_id) for m in config.meters):
         notes.append("meters: no meter at the service entrance: the gateway cannot see the site's non-EV load")
     notes += _unenforced_fallbacks(config)
     return notes
+
+
+def _ocpp_exposure(config: GatewayConfig) -> list[str]:
+    """OCPP beyond loopback with chargers that need no password: anyone on that network can pose as one
+    (and report a draw that steers the allocation) or take its connection over, TLS or not."""
+    ocpp = [ch for ch in config.chargers if ch.protocol != "modbus"]
+    if not ocpp or _loopback(config.ocpp.bind) or config.ocpp.require_password:
+        return []
+    without = [ch.id for ch in ocpp if ch.ocpp.password is None]
+    if not without:
+        return []
+    shown = ", ".join(without[:5]) + (f" and {len(without) - 5} more" if len(without) > 5 else "")
+    tls = "" if config.ocpp.tls_cert is not None else " and no TLS"
+    return [f"ocpp.bind: OCPP listens on {config.ocpp.bind} with no password for {shown}{tls}: anyone on that "
+            "network can connect as those chargers; give each chargers[].ocpp.password, set ocpp.require_password "
+            "= true, and use TLS (ocpp.tls_cert) unless the charger network is isolated"]
 
 
 def _unenforced_fallbacks(config: GatewayConfig) -> list[str]:
