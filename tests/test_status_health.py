@@ -100,7 +100,7 @@ def alarm(key: str, severity: str) -> dict[str, Any]:
 
 
 async def client(source: Held, token: str | None = None) -> TestClient[Any, Any]:
-    app = make_app(source, token=token, operator=source if token else None)  # type: ignore[arg-type]
+    app = make_app(source, token=token, operator=source if token else None)
     c: TestClient[Any, Any] = TestClient(TestServer(app, host="127.0.0.1", port=0))
     await c.start_server()
     return c

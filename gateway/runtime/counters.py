@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
-disable_created_metrics()  # no `_created` series beside every counter: noise on a dashboard of 100s of sites
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series beside every counter: noise on a dashboard of 100s of sites
 
 # A decision takes a few milliseconds (5-10 ms at 1,000 chargers): buckets from 0.5 ms to 1 s.
 DECISION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
