@@ -144,6 +144,7 @@ def run_gateway(config: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60, cwd=config.parent)
 
 
+@pytest.mark.slow
 def test_gateway_run_refuses_a_damaged_store_with_one_line(tmp_path: Path) -> None:
     store = tmp_path / "gw.sqlite"
     a_store_with_rows(store, 400)
@@ -193,10 +194,10 @@ def test_gateway_store_checks_backs_up_and_restores(tmp_path: Path, capsys: pyte
 
 async def test_the_daily_check_raises_store_integrity_while_running(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_store_operator import running
+    from support.runtime import running
 
     from gateway.config import parse_config
-    from gateway.runtime import loop
+    from gateway.runtime import recorder
 
     config = parse_config({
         "site": {"wiring": "three-phase-400/230", "service_breaker_a": 63},
@@ -205,8 +206,8 @@ async def test_the_daily_check_raises_store_integrity_while_running(tmp_path: Pa
         "store": {"path": str(tmp_path / "gw.sqlite")},
     })
     found: list[str] = []
-    monkeypatch.setattr(loop, "INTEGRITY_EVERY", timedelta(0))  # every tick, not daily
-    monkeypatch.setattr(loop, "integrity_problems", lambda conn: list(found))
+    monkeypatch.setattr(recorder, "INTEGRITY_EVERY", timedelta(0))  # every tick, not daily
+    monkeypatch.setattr(recorder, "integrity_problems", lambda conn: list(found))
     runtime, task = await running(config)
     try:
         await asyncio.sleep(0.5)

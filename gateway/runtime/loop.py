@@ -52,17 +52,16 @@ from gateway.runtime.meter_watch import MeterWatch
 from gateway.runtime.operator import STORE_WAIT_S as OPERATOR_STORE_WAIT_S
 from gateway.runtime.operator import OperatorControls
 from gateway.runtime.plans import PlanKeeper, SitePowerLog
+from gateway.runtime.recorder import Recorder
 from gateway.runtime.supervise import supervised
 from gateway.schedule import PriceChange, ScheduleSettings, build_schedule, price_changes, segment_at
 from gateway.smoothing import ChargerMemory
-from gateway.store.db import StoreDamaged, check_file, integrity_problems
-from gateway.store.decisions import DecisionStore, SentLimit, rows_for
-from gateway.store.health import PRECIOUS, StillHeld, WriteHealth
-from gateway.store.operator import OperatorStore
+from gateway.store.decisions import DecisionStore, rows_for
+from gateway.store.health import WriteHealth
 from gateway.store.sessions import SessionLedger
 from gateway.store.telemetry import ChargerSample, Sample, SiteSample, Telemetry
 from gateway.store.vtn import VenStore
-from gateway.store.writer import StoreWriter, write_held
+from gateway.store.writer import StoreWriter
 from gateway.tariff import Tariff
 
 if TYPE_CHECKING:
@@ -77,14 +76,8 @@ log = logging.getLogger("gateway.runtime")
 Clock = Callable[[], datetime]
 RESEND_UNACKED_S = 5.0  # how often a limit a charger has not acknowledged is sent again
 HISTORY_POINTS = 7200  # one point a second: the last two hours for the status page
-PRUNE_EVERY = timedelta(hours=1)  # old rows of limits sent are deleted (and telemetry compacted) this often
 TELEMETRY_EVERY = timedelta(seconds=1)  # telemetry and the session ledger are written at most this often
-TELEMETRY_HELD = 3600  # telemetry samples held in memory while the store cannot be written (the oldest go)
-LIMITS_HELD = 100_000  # limits-sent rows held likewise
-INTEGRITY_EVERY = timedelta(days=1)  # the store's file is checked at start and this often
-STORE_STUCK_S = 10.0  # a write under way this long raises the store.write alarm before it fails
-STORE_CRITICAL_S = 60.0  # store.write turns critical (healthz 503) after this long, or at once for precious data
-STORE_DRAIN_S = 5.0  # at shutdown, how long the last writes may take
+
 
 
 def utc_now() -> datetime:
@@ -151,13 +144,9 @@ class Runtime:
         self.boundaries = Boundaries(self.trigger)  # a decision at each start or end of a segment
         self._stop = asyncio.Event()
         self.started = asyncio.Event()
-        self.store: VenStore | None = None
-        self.decision_store: DecisionStore | None = None
-        self.ledger: SessionLedger | None = None  # charging sessions, from the readings (billing)
-        self.telemetry_store: Telemetry | None = None
-        self._ledger_pending: deque[ChargerReading] = deque(maxlen=10_000)  # readings not yet in the ledger
+        # What is kept in the store (ledger, telemetry, limits sent, the VTN adapter's), off the control path.
+        self.recorder = Recorder(self._path(config.store.path), config.store.telemetry_days, self.alarms, clock)
         self._recorded_at: datetime | None = None
-        self._record_failed = False
         self.drivers: dict[str, EvseDriver] = {}  # one per protocol family, built by `runtime.drivers`
         self.meters: dict[str, ModbusMeter] = {}
         self.pool: LinkPool | None = None
@@ -197,34 +186,18 @@ class Runtime:
 
     async def _open(self) -> None:
         path = self._path(self.config.store.path)
-        # The control loop never waits for the store: its writes go through one writer task, retried while
-        # the store is locked or the disk full; `_store_watch` turns their trouble into alarms.
-        self.store_health = WriteHealth()
-        self.writer = StoreWriter(self.store_health)
-        self._telemetry_pending: deque[Sample] = deque(maxlen=TELEMETRY_HELD)
-        self._limits_pending: deque[SentLimit] = deque(maxlen=LIMITS_HELD)
-        self._writer_task: asyncio.Task[None] | None = None
-        self._integrity_at = self.clock()
-        problems = await asyncio.to_thread(check_file, path)  # a damaged file is refused, not half-used
-        if problems:
-            raise StoreDamaged(path, problems)
-        self.store = VenStore.open(path, health=self.store_health)
-        # A second connection: the VEN's transactions and ours must not interleave on one connection.
-        self.decision_store = DecisionStore.open(path)
-        self._writer_task = asyncio.create_task(self.writer.run(), name="store-writer")
-        # On the decision store's connection: all three are written by the decision task, one after another.
-        self.ledger = SessionLedger(self.decision_store.db, self.decision_store.lock)
-        self.telemetry_store = Telemetry(self.decision_store.db, self.decision_store.lock)
-        operator_store = OperatorStore(self.decision_store.db, self.decision_store.lock)
-        self.operator.attach(operator_store, self.writer, self.store_health)
+        recorder = self.recorder
+        await recorder.open()  # a damaged file is refused (StoreDamaged), not half-used
+        assert recorder.ledger is not None and recorder.operator is not None and recorder.vtn is not None
+        self.operator.attach(recorder.operator, recorder.writer, recorder.health)
         # A session that was charging when the gateway stopped goes on: what it has had counts from its start
         # as the ledger saw it, not from the first reading after the restart (else it would be owed it twice).
-        for cid, session in (await asyncio.to_thread(self.ledger.open_sessions)).items():
+        for cid, session in (await asyncio.to_thread(recorder.ledger.open_sessions)).items():
             if session.meter_start_kwh is not None:
                 self.session_start_kwh[cid] = (session.session_id, session.meter_start_kwh)
-        self.operator.restore(await asyncio.to_thread(operator_store.load, self.clock(),
-                                                       frozenset(self.protocol_of)))
-        self.events = await asyncio.to_thread(self.store.events)
+        self.operator.restore(await asyncio.to_thread(recorder.operator.load, self.clock(),
+                                                      frozenset(self.protocol_of)))
+        self.events = await asyncio.to_thread(recorder.vtn.events)
         self.boundaries.start()
         if needs_pool(self.config):
             from gateway.modbus.link import LinkPool
@@ -252,7 +225,7 @@ class Runtime:
         if self.config.vtn is not None:
             from gateway.openadr.ven import Ven
 
-            self.ven = Ven(self.config.vtn, self.config.openadr, self.store, sink=self, telemetry=self,
+            self.ven = Ven(self.config.vtn, self.config.openadr, recorder.vtn, sink=self, telemetry=self,
                            charger_ids=[c.id for c in self.config.chargers], clock=self.clock,
                            # a configured tariff's currency: a VTN price in another one is refused, not mixed
                            currency=self.plans.tariff.currency if self.plans.tariff is not None else None)
@@ -309,20 +282,7 @@ class Runtime:
         if self.pool is not None:
             with contextlib.suppress(Exception):
                 await self.pool.close()
-        if self.decision_store is not None:
-            self._record(self.clock(), telemetry=False)  # what the chargers said last goes into the ledger
-            if self.store is not None and self.store.holding():
-                self.writer.submit("vtn", self._flush_vtn)
-            # One more try within a bounded time: a locked store must not hold the shutdown for ever.
-            task = self._writer_task
-            if task is not None and not await self.writer.finish(task, timeout_s=STORE_DRAIN_S):
-                trouble = self.store_health.trouble()
-                log.error("shutdown: not stored: %s (%s)", ", ".join(self.writer.unwritten),
-                          trouble.error if trouble is not None else "the store did not answer in time")
-            self.decision_store.close()
-        if self.store is not None:
-            self.store.close()
-            log.info("shutdown: store closed")
+        await self.recorder.close()
 
     # ------------------------------------------------------------------------------------ inputs
 
@@ -337,7 +297,7 @@ class Runtime:
             # A status-only message (OCPP): keep the last measured current rather than forget it.
             reading = replace(reading, current_a=before.current_a, power_kw=before.power_kw)
         self.readings[reading.charger_id] = reading
-        self._ledger_pending.append(reading)
+        self.recorder.observe(reading)
         if reading.energy_kwh is not None and reading.status.connected:
             start = self.session_start_kwh.get(reading.charger_id)
             # Offline is not unplugged: a charger that drops its link (or has not dialled in since a
@@ -632,6 +592,7 @@ class Runtime:
         self.unacked = {cid: moved(at) for cid, at in self.unacked.items()}
         if self._recorded_at is not None:
             self._recorded_at = moved(self._recorded_at)
+        self.recorder.moved(moved)
         self.non_ev_window = deque(((moved(at), loads) for at, loads in self.non_ev_window))
         self.memory = {cid: replace(m, decided_at=moved(m.decided_at),
                                     on_since=moved(m.on_since) if m.on_since is not None else None,
@@ -657,7 +618,6 @@ class Runtime:
 
     async def _decide_forever(self) -> None:
         tick = self.config.control.tick_s
-        pruned_at: datetime | None = None
         while True:
             self.watch_clock()
             # Cleared before deciding, not after: a trigger that arrives while a decision is being made or
@@ -671,15 +631,11 @@ class Runtime:
             now = self.clock()
             # Handed to the store's writer, never awaited: a locked store or a full disk must not stop the
             # deciding (what waits is held in memory and written when the store takes writes again).
-            if self.decision_store is not None and (pruned_at is None or now - pruned_at > PRUNE_EVERY):
-                pruned_at = now
-                self.writer.submit("prune", functools.partial(self._prune, now))
             # A tenth of slack: with a 1 s tick, a tick that wakes a little early must not skip a sample.
             if self._recorded_at is None or now - self._recorded_at >= TELEMETRY_EVERY * 0.9:
                 self._recorded_at = now
-                self._record(now)
-            if self.decision_store is not None:
-                self._store_watch(now)
+                self.recorder.record(self.telemetry_sample(now))
+            self.recorder.watch(now)
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation of stop() when a
             # trigger fires at the same moment, and the loop would go on deciding.
             with contextlib.suppress(TimeoutError):
@@ -752,9 +708,9 @@ class Runtime:
                     self._unacked_said[ack.charger_id] = said
                     log.warning("limit charger=%s amps=%g not acknowledged: %s", ack.charger_id, ack.amps,
                                 ack.detail)
-        if decision.changes and self.decision_store is not None:
+        if decision.changes and self.recorder.decisions is not None:
             changes = [(c.evse_id, c.old_a, c.new_a, c.reason) for c in decision.changes]
-            self._record_limits(rows_for(now, changes, acks))
+            self.recorder.limits_sent(rows_for(now, changes, acks))
         self._note(decision)
         return decision
 
@@ -791,13 +747,10 @@ class Runtime:
         if not self.history or decision.now - self.history[-1].at >= timedelta(seconds=1):
             self.history.append(HistoryPoint(decision.now, load, self.effective_limit_kw()))
 
-    def _record(self, now: datetime, *, telemetry: bool = True) -> None:
-        """The readings since the last call into the session ledger, then one telemetry sample: handed to the
-        store's writer (which writes all that waits in one transaction each), never waited for."""
-        if self.ledger is not None and self._ledger_pending:
-            self.writer.submit("ledger", self._write_ledger)
-        if not telemetry or self.telemetry_store is None or self.last is None:
-            return
+    def telemetry_sample(self, now: datetime) -> Sample | None:
+        """This tick's telemetry: site load and limit, and each charger's current, power and limit."""
+        if self.last is None:
+            return None
         power = self.charger_power_kw()
         chargers: dict[str, ChargerSample] = {}
         for evse in self.site.evses:
@@ -805,82 +758,33 @@ class Runtime:
             amps = max(r.current_a.values(), default=0.0) if r is not None and r.status.connected else None
             chargers[evse.id] = ChargerSample(amps, power.get(evse.id), self.last.limits.get(evse.id))
         site = SiteSample(self.load_kw(), sum(power.values()), self.effective_limit_kw())
-        self._telemetry_pending.append(Sample(now, TELEMETRY_EVERY.total_seconds(), site, chargers))
-        self.writer.submit("telemetry", self._write_telemetry)
+        return Sample(now, TELEMETRY_EVERY.total_seconds(), site, chargers)
 
-    def _record_limits(self, rows: list[SentLimit]) -> None:
-        self._limits_pending.extend(rows)
-        self.writer.submit("limits", self._write_limits)
+    # What the store is, for the status, the export and tests (kept by `self.recorder`).
 
-    async def _write_ledger(self) -> None:
-        assert self.ledger is not None
-        await write_held(self._ledger_pending, self.ledger.observe)
+    @property
+    def store(self) -> VenStore | None:
+        return self.recorder.vtn
 
-    async def _write_telemetry(self) -> None:
-        assert self.telemetry_store is not None
-        await write_held(self._telemetry_pending, self.telemetry_store.write_many)
+    @property
+    def decision_store(self) -> DecisionStore | None:
+        return self.recorder.decisions
 
-    async def _write_limits(self) -> None:
-        assert self.decision_store is not None
-        await write_held(self._limits_pending, self.decision_store.record)
+    @property
+    def ledger(self) -> SessionLedger | None:
+        return self.recorder.ledger
 
-    async def _flush_vtn(self) -> None:
-        assert self.store is not None
-        if not await asyncio.to_thread(self.store.flush):
-            raise StillHeld("the VTN adapter's writes are held in memory")
+    @property
+    def telemetry_store(self) -> Telemetry | None:
+        return self.recorder.telemetry
 
-    async def _prune(self, now: datetime) -> None:
-        assert self.decision_store is not None
-        keep = timedelta(days=self.config.store.telemetry_days)
-        await asyncio.to_thread(self.decision_store.prune, now - keep)
-        if self.telemetry_store is not None:
-            await asyncio.to_thread(self.telemetry_store.compact, now, keep)
+    @property
+    def store_health(self) -> WriteHealth:
+        return self.recorder.health
 
-    async def _check_integrity(self) -> None:
-        db = self.decision_store
-        assert db is not None
-
-        def check() -> list[str]:
-            with db.lock:
-                return integrity_problems(db.db.conn)
-
-        self.store_health.checked(await asyncio.to_thread(check))
-
-    def _store_watch(self, now: datetime) -> None:
-        """Each tick: retry what the VTN adapter holds, check the file daily, and say what is wrong (the
-        store.write and store.integrity alarms, each logged once when it starts and once when it ends)."""
-        trouble = self.store_health.trouble()
-        if self.store is not None and (self.store.holding() or trouble is not None):
-            self.writer.submit("vtn", self._flush_vtn)
-        if now - self._integrity_at >= INTEGRITY_EVERY:
-            self._integrity_at = now
-            self.writer.submit("integrity", self._check_integrity)
-        path = self._path(self.config.store.path)
-        stuck_s = self.writer.stuck_for()
-        if trouble is None and stuck_s < STORE_STUCK_S:
-            self.alarms.clear("store.write", now, f"waiting={len(self.writer.pending())}")
-        else:
-            error = trouble.error if trouble is not None else f"a write has taken {stuck_s:.0f}s"
-            held = ", ".join(sorted({*(trouble.whats if trouble is not None else ()), *self.writer.pending()}))
-            for_s = max(trouble.for_s if trouble is not None else 0.0, stuck_s)
-            waiting_precious = bool(PRECIOUS & set(self.writer.pending()))  # an operator's change, say
-            critical = trouble is not None and (trouble.precious or waiting_precious or for_s >= STORE_CRITICAL_S)
-            self.alarms.raise_(
-                "store.write",
-                f"the store cannot be written ({error}); the site is still decided and held under its limits; "
-                f"held in memory and retried: {held}",
-                now, severity="critical" if critical else "warning",
-                action=f"free space on the disk of {path}, or stop what holds it locked (fuser {path}); "
-                       "a restart now would lose what is held (docs/operations.md)")
-        damage = self.store_health.damage() or ([trouble.error] if trouble is not None and trouble.damaged else [])
-        if damage:
-            self.alarms.raise_(
-                "store.integrity", f"the store {path} is damaged ({damage[0]}); the gateway runs on what it "
-                "holds in memory", now, severity="critical",
-                action=f"stop the gateway, then `gateway store set-aside --db {path}` or `gateway store restore "
-                       f"--db {path} BACKUP` (docs/store.md)")
-        else:
-            self.alarms.clear("store.integrity", now)
+    @property
+    def writer(self) -> StoreWriter:
+        return self.recorder.writer
 
     def load_kw(self) -> float | None:
         """Site power: the service meter, or the chargers' own power plus the non-EV estimate."""

@@ -91,6 +91,7 @@ def apply(runtime: Runtime, config: GatewayConfig) -> None:
     from gateway.runtime.decide import Site
 
     runtime.config = config
+    runtime.recorder.telemetry_days = config.store.telemetry_days
     runtime.site = Site.from_config(config)
     levels = {int(k): v for k, v in config.openadr.simple_levels.items()}
     runtime.schedule_settings = dataclasses.replace(runtime.schedule_settings, simple_levels=levels)
