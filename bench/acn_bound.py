@@ -19,8 +19,8 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, linprog, milp  # type: ignore[import-untyped]
-from scipy.sparse import coo_matrix, hstack, vstack  # type: ignore[import-untyped]
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
+from scipy.sparse import coo_matrix, hstack, vstack
 
 MET_THRESHOLD_KWH = 0.1  # acnportal's proportion_of_demands_met: finished when less than this remains
 

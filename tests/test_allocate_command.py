@@ -143,6 +143,7 @@ def test_bad_input_gets_one_clear_line_and_exit_2(
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_reads_standard_input_through_the_installed_command() -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "gateway", "allocate", "-"],
@@ -152,6 +153,7 @@ def test_reads_standard_input_through_the_installed_command() -> None:
     assert json.loads(proc.stdout)["allocations"] == {"cp-01": 32.0}
 
 
+@pytest.mark.slow
 def test_a_reader_that_stops_early_gets_no_traceback() -> None:
     read_end, write_end = os.pipe()
     os.close(read_end)  # `gateway allocate - | head -0`: nobody reads the answer

@@ -1,6 +1,6 @@
 """Optimising sharing (`Sharing.OPTIMISE`): as safe as the other modes, and better where a greedy order fails.
 
-The property checks are the independent ones of `test_allocate_sharing` (every limit, 0 or a current on
+The property checks are the independent ones of tests/support/allocation.py (every limit, 0 or a current on
 the grid between the minimum and the maximum, no charger could take another step) and priority classes
 served in order; the examples show what the optimiser is for: it trades one urgent car on two loaded rows
 for two cars on one each, and it keeps a pilot where it is unless moving it gains enough.
@@ -15,8 +15,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_allocate import NOW, eligible
-from test_allocate_sharing import PROPERTY, check_safe_and_full, could_step, with_linear
+from support.allocation import NOW, PROPERTY, check_safe_and_full, could_step, eligible, with_linear
 
 from gateway.allocate import LinearLimit, Problem, Sharing, allocate
 from gateway.domain import Circuit, EvseState, NonEvLoad

@@ -1,8 +1,8 @@
 """The allocator's general linear limits and its deadline sharing, checked like the rest of the core.
 
-Random sites come from `test_allocate`'s generator, with random linear limits added; the checks are
-independent of the allocator's own bookkeeping: every limit holds, no charger could take another step,
-and under deadline sharing no charger is held back for one in a lower tier.
+Random sites come from the shared generator (tests/support/allocation.py), with random linear limits
+added; the checks are independent of the allocator's own bookkeeping: every limit holds, no charger could
+take another step, and under deadline sharing no charger is held back for one in a lower tier.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from test_allocate import NOW, TOL, can_step, eligible, loads, problems
+from hypothesis import given
+from support.allocation import NOW, PROPERTY, check_safe_and_full, could_step, eligible, with_linear
 
 from gateway.allocate import (
     LinearLimit,
@@ -22,71 +21,8 @@ from gateway.allocate import (
     Sharing,
     allocate,
     deadline_tier,
-    usable_range,
 )
 from gateway.domain import Circuit, EvseState
-
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-@st.composite
-def with_linear(draw: st.DrawFn, sharing: Sharing = Sharing.FAIR) -> Problem:
-    problem = draw(problems())
-    linear = []
-    for n in range(draw(st.integers(0, 3))):
-        coefs = {e.id: draw(st.floats(0, 2)) for e in problem.evses if draw(st.booleans())}
-        linear.append(LinearLimit(f"row{n}", draw(st.floats(0, 120)), coefs))
-    return replace(problem, linear=tuple(linear), sharing=sharing)
-
-
-def linear_loads(problem: Problem, amps: dict[str, float]) -> dict[str, tuple[float, float, float]]:
-    """For every linear limit: (limit, load of held chargers, load of the others)."""
-    out = {}
-    for lin in problem.linear:
-        held = sum(c * amps[e.id] for e in problem.evses if e.held_a is not None for k, c in lin.coefs.items()
-                   if k == e.id)
-        free = sum(c * amps[e.id] for e in problem.evses if e.held_a is None for k, c in lin.coefs.items()
-                   if k == e.id)
-        out[f"linear:{lin.id}"] = (lin.limit, held, free)
-    return out
-
-
-def all_loads(problem: Problem, amps: dict[str, float]) -> dict[str, tuple[float, float, float]]:
-    return {**loads(problem, amps), **linear_loads(problem, amps)}
-
-
-STEP_TOL = 1e-9
-
-
-def could_step(problem: Problem, amps: dict[str, float], e: EvseState) -> bool:
-    if not can_step(problem, amps, e):
-        return False
-    trial = dict(amps)
-    trial[e.id] = amps[e.id] + e.step_a if amps[e.id] > 0 else usable_range(e)[0]
-    before, after = linear_loads(problem, amps), linear_loads(problem, trial)
-    # Room is usable only when the step keeps every limit within the allocator's own float tolerance (1e-9):
-    # a step over a limit by 6e-9 (a coefficient of 1e-9 on a zero limit, found by hypothesis) is no room,
-    # even though the safety checks above forgive float noise up to TOL.
-    return all(unc + ev <= lim + STEP_TOL for name, (lim, unc, ev) in after.items() if after[name] != before[name])
-
-
-def check_safe_and_full(problem: Problem) -> dict[str, float]:
-    result = allocate(problem)
-    amps = dict(result.amps)
-    for name, (limit, uncontrolled, ev) in all_loads(problem, amps).items():
-        if uncontrolled > limit + TOL:
-            assert ev <= TOL, f"{name} is overloaded by held chargers, yet others got {ev}"
-        else:
-            assert uncontrolled + ev <= limit + TOL, f"{name}: {uncontrolled}+{ev} > {limit}"
-    for e in problem.evses:
-        a = amps[e.id]
-        if e.held_a is None and a > 0:
-            low, high = usable_range(e)
-            assert eligible(e) and low - TOL <= a <= high + TOL and a >= 6.0 - TOL
-            assert abs(a / e.step_a - round(a / e.step_a)) < 1e-6
-        if eligible(e):
-            assert not could_step(problem, amps, e), f"{e.id} could take more: {a} ({result.binding[e.id]})"
-    return amps
 
 
 @PROPERTY

@@ -136,8 +136,9 @@ def test_certificate_contents(ec_pki: DevPki, rsa_pki: DevPki) -> None:
     assert ven.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "site-7"
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     assert vtn.issuer == ven.issuer == ca.subject
-    assert isinstance(vtn.public_key(), ec.EllipticCurvePublicKey)
-    assert vtn.public_key().curve.name == "secp256r1"
+    vtn_key = vtn.public_key()
+    assert isinstance(vtn_key, ec.EllipticCurvePublicKey)
+    assert vtn_key.curve.name == "secp256r1"
     rsa_key = x509.load_pem_x509_certificate(rsa_pki.ven_cert.read_bytes()).public_key()
     assert isinstance(rsa_key, rsa.RSAPublicKey) and rsa_key.key_size == 2048
 

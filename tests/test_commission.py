@@ -40,6 +40,9 @@ from gateway.sim.modbus_charger import SimCharger
 from gateway.sim.modbus_meter import SimMeter
 from gateway.sim.ocpp_cp import Ev, Nameplate, SimChargePoint
 
+# Subprocesses and real peers end to end: `pytest -m "not slow"` leaves these out.
+pytestmark = pytest.mark.slow
+
 HOUSE_A = 10.0
 FIRMWARE = {"cp16": "FW-16-1.2.3", "cp201": "FW-201-4.5.6"}
 

@@ -513,6 +513,7 @@ def test_check_config_file_problems_are_one_line_never_a_traceback(
         assert captured.out == ""
 
 
+@pytest.mark.slow
 def test_the_installed_command_exits_2_without_a_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('[site]\nwiring = "three-phase-208Y/120"\nservice_breaker_a = "big"\n')
@@ -526,6 +527,7 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path: Path) -> No
     )
 
 
+@pytest.mark.slow
 def test_a_reader_that_stops_early_gets_no_traceback() -> None:
     """`gateway check-config site.toml | head -1`: the pipe closes before the summary is written."""
     read_end, write_end = os.pipe()

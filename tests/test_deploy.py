@@ -55,6 +55,7 @@ def test_the_systemd_unit_runs_real_subcommands_with_hardening() -> None:
         assert option in text
 
 
+@pytest.mark.slow
 def test_systemd_accepts_the_unit() -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:

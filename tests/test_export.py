@@ -135,6 +135,7 @@ def test_missing_garbage_old_and_newer_stores_are_one_line(tmp_path: Path,
     assert code == 2 and all(line.startswith("error: ") for line in err.strip().splitlines())
 
 
+@pytest.mark.slow
 def test_export_from_the_command_line_while_a_writer_holds_the_store(tmp_path: Path) -> None:
     path = tmp_path / "gw.sqlite"
     filled_store(path)

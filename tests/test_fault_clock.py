@@ -13,20 +13,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_fault_meter import HOUSE_A, USABLE_A, FaultSite, busy, gone, logged, running, site, until, visible
+from support.fault_meter import HOUSE_A, USABLE_A, FaultSite, busy, gone, logged, running, sim_site, visible
+from support.waiting import until
 
 from gateway.domain import Event, Interval, Segment, Signal, SignalName, SignalType
 from gateway.runtime.clock_jump import ClockState, look, nows, stepped, strictest
 
-__all__ = ["site"]  # the fixture, imported for the tests below
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[FaultSite]:
+    async with sim_site() as s:
+        yield s
 
 
 def test_a_step_is_told_from_the_monotonic_clock_and_summed() -> None:

@@ -21,28 +21,35 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_fault_store import (
+from support.fault_store import (
     SimSite,
     alarm_everywhere,
     house_step_holds,
     http,
     settled,
-    site,  # noqa: F401  (a fixture)
+    sim_site,
     site_config_lines,
     stored_rows,
 )
-from test_runtime_restart import Gateway, until
+from support.gateway_process import Gateway
+from support.waiting import until
 
 from gateway.sim.vtn import SimVtn
 
 pytestmark = pytest.mark.slow
 
 
+@pytest.fixture
+async def site() -> AsyncIterator[SimSite]:
+    async with sim_site() as s:
+        yield s
+
+
 def log_count(gateway: Gateway, needle: str) -> int:
     return sum(needle in line for line in list(gateway.lines))
 
 
-async def settled_or_say_why(site: SimSite, gateway: Gateway) -> None:  # noqa: F811
+async def settled_or_say_why(site: SimSite, gateway: Gateway) -> None:
     try:
         await settled(site)
     except AssertionError as exc:
@@ -56,7 +63,7 @@ def start(tmp_path: Path, lines: list[str]) -> Gateway:
     return Gateway(config)
 
 
-async def test_a_store_locked_for_30_s_by_another_process(tmp_path: Path, site: SimSite) -> None:  # noqa: F811
+async def test_a_store_locked_for_30_s_by_another_process(tmp_path: Path, site: SimSite) -> None:
     store = tmp_path / "gw.sqlite"
     with site_config_lines(site, store) as lines:
         gateway = start(tmp_path, lines)
@@ -127,7 +134,7 @@ async def vtn() -> AsyncIterator[SimVtn]:
     await sim.stop()
 
 
-async def test_a_full_file_system(tmp_path: Path, site: SimSite, vtn: SimVtn) -> None:  # noqa: F811
+async def test_a_full_file_system(tmp_path: Path, site: SimSite, vtn: SimVtn) -> None:
     with small_filesystem(tmp_path / "disk") as disk:
         store = disk / "gw.sqlite"
         with site_config_lines(site, store, vtn) as lines:

@@ -14,6 +14,9 @@ from gateway.cli import main
 from gateway.sim.modbus_charger import SimCharger
 from gateway.sim.modbus_meter import SimMeter
 
+# Subprocesses and real peers end to end: `pytest -m "not slow"` leaves these out.
+pytestmark = pytest.mark.slow
+
 
 async def _gateway(*args: str) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(

@@ -13,7 +13,8 @@ import logging
 from typing import Any
 
 import pytest
-from test_ocpp_lease import PASSWORD, base_url, charger, collect_readings, section, until
+from support.ocpp import PASSWORD, base_url, charger, collect_readings, section
+from support.waiting import until
 
 from gateway.domain import ChargerStatus
 from gateway.ocpp import ChargerIdentity, OcppDriver

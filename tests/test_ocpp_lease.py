@@ -6,59 +6,20 @@ Scenarios run for both protocol versions over real websockets on 127.0.0.1 with 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.ocpp import PASSWORD, base_url, charger, collect_readings, section
+from support.waiting import until
 
-from gateway.config.ocpp import OcppSection
-from gateway.config.site import ChargerSection
-from gateway.domain import ChargerReading, ChargerStatus
+from gateway.domain import ChargerStatus
 from gateway.ocpp import OcppDriver
 from gateway.ocpp.cp201 import Cp201
 from gateway.ports import EvseDriver
 from gateway.sim.ocpp_cp import Ev, Quirks, SimChargePoint
 from gateway.store.chargers import ChargerBook
-
-PASSWORD = "correct-horse-1"
-
-
-def section(**over: object) -> OcppSection:
-    values: dict[str, object] = {"port": 0, "lease_s": 2.0, "meter_interval_s": 1, "ack_wait_s": 2.0,
-                                 "response_timeout_s": 2.0}
-    values.update(over)
-    return OcppSection.model_validate(values)
-
-
-def charger(cid: str, protocol: str = "ocpp1.6", **over: object) -> ChargerSection:
-    values: dict[str, object] = {"id": cid, "protocol": protocol, "phases": "L1-L2-L3", "max_a": 32,
-                                 "fallback_a": 8, "ocpp": {"password": PASSWORD}}
-    values.update(over)
-    return ChargerSection.model_validate(values)
-
-
-async def until(cond: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not cond():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
-
-
-def collect_readings(driver: OcppDriver) -> tuple[list[ChargerReading], asyncio.Task[None]]:
-    """Every reading the driver publishes, appended to a list by a task that the caller cancels."""
-    seen: list[ChargerReading] = []
-
-    async def collect() -> None:
-        async for reading in driver.readings():
-            seen.append(reading)
-
-    return seen, asyncio.create_task(collect())
-
-
-def base_url(driver: OcppDriver) -> str:
-    return f"ws://127.0.0.1:{driver.server.port}/ocpp"
 
 
 @pytest.fixture(params=["1.6", "2.0.1"])
@@ -333,7 +294,7 @@ async def test_a_clean_stop_says_which_chargers_did_not_confirm_their_release() 
         def failing_clear(*args: object) -> bool:
             raise RuntimeError("firmware fault")  # cp2 answers the clear with a CallError, clearing nothing
 
-        sims[1].clear_profiles = failing_clear  # type: ignore[method-assign]
+        sims[1].clear_profiles = failing_clear  # type: ignore[method-assign,assignment]  # a charger that fails
         kept = await driver.stop(release=True)
         assert kept == ["cp2"] and sims[0].limit_a() == 8.0 and sims[1].limit_a() == 20.0
     finally:

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ocpp.charge_point import snake_to_camel_case
 from ocpp.messages import Call, _validate_payload
-from test_ocpp_lease import charger, section
+from support.ocpp import charger, section
 
 from gateway.domain import ChargerStatus
 from gateway.ocpp.control import Context, Control

@@ -6,7 +6,8 @@ import asyncio
 import logging
 
 import pytest
-from test_ocpp_lease import PASSWORD, base_url, charger, collect_readings, section, until
+from support.ocpp import PASSWORD, base_url, charger, collect_readings, section
+from support.waiting import until
 
 from gateway.config.ocpp import OcppSection
 from gateway.domain import ChargerStatus

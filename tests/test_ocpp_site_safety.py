@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conductor_check import overloads, zero_spans
-from test_runtime_restart import Gateway, until
+from support.conductors import overloads, zero_spans
+from support.gateway_process import Gateway
+from support.waiting import until
 
 from gateway.config import load_config
 from gateway.sim.ocpp_cp import Ev, Quirks, SimChargePoint

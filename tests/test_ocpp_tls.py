@@ -14,7 +14,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from test_ocpp_lease import PASSWORD, charger, section, until
+from support.ocpp import PASSWORD, charger, section
+from support.waiting import until
 
 from gateway.ocpp import OcppDriver, OcppSetupError
 from gateway.sim.ocpp_cp import SimChargePoint

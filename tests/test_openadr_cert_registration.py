@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from xmlvtn import Ev, Sig, Site, XmlVtn, until
+from support.waiting import until
+from support.xmlvtn import Ev, Sig, Site, XmlVtn
 
 from gateway.openadr import ven as ven_module
 

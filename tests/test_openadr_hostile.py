@@ -273,7 +273,7 @@ INTERNAL_ENTITY = distribute().replace(HEAD, HEAD + '<!DOCTYPE p [<!ENTITY e "ev
     "<ei:eventID>ev-raw", "<ei:eventID>&e;"
 )
 
-HOSTILE = {
+HOSTILE: dict[str, tuple[str | bytes, str]] = {
     "malformed": ("<oadr:oadrPayload><unclosed>", "malformed XML"),
     "not xml": (b"\x00\xff\xfe garbage", "malformed XML"),
     "schema": (distribute().replace("<ei:eventID>", "<ei:eventIdentifier>").replace("</ei:eventID>",
@@ -444,7 +444,9 @@ async def test_an_event_past_the_calendar_is_refused_and_the_rest_of_the_message
     events = await ven.events()
     assert events["ev-keep"] == kept, "a refused modification neither changes nor implicitly cancels it"
     assert "ev-new" in events
-    codes = {r["event_id"]: r["response_code"] for r in sent[0][1]["event_responses"]}  # type: ignore[union-attr]
+    responses = sent[0][1]["event_responses"]
+    assert isinstance(responses, list)
+    codes = {r["event_id"]: r["response_code"] for r in responses}
     assert codes == {"ev-keep": 400, "ev-new": 200}
     lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert len(lines) == 1 and "9000" in lines[0]

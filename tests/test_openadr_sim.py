@@ -12,10 +12,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gateway.cli import main
 from gateway.config.openadr import OpenAdrSection, VtnSection
 from gateway.openadr.ven import Ven
 from gateway.store.vtn import VenStore
+
+# Subprocesses and real peers end to end: `pytest -m "not slow"` leaves these out.
+pytestmark = pytest.mark.slow
 
 
 def test_tls_options_go_together() -> None:

@@ -11,13 +11,14 @@ import io
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support.waiting import until
 
 from gateway.certs import DevPki
 from gateway.cli import main
@@ -33,24 +34,11 @@ class Sink:
     def __init__(self) -> None:
         self.calls: list[list[Event]] = []
 
-    def events_changed(self, events: list[Event], now: datetime) -> None:
+    def events_changed(self, events: Sequence[Event], now: datetime) -> None:
         self.calls.append(list(events))
 
     def opt_of(self, event_id: str) -> OptState:
         return OptState.NONE
-
-
-async def until(check: Callable[[], bool | Awaitable[bool]], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def cli_pki(directory: Path) -> DevPki:
@@ -173,7 +161,7 @@ async def test_registers_and_keeps_ven_id_and_registration_id_in_sqlite(h: Harne
     assert h.vtn.vens[h.ven_id].registration_id == reg.registration_id
 
 
-SIGNALS = [
+SIGNALS: list[tuple[str, str, list[float], SignalName, SignalType]] = [
     ("SIMPLE", "level", [1, 3], SignalName.SIMPLE, SignalType.LEVEL),
     ("LOAD_CONTROL", "x-loadControlCapacity", [0.5], SignalName.LOAD_CONTROL, SignalType.X_LOAD_CONTROL_CAPACITY),
     ("LOAD_CONTROL", "x-loadControlLevelOffset", [2], SignalName.LOAD_CONTROL,
@@ -322,6 +310,7 @@ async def test_randomized_offset_survives_a_restart_and_registration_is_reused(h
     h2.task = asyncio.create_task(h2.make_ven().run())
     try:
         await until(lambda: h2.ven is not None and h2.ven.polls > 2)
+        assert h2.ven is not None
         assert h2.ven.registration.registration_id == reg_before.registration_id  # no new registration
         h.vtn.modify_event(reg_before.ven_id or "", eid, values=[2])
         after = await h2.wait_event(eid, lambda e: e.modification_number == 1)
@@ -423,6 +412,7 @@ async def test_backoff_never_stops_and_recovers(
         warnings = [r for r in caplog.records if "vtn unreachable" in r.getMessage() and r.levelno >= logging.WARNING]
         assert len(warnings) == 1, "logged once when it starts"
         await vtn.start(port)
+        assert h.ven is not None
         await asyncio.wait_for(h.ven.registered.wait(), 5)
         await until(lambda: h.ven is not None and h.ven.failures == 0)
         assert any("reachable again" in r.getMessage() for r in caplog.records)

@@ -4,9 +4,10 @@ the schedule changes, and the runtime deciding on the second an event starts eve
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from support.waiting import until
 
 from gateway.config import parse_config
 from gateway.domain import Event, Interval, Segment, Signal, SignalName, SignalType
@@ -15,16 +16,6 @@ from gateway.runtime.loop import Runtime
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 M = timedelta(minutes=1)
-
-
-async def wait_for(cond: Callable[[], bool], timeout_s: float) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not cond():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.02)
-    return True
 
 
 def test_the_moments_are_the_starts_and_ends_ahead_within_the_horizon() -> None:
@@ -44,13 +35,13 @@ async def test_a_job_fires_at_a_boundary_and_is_replaced_when_the_schedule_chang
         soon, later = now + timedelta(seconds=0.3), now + timedelta(hours=1)
         boundaries.follow([Segment(now, soon, ev_kw=5.0), Segment(soon, later), Segment(later, None)], now)
         assert boundaries.pending == (soon, later)
-        assert await wait_for(lambda: bool(fired), 5.0), "no decision at the boundary"
+        await until(lambda: bool(fired), 5.0, "no decision at the boundary")
         assert soon.isoformat() in fired[0]
         boundaries.follow([Segment(now, None)], now)  # the event was cancelled: nothing is left to wake for
-        assert boundaries.pending == ()
+        assert len(boundaries.pending) == 0
         # a boundary already past on the wall clock gets no job (the loop's clock may be another)
         boundaries.follow([Segment(now - M, now - timedelta(seconds=1))], now - 2 * M)
-        assert boundaries.pending == ()
+        assert len(boundaries.pending) == 0
     finally:
         boundaries.stop()
 
@@ -67,12 +58,12 @@ async def test_the_runtime_decides_when_an_event_starts_not_a_tick_later(tmp_pat
     task = asyncio.create_task(runtime.run())
     try:
         await asyncio.wait_for(runtime.started.wait(), 10)
-        assert await wait_for(lambda: runtime.decisions >= 1, 5.0)
+        await until(lambda: runtime.decisions >= 1, 5.0)
         starts = datetime.now(UTC) + timedelta(seconds=1)
         level = Signal(SignalName.SIMPLE, SignalType.LEVEL, (Interval(timedelta(minutes=5), 2.0),))
         runtime.events_changed([Event("dr-1", 0, starts, timedelta(minutes=5), (level,))], datetime.now(UTC))
         # The tick is a minute away; the job at the event's start decides within a second or so.
-        assert await wait_for(lambda: runtime.last is not None and runtime.last.ev_limit_kw is not None, 10.0)
+        await until(lambda: runtime.last is not None and runtime.last.ev_limit_kw is not None, 10.0)
         assert runtime.last is not None and runtime.last.now >= starts
     finally:
         runtime.stop()

@@ -15,6 +15,9 @@ import pytest
 
 from gateway.cli import main
 
+# Subprocesses and real peers end to end: `pytest -m "not slow"` leaves these out.
+pytestmark = pytest.mark.slow
+
 
 def test_a_bad_config_is_one_line_per_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.toml"

@@ -17,11 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_runtime_restart import Gateway, get_json, stored, until
+from support.gateway_process import Gateway, get_json, stored
+from support.waiting import until
 
 from gateway.openadr import reports
 from gateway.sim.demo_site import DemoSite
 from gateway.sim.vtn import SimVtn
+
+# Subprocesses and real peers end to end: `pytest -m "not slow"` leaves these out.
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture

@@ -94,5 +94,6 @@ def test_the_plan_stays_under_what_the_service_carries_less_the_house() -> None:
     plans.wants(cars, prices([0.32, 0.10, 0.10, 0.32]), NOW, non_ev_kw=5.0)
     assert plans.plan is not None
     profile = site_profile(plans.plan)
+    assert plans.service_kw is not None
     assert profile and all(ev_kw <= plans.service_kw - 5.0 + 1e-6 for _, _, ev_kw, _, _ in profile)
     assert all(limit <= plans.service_kw - 5.0 + 1e-6 for *_, limit in profile)

@@ -8,11 +8,16 @@ import asyncio
 import signal
 from pathlib import Path
 
-from test_runtime_restart import Gateway, get_json, until
+import pytest
+from support.gateway_process import Gateway, get_json
+from support.waiting import until
 
 from gateway.config import load_config
 from gateway.runtime.loop import Runtime
 from gateway.runtime.reload import changed_paths, reload
+
+# Subprocesses and real peers end to end: `pytest -m "not slow"` leaves these out.
+pytestmark = pytest.mark.slow
 
 BASE = ["[site]", 'wiring = "three-phase-400/230"', "service_breaker_a = 63", "",
         "[[chargers]]", 'id = "cp-1"', 'protocol = "ocpp1.6"', 'phases = "L1-L2-L3"', "max_a = 32", "",

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
-from test_store_operator import running
+from support.runtime import running
 
 from gateway.config import parse_config
 from gateway.domain import ChargerReading, ChargerStatus

@@ -5,9 +5,10 @@ telemetry from a real Modbus charger, flushed when it stops."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from support.waiting import until
 
 from gateway.config import load_config
 from gateway.domain import LimitAck
@@ -60,22 +61,15 @@ async def test_the_runtime_keeps_the_ledger_and_telemetry_of_a_real_modbus_charg
     runtime = Runtime(load_config(config), serve_status=False)
     task = asyncio.create_task(runtime.run())
 
-    async def until(cond: Callable[[], bool]) -> None:
-        for _ in range(200):
-            if cond():
-                return
-            await asyncio.sleep(0.05)
-        raise AssertionError("condition not met in time")
-
     try:
         await asyncio.wait_for(runtime.started.wait(), 10)
         sim.plug_in(ev_max_a=16.0, phases=3)
-        await until(lambda: runtime.ledger is not None and "mb-1" in runtime.ledger.open_sessions())
+        await until(lambda: runtime.ledger is not None and "mb-1" in runtime.ledger.open_sessions(), 10.0)
         await until(lambda: runtime.ledger is not None
-                    and runtime.ledger.open_sessions().get("mb-1", NO_SESSION).energy_kwh > 0)
+                    and runtime.ledger.open_sessions().get("mb-1", NO_SESSION).energy_kwh > 0, 10.0)
         sim.unplug()
         await until(lambda: runtime.readings.get("mb-1") is not None
-                    and not runtime.readings["mb-1"].status.connected)
+                    and not runtime.readings["mb-1"].status.connected, 10.0)
     finally:
         runtime.stop()
         await asyncio.wait_for(task, 15)

@@ -7,21 +7,14 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from gateway.config import GatewayConfig, parse_config
-from gateway.runtime.loop import Runtime
+from support.runtime import running
+
+from gateway.config import parse_config
 from gateway.store.db import open_db
 from gateway.store.decisions import DecisionStore
 from gateway.store.operator import OperatorState, OperatorStore
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
-
-
-async def running(config: GatewayConfig) -> tuple[Runtime, asyncio.Task[None]]:
-    """A runtime on `config` (no status endpoint), started; the caller stops it and awaits the task."""
-    runtime = Runtime(config, serve_status=False)
-    task = asyncio.create_task(runtime.run())
-    await asyncio.wait_for(runtime.started.wait(), 10)
-    return runtime, task
 
 
 def store(path: Path) -> OperatorStore:

@@ -13,11 +13,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from test_runtime_restart import Gateway, stored, until
+from support.gateway_process import Gateway, stored
+from support.waiting import until
 
 from gateway.domain import ChargerReading, ChargerStatus
 from gateway.sim.ocpp_cp import SimChargePoint
 from gateway.store.sessions import SessionLedger
+
+# Subprocesses and real peers end to end: `pytest -m "not slow"` leaves these out.
+pytestmark = pytest.mark.slow
 
 S = ChargerStatus
 T0 = datetime(2030, 5, 1, 8, tzinfo=UTC)

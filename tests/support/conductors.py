@@ -1,0 +1,87 @@
+"""The physical truth of a simulated site: every conductor of every circuit at every instant, read from
+the simulated chargers' own record of what they held and drew (`SimChargePoint.trace`), never from the
+gateway's opinion. Draws are piecewise constant between the instants a charger was told or did
+something, or one of its profiles began, ended or stepped, so checking at each of those instants checks
+every instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.config import GatewayConfig
+from gateway.sim.ocpp_cp import SimChargePoint
+from gateway.topology import circuit_limits
+
+
+@dataclass(frozen=True)
+class Overload:
+    at: datetime
+    where: str  # "circuit/phase" or "site kW"
+    value: float
+    limit: float
+
+    def __str__(self) -> str:
+        return f"{self.at.isoformat()} {self.where}: {self.value:.2f} over {self.limit:.2f}"
+
+
+def instants(sims: Sequence[SimChargePoint], start: datetime, end: datetime) -> list[datetime]:
+    out: set[datetime] = set()
+    for sim in sims:
+        out.update(sim.breakpoints(start, end))
+    return sorted(out)
+
+
+def conductor_loads(config: GatewayConfig, sims: Mapping[str, SimChargePoint], at: datetime
+                    ) -> dict[tuple[str, str], float]:
+    """Amps on each (circuit, phase) at `at`: every charger below a circuit counts on it."""
+    circuits = {c.id: c for c in circuit_limits(config)}
+    loads: dict[tuple[str, str], float] = {(c.id, p): 0.0 for c in circuits.values() for p in c.phases}
+    for charger in config.chargers:
+        sim = sims.get(charger.id)
+        if sim is None:
+            continue
+        amps = sim.draw_at(at)
+        if not amps:
+            continue
+        node: str | None = charger.circuit or config.site.service_id
+        hops = 0
+        while node is not None and hops <= len(circuits):
+            for phase in charger.phases:
+                if (node, phase) in loads:
+                    loads[(node, phase)] += amps
+            node, hops = circuits[node].parent if node in circuits else None, hops + 1
+    return loads
+
+
+def overloads(config: GatewayConfig, sims: Mapping[str, SimChargePoint], start: datetime, end: datetime,
+              cap_kw: Sequence[tuple[datetime, datetime, float]] = (), slack_a: float = 1e-6) -> list[Overload]:
+    """Every instant in [start, end] at which a conductor carried more than its limit, or the site drew
+    more than an operator cap in force then (`cap_kw`: (from, to, kW) windows)."""
+    circuits = {c.id: c for c in circuit_limits(config)}
+    ln_v = config.site.ln_v
+    found: list[Overload] = []
+    for at in instants(list(sims.values()), start, end):
+        loads = conductor_loads(config, sims, at)
+        for (cid, phase), amps in loads.items():
+            limit = circuits[cid].limit_of(phase)
+            if amps > limit + slack_a:
+                found.append(Overload(at, f"{cid}/{phase}", amps, limit))
+        service = config.site.service_id
+        site_kw = sum(a for (cid, _), a in loads.items() if cid == service) * ln_v / 1000.0
+        for begin, until, kw in cap_kw:
+            if begin <= at < until and site_kw > kw + 1e-6:
+                found.append(Overload(at, "site kW", site_kw, kw))
+    return found
+
+
+def zero_spans(sim: SimChargePoint, start: datetime, end: datetime) -> list[datetime]:
+    """Instants in [start, end] at which a plugged-in EV drew nothing."""
+    out = []
+    for at in sim.breakpoints(start, end):
+        moment = sim._moment(at)
+        if moment is not None and moment.plugged and sim.draw_at(at) == 0.0:
+            out.append(at)
+    return out
