@@ -8,6 +8,7 @@ import io
 import logging
 import random
 import re
+import ssl
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -108,12 +109,48 @@ async def test_xml_signatures_both_ways(tmp_path: Path, pki: DevPki) -> None:
         await sim.stop()
 
 
+PROFILE_CIPHERS = {"ECDHE-ECDSA-AES128-SHA256", "AES128-SHA256"}  # the OpenADR 2.0b profile's two suites
+
+
+def record_handshakes(vtn: SimVtn) -> list[tuple[str | None, str | None]]:
+    """(protocol version, cipher suite) of every TLS handshake the VTN completes from now on, as its side
+    of the connection saw them negotiated."""
+    seen: list[tuple[str | None, str | None]] = []
+    context = vtn.server.ssl_context
+    assert isinstance(context, ssl.SSLContext) and context.sslobject_class is ssl.SSLObject
+
+    class Recording(ssl.SSLObject):
+        def do_handshake(self) -> None:
+            super().do_handshake()  # raises SSLWantReadError until the handshake is complete
+            cipher = self.cipher()
+            seen.append((self.version(), cipher[0] if cipher else None))
+
+    context.sslobject_class = Recording
+    return seen
+
+
 async def test_tls12_only_with_the_profile_cipher_suites(tmp_path: Path, vtn: SimVtn, pki: DevPki) -> None:
+    handshakes = record_handshakes(vtn)
     ven, task, store = await running(tmp_path, section(vtn, pki, tls12_only=True))
     try:
         await asyncio.wait_for(ven.registered.wait(), 5)
     finally:
         await stop(task, store)
+    assert handshakes, "no TLS handshake was seen"
+    for version, cipher in handshakes:
+        assert version == "TLSv1.2", handshakes
+        assert cipher in PROFILE_CIPHERS, handshakes
+
+
+async def test_without_tls12_only_the_same_vtn_negotiates_tls13(tmp_path: Path, vtn: SimVtn, pki: DevPki) -> None:
+    """The check above can tell: left to itself, the same pair negotiates TLS 1.3."""
+    handshakes = record_handshakes(vtn)
+    ven, task, store = await running(tmp_path, section(vtn, pki))
+    try:
+        await asyncio.wait_for(ven.registered.wait(), 5)
+    finally:
+        await stop(task, store)
+    assert handshakes and all(version == "TLSv1.3" for version, _ in handshakes), handshakes
 
 
 async def test_wrong_vtn_fingerprint_is_refused_and_retried(

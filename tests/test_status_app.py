@@ -89,18 +89,41 @@ async def client_for(source: FixedSource) -> TestClient[Any, Any]:
     return client
 
 
-async def test_api_status_has_the_documented_shape() -> None:
-    client = await client_for(FixedSource())
-    try:
-        response = await client.get("/api/status")
+async def test_api_status_has_the_documented_shape(gateway: Gateway) -> None:
+    """The document a running gateway builds (a real VTN with an event, a real charge point) has every key
+    docs/status.md shows, at every level."""
+    documented = {
+        "": {"now", "vtn", "events", "site", "evses", "loop", "demand", "operator"},
+        "vtn": {"configured", "registered", "ven_id", "last_poll"},
+        "events": {"id", "status", "opt", "start", "end", "active", "test", "signals"},
+        "site": {"name", "limit_kw", "dr_site_limit_kw", "ev_limit_kw", "load_kw", "ev_kw", "operator_cap_kw",
+                 "limits_in_force"},
+        "evses": {"id", "protocol", "connected", "state", "limit_a", "current_a", "reason", "acknowledged"},
+        "loop": {"decisions", "last_decision", "tick_s", "restarts"},
+        "demand": {"month_peak_kw", "peak_target_kw", "charge_per_kw"},
+        "operator": {"cap_kw", "cap_until", "paused"},
+    }
+    rt = gateway.runtime
+    assert rt.ven is not None
+    await asyncio.wait_for(rt.ven.registered.wait(), 10)
+    assert rt.ven.ven_id is not None
+    event_id = gateway.vtn.add_event(rt.ven.ven_id, [("SIMPLE", "level", [2.0])], event_id="ev-shape-1",
+                                     start=datetime.now(UTC) - timedelta(seconds=5), interval=timedelta(minutes=30))
+    await wait_for(lambda: event_id in rt.events and rt.last is not None and "cp-1" in rt.readings, 15)
+    async with gateway.http.get(gateway.url + "/api/status") as response:
         assert response.status == 200
         body = await response.json()
-        assert set(body["vtn"]) >= {"registered", "last_poll"}
-        assert set(body["site"]) >= {"limit_kw", "load_kw"}
-        assert set(body["evses"][0]) >= {"id", "connected", "limit_a", "current_a", "reason"}
-        assert body["events"][0]["id"] == "ev-<1>"
-    finally:
-        await client.close()
+    assert set(body) >= documented[""], documented[""] - set(body)
+    for part in ("vtn", "site", "loop", "demand", "operator"):
+        assert set(body[part]) >= documented[part], (part, documented[part] - set(body[part]))
+    for part in ("events", "evses"):
+        assert body[part], f"no {part} in the document"
+        assert set(body[part][0]) >= documented[part], (part, documented[part] - set(body[part][0]))
+    assert set(body["vtn"]) >= {"registered", "last_poll"}
+    assert set(body["site"]) >= {"limit_kw", "load_kw"}
+    assert set(body["evses"][0]) >= {"id", "connected", "limit_a", "current_a", "reason"}
+    assert body["events"][0]["id"] == event_id
+    assert body["vtn"]["registered"] is True and body["evses"][0]["id"] == "cp-1"
 
 
 async def test_healthz_follows_the_loop() -> None:
