@@ -23,7 +23,7 @@ from now); sessions without an energy request want `default_energy_kwh`, or with
 until they leave; the latter are planned last, into what the sessions with a request leave, so they never crowd
 one out nor raise the peak target. `targets` turns the plan's current slot into amps, rounded up to the charger's
 step (and to its minimum when it charges at all) so the allocator never starves a plan; the runtime recomputes
-the plan whenever reality drifts from it (`drift` says when). For the status page and the control loop:
+the plan when reality moves away from it (gateway/runtime/plans.py says when). For the status page and the control loop:
 `Plan.ev_kw()`, `site_profile(plan)`, `Plan.cost()`, `Plan.peak_kw` (pass it back as the next `peak_kw`, with
 the month's metered peak from `gateway.tariff.demand_peak_kw`, so a raised target is not searched for again).
 A tariff comes from the config (`load_config(path).tariff.to_tariff(site.timezone)`;
@@ -43,6 +43,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from gateway.allocate import step_ceil
 from gateway.domain import J1772_MIN_A, EvseState, Segment
 from gateway.tariff import PriceStep
 
@@ -560,10 +561,6 @@ def _push(sessions: list[_Session], x: list[dict[int, float]], residual: list[fl
 # ------------------------------------------------------------------------------------------------ targets
 
 
-def _step_ceil(amps: float, step: float) -> float:
-    return round(math.ceil(amps / step - 1e-6) * step, 6)
-
-
 def targets(plan: Plan, evses: Iterable[EvseState], now: datetime | None = None) -> dict[str, float | None]:
     """Each charger's `want_a` at `now` (default: when the plan was made): that slot's planned power in amps,
     rounded up; None: no cap (no plan for it, or `now` outside the plan).
@@ -587,8 +584,8 @@ def targets(plan: Plan, evses: Iterable[EvseState], now: datetime | None = None)
         if (kw <= EPS and not session.charge_now) or evse.kw_per_a <= 0:
             out[evse.id] = 0.0
             continue
-        amps = _step_ceil(kw / evse.kw_per_a, evse.step_a)
-        amps = max(amps, _step_ceil(max(J1772_MIN_A, evse.min_a), evse.step_a))
+        amps = step_ceil(kw / evse.kw_per_a, evse.step_a)
+        amps = max(amps, step_ceil(max(J1772_MIN_A, evse.min_a), evse.step_a))
         out[evse.id] = min(evse.max_a, amps)
     return out
 
@@ -597,40 +594,6 @@ def apply_targets(evses: Sequence[EvseState], plan: Plan, now: datetime | None =
     """The chargers with `want_a` set from the plan at `now` (None where the plan does not cap them)."""
     wants = targets(plan, evses, now)
     return [replace(e, want_a=wants.get(e.id)) for e in evses]
-
-
-def drift(plan: Plan, evses: Iterable[EvseState], now: datetime, tolerance_kwh: float = 0.5,
-          max_age: timedelta = timedelta(minutes=15)) -> str | None:
-    """Why the plan no longer fits what is happening (recompute it), or None while it still does.
-
-    A car arrived or left, a departure or request changed, a car is more than `tolerance_kwh` behind or
-    ahead of where the plan expected it by now, or the plan is older than `max_age` (so the coarse slots far
-    ahead are refined as they come near). A new event or price is the caller's to notice.
-    """
-    if now - plan.now >= max_age or (plan.slots and now >= plan.slots[-1].end):
-        return "plan is old"
-    here = {e.id: e for e in evses if e.connected and e.max_a > 0}
-    arrived, left = sorted(here.keys() - plan.sessions.keys()), sorted(plan.sessions.keys() - here.keys())
-    if arrived:
-        return f"arrived: {arrived[0]}"
-    if left:
-        return f"left: {left[0]}"
-    for ident, evse in here.items():
-        session = plan.sessions[ident]
-        if evse.departure is not None and evse.departure > plan.now and evse.departure != session.departure:
-            return f"departure changed: {ident}"
-        if not session.energy_known or evse.energy_needed_kwh is None:
-            if session.energy_known != (evse.energy_needed_kwh is not None):
-                return f"request changed: {ident}"
-            continue
-        done = 0.0  # what the plan meant it to have had by now
-        for slot, kwh in zip(plan.slots, session.kwh, strict=True):
-            if slot.start >= now:
-                break
-            done += kwh * min(1.0, (now - slot.start) / (slot.end - slot.start))
-        if abs(session.requested_kwh - done - evse.energy_needed_kwh) > tolerance_kwh:
-            return f"off plan: {ident}"
-    return None
 
 
 def site_profile(plan: Plan) -> list[tuple[datetime, datetime, float, float, float]]:
@@ -679,7 +642,6 @@ __all__ = [
     "apply_targets",
     "asap_plan",
     "build_slots",
-    "drift",
     "make_plan",
     "period_price_planner",
     "site_profile",

@@ -27,7 +27,6 @@ from gateway.planner import (
     apply_targets,
     asap_plan,
     build_slots,
-    drift,
     make_plan,
     period_price_planner,
     site_profile,
@@ -361,20 +360,6 @@ def test_a_plan_reused_on_later_ticks_follows_its_slots() -> None:
     assert targets(plan, [car], NOW + timedelta(hours=4, minutes=1)) == {"cp-1": 32.0}
     assert apply_targets([car], plan, NOW + timedelta(hours=4))[0].want_a == 32.0
     assert targets(plan, [car], NOW + timedelta(days=3)) == {"cp-1": None}  # past the plan: no cap
-
-
-def test_drift_says_when_to_recompute() -> None:
-    cfg = PlanSettings(ev_capacity_kw=50.0)
-    car = evse("cp-1", 10.0, 3.0)  # charges at once (on-peak until it leaves), 7.68 kW
-    plan = make_plan([car], tou_slots(cfg), NOW, cfg)
-    later = NOW + timedelta(minutes=10)
-    on_track = replace(car, energy_needed_kwh=10.0 - 7.68 / 6)
-    assert drift(plan, [on_track], later) is None
-    assert drift(plan, [car], later) == "off plan: cp-1"  # drew nothing in 10 minutes: 1.3 kWh behind
-    assert drift(plan, [on_track, evse("cp-2", 5.0, 2.0)], later) == "arrived: cp-2"
-    assert drift(plan, [], later) == "left: cp-1"
-    assert drift(plan, [replace(on_track, departure=NOW + timedelta(hours=5))], later) == "departure changed: cp-1"
-    assert drift(plan, [on_track], NOW + timedelta(minutes=15)) == "plan is old"
 
 
 def test_a_session_the_plan_cannot_serve_is_left_to_the_allocator() -> None:

@@ -21,9 +21,10 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from gateway.clock import utc_now
 
 if TYPE_CHECKING:
     from gateway.commission import ChargerResult, Check, Identity, MeterResult, PeakResult, Report, StepResult
@@ -118,10 +119,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------------------ the run
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 async def commission(config: GatewayConfig, options: Options, config_path: str, progress: Say = say) -> Report:

@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gateway.clock import utc_now
 from gateway.config.site import ChargerSection
 from gateway.domain import J1772_MIN_A, ChargerReading, ChargerStatus, LimitAck
 from gateway.modbus.codec import CodecError, Value, decode_block, encode, implausible, read_plan
@@ -30,10 +31,6 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], float]
 Wall = Callable[[], datetime]
 PHASE_OF = {"current_l1": "L1", "current_l2": "L2", "current_l3": "L3"}
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class ModbusCharger:
@@ -51,7 +48,7 @@ class ModbusCharger:
         fallback_a: float = J1772_MIN_A,
         failsafe_timeout_s: float | None = None,
         clock: Clock = time.monotonic,
-        wall: Wall = _utcnow,
+        wall: Wall = utc_now,
     ) -> None:
         if m.kind != "charger":
             raise ValueError(f"charger {charger_id}: map {m.name!r} is a {m.kind} map, not a charger map")

@@ -18,9 +18,10 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
+from gateway.clock import utc_now
 from gateway.config.site import MeterSection
 from gateway.domain import Measurement
 from gateway.modbus.codec import Value, decode_block, implausible, read_plan
@@ -31,10 +32,6 @@ log = logging.getLogger(__name__)
 
 MIN_POLL_S = 0.25
 PHASES = (("l1", "L1"), ("l2", "L2"), ("l3", "L3"))
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +58,7 @@ class ModbusMeter:
         poll_s: float = 1.0,
         stale_after_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
-        wall: Callable[[], datetime] = _utcnow,
+        wall: Callable[[], datetime] = utc_now,
     ) -> None:
         if m.kind != "meter":
             raise ValueError(f"meter {meter_id}: map {m.name!r} is a {m.kind} map, not a meter map")

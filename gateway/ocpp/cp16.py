@@ -15,6 +15,7 @@ from typing import Any
 
 from ocpp.v16 import ChargePoint, call, call_result
 
+from gateway.clock import utc_now
 from gateway.ocpp.link import (
     WIRE_LOG,
     GuardedRouting,
@@ -27,7 +28,7 @@ from gateway.ocpp.link import (
     on,
     status_is_accepted,
 )
-from gateway.ocpp.profiles import Abilities, ProfileSpec, Version, first_int, parse_units, v16_profile
+from gateway.ocpp.profiles import Abilities, ProfileSpec, Version, first_int, ocpp_time, parse_units, v16_profile
 from gateway.ocpp.state import (
     STATUS_16,
     ChargerIdentity,
@@ -41,10 +42,6 @@ from gateway.ocpp.state import (
 _TRANSACTION_IDS = itertools.count(int(time.time()) % 1_000_000_000)
 ABILITY_KEYS = ["ChargeProfileMaxStackLevel", "ChargingScheduleAllowedChargingRateUnit", "SupportedFeatureProfiles"]
 SAMPLED_DATA = "Energy.Active.Import.Register,Current.Import,Power.Active.Import"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class Cp16(GuardedRouting, ChargePoint):  # type: ignore[misc]
@@ -71,7 +68,8 @@ class Cp16(GuardedRouting, ChargePoint):  # type: ignore[misc]
             vendor=str(charge_point_vendor), model=str(charge_point_model), firmware=text_or_none(firmware_version),
             serial=text_or_none(charge_point_serial_number) or text_or_none(charge_box_serial_number),
             meter_type=text_or_none(meter_type), meter_serial=text_or_none(meter_serial_number))
-        return call_result.BootNotification(current_time=_now(), interval=self.heartbeat_s, status="Accepted")
+        return call_result.BootNotification(current_time=ocpp_time(utc_now()), interval=self.heartbeat_s,
+                                            status="Accepted")
 
     @after("BootNotification")
     def after_boot(self, **_: Any) -> None:
@@ -79,7 +77,7 @@ class Cp16(GuardedRouting, ChargePoint):  # type: ignore[misc]
 
     @on("Heartbeat")
     def on_heartbeat(self) -> Any:
-        return call_result.Heartbeat(current_time=_now())
+        return call_result.Heartbeat(current_time=ocpp_time(utc_now()))
 
     @on("StatusNotification")
     def on_status(self, connector_id: int, error_code: str, status: str, timestamp: str | None = None,

@@ -14,6 +14,7 @@ from typing import Any
 
 from ocpp.v201 import ChargePoint, call, call_result
 
+from gateway.clock import utc_now
 from gateway.ocpp.link import (
     WIRE_LOG,
     GuardedRouting,
@@ -26,7 +27,7 @@ from gateway.ocpp.link import (
     on,
     status_is_accepted,
 )
-from gateway.ocpp.profiles import Abilities, ProfileSpec, Version, first_int, parse_units, v201_profile
+from gateway.ocpp.profiles import Abilities, ProfileSpec, Version, first_int, ocpp_time, parse_units, v201_profile
 from gateway.ocpp.state import (
     CHARGING_STATE_201,
     CONNECTOR_201,
@@ -39,10 +40,6 @@ from gateway.ocpp.state import (
 
 SMART_VARIABLES = ("Enabled", "RateUnit", "ProfileStackLevel")
 MEASURANDS = "Energy.Active.Import.Register,Current.Import,Power.Active.Import"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _variable(component: str, variable: str, value: str | None = None) -> dict[str, Any]:
@@ -72,7 +69,8 @@ class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
             vendor=str(charging_station.get("vendor_name", "")), model=str(charging_station.get("model", "")),
             firmware=text_or_none(charging_station.get("firmware_version")),
             serial=text_or_none(charging_station.get("serial_number")))
-        return call_result.BootNotification(current_time=_now(), interval=self.heartbeat_s, status="Accepted")
+        return call_result.BootNotification(current_time=ocpp_time(utc_now()), interval=self.heartbeat_s,
+                                            status="Accepted")
 
     @after("BootNotification")
     def after_boot(self, **_: Any) -> None:
@@ -80,7 +78,7 @@ class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
 
     @on("Heartbeat")
     def on_heartbeat(self, **_: Any) -> Any:
-        return call_result.Heartbeat(current_time=_now())
+        return call_result.Heartbeat(current_time=ocpp_time(utc_now()))
 
     @on("StatusNotification")
     def on_status(self, timestamp: str, connector_status: str, evse_id: int, connector_id: int, **_: Any) -> Any:

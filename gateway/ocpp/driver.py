@@ -16,12 +16,13 @@ import logging
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from gateway.clock import utc_now
 from gateway.config.ocpp import OcppSection
 from gateway.config.site import ChargerSection
 from gateway.domain import ChargerReading, LimitAck
@@ -55,10 +56,6 @@ def watts_per_amp(config: GatewayConfig, charger: ChargerSection) -> float:
     else:
         volts = config.site.ll_v if len(charger.phases) == 2 else config.site.ln_v
     return volts * number_phases(len(charger.phases))
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class OcppDriver:

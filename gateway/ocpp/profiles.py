@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -176,11 +176,6 @@ def live_spec(
         valid_to=now + lease if strategy.leased else None,
         transaction_id=transaction_id if strategy.purpose == "TxProfile" else None,
     )
-
-
-def with_unit(spec: ProfileSpec, unit: Unit, watts_per_amp: float) -> ProfileSpec:
-    amps = spec.limit if spec.unit == "A" else spec.limit / watts_per_amp
-    return replace(spec, unit=unit, limit=to_unit(amps, unit, watts_per_amp))
 
 
 def ocpp_time(moment: datetime) -> str:

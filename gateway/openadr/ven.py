@@ -20,9 +20,10 @@ import logging
 import random
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from gateway.clock import utc_now
 from gateway.config.openadr import OpenAdrSection, VtnSection
 from gateway.domain import Event, EventStatus, OptState
 from gateway.openadr import lifecycle, opt, reports
@@ -40,10 +41,6 @@ MAX_MESSAGES_PER_POLL = 20  # drain what the VTN queued, but bounded
 # A VTN back from an outage is reached within one poll period or this long, whichever is longer: transport
 # failures back off, but never so far that an operator waits minutes for a VTN that is already back.
 RETURN_WITHIN_S = 30.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class NotRegistered(Exception):

@@ -24,7 +24,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar, cast
 
 import websockets
@@ -40,6 +40,7 @@ from ocpp.v201 import call_result as result201
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from gateway.clock import utc_now
 from gateway.sim.charging_profiles import Abilities, Answer, Profile, ProfileStore, limit_a
 
 log = logging.getLogger("gateway.sim.ocpp")
@@ -51,10 +52,6 @@ SimVersion = Literal["1.6", "2.0.1"]
 
 def on(action: str) -> Callable[[F], F]:
     return cast(Callable[[F], F], routing.on(action))
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _iso(moment: datetime) -> str:
@@ -170,7 +167,7 @@ class _Sim16(_Recording, Lib16):  # type: ignore[misc]
         limit = self.owner.limit_a()
         if limit is None:
             return result16.GetCompositeSchedule(status="Rejected")
-        now = _now()
+        now = utc_now()
         return result16.GetCompositeSchedule(
             status="Accepted", connector_id=connector_id, schedule_start=_iso(now),
             charging_schedule={"charging_rate_unit": "A", "duration": duration,
@@ -239,7 +236,7 @@ class _Sim201(_Recording, Lib201):  # type: ignore[misc]
         if limit is None:
             return result201.GetCompositeSchedule(status="Rejected")
         return result201.GetCompositeSchedule(status="Accepted", schedule={
-            "evse_id": evse_id, "duration": duration, "schedule_start": _iso(_now()), "charging_rate_unit": "A",
+            "evse_id": evse_id, "duration": duration, "schedule_start": _iso(utc_now()), "charging_rate_unit": "A",
             "charging_schedule_period": [{"start_period": 0, "limit": round(limit, 1)}]})
 
 
@@ -326,13 +323,13 @@ class SimChargePoint:
 
     def limit_a(self, now: datetime | None = None) -> float | None:
         """The limit in force now (amps per phase; None: no profile limits it)."""
-        return limit_a(self.book.snapshot(), self.version, 1, (now or _now()) + self.clock_offset,
+        return limit_a(self.book.snapshot(), self.version, 1, (now or utc_now()) + self.clock_offset,
                        self.transaction_id, self.tx_started, self.volts, 1 if self.phases < 3 else 3)
 
     def local_now(self) -> datetime:
         """Its own clock, which may be off the real time by `clock_offset` (what it stamps its messages with
         and judges profiles by); the trace is kept in real time."""
-        return _now() + self.clock_offset
+        return utc_now() + self.clock_offset
 
     def _draw(self, limit: float | None, plugged: bool, ev_max: float) -> float:
         if not plugged:
@@ -373,7 +370,7 @@ class SimChargePoint:
         return sorted(out | {start})
 
     def _record(self) -> None:
-        at = _now()
+        at = utc_now()
         if self._trace_at and at < self._trace_at[-1]:
             at = self._trace_at[-1]
         self.trace.append(Moment(at, self.book.snapshot(), self.ev.plugged, self.ev.max_a, self.transaction_id,
@@ -407,7 +404,7 @@ class SimChargePoint:
         answer = Answer("Rejected", quirk) if quirk else self.book.install(profile, self._transactions())
         self.received.append((label, answer.status))
         if answer.status == "Accepted":
-            self.accepted.append((_now(), profile))
+            self.accepted.append((utc_now(), profile))
             self.changed()
         else:
             self.rejections.append((label, answer.reason))
@@ -499,7 +496,7 @@ class SimChargePoint:
 
     async def _session(self, ws: ClientConnection, boot: bool) -> None:
         self._ws = ws
-        self.connected_at.append(_now())
+        self.connected_at.append(utc_now())
         cls = _Sim16 if self.version == "1.6" else _Sim201
         cp = cls(self.cp_id, ws, response_timeout=10, logger=_WIRE)
         cp.owner = self
