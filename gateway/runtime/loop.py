@@ -53,6 +53,7 @@ from gateway.runtime.operator import STORE_WAIT_S as OPERATOR_STORE_WAIT_S
 from gateway.runtime.operator import OperatorControls
 from gateway.runtime.plans import PlanKeeper, SitePowerLog
 from gateway.runtime.recorder import Recorder
+from gateway.runtime.site_state import SiteState
 from gateway.runtime.supervise import supervised
 from gateway.schedule import PriceChange, ScheduleSettings, build_schedule, price_changes, segment_at
 from gateway.smoothing import ChargerMemory
@@ -109,15 +110,13 @@ class Runtime:
         self.protocol_of = {c.id: family(c.protocol) for c in config.chargers}  # charger → driver family
         self.circuit_limit = {c.id: c for c in self.site.circuits}
         self.meter_circuit = {m.id: m.circuit for m in self.site.meters}
-        self.readings: dict[str, ChargerReading] = {}
-        self.measurements: dict[str, Measurement] = {}
+        self.state = SiteState(self.meter_circuit)  # what chargers and meters said last; the sessions
         self.events: dict[str, Event] = {}
         self.memory: dict[str, ChargerMemory] = {}
         self.plans = PlanKeeper.from_config(config)
         self.power_log = SitePowerLog()  # site power, for the month's demand peak
         self.demand_charge: float | None = None  # per kW, in force at the last decision (None: none)
         self.month_peak_kw: float | None = None  # the month's metered peak, while a demand charge is in force
-        self.session_start_kwh: dict[str, tuple[str | None, float]] = {}  # charger → (session, meter at start)
         self._plan_failed = False
         # A drop in the non-EV estimate is believed once every charger has reported since (a rise at once):
         # until then the meter may see a car's new draw that its charger has not reported yet.
@@ -292,22 +291,8 @@ class Runtime:
             self.on_reading(reading)
 
     def on_reading(self, reading: ChargerReading) -> None:
-        before = self.readings.get(reading.charger_id)
-        if not reading.current_a and reading.power_kw is None and before is not None and reading.status.connected:
-            # A status-only message (OCPP): keep the last measured current rather than forget it.
-            reading = replace(reading, current_a=before.current_a, power_kw=before.power_kw)
-        self.readings[reading.charger_id] = reading
+        reading, before = self.state.observe(reading)
         self.recorder.observe(reading)
-        if reading.energy_kwh is not None and reading.status.connected:
-            start = self.session_start_kwh.get(reading.charger_id)
-            # Offline is not unplugged: a charger that drops its link (or has not dialled in since a
-            # restart) and comes back with the same session goes on counting from that session's start.
-            unplugged = (before is not None and not before.status.connected
-                         and before.status is not ChargerStatus.OFFLINE)
-            if start is None or start[0] != reading.session_id or reading.energy_kwh < start[1] or unplugged:
-                self.session_start_kwh[reading.charger_id] = (reading.session_id, reading.energy_kwh)
-        elif not reading.status.connected and reading.status is not ChargerStatus.OFFLINE:
-            self.session_start_kwh.pop(reading.charger_id, None)
         if reading.charger_id in self.unacked and reading.applied_limit_a is not None:
             mem = self.memory.get(reading.charger_id)
             if mem is not None and reading.applied_limit_a <= mem.limit_a + 0.5:
@@ -387,24 +372,13 @@ class Runtime:
     # ------------------------------------------------------------------------------------ TelemetrySource
 
     def site_power_kw(self) -> float | None:
-        service = [m for mid, m in self.measurements.items() if self.meter_circuit.get(mid) == self.site.service_id]
-        return service[0].power_kw if service else None
+        return self.state.site_power_kw(self.site)
 
     def site_energy_kwh(self) -> float | None:
-        service = [m for mid, m in self.measurements.items() if self.meter_circuit.get(mid) == self.site.service_id]
-        return service[0].import_kwh if service else None
+        return self.state.site_energy_kwh(self.site)
 
     def charger_power_kw(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for evse in self.site.evses:
-            r = self.readings.get(evse.id)
-            if r is None or not r.status.connected:
-                out[evse.id] = 0.0
-            elif r.power_kw is not None:
-                out[evse.id] = r.power_kw
-            else:
-                out[evse.id] = sum(r.current_a.get(p, 0.0) for p in evse.phases) / len(evse.phases) * evse.kw_per_a
-        return out
+        return self.state.charger_power_kw(self.site)
 
     def ev_power_kw(self) -> float | None:
         return sum(self.charger_power_kw().values())
@@ -477,17 +451,25 @@ class Runtime:
         return await self.ven.set_opt(event_id, choice, reason)
 
     def energy_needed(self) -> dict[str, float]:
-        """What each session still asks for: the EV's request less what its meter counted since it began."""
-        out: dict[str, float] = {}
-        for cid, reading in self.readings.items():
-            if reading.energy_requested_kwh is None or not reading.status.connected:
-                continue
-            start = self.session_start_kwh.get(cid)
-            delivered = 0.0
-            if start is not None and reading.energy_kwh is not None:
-                delivered = max(0.0, reading.energy_kwh - start[1])
-            out[cid] = max(0.0, reading.energy_requested_kwh - delivered)
-        return out
+        return self.state.energy_needed()
+
+    # What the chargers and meters said last (kept by `self.state`).
+
+    @property
+    def readings(self) -> dict[str, ChargerReading]:
+        return self.state.readings
+
+    @readings.setter
+    def readings(self, value: dict[str, ChargerReading]) -> None:
+        self.state.readings = value
+
+    @property
+    def measurements(self) -> dict[str, Measurement]:
+        return self.state.measurements
+
+    @property
+    def session_start_kwh(self) -> dict[str, tuple[str | None, float]]:
+        return self.state.session_start_kwh
 
     def inputs(self, now: datetime) -> Inputs:
         # While the wall clock is stepped (a bad NTP step), it may be either moment: the schedule is built
