@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -45,6 +46,7 @@ from gateway.runtime import demand
 from gateway.runtime.alarms import Alarms
 from gateway.runtime.boundaries import Boundaries
 from gateway.runtime.clock_jump import ClockState, nows, strictest
+from gateway.runtime.counters import Counters
 from gateway.runtime.decide import Decision, Inputs, MeterReading, Site, charger_states, decide
 from gateway.runtime.drivers import BUILDERS, DriverContext, family, needs_pool
 from gateway.runtime.logs import QuietLibraries, RecentLog
@@ -130,6 +132,7 @@ class Runtime:
         self.operator = OperatorControls(frozenset(self.protocol_of), self.trigger, clock)
         self.recent_log = RecentLog()  # the last log lines, for /api/log
         self.alarms = Alarms()  # faults in force, for /api/status, /healthz and /metrics
+        self.counters = Counters()  # decisions and pushes, for /metrics
         self.meter_watch = MeterWatch(config, self.site, self.alarms, hold_s=self.non_ev_hold.total_seconds())
         self.clock_state = ClockState()  # the wall clock's steps against the monotonic clock
         self.last: Decision | None = None
@@ -327,8 +330,6 @@ class Runtime:
     def on_measurement(self, m: Measurement, *, at: float | None = None, values: tuple[float, ...] = ()) -> None:
         """A good reading of a meter; `at` the monotonic time of its poll, `values` every number it read
         (for the frozen check). It is judged against what the chargers behind it report drawing."""
-        import time
-
         from gateway.runtime.meter_check import Poll
 
         self.measurements[m.meter_id] = m
@@ -557,8 +558,6 @@ class Runtime:
         in, when a limit was last sent unacknowledged, the last telemetry write, the non-EV window, the
         chargers' on/waiting times) move with it, so no elapsed time is read as an hour or as negative: a
         reading keeps its true age, a resend or a write is not put off for an hour. A decision follows."""
-        import time
-
         from gateway.runtime.clock_jump import look, rebased, stepped
 
         now = self.clock()
@@ -626,8 +625,10 @@ class Runtime:
 
     async def decide_once(self) -> Decision:
         now = self.clock()
+        started = time.perf_counter()
         inputs = self.inputs(now)
         decision = decide(self.site, inputs)
+        self.counters.decided(time.perf_counter() - started)
         self.memory = dict(decision.memory)
         self.non_ev_window.append((now, {(n.circuit, n.phase): n.amps for n in decision.non_ev_raw}))
         self.last = decision
@@ -713,6 +714,8 @@ class Runtime:
                 log.error("pushing limits failed: %r", result)  # counted as unacknowledged below
                 continue
             acks.extend(result)
+        for ack in acks:
+            self.counters.pushed(self.protocol_of.get(ack.charger_id, "unknown"), ack.accepted, ack.round_trip_s)
         answered = {a.charger_id for a in acks}
         for cid, amps in limits.items():
             if cid not in answered:
