@@ -141,11 +141,13 @@ async def test_metrics_are_prometheus_text() -> None:
         response = await client.get("/metrics")
         text = await response.text()
         assert response.status == 200 and response.content_type == "text/plain"
-        assert "gateway_site_limit_kw 40.0" in text
-        assert 'gateway_evse_limit_amps{evse="cp-1"} 16.0' in text
-        assert 'gateway_evse_connected{evse="mb-1"} 0.0' in text
-        assert "gateway_healthy 1.0" in text
-        assert "gateway_operator_cap_kw 45.0" in text
+        # Base units (W, A), as Prometheus names them.
+        assert "gateway_site_limit_watts 40000.0" in text and "gateway_site_load_watts 38500.0" in text
+        assert 'gateway_evse_limit_amperes{evse="cp-1"} 16.0' in text
+        assert 'gateway_evse_plugged{evse="mb-1"} 0.0' in text
+        assert "gateway_healthy 1.0" in text and 'gateway_health_state{state="ok"} 1.0' in text
+        assert "gateway_operator_cap_watts 45000.0" in text
+        assert "gateway_decisions_total 42.0" in text and 'gateway_build_info{python=' in text
         assert 'gateway_evse_paused{evse="mb-1"} 1.0' in text and 'gateway_evse_paused{evse="cp-1"} 0.0' in text
     finally:
         await client.close()
@@ -156,7 +158,9 @@ async def test_the_page_is_self_contained_with_a_chart_and_escaped_names() -> No
     try:
         page = await (await client.get("/")).text()
         assert "<svg" in page and 'id="load"' in page and 'id="limit"' in page
-        assert "<script" not in page and "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
+        # One script, from the app itself (it keeps the page live); nothing from elsewhere.
+        assert page.count("<script") == 1 and '<script src="/static/page.js"' in page
+        assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
         assert "depot &amp; co" in page and "ev-&lt;1&gt;" in page
         assert "cp-1" in page and "not connected" in page
     finally:
@@ -184,13 +188,13 @@ async def test_the_demand_charge_is_in_the_json_and_the_month_peak_on_the_page()
 async def test_the_chart_draws_the_planned_site_power_with_a_legend() -> None:
     client = await client_for(FixedSource())
     try:
-        page = await (await client.get("/")).text()
+        page = await (await client.get("/?window=24h")).text()
         chart = page[page.index("<svg"):page.index("</svg>")]
         assert '<polyline id="plan"' in chart and ">planned</text>" in chart
         points = chart.split('<polyline id="plan"', 1)[1].split('points="', 1)[1].split('"', 1)[0].split()
-        # Two points per slot, from the last history point on and no further than two hours ahead: the
+        # Two points per slot, from now on and no further than two hours ahead (over a 24 h window): the
         # chart's right edge is where the plan's line ends.
-        assert len(points) == 2 * 9
+        assert len(points) == 2 * 8
         assert float(points[-1].split(",")[0]) == 720 - 36
         # The highest planned slot (80 kW) sets the top of the chart: it touches the top margin.
         assert min(float(p.split(",")[1]) for p in points) < 60
@@ -346,7 +350,7 @@ async def test_a_bad_body_gets_400_with_one_clear_line(gateway: Gateway) -> None
         ("/api/cap", b"[1, 2]", "the body must be a JSON object"),
         ("/api/cap", b"{}", "kw: Field required"),
         ("/api/cap", b'{"kw": -3}', "kw: Input should be greater than 0"),
-        ("/api/cap", b'{"kw": "lots"}', "kw: Input should be a valid number"),
+        ("/api/cap", b'{"kw": "lots"}', "kw: expected a number, got the string 'lots'"),
         ("/api/cap", b'{"kw": 10, "minutes": 0}', "minutes: Input should be greater than 0"),
         ("/api/cap", b'{"kw": 10, "until": "soon"}', "until: Extra inputs are not permitted"),
         ("/api/events/ev-1/opt", b'{"opt": "maybe"}', "opt: Input should be 'optIn' or 'optOut'"),
