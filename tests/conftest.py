@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-_IMPORTS_A_TEST = re.compile(r"^\s*(?:from|import)\s+test_\w*", re.MULTILINE)
+_IMPORTS_A_TEST = re.compile(r"^\s*(?:from|import)\s+(?:tests\.)?test_\w*", re.MULTILINE)
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> None:

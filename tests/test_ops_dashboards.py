@@ -50,7 +50,7 @@ def test_the_dashboards_are_valid_and_one_site_and_fleet_exist() -> None:
 
 
 async def test_every_metric_queried_is_served_and_documented() -> None:
-    from tests.test_status_health import Held  # the held status document of the app's tests
+    from support.status import Held  # the held status document of the app's tests
 
     client: TestClient[Any, Any] = TestClient(TestServer(make_app(Held()), host="127.0.0.1", port=0))
     await client.start_server()
