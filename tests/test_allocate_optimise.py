@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 from support.allocation import NOW, PROPERTY, check_safe_and_full, could_step, eligible, with_linear
 
 from gateway.allocate import LinearLimit, Problem, Sharing, allocate
+from gateway.allocate.milp import CHANGE_PENALTY, urgency
 from gateway.domain import Circuit, EvseState, NonEvLoad
-from gateway.optimise import CHANGE_PENALTY, urgency
 
 
 @st.composite

@@ -1,0 +1,147 @@
+"""One allocation: checks the problem, builds its constraints, and serves the priority classes most
+important first, each by its sharing mode (fair, deadline tiers, or the optimiser's answer checked again
+and topped up)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from gateway.allocate.constraints import _blocking, _build, _Row
+from gateway.allocate.fill import _admit, _fill, _fits, _take, _top_up
+from gateway.allocate.milp import OptimiseError, solve, urgency
+from gateway.allocate.order import _laxity_s, _why_idle, admission_key, deadline_tier
+from gateway.allocate.problem import EPS, Problem, Sharing, _refuse_non_finite, step_floor, usable_range
+from gateway.domain import Allocation
+
+
+def allocate(problem: Problem) -> Allocation:
+    _refuse_non_finite(problem)
+    cons, members, kws, overloaded = _build(problem)
+    head = cons.headroom
+    evses = problem.evses
+    now = problem.now
+    amps = [0.0] * len(evses)
+    binding: dict[str, str] = {}
+    candidates: list[int] = []
+    # Chargers of one model share their grid: work each range out once, with where its top snaps to (most
+    # chargers end a fill at their ceiling).
+    on_grid: dict[tuple[float, float, float | None, float], tuple[float, float, float]] = {}
+    grids = []
+    lows: list[float] = []
+    highs: list[float] = []
+    for i, evse in enumerate(evses):
+        grid = (evse.min_a, evse.max_a, evse.want_a, evse.step_a)
+        known = on_grid.get(grid)
+        if known is None:
+            low, high = usable_range(evse)
+            known = on_grid[grid] = low, high, step_floor(high, evse.step_a)
+        grids.append(known)
+        low, high, _ = known
+        lows.append(low)
+        highs.append(high)
+        reason = _why_idle(evse, low, high)
+        if reason is None:
+            candidates.append(i)
+        else:
+            binding[evse.id] = reason
+            amps[i] = evse.held_a if evse.held_a is not None else 0.0
+
+    by_class: dict[int, list[int]] = {}
+    for i in candidates:
+        by_class.setdefault(evses[i].priority, []).append(i)
+
+    def admission_order(order: list[int]) -> list[int]:
+        return sorted(order, key=lambda i: admission_key(evses[i], now, problem.min_on_time, kws[i]))
+
+    notes: list[str] = []
+    for priority in sorted(by_class, reverse=True):
+        if problem.sharing is Sharing.OPTIMISE:
+            try:
+                _optimise(by_class[priority], problem, lows, highs, kws, members, head, amps, admission_order)
+                continue
+            except OptimiseError as exc:
+                notes.append(f"priority {priority}: {exc}; served in deadline order")
+        tiers: dict[tuple[int, float], list[int]] = {}
+        if problem.sharing is not Sharing.FAIR:
+            for i in by_class[priority]:
+                tier = deadline_tier(evses[i], now, problem.critical_slack, problem.deadline_step)
+                tiers.setdefault(tier, []).append(i)
+        else:
+            tiers[(0, 0.0)] = by_class[priority]
+        for tier in sorted(tiers, reverse=True):
+            admitted, contested, rising, weight, users = _admit(
+                tiers[tier], lows, highs, amps, members, head, admission_order
+            )
+            _fill(rising, amps, members, head, highs, weight, users)
+            for i in admitted:
+                snapped = grids[i][2] if amps[i] == highs[i] else step_floor(amps[i], evses[i].step_a)
+                extra = snapped - amps[i]
+                if extra != 0.0:
+                    for c, coef in members[i]:
+                        head[c] -= coef * extra
+                amps[i] = snapped
+            for i in contested:  # what rounding freed may now admit someone who did not fit
+                if amps[i] == 0.0 and _fits(members[i], head, lows[i]):
+                    _take(i, lows[i], amps, members[i], head)
+                    admitted.append(i)
+            _top_up(admitted, evses, amps, highs, members, head)
+
+    for i in candidates:
+        evse = evses[i]
+        low, high, _ = grids[i]
+        if amps[i] >= high - EPS:
+            binding[evse.id] = "max" if evse.want_a is None or evse.want_a >= evse.max_a else "plan"
+            continue
+        binding[evse.id] = _blocking(members[i], head, evse.step_a if amps[i] > 0 else low, cons.names)
+    return Allocation(
+        amps={e.id: amps[i] for i, e in enumerate(evses)},
+        binding=binding,
+        overloaded=tuple(overloaded),
+        notes=tuple(notes),
+    )
+
+
+def _optimise(
+    order: list[int],
+    problem: Problem,
+    lows: list[float],
+    highs: list[float],
+    kws: list[float],
+    members: list[_Row],
+    head: list[float],
+    amps: list[float],
+    admission_order: Callable[[list[int]], list[int]],
+) -> None:
+    """Serve one priority class from the optimiser's answer (`milp.solve`).
+
+    The answer is floored to each charger's step grid and taken most urgent first, each charger checked
+    against every constraint again (a solver's tolerance never becomes an overload, and a current under
+    the minimum becomes 0). Then, as in the other modes, a paused charger whose minimum fits is admitted
+    and whatever is left is handed out step by step: no usable capacity stays idle.
+    """
+    evses, now = problem.evses, problem.now
+    weights = [urgency(_laxity_s(evses[i], now, kws[i])) for i in order]
+    solved = solve(
+        weights,
+        [lows[i] for i in order],
+        [highs[i] for i in order],
+        [problem.previous.get(evses[i].id, 0.0) for i in order],
+        [members[i] for i in order],
+        head,
+        problem.optimise_time_s,
+    )
+    admitted = []
+    for j in sorted(range(len(order)), key=lambda j: -weights[j]):
+        i = order[j]
+        entries, step = members[i], evses[i].step_a
+        room = min((head[c] / coef for c, coef in entries if coef > 0), default=math.inf)
+        target = step_floor(min(solved[j], highs[i], room), step) if room > 0 else 0.0
+        if target >= lows[i] - EPS:
+            _take(i, target, amps, entries, head)
+            admitted.append(i)
+    for i in admission_order([i for i in order if amps[i] == 0.0]):
+        if _fits(members[i], head, lows[i]):
+            _take(i, lows[i], amps, members[i], head)
+            admitted.append(i)
+    _top_up(admitted, evses, amps, highs, members, head)
