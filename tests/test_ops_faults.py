@@ -58,14 +58,14 @@ class Site:
         _, body = await self.get("api/alarms")
         return {a["key"] for a in body["alarms"]}
 
-    async def screenshot(self, name: str, window: str = "15m") -> Path | None:
+    async def screenshot(self, name: str, window: str = "15m", size: str = "1100,2000") -> Path | None:
         binary = shutil.which("chromium") or shutil.which("chromium-browser")
         if binary is None:
             return None
         shot = self.shots / f"{name}.png"
         process = await asyncio.create_subprocess_exec(
             binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
-            "--window-size=1100,2000", f"--screenshot={shot}", f"{self.url}?window={window}",
+            f"--window-size={size}", f"--screenshot={shot}", f"{self.url}?window={window}",
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await asyncio.wait_for(process.wait(), 120)
         assert process.returncode == 0 and shot.stat().st_size > 20_000, name
@@ -134,6 +134,7 @@ async def test_an_operator_sees_the_curtailment_the_meter_down_and_the_vtn_down(
     await wait_for(lambda: any(r.getMessage().startswith("site limit kw=") and "demo-curtail" in r.getMessage()
                                for r in caplog.records), 5, "a line for the site limit's change with its cause")
     await site.screenshot("2-curtailed")
+    await site.screenshot("2-curtailed-phone", size="390,1800")  # a phone's width: one column
 
     # ---- the meter goes down: no load shown as measured, a critical alarm, healthz 503, metrics agree
     port = demo.meter.port
