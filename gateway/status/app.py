@@ -540,7 +540,8 @@ async def _watching(app: web.Application) -> None:
 
 
 async def _start(app: web.Application) -> None:
-    if WATCH in app:
+    if WATCH in app and getattr(app[SOURCE], "watch", None) is not app[WATCH]:
+        # the runtime does not tick its own Watch (yet): the app does, every tick
         app[TASKS].append(asyncio.create_task(_watching(app), name="status-watch"))
 
 
@@ -566,7 +567,8 @@ def make_app(source: StatusSource, *, token: str | None = None, operator: Operat
     if operator is not None:
         app[OPERATOR] = operator
     if watch:
-        app[WATCH] = Watch(source)  # type: ignore[arg-type]  # a Runtime, by the caller's word
+        own = getattr(source, "watch", None)  # a runtime that ticks its Watch in its loop: the same one
+        app[WATCH] = own if isinstance(own, Watch) else Watch(source)  # type: ignore[arg-type]  # a Runtime
     app.on_startup.append(_start)
     app.on_shutdown.append(_stop)
     app.router.add_get("/", page)
