@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main
-from gateway.commission import (
+from gateway.commissioning import (
     ChargerResult,
     Check,
     Identity,
