@@ -16,13 +16,13 @@ from cryptography import x509
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.assembly import ancestors, circuit_limits
 from gateway.certs import init_dev_pki
 from gateway.cli import main
 from gateway.commands.check_config import file_advisories
 from gateway.config import ConfigError, GatewayConfig, load_config, parse_config
 from gateway.config.checks import advisories
 from gateway.config.site import Wiring
-from gateway.topology import ancestors, circuit_limits
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "config"

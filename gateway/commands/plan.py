@@ -138,8 +138,8 @@ def run(args: argparse.Namespace) -> int:
 
 def with_site_config(spec: Any, data: dict[str, Any], path: str) -> Any:
     """The input with the site config's tariff, time zone and EV capacity where the input has none."""
+    from gateway.assembly import ev_capacity_kw
     from gateway.config import load_config
-    from gateway.topology import ev_capacity_kw
 
     config = load_config(path)
     update: dict[str, Any] = {}

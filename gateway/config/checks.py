@@ -13,10 +13,10 @@ import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gateway.assembly import ancestors, circuit_limits, parents_of
 from gateway.config import GatewayConfig
 from gateway.config.site import ChargerSection
 from gateway.domain import Circuit
-from gateway.topology import ancestors, circuit_limits, parents_of
 
 # `at(kind, i)`: the path of an entry of a list section, numbered as in the user's file.
 _At = Callable[[str, int], str]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from gateway.assembly import ancestors, circuit_limits, ev_capacity_kw, parents_of
 from gateway.config import GatewayConfig
-from gateway.topology import ancestors, circuit_limits, ev_capacity_kw, parents_of
 
 
 def summarise(config: GatewayConfig) -> str:

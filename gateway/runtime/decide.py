@@ -68,7 +68,7 @@ class Site:
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> Site:
-        from gateway.topology import chargers_under, circuit_limits, static_evse
+        from gateway.assembly import chargers_under, circuit_limits, static_evse
 
         service = config.site.service_id
         circuit_ids = {c.id for c in config.circuits} | {service}

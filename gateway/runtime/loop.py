@@ -99,7 +99,7 @@ class Runtime:
 
     def __init__(self, config: GatewayConfig, *, base: Path | None = None, clock: Clock = utc_now,
                  serve_status: bool = True) -> None:
-        from gateway.topology import ev_capacity_kw
+        from gateway.assembly import ev_capacity_kw
 
         self.config = config
         self.serve_status = serve_status

@@ -92,7 +92,7 @@ class PlanKeeper:
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> PlanKeeper:
-        from gateway.topology import ev_capacity_kw
+        from gateway.assembly import ev_capacity_kw
 
         site = config.site
         tariff = config.tariff.to_tariff(site.timezone)

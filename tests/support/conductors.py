@@ -11,9 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from gateway.assembly import circuit_limits
 from gateway.config import GatewayConfig
 from gateway.sim.ocpp_cp import SimChargePoint
-from gateway.topology import circuit_limits
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""From the config to the core's view of the site: circuits with usable limits, chargers' electrical facts.
+"""The config-to-domain assembly: from the config to the core's view of the site, circuits with usable
+limits and chargers' electrical facts, and the site's normal EV capacity.
 
 The service entrance is the root circuit (`site.service_id`); every configured circuit hangs below it.
 A circuit's usable limit is `limit_a` when given, else breaker × continuous-load factor (its own, or the

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import GatewayConfig, parse_config
-from gateway.topology import (
+from gateway.assembly import (
     ancestors,
     charger_kw_max,
     chargers_under,
@@ -17,6 +16,7 @@ from gateway.topology import (
     parents_of,
     static_evse,
 )
+from gateway.config import GatewayConfig, parse_config
 
 
 def workplace(**site: Any) -> GatewayConfig:
