@@ -28,6 +28,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
 
 
+def _say(line: str, as_json: bool) -> None:
+    """One line on stderr; with --log-json a JSON object like every log line, so a collector parses all."""
+    if as_json:
+        import json
+        from datetime import UTC, datetime
+
+        level = "error" if line.startswith("error: ") else "info"
+        print(json.dumps({"at": datetime.now(UTC).isoformat(timespec="milliseconds"), "level": level,
+                          "logger": "gateway.run", "message": line.removeprefix("error: ")}), file=sys.stderr)
+    else:
+        print(line, file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
     import logging
@@ -40,24 +53,25 @@ def run(args: argparse.Namespace) -> int:
         config = load_config(args.config)
     except ConfigError as exc:
         for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
+            _say(f"error: {problem}", args.log_json)
         return 2
     setup_logging(as_json=args.log_json, level=logging.DEBUG if args.verbose else logging.INFO)
     try:
-        asyncio.run(serve(config, config_path=args.config))
+        asyncio.run(serve(config, config_path=args.config, as_json=args.log_json))
     except StoreDamaged as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}", args.log_json)
         return 2
     except StoreError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}", args.log_json)
         return 1
     except OSError as exc:
-        print(f"error: cannot start: {exc}", file=sys.stderr)
+        _say(f"error: cannot start: {exc}", args.log_json)
         return 1
     return 0
 
 
-async def serve(config: GatewayConfig, *, announce: bool = True, config_path: str | None = None) -> None:
+async def serve(config: GatewayConfig, *, announce: bool = True, config_path: str | None = None,
+                as_json: bool = False) -> None:
     """Run a `Runtime` for `config` until SIGTERM or SIGINT; SIGHUP reloads `config_path` (when given)."""
     import asyncio
     import signal
@@ -78,6 +92,6 @@ async def serve(config: GatewayConfig, *, announce: bool = True, config_path: st
     started = asyncio.create_task(runtime.started.wait())
     await asyncio.wait({task, started}, return_when=asyncio.FIRST_COMPLETED)
     if announce and runtime.status_url and not task.done():
-        print(f"gateway running; status at {runtime.status_url}", file=sys.stderr)
+        _say(f"gateway running; status at {runtime.status_url}", as_json)
     started.cancel()
     await task

@@ -133,6 +133,9 @@ class Runtime:
         self.recent_log = RecentLog()  # the last log lines, for /api/log
         self.alarms = Alarms()  # faults in force, for /api/status, /healthz and /metrics
         self.counters = Counters()  # decisions and pushes, for /metrics
+        from gateway.status.watch import Watch
+
+        self.watch = Watch(self)  # ticked in the loop: the alarms hold with or without the status endpoint
         self.meter_watch = MeterWatch(config, self.site, self.alarms, hold_s=self.non_ev_hold.total_seconds())
         self.clock_state = ClockState()  # the wall clock's steps against the monotonic clock
         self.last: Decision | None = None
@@ -617,6 +620,10 @@ class Runtime:
                 self._recorded_at = now
                 self.recorder.record(self.telemetry_sample(now))
             self.recorder.watch(now)
+            try:  # the component states and their alarms (VTN unreachable, meter stale, charger over its limit)
+                self.watch.tick(now)
+            except Exception:  # the watch is for people: a bug in it must not stop the deciding
+                log.exception("status watch failed")
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation of stop() when a
             # trigger fires at the same moment, and the loop would go on deciding.
             with contextlib.suppress(TimeoutError):
@@ -788,7 +795,8 @@ class Runtime:
             return None
         site = self.config.site
         service = self.circuit_limit[self.site.service_id]
-        service_kw = sum(service.limit_of(p) for p in service.phases) * site.ln_v * site.power_factor / 1000.0
+        # at PF 1, like the meter's kW and the allocator: load and limit on one basis
+        service_kw = sum(service.limit_of(p) for p in service.phases) * site.ln_v / 1000.0
         candidates = [service_kw]
         if last.site_limit_kw is not None:
             candidates.append(last.site_limit_kw)
