@@ -17,14 +17,12 @@ from ocpp.v16 import ChargePoint, call, call_result
 
 from gateway.clock import utc_now
 from gateway.ocpp.link import (
-    WIRE_LOG,
     GuardedRouting,
     Hooks,
     Outcome,
     after,
     attempt,
     cleared,
-    next_message_id,
     on,
     status_is_accepted,
 )
@@ -49,12 +47,7 @@ class Cp16(GuardedRouting, ChargePoint):  # type: ignore[misc]
 
     def __init__(self, charger_id: str, connection: Any, view: ChargerView, hooks: Hooks, timeout_s: float,
                  heartbeat_s: int) -> None:
-        super().__init__(charger_id, connection, response_timeout=timeout_s, logger=WIRE_LOG)
-        self._unique_id_generator = next_message_id
-        self.charger_id = charger_id
-        self.view = view
-        self.hooks = hooks
-        self.heartbeat_s = heartbeat_s
+        super().__init__(charger_id, connection, view, hooks, timeout_s, heartbeat_s)
         self.booted = False
 
     # ------------------------------------------------------------------------------------------- handlers

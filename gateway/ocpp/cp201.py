@@ -16,14 +16,11 @@ from ocpp.v201 import ChargePoint, call, call_result
 
 from gateway.clock import utc_now
 from gateway.ocpp.link import (
-    WIRE_LOG,
     GuardedRouting,
-    Hooks,
     Outcome,
     after,
     attempt,
     cleared,
-    next_message_id,
     on,
     status_is_accepted,
 )
@@ -32,7 +29,6 @@ from gateway.ocpp.state import (
     CHARGING_STATE_201,
     CONNECTOR_201,
     ChargerIdentity,
-    ChargerView,
     parse_meter_values,
     parse_time,
     text_or_none,
@@ -52,14 +48,6 @@ def _variable(component: str, variable: str, value: str | None = None) -> dict[s
 class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
     version: Version = "2.0.1"
 
-    def __init__(self, charger_id: str, connection: Any, view: ChargerView, hooks: Hooks, timeout_s: float,
-                 heartbeat_s: int) -> None:
-        super().__init__(charger_id, connection, response_timeout=timeout_s, logger=WIRE_LOG)
-        self._unique_id_generator = next_message_id
-        self.charger_id = charger_id
-        self.view = view
-        self.hooks = hooks
-        self.heartbeat_s = heartbeat_s
 
     # ------------------------------------------------------------------------------------------- handlers
 

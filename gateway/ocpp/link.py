@@ -156,6 +156,16 @@ class GuardedRouting:
     hooks: Hooks
     busy: int = 0  # calls from the charger being handled now
 
+    def __init__(self, charger_id: str, connection: Any, view: ChargerView, hooks: Hooks, timeout_s: float,
+                 heartbeat_s: int) -> None:
+        # the library's ChargePoint (next in the MRO) with its wire log quiet, and our message ids
+        super().__init__(charger_id, connection, response_timeout=timeout_s, logger=WIRE_LOG)  # type: ignore[call-arg]
+        self._unique_id_generator = next_message_id
+        self.charger_id = charger_id
+        self.view = view
+        self.hooks = hooks
+        self.heartbeat_s = heartbeat_s
+
     if TYPE_CHECKING:  # provided by the library's ChargePoint that follows this mixin
 
         async def _send(self, message: str) -> None: ...

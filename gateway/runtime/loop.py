@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from gateway.clock import utc_now
 from gateway.domain import ChargerReading, ChargerStatus, Event, LimitAck, Measurement, OptState, Segment
 from gateway.ports import (
     Closes,
@@ -81,10 +82,6 @@ RESEND_UNACKED_S = 5.0  # how often a limit a charger has not acknowledged is se
 HISTORY_POINTS = 7200  # one point a second: the last two hours for the status page
 TELEMETRY_EVERY = timedelta(seconds=1)  # telemetry and the session ledger are written at most this often
 
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
