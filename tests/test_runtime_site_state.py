@@ -20,7 +20,7 @@ def test_a_status_only_message_keeps_the_last_measured_current() -> None:
     state = SiteState({})
     state.observe(reading(ChargerStatus.CHARGING, amps=16.0, kwh=1.0))
     kept, before = state.observe(reading(ChargerStatus.CHARGING))
-    assert kept.current_a == {"L1": 16.0} and before is not None
+    assert kept.current_a == {"L1": 16.0} and kept.energy_kwh == 1.0 and before is not None
 
 
 def test_what_a_session_still_needs_counts_from_its_start_across_a_dropped_link() -> None:

@@ -28,8 +28,10 @@ class SiteState:
         """Keep a charger's reading; returns it as kept, and the one before it (None: the first)."""
         before = self.readings.get(reading.charger_id)
         if not reading.current_a and reading.power_kw is None and before is not None and reading.status.connected:
-            # A status-only message (OCPP): keep the last measured current rather than forget it.
-            reading = replace(reading, current_a=before.current_a, power_kw=before.power_kw)
+            # A status-only message (OCPP): keep the last measured current and meter register rather than
+            # forget them (the session's energy so far is still known).
+            reading = replace(reading, current_a=before.current_a, power_kw=before.power_kw,
+                              energy_kwh=before.energy_kwh if reading.energy_kwh is None else reading.energy_kwh)
         self.readings[reading.charger_id] = reading
         if reading.energy_kwh is not None and reading.status.connected:
             start = self.session_start_kwh.get(reading.charger_id)
