@@ -166,16 +166,11 @@ class Cp16(GuardedRouting, ChargePoint):  # type: ignore[misc]
                       status_is_accepted)
 
     async def set_profile(self, spec: ProfileSpec) -> Outcome:
-        connector = 0
-        if spec.purpose == "TxProfile":
-            connector = next((c for c, tx in self.view.transactions.items() if tx == spec.transaction_id), 0)
-            if connector == 0:
-                return Outcome(False, "no running transaction for a TxProfile")
-        payload = call.SetChargingProfile(connector_id=connector, cs_charging_profiles=v16_profile(spec))
-        # the hot path of every fan-out: the profile is built by `profiles` (its shape is tested against a
-        # validating peer) and the answer is only compared with "Accepted", so the schema checks are skipped
-        return await attempt(lambda: self.call(payload, suppress=False, skip_schema_validation=True),
-                             status_is_accepted)
+        slot = self.slot_of(spec)
+        if slot is None:
+            return Outcome(False, "no running transaction for a TxProfile")
+        payload = call.SetChargingProfile(connector_id=slot, cs_charging_profiles=v16_profile(spec))
+        return await self.send_profile(payload)
 
     async def clear_profile(self, profile_id: int) -> Outcome:
         return await attempt(lambda: self.call(call.ClearChargingProfile(id=profile_id), suppress=False),

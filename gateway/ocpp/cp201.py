@@ -201,16 +201,10 @@ class Cp201(GuardedRouting, ChargePoint):  # type: ignore[misc]
                 requested_message="TransactionEvent", evse={"id": e}), suppress=False), status_is_accepted)
 
     async def set_profile(self, spec: ProfileSpec) -> Outcome:
-        evse_id = 0
-        if spec.purpose == "TxProfile":
-            evse_id = next((e for e, tx in self.view.transactions.items() if tx == spec.transaction_id), 0)
-            if evse_id == 0:
-                return Outcome(False, "no running transaction for a TxProfile")
-        payload = call.SetChargingProfile(evse_id=evse_id, charging_profile=v201_profile(spec))
-        # the hot path of every fan-out: the profile is built by `profiles` (its shape is tested against a
-        # validating peer) and the answer is only compared with "Accepted", so the schema checks are skipped
-        return await attempt(lambda: self.call(payload, suppress=False, skip_schema_validation=True),
-                             status_is_accepted)
+        slot = self.slot_of(spec)
+        if slot is None:
+            return Outcome(False, "no running transaction for a TxProfile")
+        return await self.send_profile(call.SetChargingProfile(evse_id=slot, charging_profile=v201_profile(spec)))
 
     async def clear_profile(self, profile_id: int) -> Outcome:
         return await attempt(lambda: self.call(call.ClearChargingProfile(charging_profile_id=profile_id),

@@ -166,7 +166,23 @@ class GuardedRouting:
         self.hooks = hooks
         self.heartbeat_s = heartbeat_s
 
+    def slot_of(self, spec: ProfileSpec) -> int | None:
+        """Where a profile goes: connector/EVSE 0 for a station-wide one, for a TxProfile the one running its
+        transaction (None: no such transaction runs)."""
+        if spec.purpose != "TxProfile":
+            return 0
+        return next((c for c, tx in self.view.transactions.items() if tx == spec.transaction_id), None)
+
+    async def send_profile(self, payload: Any) -> Outcome:
+        # the hot path of every fan-out: the profile is built by `profiles` (its shape is tested against a
+        # validating peer) and the answer is only compared with "Accepted", so the schema checks are skipped
+        return await attempt(lambda: self.call(payload, suppress=False, skip_schema_validation=True),
+                             status_is_accepted)
+
     if TYPE_CHECKING:  # provided by the library's ChargePoint that follows this mixin
+
+        async def call(self, payload: Any, suppress: bool = True, unique_id: Any = None,
+                       skip_schema_validation: bool = False) -> Any: ...
 
         async def _send(self, message: str) -> None: ...
 
