@@ -68,7 +68,8 @@ async def test_a_limit_takes_effect_and_the_fallback_returns_when_the_gateway_di
     first_end = sim.book.profiles[2].valid_to
     assert first_end is not None
     await until(lambda: (end := sim.book.profiles[2].valid_to) is not None and end > first_end)
-    assert any(r.reason == "lease renewal" and r.accepted for r in driver.history)
+    # the charger takes it before its answer reaches the driver's history: wait for that too
+    await until(lambda: any(r.reason == "lease renewal" and r.accepted for r in driver.history))
     await asyncio.sleep(max(0.0, (first_end - datetime.now(UTC)).total_seconds()) + 0.2)
     assert sim.draw_a() == 16.0
     # the gateway dies without saying goodbye: the charger falls back by itself when the lease ends

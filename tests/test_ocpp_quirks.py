@@ -108,7 +108,8 @@ async def test_a_stack_level_0_charger_is_always_leased_and_falls_back(version: 
         # the session starts: re-chosen, a leased TxProfile (same id: it replaces the cap)
         acks = await driver.apply_limits({"cp1": 20.0}, "car back")
         await until(lambda: sim.draw_a() == 20.0)
-        assert driver.history[-1].strategy == "TxProfile/A/sl0"
+        # the charger applies it before its answer reaches the driver's history: wait for that too
+        await until(lambda: driver.history[-1].strategy == "TxProfile/A/sl0" and driver.history[-1].accepted)
         await sim.unplug()
         await driver.apply_limits({"cp1": 0.0}, "nobody again")
         assert sim.limit_a() == 0.0
@@ -326,7 +327,8 @@ async def test_a_charger_refusing_every_leased_way_is_limited_without_a_lease_an
         with caplog.at_level(logging.WARNING, logger="gateway.ocpp"):
             await driver.apply_limits({"cp1": 20.0}, "test")
         await until(lambda: sim.limit_a() == 20.0)
-        assert driver.history[-1].strategy == f"{station}/A/sl0/unleased" and driver.history[-1].accepted
+        await until(lambda: driver.history[-1].strategy == f"{station}/A/sl0/unleased"
+                    and driver.history[-1].accepted)
         assert "no lease" in caplog.text
         # the live limit took the base's own id: 2.0.1 refuses a second profile there (K01.FR.06)
         assert list(sim.book.profiles) == [1]
