@@ -36,8 +36,9 @@ async def test_a_dr_limit_holds_through_the_gateways_death_on_the_chargers_fallb
     ev_kw = 4 * 32 * KW_PER_A * 0.125  # level 3: an eighth of the EV capacity, 11.0 kW
     assert ev_kw < 4 * 10 * KW_PER_A  # the configured fallbacks alone would break it (27.6 kW)
     runtime, task = await running(config)
-    assert runtime.ocpp is not None
-    base = f"ws://127.0.0.1:{runtime.ocpp.server.port}/ocpp"
+    ocpp = runtime.ocpp
+    assert ocpp is not None
+    base = f"ws://127.0.0.1:{ocpp.server.port}/ocpp"
     sims = {cid: SimChargePoint(base, cid, password=PASSWORD, ev=Ev(max_a=32), meter_interval_s=1) for cid in IDS}
     start = datetime.now(UTC)
     try:
@@ -53,9 +54,9 @@ async def test_a_dr_limit_holds_through_the_gateways_death_on_the_chargers_fallb
         in_force = datetime.now(UTC) + timedelta(seconds=2)  # the decreases take a tick and their answers
         await until(lambda: sum(s.draw_a() for s in sims.values()) * KW_PER_A <= ev_kw, 10, "not curtailed")
         # the bases follow the limits down, so that what the chargers fall back to keeps the event too
-        await until(lambda: all(c.base_amps == c.base_wanted for c in runtime.ocpp.controls.values()), 10,
+        await until(lambda: all(c.base_amps == c.base_wanted for c in ocpp.controls.values()), 10,
                     "the fallbacks were not lowered")
-        await runtime.ocpp.stop(release=False)  # the gateway dies: nothing released, nothing renewed
+        await ocpp.stop(release=False)  # the gateway dies: nothing released, nothing renewed
         await asyncio.sleep(2.5)  # every lease runs out: each charger is on its own fallback now
         fallbacks = {cid: s.limit_a() for cid, s in sims.items()}
         assert sum(min(a or 0.0, 32.0) for a in fallbacks.values()) * KW_PER_A <= ev_kw + 1e-6, fallbacks
