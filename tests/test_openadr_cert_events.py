@@ -22,15 +22,6 @@ from gateway.schedule import ScheduleSettings, build_schedule, segment_at
 
 
 @pytest.fixture
-async def vtn() -> AsyncIterator[XmlVtn]:
-    v = XmlVtn(poll_s=1)
-    await v.start()
-    yield v
-    await v.stop()
-    assert v.schema_failures == []
-
-
-@pytest.fixture
 async def site(tmp_path: Path, vtn: XmlVtn) -> AsyncIterator[Site]:
     s = Site(tmp_path, vtn)
     await s.start()

@@ -56,15 +56,6 @@ class Telemetry:
 
 
 @pytest.fixture
-async def vtn() -> AsyncIterator[XmlVtn]:
-    v = XmlVtn(poll_s=1)
-    await v.start()
-    yield v
-    await v.stop()
-    assert v.schema_failures == []
-
-
-@pytest.fixture
 async def site(tmp_path: Path, vtn: XmlVtn) -> AsyncIterator[Site]:
     s = Site(tmp_path, vtn, OpenAdrSection(ev_capacity_kw=50.0, report_interval_s=1), telemetry=Telemetry())
     yield s

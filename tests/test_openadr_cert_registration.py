@@ -18,15 +18,6 @@ from gateway.openadr import ven as ven_module
 
 
 @pytest.fixture
-async def vtn() -> AsyncIterator[XmlVtn]:
-    v = XmlVtn(poll_s=1)
-    await v.start()
-    yield v
-    await v.stop()
-    assert v.schema_failures == []
-
-
-@pytest.fixture
 async def site(tmp_path: Path, vtn: XmlVtn) -> AsyncIterator[Site]:
     s = Site(tmp_path, vtn)
     yield s
