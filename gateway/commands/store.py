@@ -69,15 +69,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _store_path(config: str | None, db: str | None) -> Path:
-    if db is not None:
-        return Path(db)
-    from gateway.config import ConfigError, load_config
+    """The store's file: `--db`, else the config's `store.path` (the same rule as `gateway export`)."""
+    from gateway.commands.export import ExportError, store_path
 
-    assert config is not None
     try:
-        return Path(load_config(config).store.path)
-    except ConfigError as exc:
-        raise StoreCommandError(exc.problems[0]) from None
+        return store_path(config, db)
+    except ExportError as exc:
+        raise StoreCommandError(str(exc).splitlines()[0]) from None
 
 
 def _problems(path: Path, *, full: bool = False) -> list[str]:
