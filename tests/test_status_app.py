@@ -65,6 +65,9 @@ class FixedSource:
     def history_points(self) -> Sequence[Point]:
         return [(NOW + timedelta(seconds=s), 30.0 + s, 40.0 if s > 5 else 60.0) for s in range(10)]
 
+    def day_points(self) -> Sequence[Point]:
+        return [(NOW - timedelta(minutes=m), 30.0, 40.0) for m in range(60, -1, -1)]
+
     def events_detail(self) -> list[dict[str, Any]]:
         level = Signal(SignalName.SIMPLE, SignalType.LEVEL, (Interval(timedelta(minutes=30), 2.0),
                                                            Interval(timedelta(minutes=30), 1.0)))

@@ -77,6 +77,9 @@ class CurtailedSite:
             out.append((at, load, limit))
         return out
 
+    def day_points(self) -> Sequence[Point]:
+        return self.history_points()
+
     def plan_points(self) -> Sequence[PlanPoint]:
         return [(NOW + timedelta(minutes=15 * n), NOW + timedelta(minutes=15 * (n + 1)), 30.0 if n < 2 else 50.0)
                 for n in range(8)]

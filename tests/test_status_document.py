@@ -10,7 +10,7 @@ from pathlib import Path
 from gateway.config import load_config
 from gateway.domain import Event, Interval, OptState, Signal, SignalName, SignalType
 from gateway.runtime.loop import Runtime
-from gateway.status.document import build
+from gateway.runtime.status_view import build
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 CONFIG = """

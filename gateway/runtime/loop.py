@@ -130,7 +130,7 @@ class Runtime:
         self.recent_log = RecentLog()  # the last log lines, for /api/log
         self.alarms = Alarms()  # faults in force, for /api/status, /healthz and /metrics
         self.counters = Counters()  # decisions and pushes, for /metrics
-        from gateway.status.watch import Watch
+        from gateway.runtime.watch import Watch
 
         self.watch = Watch(self)  # ticked in the loop: the alarms hold with or without the status endpoint
         self.meter_watch = MeterWatch(config, self.site, self.alarms, hold_s=self.non_ev_hold.total_seconds())
@@ -848,6 +848,10 @@ class Runtime:
 
     def history_points(self) -> list[tuple[datetime, float | None, float | None]]:
         return [(p.at, p.load_kw, p.limit_kw) for p in self.history]
+
+    def day_points(self) -> list[tuple[datetime, float | None, float | None]]:
+        """A point a minute over the last day (the highest load and the lowest limit of each)."""
+        return self.watch.day_points()
 
     def plan_points(self) -> list[tuple[datetime, datetime, float]]:
         """The current plan's site power per slot (EV plus the non-EV load it was made with)."""

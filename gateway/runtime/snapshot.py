@@ -1,7 +1,7 @@
 """The running gateway seen from outside: the JSON document behind `/api/status` (and the page and metrics).
 
 Kept as the runtime's entry point (`Runtime.status()` calls `status_of`); the document itself, typed and
-with every component's health, is built by `gateway.status.document`.
+with every component's health, is built by `gateway.runtime.status_view`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,6 @@ if TYPE_CHECKING:
 
 
 def status_of(rt: Runtime, now: datetime) -> dict[str, Any]:
-    from gateway.status.document import build
+    from gateway.runtime.status_view import build
 
     return build(rt, now)

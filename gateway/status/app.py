@@ -11,14 +11,13 @@ need the `[status] token` as a bearer token (401 without it, 403 while none is c
 one line on a bad body, and each one is logged with what it changed and who asked. Every error, 404, 405
 and 413 included, is a JSON object `{"error": "..."}`.
 
-Run inside the gateway (`serve(runtime, ...)`), the app also runs the runtime's `Watch` every tick: the
-VTN, meter and charger alarms, one log line per change of the site limit, and a day of history.
+The alarms and the day of history come with the source: the runtime's own watch (`gateway.runtime.watch`)
+keeps them, ticked in its control loop, so they hold whether anyone reads this endpoint or not.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
@@ -47,7 +46,6 @@ from gateway.status.page import (
     render_live,
     render_page,
 )
-from gateway.status.watch import Watch
 
 __all__ = ["PlanPoint", "Point", "chart_svg", "make_app", "render_page", "serve"]
 
@@ -63,6 +61,8 @@ class StatusSource(Protocol):
     def healthy(self) -> bool: ...
 
     def history_points(self) -> Sequence[Point]: ...
+
+    def day_points(self) -> Sequence[Point]: ...
 
     def plan_points(self) -> Sequence[PlanPoint]: ...
 
@@ -85,8 +85,6 @@ SOURCE = web.AppKey("source", StatusSource)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 OPERATOR = web.AppKey("operator", Operator)
 TOKEN = web.AppKey("token", str)
-WATCH = web.AppKey("watch", Watch)
-TASKS = web.AppKey("tasks", list)
 MAX_CAP_MINUTES = 7 * 24 * 60  # a "temporary" cap longer than a week is a config change, not an override
 
 
@@ -462,9 +460,8 @@ def _window(request: web.Request) -> str:
 
 def _points(app: web.Application, window: str) -> Sequence[Point]:
     source = app[SOURCE]
-    watch = app.get(WATCH)
-    if WINDOWS[window] > HISTORY_SPAN and watch is not None:
-        return watch.day_points()  # a point a minute: the highest load and the lowest limit of each
+    if WINDOWS[window] > HISTORY_SPAN:
+        return source.day_points()  # a point a minute: the highest load and the lowest limit of each
     return source.history_points()
 
 
@@ -528,49 +525,17 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return web.json_response({"error": message}, status=exc.status, headers=headers)
 
 
-async def _watching(app: web.Application) -> None:
-    watch = app[WATCH]
-    clock = getattr(app[SOURCE], "clock", lambda: datetime.now(UTC))
-    while True:
-        try:
-            watch.tick(clock())
-        except Exception:  # the watch is for people: a bug in it must not stop the endpoint
-            log.exception("status watch failed")
-        await asyncio.sleep(_tick_s(app))
-
-
-async def _start(app: web.Application) -> None:
-    if WATCH in app and getattr(app[SOURCE], "watch", None) is not app[WATCH]:
-        # the runtime does not tick its own Watch (yet): the app does, every tick
-        app[TASKS].append(asyncio.create_task(_watching(app), name="status-watch"))
-
-
-async def _stop(app: web.Application) -> None:
-    for task in app[TASKS]:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def make_app(source: StatusSource, *, token: str | None = None, operator: Operator | None = None,
-             watch: bool = False) -> web.Application:
-    """The app; writes work only with both an `operator` and a `token` (403 otherwise). `watch`: run the
-    runtime's `Watch` every tick (the source must be a `Runtime`)."""
+def make_app(source: StatusSource, *, token: str | None = None, operator: Operator | None = None) -> web.Application:
+    """The app; writes work only with both an `operator` and a `token` (403 otherwise)."""
     app = web.Application(client_max_size=64 * 1024, middlewares=[json_errors])  # the writes' bodies are small
     registry = CollectorRegistry(auto_describe=False)
     app[SOURCE] = source
     app[REGISTRY] = registry
-    app[TASKS] = []
     registry.register(_Metrics(app))
     if token:
         app[TOKEN] = token
     if operator is not None:
         app[OPERATOR] = operator
-    if watch:
-        own = getattr(source, "watch", None)  # a runtime that ticks its Watch in its loop: the same one
-        app[WATCH] = own if isinstance(own, Watch) else Watch(source)  # type: ignore[arg-type]  # a Runtime
-    app.on_startup.append(_start)
-    app.on_shutdown.append(_stop)
     app.router.add_get("/", page)
     app.router.add_get("/static/page.js", script)
     app.router.add_get("/api/status", api_status)
@@ -590,10 +555,8 @@ def make_app(source: StatusSource, *, token: str | None = None, operator: Operat
 
 async def serve(source: StatusSource, host: str, port: int, *, token: str | None = None,
                 operator: Operator | None = None) -> tuple[web.AppRunner, int]:
-    """Start listening; returns the runner (to clean up) and the port (the OS's pick when port is 0). A
-    source with alarms and a config (the Runtime) is watched every tick."""
-    watch = hasattr(source, "alarms") and hasattr(source, "config")
-    runner = web.AppRunner(make_app(source, token=token, operator=operator, watch=watch), access_log=None,
+    """Start listening; returns the runner (to clean up) and the port (the OS's pick when port is 0)."""
+    runner = web.AppRunner(make_app(source, token=token, operator=operator), access_log=None,
                            shutdown_timeout=1.0)
     await runner.setup()
     site = web.TCPSite(runner, host=host, port=port)

@@ -1,6 +1,7 @@
 """The status document: one typed builder for what `/api/status`, the page, `/metrics` and `/healthz` say.
 
-Built from the running `Runtime` (read only) at one moment. Every component has one state here and every
+Built from the running runtime (read only) at one moment, by `gateway.runtime.status_view`; the types and
+the pure parts (health, reasons in words) are here. Every component has one state here and every
 reader takes it from here, so the API, the page, the metrics and the health check cannot disagree:
 
 - `vtn`: configured, registered, reachable, the last round that went through, the last error, failing since;
@@ -21,19 +22,12 @@ reader takes it from here, so the API, the page, the metrics and the health chec
 from __future__ import annotations
 
 import math
-import os
 import re
-import sys
-from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from importlib import metadata
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
-from gateway.domain import ChargerStatus, Event, OptState
-
-if TYPE_CHECKING:
-    from gateway.runtime.loop import Runtime
+from gateway.domain import Event
 
 State = Literal["ok", "degraded", "failing", "unknown"]
 VTN_FAILING_S = 900.0  # the VTN unreachable this long: the utility cannot dispatch the site (healthz 503)
@@ -41,11 +35,11 @@ OVER_LIMIT_TOLERANCE_A = 1.0  # a charger's draw above its limit by more than th
 OVER_LIMIT_AFTER_S = 10.0  # ... for this long (a car ramping down after a decrease takes a few seconds)
 
 
-def _iso(moment: datetime | None) -> str | None:
+def iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
 
 
-def _round(value: float | None, digits: int = 2) -> float | None:
+def rounded(value: float | None, digits: int = 2) -> float | None:
     return round(value, digits) if value is not None and math.isfinite(value) else None
 
 
@@ -199,242 +193,6 @@ def reason_text(reason: str, *, events: dict[str, Event], now: datetime, zone: A
     return reason
 
 
-# ------------------------------------------------------------------------------------------------ the parts
-
-
-def vtn_doc(rt: Runtime, now: datetime) -> VtnDoc:
-    ven = rt.ven
-    if ven is None:
-        return VtnDoc(configured=False, registered=False, reachable=None, state="ok", ven_id=None, last_poll=None,
-                      last_error=None, failing_since=None, polls={})
-    failing = getattr(ven, "failing_since", None)
-    reachable = getattr(ven, "reachable", None)
-    last_ok = getattr(ven, "last_ok_at", None) or rt.vtn_last_poll
-    state: State = "ok"
-    if failing is not None:
-        state = "failing" if (now - failing).total_seconds() >= VTN_FAILING_S else "degraded"
-    elif reachable is None:
-        state = "unknown"
-    registered = bool(ven.registration.registration_id) and reachable is not False
-    return VtnDoc(configured=True, registered=registered, reachable=reachable, state=state, ven_id=ven.ven_id,
-                  last_poll=_iso(last_ok), last_error=getattr(ven, "last_error", None) if failing else None,
-                  failing_since=_iso(failing), polls=dict(getattr(ven, "rounds", {})))
-
-
-def meter_docs(rt: Runtime, now: datetime) -> list[MeterDoc]:
-    out: list[MeterDoc] = []
-    for section in rt.config.meters:
-        meter = rt.meters.get(section.id)
-        m = rt.measurements.get(section.id)
-        circuit = section.circuit or rt.site.service_id
-        state: Literal["fresh", "stale", "unreachable", "faulty", "unknown"] = "unknown"
-        since: datetime | None = None
-        age = meter.age_s() if meter is not None else None
-        detail = ""
-        if meter is not None:
-            if meter.last_ok_at is None and meter.polls_failed == 0:
-                detail = "not read yet"  # just started: its first poll is under way
-            elif meter.stale():
-                link_down = not getattr(meter.link, "online", True) and meter.polls_failed > 0
-                state = "unreachable" if link_down else "stale"
-                since = now - timedelta(seconds=max(0.0, age - meter.stale_after_s)) if age is not None else None
-                detail = (f"no good reading for {age:.0f} s" if age is not None else "never read") + (
-                    f" ({meter.polls_failed} failed polls)" if meter.polls_failed else "")
-            else:
-                state = "fresh"
-            fault = rt.meter_watch.fault(section.id)
-            if fault is not None and state == "fresh":
-                state, detail = "faulty", fault.why
-        elif m is not None:  # fed by hand (tests): as fresh as its stamp
-            stale = (now - m.at).total_seconds() > section.stale_after_s
-            state = "stale" if stale else "fresh"
-            age = (now - m.at).total_seconds()
-        out.append(MeterDoc(
-            id=section.id, circuit=circuit, state=state, last_reading=_iso(m.at if m is not None else None),
-            stale_since=_iso(since), age_s=_round(age, 1), power_kw=_round(m.power_kw if m is not None else None),
-            current_a={p: round(a, 2) for p, a in (m.current_a.items() if m is not None else ())},
-            polls_failed=meter.polls_failed if meter is not None else 0, detail=detail))
-    return out
-
-
-def plan_starts(rt: Runtime, now: datetime) -> dict[str, datetime]:
-    """Per charger held by the plan, the start of its first planned slot still to come."""
-    plan = rt.plans.plan
-    if plan is None:
-        return {}
-    out: dict[str, datetime] = {}
-    for cid, session in plan.sessions.items():
-        for slot, kwh in zip(plan.slots, session.kwh, strict=False):
-            if kwh > 1e-6 and slot.end > now:
-                out[cid] = max(slot.start, now)
-                break
-    return out
-
-
-def evse_docs(rt: Runtime, now: datetime, zone: Any) -> list[EvseDoc]:
-    last = rt.last
-    starts = plan_starts(rt, now)
-    power = rt.charger_power_kw()
-    out: list[EvseDoc] = []
-    for evse in rt.site.evses:
-        reading = rt.readings.get(evse.id)
-        current = None
-        if reading is not None and reading.current_a:
-            current = max(reading.current_a.get(p, 0.0) for p in evse.phases)
-        ack = rt.acks.get(evse.id)
-        stale = reading is not None and now - reading.at > rt.site.charger_stale
-        online = reading is not None and reading.status is not ChargerStatus.OFFLINE and not stale
-        heard = (reading is not None and reading.status is not ChargerStatus.OFFLINE) or ack is not None
-        limit = last.limits.get(evse.id) if last is not None and heard else None
-        plugged = bool(reading is not None and reading.status.connected)
-        session_kwh = None
-        start = rt.session_start_kwh.get(evse.id)
-        if plugged and reading is not None and reading.energy_kwh is not None and start is not None:
-            session_kwh = max(0.0, reading.energy_kwh - start[1])
-        ident = None
-        if rt.ocpp is not None and rt.protocol_of.get(evse.id) == "ocpp":
-            ident = rt.ocpp.identity(evse.id)
-        reason = last.reasons.get(evse.id, "") if last is not None else ""
-        over = (online and current is not None and limit is not None
-                and current > limit + OVER_LIMIT_TOLERANCE_A and ack is not None and ack.accepted)
-        out.append(EvseDoc(
-            id=evse.id, protocol=rt.protocol_of.get(evse.id), online=online,
-            last_seen=_iso(reading.at if reading is not None and reading.status is not ChargerStatus.OFFLINE
-                           else None) if reading is not None else None,
-            plugged=plugged, connected=plugged,
-            state=("silent" if stale else reading.status.value) if reading is not None else "not heard from",
-            limit_a=limit, current_a=_round(current), power_kw=_round(power.get(evse.id) if plugged else None),
-            may_draw_a=_round(reading.applied_limit_a) if reading is not None else None,
-            session_kwh=_round(session_kwh, 3),
-            vendor=getattr(ident, "vendor", None), model=getattr(ident, "model", None),
-            firmware=getattr(ident, "firmware", None),
-            reason=reason,
-            reason_text=reason_text(reason, events=rt.events, now=now, zone=zone, plan_start=starts.get(evse.id),
-                                    cap_until=rt.operator_cap_until),
-            acknowledged=None if ack is None else (ack.accepted and evse.id not in rt.unacked),
-            over_limit=bool(over),
-        ))
-    return out
-
-
-def circuit_docs(rt: Runtime, meters: list[MeterDoc]) -> list[CircuitDoc]:
-    """Per circuit and phase conductor: the load (a fresh meter's reading, else the chargers' reports plus
-    the non-EV load the last decision counted) against the conductor's limit."""
-    last = rt.last
-    fresh = {m["circuit"]: m for m in meters if m["state"] == "fresh"}
-    down = {m["circuit"] for m in meters if m["state"] in ("stale", "unreachable", "faulty")}
-    non_ev: dict[tuple[str, str], float] = {}
-    for item in (last.non_ev if last is not None else ()):
-        non_ev[(item.circuit, item.phase)] = non_ev.get((item.circuit, item.phase), 0.0) + item.amps
-    out: list[CircuitDoc] = []
-    for circuit in rt.site.circuits:
-        below = rt.site.below(circuit.id)
-        phases: list[PhaseLoad] = []
-        meter = fresh.get(circuit.id)
-        for phase in circuit.phases:
-            amps = sum(a for (c, p), a in non_ev.items() if c in below and p == phase)
-            for evse in rt.site.evses:
-                reading = rt.readings.get(evse.id)
-                if evse.circuit in below and phase in evse.phases and reading is not None \
-                        and reading.status.connected:
-                    amps += max(0.0, reading.current_a.get(phase, 0.0))
-            counted = amps if last is not None else None
-            load: float | None = counted
-            if meter is not None:
-                load = meter["current_a"].get(phase)
-            elif circuit.id in down:
-                load = None  # not known: `counted` is the worst case the allocator assumes
-            phases.append(PhaseLoad(phase=phase, load_a=_round(load, 1), counted_a=_round(counted, 1),
-                                    limit_a=round(circuit.limit_of(phase), 1)))
-        source: Literal["meter", "estimate", "meter down"] = (
-            "meter" if meter is not None else "meter down" if circuit.id in down else "estimate")
-        out.append(CircuitDoc(id=circuit.id, parent=circuit.parent, measured=meter is not None, source=source,
-                              phases=phases))
-    return out
-
-
-def store_doc(rt: Runtime) -> StoreDoc:
-    health = getattr(rt, "store_health", None)
-    if health is None:
-        return StoreDoc(writable=None, state="unknown", size_bytes=None, last_write=None, error=None)
-    path = rt._path(rt.config.store.path)
-    size, last_write = None, None
-    files = [Path(f"{path}{suffix}") for suffix in ("", "-wal")]
-    stats = [f.stat() for f in files if f.exists()]
-    if stats:
-        size = sum(s.st_size for s in stats)
-        last_write = datetime.fromtimestamp(max(s.st_mtime for s in stats)).astimezone()
-    trouble = health.trouble()
-    damaged = bool(health.damage())
-    state: State = "ok"
-    if damaged or (trouble is not None and (trouble.precious or trouble.for_s >= 60)):
-        state = "failing"
-    elif trouble is not None:
-        state = "degraded"
-    return StoreDoc(writable=trouble is None, state=state, size_bytes=size, last_write=_iso(last_write),
-                    error=trouble.error if trouble is not None else (health.damage() or [None])[0])
-
-
-def effective_limit(rt: Runtime) -> tuple[float | None, str]:
-    """The site power allowed now and what binds it, at power factor 1 (as the allocator counts and the
-    meter reads): the service's capacity, a DR site limit or the operator's cap, a DR EV limit plus the
-    non-EV load, or the demand peak target."""
-    last = rt.last
-    if last is None:
-        return None, ""
-    service = rt.circuit_limit[rt.site.service_id]
-    service_kw = sum(service.limit_of(p) for p in service.phases) * rt.site.ln_v / 1000.0
-    candidates = [(service_kw, f"the service ({service.limit_a:g} A per phase)")]
-    if last.site_limit_kw is not None:
-        cap = rt.operator_cap_kw
-        why = "the operator's cap" if cap is not None and abs(cap - last.site_limit_kw) < 1e-9 else "a DR site limit"
-        candidates.append((last.site_limit_kw, why))
-    if last.ev_limit_kw is not None and math.isfinite(last.ev_limit_kw):
-        candidates.append((last.ev_limit_kw + last.non_ev_kw, "a DR EV limit plus the other loads"))
-    if last.peak_kw is not None:
-        candidates.append((last.peak_kw, "the demand peak target"))
-    kw, why = min(candidates, key=lambda c: c[0])
-    return kw, why
-
-
-def event_docs(rt: Runtime, now: datetime) -> list[dict[str, Any]]:
-    from gateway.schedule import build_schedule
-
-    out: list[dict[str, Any]] = []
-    for event in sorted(rt.events.values(), key=lambda e: e.start):
-        end = event.end
-        if end is not None and end <= now:
-            continue  # over: the page shows what is in force and what is coming (/api/events has them all)
-        started = event.start <= now
-        active = started and event.acted_on
-        phase = "upcoming" if not started else ("active" if active else "in force, not acted on")
-        # What it means in kW: the schedule it alone would make (as if acted on, for an opted-out one).
-        shown = event if event.acted_on else replace(event, opt=OptState.OPT_IN, test_event=False)
-        timeline = []
-        for seg in build_schedule([shown], min(event.start, now), rt.schedule_settings):
-            if seg.end is None:
-                continue
-            if seg.site_kw is None and seg.ev_kw is None and seg.price is None and not seg.group_kw:
-                continue
-            timeline.append({"start": _iso(seg.start), "end": _iso(seg.end), "site_kw": _round(seg.site_kw),
-                             "ev_kw": _round(seg.ev_kw), "price": seg.price,
-                             "group_kw": {k: round(v, 2) for k, v in seg.group_kw.items()}})
-        out.append({
-            "id": event.event_id,
-            "status": event.status.value,  # what the VTN said, as in /api/events
-            "phase": phase,
-            "opt": event.opt.value,
-            "start": _iso(event.start),
-            "end": _iso(end),
-            "active": active,
-            "test": event.test_event,
-            "signals": [{"name": s.name.value, "type": s.type.value, "values": [i.value for i in s.intervals]}
-                        for s in event.signals],
-            "timeline": timeline,
-        })
-    return out
-
-
 def health_of(doc: dict[str, Any], loop_on_time: bool) -> HealthDoc:
     """One state for the site from the components' and the alarms': failing, degraded or ok."""
     reasons: list[Reason] = []
@@ -476,60 +234,3 @@ def health_of(doc: dict[str, Any], loop_on_time: bool) -> HealthDoc:
     elif reasons:
         state = "degraded"
     return HealthDoc(state=state, reasons=reasons)
-
-
-def build(rt: Runtime, now: datetime) -> dict[str, Any]:
-    """The status document (plain JSON types) at `now`."""
-    from zoneinfo import ZoneInfo
-
-    zone = ZoneInfo(rt.config.site.timezone)
-    last = rt.last
-    meters = meter_docs(rt, now)
-    service_meter = [m for m in meters if m["circuit"] == rt.site.service_id]
-    measured = rt.site_power_kw()
-    load_state: str
-    if service_meter and service_meter[0]["state"] != "fresh":
-        load_kw, load_state = None, service_meter[0]["state"]  # never an old or assumed figure shown as measured
-    elif measured is not None:
-        load_kw, load_state = measured, "measured"
-    else:
-        load_kw, load_state = rt.load_kw(), "estimated"  # the chargers' reports plus the non-EV estimate
-    limit_kw, limit_cause = effective_limit(rt)
-    segment = None if last is None else {"site_kw": last.site_limit_kw, "ev_kw": last.ev_limit_kw}
-    skew = rt.clock_state.skew_s
-    doc: dict[str, Any] = {
-        "now": now.isoformat(),
-        "build": {"version": build_version(), "python": sys.version.split()[0], "pid": os.getpid()},
-        "vtn": vtn_doc(rt, now),
-        "events": event_docs(rt, now),
-        "site": {
-            "name": rt.config.site.name,
-            "timezone": rt.config.site.timezone,
-            "limit_kw": _round(limit_kw),
-            "limit_cause": limit_cause,
-            "dr_site_limit_kw": _round(last.site_limit_kw if last is not None else None),
-            "ev_limit_kw": _round(last.ev_limit_kw if last is not None else None),
-            "load_kw": _round(load_kw),
-            "load_state": load_state,
-            # What the allocator counts the non-EV load at (the worst case while a meter is not believed).
-            "non_ev_counted_kw": _round(last.non_ev_kw if last is not None else None),
-            "ev_kw": _round(rt.ev_power_kw()),
-            "operator_cap_kw": rt.operator_cap_kw,
-            "limits_in_force": segment,
-            "power_factor_basis": 1.0,
-        },
-        "circuits": circuit_docs(rt, meters),
-        "meters": meters,
-        "evses": evse_docs(rt, now, zone),
-        "store": store_doc(rt),
-        "clock": ClockDoc(state="failing" if rt.alarms.active("clock.jump") else "ok", stepped_s=round(skew, 1)),
-        "alarms": rt.alarms.as_json(),
-        "loop": {
-            "decisions": rt.decisions,
-            "last_decision": _iso(last.now if last is not None else None),
-            "tick_s": rt.config.control.tick_s,
-            "restarts": dict(rt.restarts),
-        },
-    }
-    doc["health"] = health_of(doc, rt.healthy())
-    return doc

@@ -57,6 +57,9 @@ class Held:
     def history_points(self) -> Sequence[Point]:
         return [(NOW - timedelta(seconds=s), 30.0, 40.0) for s in range(60, -1, -1)]
 
+    def day_points(self) -> Sequence[Point]:
+        return [(NOW - timedelta(minutes=m), 30.0, 40.0) for m in range(600, -1, -10)]
+
     def plan_points(self) -> Sequence[PlanPoint]:
         return []
 
