@@ -30,7 +30,7 @@ from gateway.ocpp.profiles import (
     strategies,
 )
 from gateway.ocpp.state import ChargerView, DrawWatch
-from gateway.store.chargers import ChargerRecord
+from gateway.records import ChargerRecord
 
 log = logging.getLogger("gateway.ocpp")
 UNLEASED = timedelta(days=3650)  # a live limit without validTo stays until replaced

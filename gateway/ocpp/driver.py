@@ -33,7 +33,8 @@ from gateway.ocpp.link import Station, validate_inline
 from gateway.ocpp.profiles import floor_tenth, number_phases
 from gateway.ocpp.server import OcppServer
 from gateway.ocpp.state import ChargerIdentity, ChargerView, DrawWatch
-from gateway.store.chargers import ChargerBook, ChargerRecord
+from gateway.ports import ChargerRecords
+from gateway.records import ChargerRecord
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
@@ -67,7 +68,7 @@ class OcppDriver:
         chargers: Sequence[ChargerSection],
         watts_per_amp: Mapping[str, float] | None = None,
         clock: Clock = utc_now,
-        book: ChargerBook | None = None,
+        book: ChargerRecords | None = None,
         owns_book: bool = False,
     ) -> None:
         ocpp = [c for c in chargers if c.protocol.startswith("ocpp")]
@@ -109,7 +110,7 @@ class OcppDriver:
         self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
-    def from_config(cls, config: GatewayConfig, clock: Clock = utc_now, book: ChargerBook | None = None,
+    def from_config(cls, config: GatewayConfig, clock: Clock = utc_now, book: ChargerRecords | None = None,
                     owns_book: bool = False) -> OcppDriver:
         return cls(config.ocpp, config.chargers, {c.id: watts_per_amp(config, c) for c in config.chargers},
                    clock, book, owns_book)

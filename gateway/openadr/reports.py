@@ -23,7 +23,7 @@ from openleadr import enums, objects
 
 from gateway.openadr.translate import as_list
 from gateway.ports import TelemetrySource
-from gateway.store.vtn import Reading, ReportRequest
+from gateway.records import Reading, ReportRequest
 
 log = logging.getLogger("gateway.openadr")
 

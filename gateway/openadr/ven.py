@@ -30,8 +30,8 @@ from gateway.openadr import lifecycle, opt, reports
 from gateway.openadr.translate import UNIT_REFUSED, BadEvent, Translated, as_list, translate_event
 from gateway.openadr.wire import Edit, VtnLink, VtnUnreachable
 from gateway.openadr.xmlguard import RefusedPayload
-from gateway.ports import EventSink, TelemetrySource
-from gateway.store.vtn import PendingOpt, Registration, VenStore
+from gateway.ports import EventSink, TelemetrySource, VenRecords
+from gateway.records import PendingOpt, Registration
 
 log = logging.getLogger("gateway.openadr")
 
@@ -62,7 +62,7 @@ class Ven:
         self,
         vtn: VtnSection,
         config: OpenAdrSection,
-        store: VenStore,
+        store: VenRecords,
         *,
         sink: EventSink | None = None,
         telemetry: TelemetrySource | None = None,

@@ -390,7 +390,7 @@ async def _stored_answer(request: web.Request, answer: dict[str, Any]) -> web.Re
 
 
 async def write_opt(request: web.Request) -> web.StreamResponse:
-    from gateway.store.vtn import StoreWriteError
+    from gateway.records import StoreWriteError
 
     body = await _body(request, OptBody)
     event_id = request.match_info["event_id"]

@@ -19,7 +19,6 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Self
@@ -27,55 +26,14 @@ from typing import Self
 import sqlite_utils
 
 from gateway.domain import Event, OptState
+from gateway.records import PendingOpt, Reading, Registration, ReportRequest, StoreWriteError
 from gateway.store.codec import event_from_json, event_to_json
 from gateway.store.db import Synchronous, immediate, open_db
 from gateway.store.health import WriteHealth, describe, is_store_fault
 
+__all__ = ["PendingOpt", "Reading", "Registration", "ReportRequest", "StoreWriteError", "VenStore"]
+
 MAX_HELD_READINGS = 100_000  # report samples held in memory while the store cannot take them (oldest go)
-
-
-class StoreWriteError(RuntimeError):
-    """An operator's change could not be stored, so it was not made; the message says why in one line."""
-
-
-@dataclass(frozen=True, slots=True)
-class Registration:
-    ven_id: str | None
-    registration_id: str | None
-    vtn_id: str | None
-    poll_s: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class ReportRequest:
-    """An oadrReportRequest the VTN made, reduced to what we need to keep sampling after a restart."""
-
-    report_request_id: str
-    report_specifier_id: str
-    granularity_s: float
-    report_back_s: float
-    r_ids: tuple[str, ...]
-    next_sample_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Reading:
-    id: int
-    report_request_id: str
-    report_specifier_id: str
-    r_id: str
-    measured_at: datetime
-    value: float
-
-
-@dataclass(frozen=True, slots=True)
-class PendingOpt:
-    id: int
-    event_id: str
-    modification_number: int
-    opt: OptState
-    reason: str
-    opt_id: str
 
 
 class VenStore:
