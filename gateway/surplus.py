@@ -65,6 +65,18 @@ class PvCharger:
 
 
 @dataclass(frozen=True, slots=True)
+class PvReading:
+    """What an inverter said at `at`: AC power out (positive when producing), PV (DC) power, a battery's
+    power (positive when it discharges) and its own meter's power, each None where it has no such point."""
+
+    at: datetime
+    ac_kw: float | None = None
+    dc_kw: float | None = None
+    battery_kw: float | None = None
+    meter_kw: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GridPoint:
     """The grid meter's power now (import positive, export negative; None: stale or never read) and what
     batteries discharge (positive; charging counts as 0: the battery's own control decides that)."""
