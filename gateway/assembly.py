@@ -15,10 +15,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from gateway.domain import Circuit, EvseState
+from gateway.ocpp.profiles import number_phases
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
     from gateway.config.site import ChargerSection
+    from gateway.openadr3.settings import Oadr3Settings
 
 
 def parents_of(config: GatewayConfig) -> dict[str, str | None]:
@@ -117,3 +119,50 @@ def ev_capacity_kw(config: GatewayConfig) -> float:
     if config.openadr.ev_capacity_kw is not None:
         return config.openadr.ev_capacity_kw
     return sum(charger_kw_max(config, ch) for ch in config.chargers)
+
+
+def ocpp_watts_per_amp(config: GatewayConfig) -> dict[str, float]:
+    """How each charger turns a W limit back into amps: its voltage per phase (its `ocpp.volts`, else the
+    site's line-to-neutral voltage; line-to-line for a load across two conductors) times the schedule's
+    numberPhases. Not the site's power formula: a charger converts with its own figures, and W sent by any
+    other rule gives it more amps than decided."""
+    out: dict[str, float] = {}
+    for charger in config.chargers:
+        if charger.ocpp.volts is not None:
+            volts = charger.ocpp.volts
+        else:
+            volts = config.site.ll_v if len(charger.phases) == 2 else config.site.ln_v
+        out[charger.id] = volts * number_phases(len(charger.phases))
+    return out
+
+
+def oadr3_settings(config: GatewayConfig, currency: str | None = None) -> Oadr3Settings:
+    """What the OpenADR 3 VEN is told (`[vtn] protocol = "3"`): the link, the webhook, and one resource per
+    charger, per circuit and per configured `[openadr] resources` group, each with its chargers and its most
+    power (MAX_POWER_CONSUMPTION)."""
+    from gateway.openadr3.settings import Oadr3Settings
+
+    vtn, oadr = config.vtn, config.openadr
+    assert vtn is not None and vtn.oadr3 is not None
+    o3 = vtn.oadr3
+    members: dict[str, tuple[str, ...]] = {ch.id: (ch.id,) for ch in config.chargers}
+    for circuit in config.circuits:
+        members[circuit.id] = tuple(ch.id for ch in chargers_under(config, circuit.id))
+    circuit_ids = {c.id for c in config.circuits}
+    for group, names in oadr.resources.items():
+        ids: list[str] = []
+        for name in names:
+            ids.extend(ch.id for ch in chargers_under(config, name)) if name in circuit_ids else ids.append(name)
+        members[group] = tuple(dict.fromkeys(ids))
+    kw_of = {ch.id: charger_kw_max(config, ch) for ch in config.chargers}
+    return Oadr3Settings(
+        url=vtn.url, version=o3.version, ven_name=vtn.ven_name, client_id=o3.client_id,
+        client_secret=o3.client_secret, token_url=o3.token_url, scope=o3.scope, ca_file=vtn.ca_file,
+        check_hostname=vtn.check_hostname, request_timeout_s=vtn.request_timeout_s,
+        backoff_initial_s=vtn.backoff_initial_s, backoff_max_s=vtn.backoff_max_s, max_body_bytes=vtn.max_body_bytes,
+        poll_s=vtn.poll_s or 10.0, subscribe=o3.subscribe, callback_bind=o3.callback_bind,
+        callback_port=o3.callback_port, callback_url=o3.callback_url, emergency_level=o3.emergency_level,
+        programs=oadr.market_contexts, charger_ids=tuple(ch.id for ch in config.chargers), resources=members,
+        resource_kw={name: sum(kw_of.get(c, 0.0) for c in ids) for name, ids in members.items()},
+        report_interval_s=oadr.report_interval_s, backlog_days=oadr.backlog_days, currency=currency,
+    )

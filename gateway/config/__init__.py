@@ -24,6 +24,7 @@ from gateway.config.ocpp import OcppSection
 from gateway.config.openadr import OpenAdrSection, VtnSection
 from gateway.config.site import ChargerSection, CircuitSection, MeterSection, SiteSection
 from gateway.config.tariff import TariffSection
+from gateway.wording import kind_of, number_problem, short_repr
 
 if TYPE_CHECKING:
     from gateway.config.checks import Omitted
@@ -138,10 +139,10 @@ def _message(err: ErrorDetails, loc: tuple[int | str, ...]) -> str:
         return "required key is missing"
     if kind in ("tuple_type", "list_type"):
         if len(loc) == 1 and loc[0] in LIST_SECTIONS:
-            return f"expected [[{loc[0]}]] tables (an array of tables), got {_kind_of(err['input'])}"
-        return f"expected a list, got {_kind_of(err['input'])}"
+            return f"expected [[{loc[0]}]] tables (an array of tables), got {kind_of(err['input'])}"
+        return f"expected a list, got {kind_of(err['input'])}"
     if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"expected a table, got {_kind_of(err['input'])}"
+        return f"expected a table, got {kind_of(err['input'])}"
     if kind == "string_pattern_mismatch" and loc and loc[-1] in ("id", "parent", "circuit", "service_id"):
         return (
             f"{err['input']!r} is not a usable id: letters, digits and _ . : - only, starting with a letter or digit"
@@ -156,44 +157,6 @@ def _message(err: ErrorDetails, loc: tuple[int | str, ...]) -> str:
     if kind != "value_error" and isinstance(value, str | int | float | bool):
         message += f" (got {short_repr(value)})"
     return message
-
-
-def _kind_of(value: object) -> str:
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "a list"
-    return f"{type(value).__name__} {short_repr(value)}"
-
-
-def number_problem(kind: str, value: object) -> str | None:
-    """The line for a value that is not the number a key needs (TOML and JSON alike); None for other kinds."""
-    if kind not in ("float_type", "int_type", "int_from_float"):
-        return None
-    wanted = "a whole number" if kind != "float_type" else "a number"
-    if isinstance(value, bool):
-        got = f"the boolean {'true' if value else 'false'}"
-    elif isinstance(value, str):
-        got = f"the string {short_repr(value)}" + (" (write it without quotes)" if _numeric(value) else "")
-    elif isinstance(value, int | float):
-        got = f"{value!r}"
-    else:
-        got = _kind_of(value)
-    return f"expected {wanted}, got {got}"
-
-
-def _numeric(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def short_repr(value: object, limit: int = 60) -> str:
-    """repr(value), cut: a problem line must stay one readable line whatever the user pasted."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 1]}…"
 
 
 def _closest_key(loc: tuple[int | str, ...]) -> str | None:

@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.clock import utc_now
-from gateway.config.site import ChargerSection
 from gateway.domain import J1772_MIN_A, ChargerReading, ChargerStatus, LimitAck
 from gateway.modbus.codec import CodecError, Value, decode_block, encode, implausible, read_plan
 from gateway.modbus.link import LinkError, LinkPool, ModbusLink, Trouble
 from gateway.modbus.maps import Register, RegisterMap, RegType, Table, load_map
+from gateway.modbus.settings import ModbusChargerSettings
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ class ModbusChargers:
 
     @classmethod
     def from_config(
-        cls, sections: Sequence[ChargerSection], pool: LinkPool, base: Path | None = None, poll_s: float = 1.0
+        cls, sections: Sequence[ModbusChargerSettings], pool: LinkPool, base: Path | None = None, poll_s: float = 1.0
     ) -> ModbusChargers:
         chargers = []
         for s in sections:

@@ -22,11 +22,11 @@ from datetime import datetime
 from pathlib import Path
 
 from gateway.clock import utc_now
-from gateway.config.site import MeterSection
 from gateway.domain import Measurement
 from gateway.modbus.codec import Value, decode_block, implausible, read_plan
 from gateway.modbus.link import LinkError, LinkPool, ModbusLink, Trouble
 from gateway.modbus.maps import RegisterMap, load_map
+from gateway.modbus.settings import MeterSettings
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ModbusMeter:
         self.report_values = True  # False: refused values are reported by the caller (the meter check)
 
     @classmethod
-    def from_config(cls, section: MeterSection, pool: LinkPool, base: Path | None = None) -> ModbusMeter:
+    def from_config(cls, section: MeterSettings, pool: LinkPool, base: Path | None = None) -> ModbusMeter:
         ep = section.modbus
         return cls(
             section.id, load_map(ep.model, base), pool.get(ep.host, ep.port, ep.timeout_s), unit=ep.unit,

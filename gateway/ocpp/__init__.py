@@ -1,6 +1,6 @@
 """The OCPP central system: one websocket server for 1.6J and 2.0.1 chargers and the `EvseDriver` over it.
 
-`OcppDriver(section, chargers, watts_per_amp)` (or `OcppDriver.from_config(config)`) is what the runtime
+`OcppDriver(section, chargers, watts_per_amp)` (built by the runtime's driver registry) is what the runtime
 wires; the rest of the package is split by concern: `server` (connections), `control` (one charger's
 limits and pushes), `cp16` / `cp201` (per-version handlers), `profiles` (what we send), `state` (what
 they report), `link` (the seam between handlers and driver).

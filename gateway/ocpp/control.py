@@ -16,8 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from gateway.config.ocpp import OcppSection
-from gateway.config.site import ChargerSection
 from gateway.domain import LimitAck
 from gateway.ocpp.link import Outcome, Station
 from gateway.ocpp.profiles import (
@@ -29,6 +27,7 @@ from gateway.ocpp.profiles import (
     number_phases,
     strategies,
 )
+from gateway.ocpp.settings import CentralSystemSettings, OcppChargerSettings
 from gateway.ocpp.state import ChargerView, DrawWatch
 from gateway.records import ChargerRecord
 
@@ -56,7 +55,7 @@ class Context:
     """What every Control shares: settings, the clock, the history, how to announce a change, and the
     store of what chargers hold (`write_ahead` before a raise, `dirty` for everything else)."""
 
-    section: OcppSection
+    section: CentralSystemSettings
     clock: Callable[[], datetime]
     history: deque[LimitRecord]
     changed: Callable[[Control], None]
@@ -70,7 +69,7 @@ class Context:
 
 @dataclass(slots=True)
 class Control:
-    charger: ChargerSection
+    charger: OcppChargerSettings
     watts_per_amp: float  # how the charger turns a W limit back into amps: its volts per phase × phases
     ctx: Context
     view: ChargerView

@@ -17,14 +17,12 @@ import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from gateway.clock import utc_now
-from gateway.config.ocpp import OcppSection
-from gateway.config.site import ChargerSection
 from gateway.domain import ChargerReading, LimitAck
 from gateway.ocpp.control import Context, Control, LimitRecord
 from gateway.ocpp.cp16 import Cp16
@@ -32,12 +30,10 @@ from gateway.ocpp.cp201 import Cp201
 from gateway.ocpp.link import Station, validate_inline
 from gateway.ocpp.profiles import floor_tenth, number_phases
 from gateway.ocpp.server import OcppServer
+from gateway.ocpp.settings import CentralSystemSettings, OcppChargerSettings
 from gateway.ocpp.state import ChargerIdentity, ChargerView, DrawWatch
 from gateway.ports import ChargerRecords
 from gateway.records import ChargerRecord
-
-if TYPE_CHECKING:
-    from gateway.config import GatewayConfig
 
 log = logging.getLogger("gateway.ocpp")
 Clock = Callable[[], datetime]
@@ -47,25 +43,13 @@ STORE_WAIT_S = 2.0  # a raise waits at most this long for the store; then it is 
 STORE_FLUSH_S = 0.5  # what changed is written this often (off the control path)
 
 
-def watts_per_amp(config: GatewayConfig, charger: ChargerSection) -> float:
-    """How the charger turns a W limit back into amps: its voltage per phase (the config's
-    `ocpp.volts`, else the site's line-to-neutral voltage; line-to-line for a load across two
-    conductors) times the schedule's numberPhases. Not the site's power formula: a charger converts with
-    its own figures, and W sent by any other rule gives it more amps than decided."""
-    if charger.ocpp.volts is not None:
-        volts = charger.ocpp.volts
-    else:
-        volts = config.site.ll_v if len(charger.phases) == 2 else config.site.ln_v
-    return volts * number_phases(len(charger.phases))
-
-
 class OcppDriver:
     """Central system + EvseDriver for every OCPP charger of the site."""
 
     def __init__(
         self,
-        section: OcppSection,
-        chargers: Sequence[ChargerSection],
+        section: CentralSystemSettings,
+        chargers: Sequence[OcppChargerSettings],
         watts_per_amp: Mapping[str, float] | None = None,
         clock: Clock = utc_now,
         book: ChargerRecords | None = None,
@@ -84,10 +68,10 @@ class OcppDriver:
         guessed: list[str] = []
         for c in ocpp:
             wpa = (watts_per_amp or {}).get(c.id)
-            if wpa is None:  # the runtime passes the real figure (from_config); this guess is for tests
+            if wpa is None:  # the runtime passes the real figure (gateway.assembly); this guess is for tests
                 wpa = 230.0 * number_phases(len(c.phases))
                 guessed.append(c.id)
-            self.controls[c.id] = Control(c, wpa, ctx, ChargerView(c.id, c.phases, clock=clock),
+            self.controls[c.id] = Control(c, wpa, ctx, ChargerView(c.id, tuple(c.phases), clock=clock),
                                           DrawWatch(window_s=section.hand_back_after_s))
         if guessed:
             log.warning("ocpp: no site voltage given for %d charger(s) (%s): W limits assume 230 V per phase",
@@ -108,12 +92,6 @@ class OcppDriver:
         self._tasks: set[asyncio.Task[object]] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
-
-    @classmethod
-    def from_config(cls, config: GatewayConfig, clock: Clock = utc_now, book: ChargerRecords | None = None,
-                    owns_book: bool = False) -> OcppDriver:
-        return cls(config.ocpp, config.chargers, {c.id: watts_per_amp(config, c) for c in config.chargers},
-                   clock, book, owns_book)
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -239,7 +217,7 @@ class OcppDriver:
 
     # ------------------------------------------------------------------------------------------ sessions
 
-    async def _serve_station(self, charger: ChargerSection, ws: ServerConnection) -> None:
+    async def _serve_station(self, charger: OcppChargerSettings, ws: ServerConnection) -> None:
         ctl = self.controls[charger.id]
         cls = Cp16 if ws.subprotocol == "ocpp1.6" else Cp201
         station = cls(charger.id, ws, ctl.view, self, self.section.response_timeout_s, self.section.heartbeat_s)

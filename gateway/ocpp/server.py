@@ -23,8 +23,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from gateway.config.ocpp import OcppSection
-from gateway.config.site import ChargerSection
+from gateway.ocpp.settings import CentralSystemSettings, OcppChargerSettings
 
 log = logging.getLogger("gateway.ocpp")
 # websockets logs every handshake at INFO; a site log wants our one line per refusal instead
@@ -35,7 +34,7 @@ PATH_PREFIX = "/ocpp/"
 REPEAT_LOG_S = 600.0  # a refused charger retrying is logged once per this, not at every attempt
 SUBPROTOCOLS = (Subprotocol("ocpp2.0.1"), Subprotocol("ocpp1.6"))
 
-ServeStation = Callable[[ChargerSection, ServerConnection], Awaitable[None]]
+ServeStation = Callable[[OcppChargerSettings, ServerConnection], Awaitable[None]]
 
 
 class OcppSetupError(Exception):
@@ -63,9 +62,10 @@ def basic_credentials(headers: Headers) -> tuple[str, str] | None:
 
 
 class OcppServer:
-    def __init__(self, section: OcppSection, chargers: Sequence[ChargerSection], serve_station: ServeStation) -> None:
+    def __init__(self, section: CentralSystemSettings, chargers: Sequence[OcppChargerSettings],
+                 serve_station: ServeStation) -> None:
         self.section = section
-        self.chargers: Mapping[str, ChargerSection] = {c.id: c for c in chargers}
+        self.chargers: Mapping[str, OcppChargerSettings] = {c.id: c for c in chargers}
         self._serve_station = serve_station
         self._server: Server | None = None
         self._refusals: dict[str, float] = {}

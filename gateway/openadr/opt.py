@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gateway.config.openadr import OpenAdrSection
 from gateway.domain import Event, OptState, SignalName, SignalType
+from gateway.openadr.settings import OpenAdrSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,7 @@ class OptDecision:
     reason: str
 
 
-def lowest_ev_kw(event: Event, config: OpenAdrSection) -> float | None:
+def lowest_ev_kw(event: Event, config: OpenAdrSettings) -> float | None:
     """The least EV power any interval of the event would leave, where the signal says it (prices do not).
 
     Fractions and offsets are of `ev_capacity_kw`; without it only the absolute setpoints can be judged. A
@@ -58,7 +58,7 @@ def lowest_ev_kw(event: Event, config: OpenAdrSection) -> float | None:
 
 def decide(
     event: Event,
-    config: OpenAdrSection,
+    config: OpenAdrSettings,
     *,
     targeted: bool = True,
     override: tuple[OptState, str] | None = None,

@@ -24,9 +24,9 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from gateway.clock import utc_now
-from gateway.config.openadr import OpenAdrSection, VtnSection
 from gateway.domain import Event, EventStatus, OptState
 from gateway.openadr import lifecycle, opt, reports
+from gateway.openadr.settings import OpenAdrSettings, VtnSettings
 from gateway.openadr.translate import UNIT_REFUSED, BadEvent, Translated, as_list, translate_event
 from gateway.openadr.wire import Edit, VtnLink, VtnUnreachable
 from gateway.openadr.xmlguard import RefusedPayload
@@ -60,8 +60,8 @@ def backoff_delay(failures: int, initial: float, maximum: float, rng: random.Ran
 class Ven:
     def __init__(
         self,
-        vtn: VtnSection,
-        config: OpenAdrSection,
+        vtn: VtnSettings,
+        config: OpenAdrSettings,
         store: VenRecords,
         *,
         sink: EventSink | None = None,

@@ -19,7 +19,7 @@ from lxml import etree
 from openleadr import utils as oadr_utils
 from openleadr.messaging import create_message, parse_message, validate_xml_schema, validate_xml_signature
 
-from gateway.config.openadr import VtnSection
+from gateway.openadr.settings import VtnSettings
 from gateway.openadr.xmlguard import RefusedPayload, check_raw, normalize_tree
 
 log = logging.getLogger("gateway.openadr")
@@ -41,7 +41,7 @@ def fingerprint_of_der(der: bytes) -> str:
     return str(oadr_utils.certificate_fingerprint_from_der(der))
 
 
-def client_ssl_context(vtn: VtnSection) -> ssl.SSLContext | None:
+def client_ssl_context(vtn: VtnSettings) -> ssl.SSLContext | None:
     if vtn.plain_http:
         return None
     ctx = ssl.create_default_context(cafile=vtn.ca_file)
@@ -80,7 +80,7 @@ def pinned_sslobject(expected: str) -> type[ssl.SSLObject]:
 class VtnLink:
     """Owns the aiohttp session to one VTN. `exchange` returns (message type, openleadr payload dict)."""
 
-    def __init__(self, vtn: VtnSection) -> None:
+    def __init__(self, vtn: VtnSettings) -> None:
         self.vtn = vtn
         self._session: aiohttp.ClientSession | None = None
         self._sign_cert: bytes | None = None

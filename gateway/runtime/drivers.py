@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.assembly import ocpp_watts_per_amp
 from gateway.ports import EvseDriver
 
 if TYPE_CHECKING:
@@ -49,7 +50,8 @@ def build_ocpp(ctx: DriverContext, chargers: Sequence[ChargerSection]) -> EvseDr
 
     # What each charger holds, kept across restarts: a raise is written there before it is sent.
     book = ChargerBook.open(ctx.store_path)
-    return OcppDriver.from_config(ctx.config, clock=ctx.clock, book=book, owns_book=True)
+    return OcppDriver(ctx.config.ocpp, ctx.config.chargers, ocpp_watts_per_amp(ctx.config), clock=ctx.clock,
+                      book=book, owns_book=True)
 
 
 def build_modbus(ctx: DriverContext, chargers: Sequence[ChargerSection]) -> EvseDriver:
@@ -68,4 +70,5 @@ BUILDERS: dict[str, Builder] = {
 
 def needs_pool(config: GatewayConfig) -> bool:
     """A Modbus link pool is needed for Modbus chargers or any meter."""
-    return bool(config.meters) or any(family(c.protocol) == "modbus" for c in config.chargers)
+    return bool(config.meters) or bool(config.pv.inverters) or any(family(c.protocol) == "modbus"
+                                                                   for c in config.chargers)

@@ -46,6 +46,7 @@ from gateway.status.page import (
     render_live,
     render_page,
 )
+from gateway.wording import number_problem
 
 __all__ = ["PlanPoint", "Point", "chart_svg", "make_app", "render_page", "serve"]
 
@@ -322,8 +323,6 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def _problem(error: ValidationError) -> str:
-    from gateway.config import number_problem
-
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "body"
     message = number_problem(first["type"], first.get("input")) or first["msg"]
