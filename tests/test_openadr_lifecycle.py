@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gateway import event_lifecycle as lifecycle
 from gateway.domain import Event, EventStatus, Interval, Signal, SignalName, SignalType
-from gateway.openadr import lifecycle
 
 NOW = datetime(2030, 1, 1, 12, tzinfo=UTC)
 

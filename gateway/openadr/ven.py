@@ -23,9 +23,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from gateway import event_lifecycle as lifecycle
 from gateway.clock import utc_now
 from gateway.domain import Event, EventStatus, OptState
-from gateway.openadr import lifecycle, opt, reports
+from gateway.openadr import opt, reports
 from gateway.openadr.settings import OpenAdrSettings, VtnSettings
 from gateway.openadr.translate import UNIT_REFUSED, BadEvent, Translated, as_list, translate_event
 from gateway.openadr.wire import Edit, VtnLink, VtnUnreachable

@@ -1,4 +1,6 @@
-"""The OpenADR event lifecycle rules, pure: which incoming version wins, implicit cancel, randomization.
+"""The DR event lifecycle rules, pure: which incoming version wins, implicit cancel, randomization. Shared by
+the OpenADR 2.0b and 3 VENs (3.x: a later modificationDateTime is a higher modification number, a deleted
+event a cancel).
 
 Rules (2.0b spec and the conformance cases built on it):
 - an unknown eventID is a new event; one that arrives already cancelled is acknowledged and ignored;
