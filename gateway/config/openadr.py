@@ -7,9 +7,38 @@ Plain HTTP is refused unless `allow_plain_http = true` is written explicitly.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gateway.config.numbers import Real, Whole
+
+
+class Oadr3Section(BaseModel):
+    """`[vtn.oadr3]`: how an OpenADR 3 VEN authenticates and is notified (with `[vtn] protocol = "3"`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    version: Literal["3.0.1", "3.1.0"] = "3.1.0"
+    client_id: str = Field(min_length=1)
+    client_secret: str = Field(min_length=1)
+    token_url: str | None = None  # None: discovered through GET /auth/server (3.1.0 only)
+    scope: str | None = None
+    subscribe: bool = True  # a webhook subscription besides polling
+    callback_bind: str = "127.0.0.1"
+    callback_port: Whole = Field(default=0, ge=0, le=65535)
+    callback_url: str | None = None  # the URL the VTN calls; None: http://<bind>:<port>/openadr3/notify
+    emergency_level: Whole = Field(default=3, ge=0, le=3)  # the SIMPLE level ALERT_GRID_EMERGENCY curtails to
+
+    @model_validator(mode="after")
+    def _token(self) -> Oadr3Section:
+        if self.token_url is None and self.version == "3.0.1":
+            raise ValueError("token_url is required with version = \"3.0.1\" (only 3.1.0 has /auth/server)")
+        for name in ("token_url", "callback_url"):
+            value = getattr(self, name)
+            if value is not None and not value.startswith(("http://", "https://")):
+                raise ValueError(f"{name}: expected an http:// or https:// URL, got {value!r}")
+        return self
 
 
 class VtnSection(BaseModel):
@@ -31,6 +60,8 @@ class VtnSection(BaseModel):
     backoff_max_s: Real = Field(default=300.0, gt=0, le=3600)
     max_body_bytes: Whole = Field(default=1_000_000, ge=4096, le=50_000_000)
     poll_s: Real | None = Field(default=None, gt=0, le=86400)  # None: what the VTN asks for
+    protocol: Literal["2.0b", "3"] = "2.0b"  # "3": an OpenADR 3 VEN, configured in [vtn.oadr3]
+    oadr3: Oadr3Section | None = None
 
     @field_validator("url")
     @classmethod
@@ -61,6 +92,10 @@ class VtnSection(BaseModel):
             raise ValueError("sign_messages needs cert and key")
         if self.backoff_max_s < self.backoff_initial_s:
             raise ValueError("backoff_max_s must be at least backoff_initial_s")
+        if self.protocol == "3" and self.oadr3 is None:
+            raise ValueError('protocol = "3" needs a [vtn.oadr3] section (client_id, client_secret, version)')
+        if self.protocol != "3" and self.oadr3 is not None:
+            raise ValueError('[vtn.oadr3] is given but protocol is not "3"')
         return self
 
     @property
