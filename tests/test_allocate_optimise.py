@@ -69,14 +69,14 @@ def test_one_car_on_two_full_rows_gives_way_to_two_cars_on_one_each() -> None:
 def test_a_pilot_stays_put_unless_moving_it_gains_more_than_the_change_penalty() -> None:
     circuits = [Circuit("main", None, 32.0, ("L1",))]
     cars = [_car("on", 5.0), _car("waiting", 4.5)]  # the waiting car is a little more urgent
-    assert urgency(4.5 * 3600) - urgency(5.0 * 3600) < 2 * CHANGE_PENALTY
+    assert urgency(4.2 * 3600, 4.5 * 3600) - urgency(4.7 * 3600, 5.0 * 3600) < 2 * CHANGE_PENALTY
     kept = allocate(Problem(circuits, cars, NOW, sharing=Sharing.OPTIMISE, previous={"on": 32.0})).amps
     assert kept == {"on": 32.0, "waiting": 0.0}
     # Fair sharing would split it; the optimiser does not churn for so little.
     assert allocate(Problem(circuits, cars, NOW)).amps == {"on": 16.0, "waiting": 16.0}
     # Once the waiting car has under an hour of slack, it is worth the change.
     critical = [cars[0], _car("waiting", 1.5, kwh=6.0)]  # 49 min at full power in a 90 min stay
-    assert urgency(41 * 60) - urgency(5.0 * 3600) > 2 * CHANGE_PENALTY
+    assert urgency(41 * 60, 1.5 * 3600) - urgency(4.7 * 3600, 5.0 * 3600) > 2 * CHANGE_PENALTY
     moved = allocate(Problem(circuits, critical, NOW, sharing=Sharing.OPTIMISE, previous={"on": 32.0})).amps
     assert moved == {"on": 0.0, "waiting": 32.0}
 

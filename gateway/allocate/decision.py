@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import datetime
 
 from gateway.allocate.constraints import _blocking, _build, _Row
-from gateway.allocate.fill import _admit, _fill, _fits, _take, _top_up
+from gateway.allocate.fill import _admit, _fill, _fits, _Scratch, _take, _top_up
 from gateway.allocate.milp import OptimiseError, solve, urgency
 from gateway.allocate.order import _laxity_s, _why_idle, admission_key, deadline_tier
 from gateway.allocate.problem import EPS, Problem, Sharing, _refuse_non_finite, step_floor, usable_range
-from gateway.domain import Allocation
+from gateway.domain import Allocation, EvseState
 
 
 def allocate(problem: Problem) -> Allocation:
@@ -55,10 +56,12 @@ def allocate(problem: Problem) -> Allocation:
         return sorted(order, key=lambda i: admission_key(evses[i], now, problem.min_on_time, kws[i]))
 
     notes: list[str] = []
+    scratch = _Scratch(len(head))
     for priority in sorted(by_class, reverse=True):
         if problem.sharing is Sharing.OPTIMISE:
             try:
-                _optimise(by_class[priority], problem, lows, highs, kws, members, head, amps, admission_order)
+                _optimise(by_class[priority], problem, lows, highs, kws, members, head, amps, admission_order,
+                          problem.optimise_time_s / len(by_class))
                 continue
             except OptimiseError as exc:
                 notes.append(f"priority {priority}: {exc}; served in deadline order")
@@ -71,9 +74,10 @@ def allocate(problem: Problem) -> Allocation:
             tiers[(0, 0.0)] = by_class[priority]
         for tier in sorted(tiers, reverse=True):
             admitted, contested, rising, weight, users = _admit(
-                tiers[tier], lows, highs, amps, members, head, admission_order
+                tiers[tier], lows, highs, amps, members, head, admission_order, scratch
             )
-            _fill(rising, amps, members, head, highs, weight, users)
+            _fill(rising, amps, members, head, highs, weight, users, scratch)
+            scratch.clear(users)
             for i in admitted:
                 snapped = grids[i][2] if amps[i] == highs[i] else step_floor(amps[i], evses[i].step_a)
                 extra = snapped - amps[i]
@@ -102,6 +106,14 @@ def allocate(problem: Problem) -> Allocation:
     )
 
 
+def _left_s(evse: EvseState, now: datetime) -> float:
+    return math.inf if evse.departure is None else (evse.departure - now).total_seconds()
+
+
+def _waited_s(evse: EvseState, now: datetime) -> float:
+    return 0.0 if evse.waiting_since is None else (now - evse.waiting_since).total_seconds()
+
+
 def _optimise(
     order: list[int],
     problem: Problem,
@@ -112,6 +124,7 @@ def _optimise(
     head: list[float],
     amps: list[float],
     admission_order: Callable[[list[int]], list[int]],
+    time_s: float,
 ) -> None:
     """Serve one priority class from the optimiser's answer (`milp.solve`).
 
@@ -121,15 +134,20 @@ def _optimise(
     and whatever is left is handed out step by step: no usable capacity stays idle.
     """
     evses, now = problem.evses, problem.now
-    weights = [urgency(_laxity_s(evses[i], now, kws[i])) for i in order]
+    weights = [urgency(_laxity_s(evses[i], now, kws[i]), _left_s(evses[i], now), _waited_s(evses[i], now))
+               for i in order]
+    previous = [problem.previous.get(evses[i].id, 0.0) for i in order]
+    keep_on = [p > 0 and evses[i].on_since is not None and now - evses[i].on_since < problem.min_on_time
+               for i, p in zip(order, previous, strict=True)]
     solved = solve(
         weights,
         [lows[i] for i in order],
         [highs[i] for i in order],
-        [problem.previous.get(evses[i].id, 0.0) for i in order],
+        previous,
         [members[i] for i in order],
         head,
-        problem.optimise_time_s,
+        time_s,
+        keep_on,
     )
     admitted = []
     for j in sorted(range(len(order)), key=lambda j: -weights[j]):

@@ -6,11 +6,35 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from gateway.allocate.constraints import _Row
 from gateway.allocate.problem import EPS
 from gateway.domain import EvseState
+
+
+class _Scratch:
+    """Per-constraint work lists for the tiers of one decision, made once: a tier sets the entries of the
+    constraints it loads and `clear` puts them back, so hundreds of small tiers cost their own memberships,
+    not hundreds of lists the size of the site."""
+
+    def __init__(self, n_cons: int) -> None:
+        self.extra = [0.0] * n_cons
+        self.peak = [0.0] * n_cons
+        self.weight = [0.0] * n_cons
+        self.demand = [0.0] * n_cons
+        self.roomy = [True] * n_cons
+        self.version = [0] * n_cons
+        self.exact = [0] * n_cons
+        self.since = [0.0] * n_cons
+
+    def clear(self, used: Iterable[int]) -> None:
+        extra, peak, weight, demand, roomy = self.extra, self.peak, self.weight, self.demand, self.roomy
+        version, exact = self.version, self.exact
+        for c in used:
+            extra[c] = peak[c] = weight[c] = demand[c] = 0.0
+            roomy[c] = True
+            version[c] = exact[c] = 0
 
 
 def _admit(
@@ -21,7 +45,8 @@ def _admit(
     members: list[_Row],
     head: list[float],
     urgency: Callable[[list[int]], list[int]],
-) -> tuple[list[int], list[int], list[int], list[float], list[list[int]]]:
+    scratch: _Scratch,
+) -> tuple[list[int], list[int], list[int], list[float], dict[int, list[int]]]:
     """Admit a tier at the minimum; return the admitted, the contested, who rises, their weights and users.
 
     A constraint with room for the whole tier at their minimum turns nobody away, so a charger loading only
@@ -29,13 +54,14 @@ def _admit(
     a constraint short of room) are admitted one by one, most urgent first, while they fit. A constraint
     with room for the whole tier at their ceilings stops nobody rising: a charger loading only such ones
     goes straight to its ceiling. The rest rise in the water fill, which gets from here the weight each
-    constraint carries (what its rising chargers add per amp) and who loads it: one pass for all of it.
+    constraint carries (what its rising chargers add per amp) and who loads it (`users`, whose keys are
+    the constraints the tier loads): one pass for all of it. Only those constraints are visited, so a
+    small tier (deadline sharing makes hundreds) costs its own memberships, not the whole site's.
     """
-    n_cons = len(head)
-    extra = [0.0] * n_cons  # the minimums' load beyond `common` each
-    peak = [0.0] * n_cons
-    weight = [0.0] * n_cons
-    users: list[list[int]] = [[] for _ in range(n_cons)]
+    extra = scratch.extra  # the minimums' load beyond `common` each
+    peak = scratch.peak
+    weight = scratch.weight
+    users: dict[int, list[int]] = {}
     common = lows[order[0]] if order else 0.0  # most chargers share one minimum (6 A)
     for i in order:
         high = highs[i]
@@ -43,16 +69,22 @@ def _admit(
         for c, coef in entries:
             peak[c] += coef * high
             weight[c] += coef
-            users[c].append(i)
+            who = users.get(c)
+            if who is None:
+                users[c] = [i]
+            else:
+                who.append(i)
         above = lows[i] - common
         if above != 0.0:
             for c, coef in entries:
                 extra[c] += coef * above
-    demand = [common * w + more for w, more in zip(weight, extra, strict=True)]  # the whole tier at its minimum
-    roomy = [have - most >= 0.0 for have, most in zip(head, peak, strict=True)]
+    demand = scratch.demand  # the whole tier at its minimum
+    roomy = scratch.roomy
     contested_ids: set[int] = set()
-    for c in range(n_cons):
-        if head[c] - demand[c] < -EPS:
+    for c in users:
+        demand[c] = need = common * weight[c] + extra[c]
+        roomy[c] = head[c] - peak[c] >= 0.0
+        if head[c] - need < -EPS:
             contested_ids.update(users[c])
     contested: list[int] = []
     admitted = list(order)
@@ -64,7 +96,7 @@ def _admit(
             for c, coef in members[i]:
                 demand[c] -= coef * low
                 weight[c] -= coef
-    for c in range(n_cons):
+    for c in users:
         head[c] -= demand[c]
     for i in admitted:
         amps[i] += lows[i]
@@ -116,25 +148,25 @@ def _fill(
     head: list[float],
     ceiling: list[float],
     weight: list[float],
-    users: list[list[int]],
+    users: dict[int, list[int]],
+    scratch: _Scratch,
 ) -> None:
     """Raise a common water level under the `rising` chargers until each meets its ceiling or a full constraint.
 
     Max-min fair in amps: a charger above the lowest (a higher minimum) joins when the level reaches it.
     `weight[c]` comes in as what all of `rising` add to constraint c per amp of level, and `users[c]` lists
-    (at least) who of them loads c. Events (a constraint filling, a charger reaching its ceiling, a charger
-    joining) come off heaps in level order. A constraint's headroom is brought up to date only when its
-    weight changes. A charger joining makes its constraints fill sooner, so they get a new heap entry at
-    once; one leaving only makes them fill later, so their entry stays as a lower bound and is worked out
-    again only if it comes to the top (`_settle`). Cost O(memberships + events · log), not a scan of every
-    constraint per event. Hot loops are inlined and the state is in plain local lists (no closures): this is
-    the allocator's innermost loop.
+    (at least) who of them loads c, for every constraint any of them loads (the only ones visited). Events
+    (a constraint filling, a charger reaching its ceiling, a charger joining) come off heaps in level order.
+    A constraint's headroom is brought up to date only when its weight changes. A charger joining makes its
+    constraints fill sooner, so they get a new heap entry at once; one leaving only makes them fill later,
+    so their entry stays as a lower bound and is worked out again only if it comes to the top (`_settle`).
+    Cost O(memberships + events · log), not a scan of every constraint per event. Hot loops are inlined and
+    the state is in plain lists (`scratch`, no closures): this is the allocator's innermost loop.
     """
     if not rising:
         return
-    n_cons = len(head)
     level = min([amps[i] for i in rising])
-    state = [_WAITING] * len(amps)
+    state = dict.fromkeys(rising, _WAITING)  # (others that load a full constraint read as waiting)
     joining = []
     for i in rising:
         if amps[i] <= level + EPS:
@@ -147,11 +179,13 @@ def _fill(
     n_rising = len(rising) - len(joining)
     reach = [(ceiling[i], i) for i in rising if state[i] == _RISING]
     heapq.heapify(reach)
-    version = [0] * n_cons  # bumped at each change of weight; an entry of an older version is a lower bound
-    exact = [0] * n_cons  # the version of c's latest exact entry in `fills`
-    since = [level] * n_cons  # level at which head[c] was last brought up to date
+    version = scratch.version  # bumped at each change of weight; an entry of an older version is a lower bound
+    exact = scratch.exact  # the version of c's latest exact entry in `fills`
+    since = scratch.since  # level at which head[c] was last brought up to date
+    for c in users:
+        since[c] = level
     # (level at which c is full, version, c)
-    fills = [(level + max(head[c], 0.0) / w, 0, c) for c, w in enumerate(weight) if w > EPS]
+    fills = [(level + max(head[c], 0.0) / weight[c], 0, c) for c in users if weight[c] > EPS]
     heapq.heapify(fills)
     dirty: set[int] = set()
     mark = dirty.add
@@ -196,7 +230,7 @@ def _fill(
         who: list[int] | None = capped
         while who is not None:
             for i in who:
-                was = state[i]
+                was = state.get(i, _WAITING)
                 if was == _DONE:
                     continue
                 state[i] = _DONE
@@ -217,7 +251,7 @@ def _fill(
         for c in dirty:  # weights that fell: their entries stay, as lower bounds
             version[c] += 1
         dirty.clear()
-    for c in range(n_cons):  # bring every headroom up to date for the steps that follow
+    for c in users:  # bring every headroom up to date for the steps that follow
         if since[c] != level:
             head[c] -= weight[c] * (level - since[c])
 

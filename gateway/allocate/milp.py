@@ -7,11 +7,14 @@ decision, the mixed-integer program
     subject to Σ coef·xᵢ ≤ headroom       for every constraint (conductors, kW limits, groups, linear rows)
                xᵢ = 0  or  lowᵢ ≤ xᵢ ≤ highᵢ  (semi-continuous: never between 0 and the 6 A minimum)
 
-where pᵢ is the charger's previous current and wᵢ its urgency: `1 + 1 / max(laxity h, 5 min)`, plus
-`CRITICAL_BONUS` while its laxity is under an hour (it can still leave with what it asked for, but only
-just). Moving an amp from one car to another therefore has to gain more than 2λ of urgency: the penalty
-is what keeps pilots from churning. A greedy order cannot trade an amp on a heavily loaded phase pair for
-two on a light one; this program does (the phasor rows of a three-phase transformer are where it shows).
+where pᵢ is the charger's previous current and wᵢ its urgency (`urgency`): `1 + 1 / max(hours to
+departure, 5 min)` (earliest departure first, as EDF), plus `CRITICAL_BONUS` while the car can still
+leave with what it asked for but has under `CRITICAL_HOURS` of laxity to spare. The bonus dwarfs the rest:
+first every car that can still be met and is about to be lost, then energy to the earliest departures. A
+car that cannot be met even at full power gets no bonus (its energy still counts, not ahead of a car it
+could save). Moving an amp from one car to another has to gain more than 2λ of urgency: the penalty is
+what keeps pilots from churning. A greedy order cannot trade an amp on a heavily loaded phase pair for two
+on a light one; this program does (the phasor rows of a three-phase transformer are where it shows).
 
 HiGHS solves it, through scipy (`pip install 'ev-openadr-gateway[optimise]'`): no hand-written solver.
 scipy is imported only when this mode is used. Pure: no I/O, no clock; the caller checks the answer
@@ -23,20 +26,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-CRITICAL_BONUS = 3.0  # added to the urgency of a car with under an hour of laxity
+CRITICAL_BONUS = 10.0  # added to the urgency of a car that can still be met with little laxity to spare
+CRITICAL_HOURS = 1.0  # "little": under this much laxity
 CHANGE_PENALTY = 1.0  # λ: urgency lost per amp a pilot moves
-MIN_HOURS = 1.0 / 12.0  # laxity below 5 min counts as 5 min (the urgency stays finite)
+TURN_PER_HOUR = 1.0  # added to the urgency of a paused car per hour it has waited: nobody waits for ever
+MIN_HOURS = 1.0 / 12.0  # a departure closer than 5 min counts as 5 min away (the urgency stays finite)
 
 
 class OptimiseError(RuntimeError):
     """No answer: scipy missing, the solver failed, or it found no feasible point in its time."""
 
 
-def urgency(laxity_s: float) -> float:
-    """The weight of one amp to a car with this laxity (seconds of slack at full power; inf: no deadline)."""
-    hours = laxity_s / 3600.0
-    weight = 1.0 + 1.0 / max(hours, MIN_HOURS)
-    if 0.0 <= hours < 1.0:
+def urgency(laxity_s: float, left_s: float, waited_s: float = 0.0) -> float:
+    """The weight of one amp to a car with this laxity (seconds of slack at full power), this long until it
+    leaves (inf for both: no deadline) and, paused, waiting for this long."""
+    weight = 1.0 + 1.0 / max(left_s / 3600.0, MIN_HOURS) + TURN_PER_HOUR * max(waited_s, 0.0) / 3600.0
+    if 0.0 <= laxity_s / 3600.0 < CRITICAL_HOURS:
         weight += CRITICAL_BONUS
     return weight
 
@@ -49,12 +54,15 @@ def solve(
     rows: Sequence[Sequence[tuple[int, float]]],
     headroom: Sequence[float],
     time_limit_s: float,
+    keep_on: Sequence[bool] = (),
     change_penalty: float = CHANGE_PENALTY,
 ) -> list[float]:
     """Currents for n chargers; `rows[j]` lists (constraint, coefficient) of charger j, `headroom[c]` the room.
 
     A constraint already over its limit gets no room at all (its chargers 0), never a negative one that
-    would make even all-zero infeasible.
+    would make even all-zero infeasible. A charger with `keep_on[j]` (inside its minimum on-time) is not
+    paused: it gets at least its minimum, unless those kept on cannot all have theirs (a limit fell), when
+    the program is solved again with nobody kept on.
     """
     try:
         import numpy as np
@@ -91,13 +99,19 @@ def solve(
     low = np.array([lo if hi >= lo else 0.0 for lo, hi in zip(lows, highs, strict=True)] + [0.0] * n)
     high = np.array([hi if hi >= lo else 0.0 for lo, hi in zip(lows, highs, strict=True)] + [math.inf] * n)
     cost = np.array([-w for w in weights] + [change_penalty] * n)
-    result = milp(
-        c=cost,
-        constraints=LinearConstraint(matrix, np.full(m + 2 * n, -np.inf), upper),
-        bounds=Bounds(low, high),
-        integrality=np.array([2] * n + [0] * n),  # 2: semi-continuous (0 or within its bounds)
-        options={"time_limit": max(time_limit_s, 1e-3)},
-    )
-    if result.x is None:
-        raise OptimiseError(f"optimiser: {result.message}")
+    constraints = LinearConstraint(matrix, np.full(m + 2 * n, -np.inf), upper)
+    # 2: semi-continuous (0 or within its bounds); 0: continuous within its bounds (kept on)
+    kept = [bool(keep_on[j]) and high[j] > 0 for j in range(n)] if keep_on else [False] * n
+    for attempt in ([2 * (not k) for k in kept], [2] * n):
+        result = milp(
+            c=cost,
+            constraints=constraints,
+            bounds=Bounds(low, high),
+            integrality=np.array(attempt + [0] * n),
+            options={"time_limit": max(time_limit_s, 1e-3)},
+        )
+        if result.status != 2 or not any(kept):  # 2: infeasible (those kept on do not all fit)
+            break
+    if result.status != 0 or result.x is None:  # a time limit's incumbent is not taken: deadline order instead
+        raise OptimiseError(f"optimiser: no optimum in {time_limit_s:g} s ({result.message})")
     return [float(v) for v in result.x[:n]]
