@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from gateway.allocate.constraints import _blocking, _build, _Row
 from gateway.allocate.fill import _admit, _fill, _fits, _Scratch, _take, _top_up
@@ -110,6 +110,10 @@ def _left_s(evse: EvseState, now: datetime) -> float:
     return math.inf if evse.departure is None else (evse.departure - now).total_seconds()
 
 
+def _on_for(evse: EvseState, now: datetime) -> timedelta:
+    return timedelta.max if evse.on_since is None else now - evse.on_since
+
+
 def _waited_s(evse: EvseState, now: datetime) -> float:
     return 0.0 if evse.waiting_since is None else (now - evse.waiting_since).total_seconds()
 
@@ -137,8 +141,7 @@ def _optimise(
     weights = [urgency(_laxity_s(evses[i], now, kws[i]), _left_s(evses[i], now), _waited_s(evses[i], now))
                for i in order]
     previous = [problem.previous.get(evses[i].id, 0.0) for i in order]
-    keep_on = [p > 0 and evses[i].on_since is not None and now - evses[i].on_since < problem.min_on_time
-               for i, p in zip(order, previous, strict=True)]
+    keep_on = [p > 0 and _on_for(evses[i], now) < problem.min_on_time for i, p in zip(order, previous, strict=True)]
     solved = solve(
         weights,
         [lows[i] for i in order],
