@@ -704,6 +704,7 @@ def test_the_reference_documents_every_key_of_every_section() -> None:
     from gateway.config.modbus import ModbusEndpoint
     from gateway.config.ocpp import OcppChargerSettings, OcppSection
     from gateway.config.openadr import OpenAdrSection, VtnSection
+    from gateway.config.pv import PvSection
     from gateway.config.site import ChargerSection, CircuitSection, MeterSection, SiteSection
     from gateway.config.tariff import PeriodEntry, PlanSection, SeasonEntry, TariffSection
 
@@ -725,6 +726,7 @@ def test_the_reference_documents_every_key_of_every_section() -> None:
         ("### `[[tariff.periods]]`", PeriodEntry, ""),
         ("### `[[tariff.seasons]]`", SeasonEntry, ""),
         ("### `[tariff.plan]`", PlanSection, ""),
+        ("## `[pv]`", PvSection, ""),
     ]
     top = set(GatewayConfig.model_fields)
     for heading, _, _ in sections:

@@ -22,6 +22,7 @@ from pydantic_core import ErrorDetails
 from gateway.config.control import ControlSection, StatusSection, StoreSection
 from gateway.config.ocpp import OcppSection
 from gateway.config.openadr import OpenAdrSection, VtnSection
+from gateway.config.pv import PvSection
 from gateway.config.site import ChargerSection, CircuitSection, MeterSection, SiteSection
 from gateway.config.tariff import TariffSection
 from gateway.wording import kind_of, number_problem, short_repr
@@ -57,6 +58,7 @@ class GatewayConfig(BaseModel):
     store: StoreSection = Field(default_factory=StoreSection)
     ocpp: OcppSection = Field(default_factory=OcppSection)
     tariff: TariffSection = Field(default_factory=TariffSection)
+    pv: PvSection = Field(default_factory=PvSection)
 
 
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_:-]+$")
@@ -86,7 +88,9 @@ def parse_config(data: dict[str, Any]) -> GatewayConfig:
         if partial is not None:
             problems += [p for p in cross_check(*partial) if p not in problems]
         raise ConfigError(problems) from None
-    problems = cross_check(config)
+    from gateway.config.pv import pv_problems
+
+    problems = cross_check(config) + pv_problems(config)
     if problems:
         raise ConfigError(problems)
     return config

@@ -181,6 +181,9 @@ class ChargerSection(Strict):
     priority: Whole = Field(default=0, ge=-100, le=100)  # larger is served first
     fallback_a: Real = Field(default=J1772_MIN_A, ge=0, le=1000)
     critical: bool = False  # a DR limit that cannot keep critical chargers at their min is opted out
+    # now: as fast as the limits allow; pv: only from the PV surplus; minpv: the minimum always, plus surplus;
+    # plan: as the price planner says (see [pv] and docs/pv.md)
+    mode: Literal["now", "pv", "minpv", "plan"] = "plan"
     modbus: ModbusEndpoint | None = Field(default=None, validate_default=True)  # required for protocol modbus
     ocpp: OcppChargerSettings = Field(default_factory=OcppChargerSettings)
 
