@@ -79,6 +79,8 @@ class Operator(Protocol):
 
     def set_paused(self, charger_id: str, paused: bool) -> bool: ...
 
+    def set_charge_mode(self, charger_id: str, mode: str | None, session: bool = True) -> bool: ...
+
     async def set_event_opt(self, event_id: str, choice: OptState | None, reason: str) -> Event | None: ...
 
 
@@ -219,6 +221,7 @@ class _Metrics(Collector):
         for name in ("ok", "degraded", "failing"):
             state.add_metric([name], 1.0 if health == name else 0.0)
         yield state
+        yield from _pv_metrics(status.get("pv"))
         yield from self._counters(status, source)
 
     def _counters(self, status: dict[str, Any], source: Any) -> Iterator[Metric]:
@@ -317,6 +320,13 @@ class CapBody(BaseModel):
 
 class EmptyBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class ModeBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["now", "pv", "minpv", "plan"] | None  # None: back to the config's mode
+    session: bool = True  # only until the car is unplugged
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -439,6 +449,39 @@ def _pause(paused: bool) -> Handler:
     return write
 
 
+async def write_mode(request: web.Request) -> web.StreamResponse:
+    body = await _body(request, ModeBody)
+    charger = request.match_info["charger_id"]
+    if not request.app[OPERATOR].set_charge_mode(charger, body.mode, body.session):
+        raise web.HTTPNotFound(text=json.dumps({"error": f"no charger {charger!r}"}), content_type="application/json")
+    log.info("operator write=mode charger=%s mode=%s session=%s remote=%s", charger, body.mode or "config",
+             body.session, request.remote)
+    return web.json_response({"charger": charger, "mode": body.mode, "session": body.session})
+
+
+def _pv_metrics(pv: dict[str, Any] | None) -> Iterator[Metric]:
+    """Solar first: PV, grid import/export, the surplus handed to EVs and each charger's mode."""
+    if not pv:
+        return
+    for name, key, doc in (
+        ("gateway_pv_watts", "pv_kw", "PV power the inverters report (W)"),
+        ("gateway_grid_import_watts", "import_kw", "Power imported at the grid meter (W)"),
+        ("gateway_grid_export_watts", "export_kw", "Power exported at the grid meter (W)"),
+        ("gateway_pv_surplus_watts", "surplus_kw", "What the EVs may draw keeping the grid at the export target "
+         "(W; absent while unknown)"),
+        ("gateway_pv_to_evs_watts", "handed_kw", "EV power covered by the surplus now (W)"),
+    ):
+        gauge = _g(name, doc)
+        if pv.get(key) is not None:
+            gauge.add_metric([], float(pv[key]) * 1000.0)
+        yield gauge
+    mode = _g("gateway_evse_mode", "1 for the charge mode each charger is in", ["evse", "mode"])
+    for cid, charger in (pv.get("chargers") or {}).items():
+        for name in ("now", "pv", "minpv", "plan"):
+            mode.add_metric([cid, name], 1.0 if charger.get("mode") == name else 0.0)
+    yield mode
+
+
 async def healthz(request: web.Request) -> web.Response:
     """200 while the site is under control (`ok`, or `degraded` with its reasons), 503 while it is not
     (`failing`): JSON `{"status": ..., "reasons": [{component, id, state, message}]}`."""
@@ -549,6 +592,7 @@ def make_app(source: StatusSource, *, token: str | None = None, operator: Operat
     app.router.add_delete("/api/cap", _write(delete_cap))
     app.router.add_post("/api/evses/{charger_id}/pause", _write(_pause(True)))
     app.router.add_post("/api/evses/{charger_id}/resume", _write(_pause(False)))
+    app.router.add_post("/api/evses/{charger_id}/mode", _write(write_mode))
     return app
 
 

@@ -253,6 +253,11 @@ def _chargers(status: dict[str, Any], zone: tzinfo, now: datetime, writes: bool)
             action = "resume" if e["id"] in paused else "pause"
             control = f'<button data-action="{action}" data-id="{esc(e["id"])}">{action}</button>'
         plugged = "car plugged in" if e.get("plugged", e.get("connected")) else "no car"
+        solar = ((status.get("pv") or {}).get("chargers") or {}).get(e["id"])
+        if solar:
+            set_by = f' <span class="muted">({esc(solar["set_by"])})</span>'
+            why = f' · {esc(solar["reason"])}' if solar.get("reason") else ""
+            plugged += f'<br><span class="mode">mode <b>{esc(solar["mode"])}</b>{set_by}{why}</span>'
         cards += (
             f'<div class="card charger" data-id="{esc(e["id"])}"><h3>{esc(e["id"])} <span class="muted">'
             f'{esc(e.get("protocol"))}{" · " + esc(ident) if ident else ""}</span></h3>{status_text}<br>'
@@ -364,6 +369,28 @@ def _components(status: dict[str, Any], zone: tzinfo, now: datetime) -> str:
     return f'<h2>Components</h2><table id="components">{rows}</table>'
 
 
+def _solar(status: dict[str, Any]) -> str:
+    """PV, the grid point and the surplus handed to the EVs, when the site has solar configured."""
+    pv = status.get("pv") or {}
+    if not pv.get("grid_meter") and not pv.get("inverters"):
+        return ""
+
+    def kw(key: str) -> str:
+        value = pv.get(key)
+        return "–" if value is None else f"{value:.2f}"
+
+    grid = f"grid import <b>{kw('import_kw')} kW</b>, export <b>{kw('export_kw')} kW</b>"
+    line = (f'<p id="pv">Solar: PV <b>{kw("pv_kw")} kW</b>, {grid}, surplus {kw("surplus_kw")} kW, '
+            f'to the EVs <b>{kw("handed_kw")} kW</b>')
+    if pv.get("battery_kw"):
+        line += f", battery discharging {kw('battery_kw')} kW (not surplus)"
+    if pv.get("import_cap_kw") is not None:
+        line += f"; grid import capped at {esc(pv['import_cap_kw'])} kW"
+    if pv.get("no_surplus_because"):
+        line += f'; <span class="warn">no surplus known: {esc(pv["no_surplus_because"])}</span>'
+    return line + ".</p>"
+
+
 def render_live(status: dict[str, Any], points: Sequence[Point], planned: Sequence[PlanPoint] = (), *,
                 window: str = DEFAULT_WINDOW, writes: bool = False) -> str:
     """The part of the page that changes: everything under the header."""
@@ -387,6 +414,7 @@ def render_live(status: dict[str, Any], points: Sequence[Point], planned: Sequen
                        f'<b>{esc(demand.get("month_peak_kw"))} kW</b>, site held under '
                        f'{esc(demand.get("peak_target_kw"))} kW.</p>')
     nav = "".join(f'<a href="?window={w}" class="{"on" if w == window else ""}">{w}</a>' for w in WINDOWS)
+    demand_line += _solar(status)
     chart = chart_svg(points, planned, now=now, span=WINDOWS.get(window, WINDOWS[DEFAULT_WINDOW]), zone=zone)
     return (
         f'<p><span class="badge {health}" id="health">{health}</span> '

@@ -20,6 +20,7 @@ class Held:
                  meter: str = "fresh", vtn_state: str = "ok") -> None:
         self.alarms, self.is_healthy, self.meter, self.vtn_state = list(alarms), healthy, meter, vtn_state
         self.caps: list[tuple[float | None, datetime | None]] = []
+        self.modes: list[tuple[str, str | None, bool]] = []
 
     def status(self) -> dict[str, Any]:
         return {
@@ -74,6 +75,10 @@ class Held:
         self.caps.append((kw, until))
 
     def set_paused(self, charger_id: str, paused: bool) -> bool:
+        return charger_id == "cp-1"
+
+    def set_charge_mode(self, charger_id: str, mode: str | None, session: bool = True) -> bool:
+        self.modes.append((charger_id, mode, session))
         return charger_id == "cp-1"
 
     async def set_event_opt(self, event_id: str, choice: OptState | None, reason: str) -> Event | None:
