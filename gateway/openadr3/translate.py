@@ -11,8 +11,9 @@ payload type is dropped with one line; an event left with nothing the gateway ac
 
 Timing: an interval's own intervalPeriod overrides the event's, which overrides the program's; a start of
 0001-01-01 means "now" and P9999Y "no end" (User Guide). Intervals must follow each other without gaps
-(the domain's intervals are consecutive). An interval a payload type is absent from asks nothing of that
-signal (NaN: the schedule reads a value that is not a number as nothing asked). randomizeStart becomes
+(the domain's intervals are consecutive). An interval a level type (SIMPLE, the level offsets, the emergency)
+is absent from asks for normal operation (level 0); a limit or price absent from one is refused, as the
+domain has no "nothing asked" value for them. randomizeStart becomes
 `start_after`; priority 0 (highest in 3.x) becomes the domain's 1. The modificationDateTime, in
 milliseconds, is the modification number: a later version replaces an earlier one, as in 2.0b.
 """
@@ -34,6 +35,9 @@ LIMIT_TYPES: dict[str, tuple[SignalName, SignalType]] = {
 }
 POWER_UNITS = {"KW": 1.0, "W": 0.001, "MW": 1000.0}  # KW is the enumeration's; W and MW read when written
 SHOWN = ("GHG",)  # logged and shown, not acted on
+# Levels whose 0 is "normal operation": an interval without one asks for normal, the others are refused.
+NORMAL_LEVEL_TYPES = (SignalType.LEVEL, SignalType.X_LOAD_CONTROL_LEVEL_OFFSET,
+                      SignalType.X_LOAD_CONTROL_PERCENT_OFFSET)
 EMERGENCY = "ALERT_GRID_EMERGENCY"
 
 
@@ -223,6 +227,13 @@ def translate(event: models.Event, program: models.Program | None, ctx: Context,
             name, stype, value = asked
             key = (name, stype, payload.type)
             by_type.setdefault(key, [math.nan] * len(ordered))[n] = value
+    for (name, stype, ptype), values in by_type.items():
+        missing = [ordered[n].id for n, v in enumerate(values) if math.isnan(v)]
+        if missing and stype in NORMAL_LEVEL_TYPES:
+            by_type[(name, stype, ptype)] = [0.0 if math.isnan(v) else v for v in values]
+        elif missing:
+            raise BadEvent(f"event {event.id}: {ptype} is missing from interval(s) "
+                           + ", ".join(str(i) for i in missing) + " (a limit or price must be in every interval)")
     signals = tuple(
         Signal(name=name, type=stype, signal_id=ptype, unit=_unit(name, ctx),
                intervals=tuple(Interval(d or timedelta(0), v) for (_, d), v in zip(starts, values, strict=True)))

@@ -520,10 +520,10 @@ class Oadr3Ven:
         return stored
 
     def _report_step(self, event: Event) -> timedelta:
+        """The event's intervals, cut into `report_interval_s` sub-intervals when longer (a site's load is worth
+        telling more often than once per hour-long price interval)."""
         durations = [i.duration for s in event.signals for i in s.intervals if i.duration > timedelta(0)]
-        if durations:
-            return min(durations)
-        return timedelta(seconds=self.settings.report_interval_s)
+        return min([*durations, timedelta(seconds=self.settings.report_interval_s)])
 
     async def _send_reports(self) -> None:
         while True:
