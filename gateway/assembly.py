@@ -12,14 +12,22 @@ line-to-neutral on one conductor, line-to-line on two or three.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from gateway.domain import Circuit, EvseState
 from gateway.ocpp.profiles import number_phases
+from gateway.planner import PlanSettings
+from gateway.runtime.decide import MeterSpec, Site
+from gateway.runtime.plans import PlanKeeper
+from gateway.schedule import ScheduleSettings
+from gateway.smoothing import SmoothingSettings
+from gateway.tariff import Tariff, TouPeriod
 
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
     from gateway.config.site import ChargerSection
+    from gateway.config.tariff import TariffSection
     from gateway.openadr3.settings import Oadr3Settings
 
 
@@ -166,3 +174,71 @@ def oadr3_settings(config: GatewayConfig, currency: str | None = None) -> Oadr3S
         resource_kw={name: sum(kw_of.get(c, 0.0) for c in ids) for name, ids in members.items()},
         report_interval_s=oadr.report_interval_s, backlog_days=oadr.backlog_days, currency=currency,
     )
+
+
+def site_of(config: GatewayConfig) -> Site:
+    """The core's view of the site: circuits with usable limits, chargers' electrical facts, meters, the
+    control settings, and each OpenADR resource's chargers (a circuit stands for every charger below it)."""
+    service = config.site.service_id
+    circuit_ids = {c.id for c in config.circuits} | {service}
+    resources: dict[str, frozenset[str]] = {}
+    for resource, members in config.openadr.resources.items():
+        ids: set[str] = set()
+        for member in members:
+            if member in circuit_ids:  # a circuit stands for every charger below it
+                ids |= {ch.id for ch in chargers_under(config, member)}
+            else:
+                ids.add(member)
+        resources[resource] = frozenset(ids)
+    control = config.control
+    return Site(
+        circuits=tuple(circuit_limits(config)),
+        evses=tuple(static_evse(config, ch) for ch in config.chargers),
+        meters=tuple(
+            MeterSpec(m.id, m.circuit or service, m.includes_evs, timedelta(seconds=m.stale_after_s))
+            for m in config.meters
+        ),
+        service_id=service,
+        ln_v=config.site.ln_v,
+        power_factor=config.site.power_factor,
+        smoothing=SmoothingSettings(control.deadband_a, control.ramp_a_per_s),
+        min_on_time=timedelta(seconds=control.min_on_time_s),
+        charger_stale=timedelta(seconds=control.charger_stale_s),
+        resources=resources,
+    )
+
+
+def tariff_of(section: TariffSection, timezone: str = "UTC") -> Tariff:
+    """The core's `Tariff` (in the site's time zone) from a validated `[tariff]` section."""
+    return Tariff(
+        name=section.name, currency=section.currency, timezone=timezone, flat_price=section.flat_price,
+        hourly=section.hourly or (),
+        periods=tuple(TouPeriod(p.name, p.price, p.days, p.start, p.end, frozenset(p.seasons))
+                      for p in section.periods),
+        seasons=section.core_seasons(), demand_charge_kw=section.demand_charge_kw,
+        holidays=frozenset(section.holidays),
+    )
+
+
+def plan_settings_of(section: TariffSection, ev_capacity_kw: float | None = None) -> PlanSettings:
+    """The planner's settings from the `[tariff.plan]` section."""
+    plan = section.plan
+    return PlanSettings(
+        interval=timedelta(minutes=plan.interval_min), horizon=timedelta(hours=plan.horizon_h),
+        ev_capacity_kw=ev_capacity_kw, no_departure=plan.no_departure,
+        default_dwell=timedelta(hours=plan.default_dwell_h), default_energy_kwh=plan.default_energy_kwh,
+    )
+
+
+def schedule_settings_of(config: GatewayConfig) -> ScheduleSettings:
+    """How OpenADR signals become limits: the site's normal EV capacity and the SIMPLE levels' fractions."""
+    levels = {int(k): v for k, v in config.openadr.simple_levels.items()}
+    return ScheduleSettings(ev_capacity_kw=ev_capacity_kw(config), simple_levels=levels)
+
+
+def plan_keeper_of(config: GatewayConfig) -> PlanKeeper:
+    """The charging plan's keeper: the site's tariff, the planner's settings and the service's power."""
+    site = config.site
+    service_kw = site.service_usable_a * len(site.phases) * site.ln_v * site.power_factor / 1000.0
+    return PlanKeeper(settings=plan_settings_of(config.tariff, ev_capacity_kw(config)),
+                      tariff=tariff_of(config.tariff, site.timezone), service_kw=service_kw)

@@ -12,10 +12,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.assembly import site_of
 from gateway.cli import main
 from gateway.config import GatewayConfig, parse_config
 from gateway.runtime.alarms import Alarms
-from gateway.runtime.decide import Inputs, MeterReading, Site, non_ev_loads
+from gateway.runtime.decide import Inputs, MeterReading, non_ev_loads
 from gateway.runtime.meter_check import (
     CheckSettings,
     MeterState,
@@ -242,7 +243,7 @@ def site_config(**meter: object) -> GatewayConfig:
 
 def test_the_watch_raises_one_critical_alarm_and_the_decision_counts_the_limit() -> None:
     config = site_config()
-    site = Site.from_config(config)
+    site = site_of(config)
     alarms = Alarms()
     watch = MeterWatch(config, site, alarms)
     three = {"L1": -50.0, "L2": -50.0, "L3": -50.0}
@@ -263,7 +264,7 @@ def test_the_watch_raises_one_critical_alarm_and_the_decision_counts_the_limit()
 
 def test_pv_makes_export_plausible_up_to_its_capacity() -> None:
     config = site_config(pv_kw=10.0)  # 43 A if all on one phase
-    watch = MeterWatch(config, Site.from_config(config), Alarms())
+    watch = MeterWatch(config, site_of(config), Alarms())
     for i in range(20):
         watch.observe("grid", Poll(DT * i, {"L1": -40.0, "L2": -5.0, "L3": 0.0}, {}, (float(i),)), NOW)
     assert watch.fault("grid") is None
@@ -275,7 +276,7 @@ def test_pv_makes_export_plausible_up_to_its_capacity() -> None:
 
 def test_a_stale_and_distrusted_meter_counts_the_higher_of_both() -> None:
     config = site_config()
-    site = Site.from_config(config)
+    site = site_of(config)
     old = NOW - timedelta(seconds=30)
     worst = {"L1": 70.0, "L2": 70.0, "L3": 70.0}
     reading = MeterReading("grid", {"L1": 5.0}, old, worst, "held", {"L1": 20.0, "L2": 20.0, "L3": 20.0})
@@ -325,7 +326,7 @@ def test_through_the_decision_a_lying_meter_never_puts_a_steady_site_over_its_li
         "meters": [{"id": "grid", "modbus": {"model": "eastron-sdm630", "host": "127.0.0.1"}}],
         "control": {"min_on_time_s": 0, "deadband_a": 0},
     })
-    site = Site.from_config(config)
+    site = site_of(config)
     watch = MeterWatch(config, site, Alarms())
     phases = ("L1", "L2", "L3")
     limits = {"a": 0.0, "b": 0.0}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from gateway.assembly import site_of
 from gateway.config import GatewayConfig, parse_config
 from gateway.domain import ChargerReading, ChargerStatus, Segment
-from gateway.runtime.decide import Inputs, MeterReading, Site, decide
+from gateway.runtime.decide import Inputs, MeterReading, decide
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -36,7 +37,7 @@ def meter(amps: float, at: datetime = NOW, worst: float | None = None) -> MeterR
 
 
 def test_both_chargers_get_their_max_with_room() -> None:
-    site = Site.from_config(site_config())
+    site = site_of(site_config())
     d = decide(site, Inputs(NOW, readings={"a": charging("a", 0), "b": charging("b", 0)},
                             meters={"grid": meter(10)}))
     assert d.limits == {"a": 32, "b": 32}
@@ -45,7 +46,7 @@ def test_both_chargers_get_their_max_with_room() -> None:
 
 
 def test_non_ev_load_jump_cuts_the_chargers_in_that_very_decision() -> None:
-    site = Site.from_config(site_config())
+    site = site_of(site_config())
     first = decide(site, Inputs(NOW, readings={"a": charging("a", 32), "b": charging("b", 32)},
                                 meters={"grid": meter(74)}))  # 64 A of EVs + 10 A of house
     assert first.limits == {"a": 32, "b": 32}
@@ -60,7 +61,7 @@ def test_non_ev_load_jump_cuts_the_chargers_in_that_very_decision() -> None:
 
 
 def test_a_stale_meter_counts_at_its_worst() -> None:
-    site = Site.from_config(site_config())
+    site = site_of(site_config())
     old = NOW - timedelta(seconds=30)  # stale_after_s defaults to 10 s
     d = decide(site, Inputs(NOW, readings={"a": charging("a", 0), "b": charging("b", 0)},
                             meters={"grid": meter(10, at=old, worst=60)}))
@@ -69,12 +70,12 @@ def test_a_stale_meter_counts_at_its_worst() -> None:
 
 
 def test_a_meter_never_read_leaves_nothing_for_the_chargers() -> None:
-    d = decide(Site.from_config(site_config()), Inputs(NOW, readings={"a": charging("a", 0)}))
+    d = decide(site_of(site_config()), Inputs(NOW, readings={"a": charging("a", 0)}))
     assert d.limits["a"] == 0
 
 
 def test_a_silent_charger_is_counted_at_its_max_and_not_sent_anything() -> None:
-    site = Site.from_config(site_config(includes_evs=False))
+    site = site_of(site_config(includes_evs=False))
     d = decide(site, Inputs(NOW, readings={"a": charging("a", 0)}, meters={"grid": meter(30)}))
     assert "b" not in {c.evse_id for c in d.changes}
     assert d.reasons["b"].startswith("silent")
@@ -82,7 +83,7 @@ def test_a_silent_charger_is_counted_at_its_max_and_not_sent_anything() -> None:
 
 
 def test_an_unacknowledged_charger_keeps_its_old_limit_and_counts_at_max() -> None:
-    site = Site.from_config(site_config(includes_evs=False))
+    site = site_of(site_config(includes_evs=False))
     first = decide(site, Inputs(NOW, readings={"a": charging("a", 0), "b": charging("b", 0)},
                                 meters={"grid": meter(0)}))
     d = decide(site, Inputs(NOW, readings={"a": charging("a", 0), "b": charging("b", 0)},
@@ -92,7 +93,7 @@ def test_an_unacknowledged_charger_keeps_its_old_limit_and_counts_at_max() -> No
 
 
 def test_a_curtailment_segment_and_operator_cap_bind_with_their_reason() -> None:
-    site = Site.from_config(site_config(includes_evs=False))
+    site = site_of(site_config(includes_evs=False))
     seg = Segment(NOW, None, ev_kw=11.0, price=0.3,
                   reasons=("ev-1:SIMPLE:level=2", "p-1:ELECTRICITY_PRICE:price=0.3"))
     readings = {"a": charging("a", 0), "b": charging("b", 0)}
@@ -106,7 +107,7 @@ def test_a_curtailment_segment_and_operator_cap_bind_with_their_reason() -> None
 
 
 def test_increases_inside_the_deadband_are_not_sent() -> None:
-    site = Site.from_config(site_config(includes_evs=False))
+    site = site_of(site_config(includes_evs=False))
     readings = {"a": charging("a", 0), "b": charging("b", 0)}
     first = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(50)}))
     assert first.limits == {"a": 15, "b": 15}
@@ -115,14 +116,14 @@ def test_increases_inside_the_deadband_are_not_sent() -> None:
 
 
 def test_an_unplugged_charger_is_paused_with_its_reason() -> None:
-    site = Site.from_config(site_config())
+    site = site_of(site_config())
     idle = ChargerReading("b", NOW, ChargerStatus.AVAILABLE)
     d = decide(site, Inputs(NOW, readings={"a": charging("a", 0), "b": idle}, meters={"grid": meter(0)}))
     assert d.limits["b"] == 0 and d.reasons["b"] == "not connected"
 
 
 def test_a_drop_in_non_ev_load_is_held_by_the_recent_highest_a_rise_is_not() -> None:
-    site = Site.from_config(site_config(includes_evs=False))
+    site = site_of(site_config(includes_evs=False))
     readings = {"a": charging("a", 0), "b": charging("b", 0)}
     recent = {("main", p): 40.0 for p in ("L1", "L2", "L3")}
     calm = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(10)}, non_ev_recent=recent))
@@ -133,7 +134,7 @@ def test_a_drop_in_non_ev_load_is_held_by_the_recent_highest_a_rise_is_not() -> 
 
 
 def test_a_meter_silent_longer_than_it_remembers_leaves_nothing() -> None:
-    site = Site.from_config(site_config())
+    site = site_of(site_config())
     old = NOW - timedelta(minutes=5)
     silent = MeterReading("grid", {"L1": 10.0, "L2": 10.0, "L3": 10.0}, old, {})
     d = decide(site, Inputs(NOW, readings={"a": charging("a", 0)}, meters={"grid": silent}))
@@ -141,7 +142,7 @@ def test_a_meter_silent_longer_than_it_remembers_leaves_nothing() -> None:
 
 
 def test_the_demand_peak_target_is_a_site_limit_and_the_lowest_limit_binds() -> None:
-    site = Site.from_config(site_config())
+    site = site_of(site_config())
     readings = {"a": charging("a", 0), "b": charging("b", 0)}
     held = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(10)}, peak_kw=20.0))
     # 10 A of house on three phases at 230 V is 6.9 kW: 13.1 kW left for the two chargers under 20 kW.
@@ -156,7 +157,7 @@ def test_the_demand_peak_target_is_a_site_limit_and_the_lowest_limit_binds() -> 
 
 
 def test_a_paused_charger_gets_0_a_with_its_reason_and_its_room_goes_to_the_others() -> None:
-    site = Site.from_config(site_config(includes_evs=False))
+    site = site_of(site_config(includes_evs=False))
     readings = {"a": charging("a", 16), "b": charging("b", 16)}
     first = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(30)}))
     assert first.limits == {"a": 25, "b": 25}
@@ -172,7 +173,7 @@ def test_a_paused_charger_gets_0_a_with_its_reason_and_its_room_goes_to_the_othe
 
 
 def test_a_paused_charger_that_has_not_acknowledged_is_sent_0_a_but_still_counted_at_max() -> None:
-    site = Site.from_config(site_config(includes_evs=False))
+    site = site_of(site_config(includes_evs=False))
     readings = {"a": charging("a", 0), "b": charging("b", 0)}
     first = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(0)}))
     d = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(30)}, memory=first.memory,
@@ -182,7 +183,7 @@ def test_a_paused_charger_that_has_not_acknowledged_is_sent_0_a_but_still_counte
 
 
 def test_an_ev_drawing_less_hands_the_rest_to_the_other_charger() -> None:
-    site = Site.from_config(site_config())
+    site = site_of(site_config())
     # 80 A usable, 30 A of house: 50 A for two cars. Car a has drawn ~9 A for a while: its driver offers 10 A.
     readings = {"a": charging("a", 9), "b": charging("b", 25)}
     shared = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(64)}))

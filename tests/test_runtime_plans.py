@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from gateway.assembly import plan_keeper_of
 from gateway.domain import EvseState, Segment
 from gateway.planner import PlanSettings
 from gateway.runtime.plans import PlanKeeper
@@ -88,7 +89,7 @@ def test_the_plan_stays_under_what_the_service_carries_less_the_house() -> None:
         "chargers": [{"id": f"c{n}", "protocol": "ocpp2.0.1", "phases": "L1-L2-L3", "max_a": 32}
                      for n in range(4)],  # ~88 kW of chargers
     })
-    plans = PlanKeeper.from_config(config)
+    plans = plan_keeper_of(config)
     assert plans.service_kw == pytest.approx(32 * 3 * 230 * 0.99 / 1000)
     cars = [car(f"c{n}", NOW + timedelta(hours=2), 30.0) for n in range(4)]
     plans.wants(cars, prices([0.32, 0.10, 0.10, 0.32]), NOW, non_ev_kw=5.0)

@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.assembly import tariff_of
 from gateway.cli import main
 from gateway.config import ConfigError, load_config, parse_config
 from gateway.domain import Segment
@@ -37,7 +38,7 @@ LA = ZoneInfo("America/Los_Angeles")
 
 def sce() -> Tariff:
     config = load_config(EXAMPLES / "example-tariff-tou.toml")
-    return config.tariff.to_tariff(config.site.timezone)
+    return tariff_of(config.tariff, config.site.timezone)
 
 
 def price_at(tariff: Tariff, local: datetime) -> float | None:
@@ -279,7 +280,7 @@ def test_day_names_and_ranges() -> None:
         period("weekend", "00:00", "24:00", days=["sat", "sunday"]),
         period("fri-mon?", "00:00", "24:00", days="mon-fri"),
     ]}))
-    days = [p.days for p in config.tariff.to_tariff().periods]
+    days = [p.days for p in tariff_of(config.tariff).periods]
     assert days == [frozenset({5, 6}), frozenset(range(5))]
     wrapped = parse_config(site({"periods": [period("x", "00:00", "24:00", days="sat-mon"),
                                              period("y", "00:00", "24:00", days="tue-fri")]}))
@@ -420,7 +421,7 @@ def test_random_day_partitions_pass_and_broken_ones_say_where(
                for n, (a, b) in enumerate(itertools.pairwise(bounds))]
     n = data.draw(st.integers(0, len(periods) - 1))
     if damage == "none":
-        tariff = parse_config(site({"periods": periods})).tariff.to_tariff()
+        tariff = tariff_of(parse_config(site({"periods": periods})).tariff)
         start = datetime(2026, 3, 2, tzinfo=UTC)
         steps = tariff_steps(tariff, start, start + timedelta(days=7))
         assert all(s.price is not None for s in steps)

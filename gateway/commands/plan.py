@@ -158,14 +158,16 @@ def compute(spec: Any) -> dict[str, Any]:
 
     from gateway.allocate import allocate
     from gateway.allocation_input import to_problem
+    from gateway.assembly import plan_settings_of, tariff_of
     from gateway.config.tariff import PlanSection, TariffSection
     from gateway.domain import Segment
     from gateway.planner import apply_targets, asap_plan, build_slots, make_plan, targets
     from gateway.tariff import demand_charge_at, price_timeline
 
     section = spec.plan or (spec.tariff.plan if spec.tariff is not None else PlanSection())
-    tariff = spec.tariff.to_tariff(spec.timezone) if spec.tariff is not None else None
-    settings = (spec.tariff or TariffSection()).model_copy(update={"plan": section}).to_settings(spec.ev_capacity_kw)
+    tariff = tariff_of(spec.tariff, spec.timezone) if spec.tariff is not None else None
+    tariff_section = (spec.tariff or TariffSection()).model_copy(update={"plan": section})
+    settings = plan_settings_of(tariff_section, spec.ev_capacity_kw)
     now = spec.now
     horizon_end = now + settings.horizon
     if spec.limits:

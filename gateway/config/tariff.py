@@ -20,8 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gateway.config.numbers import Real, Whole
-from gateway.planner import PlanSettings
-from gateway.tariff import DAY_NAMES, MINUTES_PER_DAY, Season, Tariff, TouPeriod
+from gateway.tariff import DAY_NAMES, MINUTES_PER_DAY, Season
 
 _TIME = re.compile(r"^(\d{1,2}):(\d{2})$")
 _DATE = re.compile(r"^(\d{1,2})-(\d{1,2})$")
@@ -212,7 +211,7 @@ class TariffSection(_Strict):
         runs: dict[tuple[int, ...], list[list[date]]] = defaultdict(list)
         day = date(_LEAP_YEAR, 1, 1)
         while day.year == _LEAP_YEAR:
-            holders = tuple(n for n, s in enumerate(self._core_seasons()) if s.contains(day.month, day.day))
+            holders = tuple(n for n, s in enumerate(self.core_seasons()) if s.contains(day.month, day.day))
             if len(holders) != 1:
                 spans = runs[holders]
                 if spans and spans[-1][-1] == day - timedelta(days=1):
@@ -271,19 +270,8 @@ class TariffSection(_Strict):
             problems.append((("periods",), f"no period covers {_clock(start)}-{_clock(end)} {_where(by_season)}"))
         return problems
 
-    def _core_seasons(self) -> tuple[Season, ...]:
+    def core_seasons(self) -> tuple[Season, ...]:
         return tuple(Season(s.name, s.start, s.end) for s in self.seasons)
-
-    def to_tariff(self, timezone: str = "UTC") -> Tariff:
-        """The core's `Tariff` (in the site's time zone) from this validated section."""
-        return Tariff(
-            name=self.name, currency=self.currency, timezone=timezone, flat_price=self.flat_price,
-            hourly=self.hourly or (),
-            periods=tuple(TouPeriod(p.name, p.price, p.days, p.start, p.end, frozenset(p.seasons))
-                          for p in self.periods),
-            seasons=self._core_seasons(), demand_charge_kw=self.demand_charge_kw,
-            holidays=frozenset(self.holidays),
-        )
 
     def describe(self) -> str:
         """One line for `check-config`'s summary."""
@@ -299,14 +287,6 @@ class TariffSection(_Strict):
         name = f"{self.name!r}: " if self.name else ""
         demand = f", demand charge {self.demand_charge_kw:g} {self.currency}/kW" if self.demand_charge_kw else ""
         return f"{name}{kind}{demand}; plans every {self.plan.interval_min} min over {self.plan.horizon_h:g} h"
-
-    def to_settings(self, ev_capacity_kw: float | None = None) -> PlanSettings:
-        plan = self.plan
-        return PlanSettings(
-            interval=timedelta(minutes=plan.interval_min), horizon=timedelta(hours=plan.horizon_h),
-            ev_capacity_kw=ev_capacity_kw, no_departure=plan.no_departure,
-            default_dwell=timedelta(hours=plan.default_dwell_h), default_energy_kwh=plan.default_energy_kwh,
-        )
 
 
 def _where(by_season: dict[str | None, set[int]]) -> str:

@@ -26,7 +26,7 @@ step (and to its minimum when it charges at all) so the allocator never starves 
 the plan when reality moves away from it (gateway/runtime/plans.py says when). For the status page and the control loop:
 `Plan.ev_kw()`, `site_profile(plan)`, `Plan.cost()`, `Plan.peak_kw` (pass it back as the next `peak_kw`, with
 the month's metered peak from `gateway.tariff.demand_peak_kw`, so a raised target is not searched for again).
-A tariff comes from the config (`load_config(path).tariff.to_tariff(site.timezone)`;
+A tariff comes from the config (`gateway.assembly.tariff_of(load_config(path).tariff, site.timezone)`;
 `config/example-tariff-tou.toml` is SCE TOU-EV-4 as acnportal ships it) or is built directly
 (`gateway.tariff.Tariff`). A simulator that has one price per fixed period (the ACN benchmark) can use
 `period_price_planner(ev_capacity_kw, demand)`, which fits `bench/acn.py`'s `Planner` hook as it is.

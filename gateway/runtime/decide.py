@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from gateway.allocate import Problem, allocate
 from gateway.domain import (
@@ -36,11 +35,9 @@ from gateway.domain import (
 )
 from gateway.smoothing import ChargerMemory, SmoothingSettings, remembered, smooth
 
-if TYPE_CHECKING:
-    from gateway.config import GatewayConfig
-
 PAUSED = "paused by operator"  # the reason a charger an operator paused is given 0 A
 UNUSED = "ev draws less: the rest handed to others"  # the reason a charger is held by what its EV draws
+SOLAR = "pv surplus"  # the reason a charger is held by the surplus its mode lets it take
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,38 +62,6 @@ class Site:
     min_on_time: timedelta = timedelta(0)
     charger_stale: timedelta = timedelta(seconds=60)
     resources: Mapping[str, frozenset[str]] = field(default_factory=dict)  # OpenADR resource → charger ids
-
-    @classmethod
-    def from_config(cls, config: GatewayConfig) -> Site:
-        from gateway.assembly import chargers_under, circuit_limits, static_evse
-
-        service = config.site.service_id
-        circuit_ids = {c.id for c in config.circuits} | {service}
-        resources: dict[str, frozenset[str]] = {}
-        for resource, members in config.openadr.resources.items():
-            ids: set[str] = set()
-            for member in members:
-                if member in circuit_ids:  # a circuit stands for every charger below it
-                    ids |= {ch.id for ch in chargers_under(config, member)}
-                else:
-                    ids.add(member)
-            resources[resource] = frozenset(ids)
-        control = config.control
-        return cls(
-            circuits=tuple(circuit_limits(config)),
-            evses=tuple(static_evse(config, ch) for ch in config.chargers),
-            meters=tuple(
-                MeterSpec(m.id, m.circuit or service, m.includes_evs, timedelta(seconds=m.stale_after_s))
-                for m in config.meters
-            ),
-            service_id=service,
-            ln_v=config.site.ln_v,
-            power_factor=config.site.power_factor,
-            smoothing=SmoothingSettings(control.deadband_a, control.ramp_a_per_s),
-            min_on_time=timedelta(seconds=control.min_on_time_s),
-            charger_stale=timedelta(seconds=control.charger_stale_s),
-            resources=resources,
-        )
 
     def below(self, circuit_id: str) -> set[str]:
         """`circuit_id` and every circuit under it."""
@@ -150,6 +115,10 @@ class Inputs:
     unacked: frozenset[str] = frozenset()  # last limit not acknowledged: assumed at its maximum
     memory: Mapping[str, ChargerMemory] = field(default_factory=dict)
     paused: frozenset[str] = frozenset()  # chargers an operator paused: 0 A until resumed
+    # Solar first (`gateway.surplus`): per `pv`/`minpv` charger the most the PV surplus lets it take (0 pauses
+    # it), and the EV power that keeps the grid import under its cap. Caps only: every other limit still binds.
+    surplus_a: Mapping[str, float] = field(default_factory=dict)
+    import_cap_ev_kw: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,13 +188,12 @@ def may_draw(evse: EvseState, reading: ChargerReading | None) -> float:
 
 
 def _want(evse: EvseState, inputs: Inputs) -> float | None:
-    """The plan's target and the hand-back cap together: the lower wins (None: neither caps it)."""
+    """The plan's target, the hand-back cap and the surplus cap together: the lowest wins (None: none caps it)."""
     planned = inputs.want_a.get(evse.id)
     unused = inputs.unused_a.get(evse.id)
-    if unused is None:
-        return planned
-    unused = max(unused, evse.min_a, J1772_MIN_A)
-    return unused if planned is None else min(planned, unused)
+    if unused is not None:
+        unused = max(unused, evse.min_a, J1772_MIN_A)
+    return _min(planned, unused, inputs.surplus_a.get(evse.id))
 
 
 def charger_states(site: Site, inputs: Inputs) -> tuple[list[EvseState], set[str]]:
@@ -347,7 +315,8 @@ def decide(site: Site, inputs: Inputs) -> Decision:
         evses=evses,
         now=now,
         non_ev=non_ev,
-        limits=SiteLimits(site_kw=site_kw, ev_kw=ev_kw, non_ev_kw=non_ev_kw, groups=groups, reason=why_limit),
+        limits=SiteLimits(site_kw=site_kw, ev_kw=_min(ev_kw, inputs.import_cap_ev_kw), non_ev_kw=non_ev_kw,
+                          groups=groups, reason=why_limit),
         min_on_time=site.min_on_time,
     )
     raw = allocate(problem)
@@ -359,6 +328,13 @@ def decide(site: Site, inputs: Inputs) -> Decision:
     def explained(reason: str, evse_id: str) -> str:
         if evse_id in inputs.paused and reason == "not connected":
             return PAUSED
+        cap = inputs.import_cap_ev_kw
+        if reason == "ev" and cap is not None and (ev_kw is None or cap < ev_kw):
+            return f"ev (grid import cap: {cap:.1f} kW for EVs)"
+        solar = inputs.surplus_a.get(evse_id)
+        others = [v for v in (inputs.want_a.get(evse_id), inputs.unused_a.get(evse_id)) if v is not None]
+        if reason == "plan" and solar is not None and all(solar <= v for v in others):
+            return SOLAR
         if why_limit and (reason in ("site", "ev") or reason.startswith("group:")):
             return f"{reason} ({why_limit})"
         planned, unused = inputs.want_a.get(evse_id), inputs.unused_a.get(evse_id)

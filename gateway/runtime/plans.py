@@ -31,7 +31,7 @@ from gateway.schedule import PriceChange
 from gateway.tariff import DEMAND_WINDOW, Tariff, demand_peak_kw, price_timeline
 
 if TYPE_CHECKING:
-    from gateway.config import GatewayConfig
+    pass
 
 # Only sessions the planner can shift change its answer: those with a departure (and, for a useful shift,
 # an energy need). Rounded so that the energy counter creeping up does not re-plan every tick.
@@ -89,15 +89,6 @@ class PlanKeeper:
     _key: SessionKey = ()
     _schedule: tuple[Segment, ...] = ()
     _changes: tuple[PriceChange, ...] = ()
-
-    @classmethod
-    def from_config(cls, config: GatewayConfig) -> PlanKeeper:
-        from gateway.assembly import ev_capacity_kw
-
-        site = config.site
-        tariff = config.tariff.to_tariff(site.timezone)
-        service_kw = site.service_usable_a * len(site.phases) * site.ln_v * site.power_factor / 1000.0
-        return cls(settings=config.tariff.to_settings(ev_capacity_kw(config)), tariff=tariff, service_kw=service_kw)
 
     def wants(self, evses: Sequence[EvseState], schedule: Sequence[Segment], now: datetime,
               non_ev_kw: float = 0.0, peak_kw: float | None = None,

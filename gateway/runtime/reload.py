@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.assembly import site_of
 from gateway.config import ConfigError, GatewayConfig, load_config
 
 if TYPE_CHECKING:
@@ -88,11 +89,9 @@ def reload(runtime: Runtime, path: str | Path) -> tuple[list[str], list[str]]:
 
 def apply(runtime: Runtime, config: GatewayConfig) -> None:
     """Swap in a config that differs from the running one only in `LIVE` keys."""
-    from gateway.runtime.decide import Site
-
     runtime.config = config
     runtime.recorder.telemetry_days = config.store.telemetry_days
-    runtime.site = Site.from_config(config)
+    runtime.site = site_of(config)
     levels = {int(k): v for k, v in config.openadr.simple_levels.items()}
     runtime.schedule_settings = dataclasses.replace(runtime.schedule_settings, simple_levels=levels)
     runtime.trigger("config reloaded")

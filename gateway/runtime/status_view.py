@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.domain import ChargerStatus, OptState
+from gateway.ports import Curtailment
+from gateway.schedule import build_schedule, segment_at
 from gateway.status.document import (
     OVER_LIMIT_TOLERANCE_A,
     VTN_FAILING_S,
@@ -330,3 +332,103 @@ def build(rt: Runtime, now: datetime) -> dict[str, Any]:
     }
     doc["health"] = health_of(doc, rt.healthy())
     return doc
+
+
+def curtailment(rt: Runtime) -> Curtailment:
+    """The caps the last decision was held under (a SIMPLE level, LOAD_CONTROL, a delta or an operator cap,
+    not only a site limit), with the segment's per-resource caps and level."""
+    import math
+    import re
+
+    last = rt.last
+    if last is None:
+        return Curtailment()
+    segment = segment_at(build_schedule(rt.events.values(), last.now, rt.schedule_settings), last.now)
+    levels = [round(float(r.rsplit("=", 1)[1])) for r in (segment.reasons if segment else ())
+              if re.search(r":(level|x-loadControlLevelOffset)=-?[\d.]+$", r)]
+    ev_kw = last.ev_limit_kw if last.ev_limit_kw is not None and math.isfinite(last.ev_limit_kw) else None
+    normal = rt.schedule_settings.ev_capacity_kw
+    return Curtailment(
+        site_kw=last.site_limit_kw,
+        ev_kw=ev_kw,
+        group_kw=dict(segment.group_kw) if segment else {},
+        normal_ev_kw=normal if normal > 0 else None,
+        non_ev_kw=last.non_ev_kw,
+        level=max(levels) if levels else None,
+        manual_override=rt.operator_cap_kw is not None or bool(rt.paused),
+    )
+
+
+def load_kw(rt: Runtime) -> float | None:
+    """Site power: the service meter, or the chargers' own power plus the non-EV estimate."""
+    measured = rt.site_power_kw()
+    if measured is not None:
+        return measured
+    ev = rt.ev_power_kw() or 0.0
+    return ev + (rt.last.non_ev_kw if rt.last is not None else 0.0)
+
+
+def effective_limit_kw(rt: Runtime) -> float | None:
+    """The site power the last decision allowed: the lowest of the service's own capacity, the site
+    limit in force, the EV limit plus the non-EV load and the demand peak target (what the status chart
+    draws as "limit")."""
+    last = rt.last
+    if last is None:
+        return None
+    site = rt.config.site
+    service = rt.circuit_limit[rt.site.service_id]
+    # at PF 1, like the meter's kW and the allocator: load and limit on one basis
+    service_kw = sum(service.limit_of(p) for p in service.phases) * site.ln_v / 1000.0
+    candidates = [service_kw]
+    if last.site_limit_kw is not None:
+        candidates.append(last.site_limit_kw)
+    if last.ev_limit_kw is not None:
+        candidates.append(last.ev_limit_kw + last.non_ev_kw)
+    if last.peak_kw is not None:
+        candidates.append(last.peak_kw)
+    return min(candidates)
+
+
+def healthy(rt: Runtime) -> bool:
+    """True while the loop decided within the last three ticks (plus the time a push may wait for
+    chargers' answers: decreases and increases each wait up to the OCPP `ack_wait_s`)."""
+    if rt.last is None:
+        return False
+    age = (rt.clock() - rt.last.now).total_seconds()
+    pushing = 2 * rt.config.ocpp.ack_wait_s if rt.ocpp is not None else 0.0
+    return age <= 3 * rt.config.control.tick_s + pushing
+
+
+def events_detail(rt: Runtime) -> list[dict[str, Any]]:
+    """Every stored event in full (for /api/events), ended and cancelled ones too."""
+    from gateway.status.events import events_json
+
+    return events_json(rt.events.values(), rt.clock())
+
+
+def log_since(rt: Runtime, seq: int = 0, at: datetime | None = None) -> list[dict[str, object]]:
+    return [e.as_json() for e in rt.recent_log.since(seq, at)]
+
+
+def demand_status(rt: Runtime) -> dict[str, float | None]:
+    """The demand charge as of the last decision: the month's metered peak, the target the site is
+    held under and the charge per kW (all None while no demand charge is in force)."""
+    last = rt.last
+    if last is None or rt.demand_charge is None:
+        return {"month_peak_kw": None, "peak_target_kw": None, "charge_per_kw": None}
+    peak = rt.month_peak_kw
+    return {
+        "month_peak_kw": round(peak, 2) if peak is not None else None,
+        "peak_target_kw": round(last.peak_kw, 2) if last.peak_kw is not None else None,
+        "charge_per_kw": rt.demand_charge,
+    }
+
+
+def plan_points(rt: Runtime) -> list[tuple[datetime, datetime, float]]:
+    """The current plan's site power per slot (EV plus the non-EV load it was made with)."""
+    from gateway.planner import site_profile
+
+    plan = rt.plans.plan
+    if plan is None:
+        return []
+    return [(start, end, site_kw) for start, end, _, site_kw, _ in site_profile(plan)]
