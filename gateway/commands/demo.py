@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 NAME = "demo"
 HELP = "run the gateway against a simulated site (VTN, OCPP and Modbus chargers, meter)"
@@ -27,6 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-json", action="store_true", help="log one JSON object per line")
     parser.add_argument("--timezone", default=None,
                         help="the site's time zone, an IANA name such as Europe/Berlin (default: the machine's)")
+    parser.add_argument("--openadr", choices=("2.0b", "3.0.1", "3.1.0"), default="2.0b",
+                        help="the OpenADR version the VTN and the VEN speak (default 2.0b)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(as_json=args.log_json)
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(demo(_free_or_any(args.port), args.speed, args.tick, zone=zone, as_json=args.log_json))
+            asyncio.run(demo(_free_or_any(args.port), args.speed, args.tick, zone=zone, as_json=args.log_json,
+                             openadr=args.openadr))
     except OSError as exc:
         print(f"error: cannot start the demo: {exc}", file=sys.stderr)
         return 1
@@ -102,7 +106,8 @@ def _free_or_any(port: int) -> int:
     return port
 
 
-async def demo(status_port: int, speed: float, tick_s: float, *, zone: str = "UTC", as_json: bool = False) -> None:
+async def demo(status_port: int, speed: float, tick_s: float, *, zone: str = "UTC", as_json: bool = False,
+               openadr: str = "2.0b") -> None:
     import asyncio
     import secrets
     import shutil
@@ -116,11 +121,24 @@ async def demo(status_port: int, speed: float, tick_s: float, *, zone: str = "UT
 
     site = DemoSite(speed=speed)
     folder = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
+    stops: list[Any] = []  # what the OpenADR 3 variant starts besides the site
     try:
         await site.start_peers()
         config_path = folder / "demo.toml"
         token = secrets.token_urlsafe(18)
         text = site.config_text(folder / "demo.sqlite", status_port=status_port, tick_s=tick_s)
+        vtn_url = site.vtn.url
+        if openadr != "2.0b":  # the same site and story over OpenADR 3 (gateway.sim.vtn3)
+            import re
+
+            from gateway.sim.vtn3 import SimVtn3, config_block, demo_events
+
+            vtn3 = SimVtn3(version=openadr)
+            await vtn3.start()
+            vtn_url = vtn3.url
+            text = re.sub(r"\[vtn\]\n(?:.+\n)*\n", lambda _: config_block(vtn3), text, count=1)
+            story = asyncio.create_task(demo_events(vtn3, speed=speed, curtail_after_s=site.curtail_after_s))
+            stops += [story.cancel, vtn3.stop]
         config_path.write_text(with_token_and_zone(text, token, zone))
         runtime = Runtime(load_config(config_path))
         loop = asyncio.get_running_loop()
@@ -135,12 +153,15 @@ async def demo(status_port: int, speed: float, tick_s: float, *, zone: str = "UT
             say(f"status page  {runtime.status_url}", as_json)
             say(f"token        {token}   (operator controls on the page; curl -H 'Authorization: Bearer {token}')",
                 as_json)
-            say(f"VTN          {site.vtn.url}", as_json)
+            say(f"VTN          {vtn_url} (OpenADR {openadr})", as_json)
             say(f"config       {config_path}", as_json)
             say(f"{len(site.ocpp)} OCPP chargers (1.6J, 2.0.1), {len(site.modbus)} Modbus chargers, a meter with a "
                 f"house load; price signal now, curtailment in {site.curtail_after_s / speed:g} s. Ctrl-C to stop.",
                 as_json)
         await task
     finally:
+        for stop in stops:
+            if asyncio.iscoroutine(done := stop()):
+                await done
         await site.stop()
         shutil.rmtree(folder, ignore_errors=True)

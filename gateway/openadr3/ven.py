@@ -540,7 +540,10 @@ class Oadr3Ven:
                     # The VTN has said no to this report (its event gone, say): kept, it would block the rest.
                     log.warning("report for event %s refused, dropped: %s", body["eventID"], exc)
             await self._db(self.store.mark_samples_sent, [r.id for r in rows], self.clock())
-            log.info("reports sent: %d values for %d event(s)", len(rows), len({r.event_id for r in rows}))
+            intervals = len({(r.event_id, r.start) for r in rows})
+            log.log(logging.INFO if intervals > 1 else logging.DEBUG,  # a backlog is worth a line, a routine report not
+                    "reports sent: %d values of %d interval(s) for %d event(s)", len(rows), intervals,
+                    len({r.event_id for r in rows}))
             if len(rows) < 500:
                 return
 

@@ -422,6 +422,37 @@ def period(start: datetime, duration: timedelta, randomize: timedelta | None = N
     return out
 
 
+def config_block(vtn: SimVtn3, ven_name: str = "demo-ven") -> str:
+    """The `[vtn]` and `[vtn.oadr3]` sections of a gateway that speaks OpenADR 3 to this VTN."""
+    token_url = [f'token_url = "{vtn.url}/auth/token"'] if vtn.version == "3.0.1" else []
+    return "\n".join([
+        "[vtn]", f'url = "{vtn.url}"', f'ven_name = "{ven_name}"', "allow_plain_http = true", "poll_s = 1",
+        'protocol = "3"', "",
+        "[vtn.oadr3]", f'version = "{vtn.version}"', 'client_id = "ven-client"', 'client_secret = "ven-secret"',
+        *token_url, "", ""])
+
+
+async def demo_events(vtn: SimVtn3, *, speed: float, curtail_after_s: float, level: int = 2,
+                      minutes: float = 10.0) -> None:
+    """The demo's story over OpenADR 3: once a VEN has enrolled, a program with a price for the next hour
+    and, `curtail_after_s` simulated seconds later, a SIMPLE curtailment reported on (DEMAND, OPERATING_STATE)."""
+    while not vtn.objects["resources"]:
+        await asyncio.sleep(0.2)
+    program = vtn.create_program("demo-program")
+    now = datetime.now(UTC)
+    quarter = timedelta(seconds=max(60.0, round(900.0 / speed)))
+    vtn.create_event(program["id"], [interval(n, "PRICE", p) for n, p in enumerate((0.32, 0.28, 0.12, 0.10))],
+                     eventName="demo-price", intervalPeriod=period(now, quarter),
+                     payloadDescriptors=[{"objectType": "EVENT_PAYLOAD_DESCRIPTOR", "payloadType": "PRICE",
+                                          "units": "KWH", "currency": "USD"}])
+    start = now + timedelta(seconds=curtail_after_s / speed)
+    length = timedelta(seconds=max(60.0, round(minutes * 60.0 / speed)))
+    vtn.create_event(program["id"], [interval(0, "SIMPLE", level)], eventName="demo-curtail",
+                     intervalPeriod=period(start, length),
+                     reportDescriptors=[{"payloadType": "DEMAND"}, {"payloadType": "OPERATING_STATE"}])
+    log.info("demo: OpenADR 3 price event and curtailment (level %d from %s) created", level, start.isoformat())
+
+
 async def _main() -> None:
     parser = argparse.ArgumentParser(description="A simulated OpenADR 3 VTN on 127.0.0.1 (in memory).")
     parser.add_argument("--version", choices=VERSIONS, default="3.1.0")
