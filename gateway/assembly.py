@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from gateway.allocate import Sharing
 from gateway.domain import Circuit, EvseState
 from gateway.ocpp.profiles import number_phases
 from gateway.planner import PlanSettings
@@ -205,6 +206,8 @@ def site_of(config: GatewayConfig) -> Site:
         min_on_time=timedelta(seconds=control.min_on_time_s),
         charger_stale=timedelta(seconds=control.charger_stale_s),
         resources=resources,
+        sharing=Sharing(control.sharing),
+        optimise_time_s=control.tick_s / 2,  # half a tick: the rest is for pushing the limits
     )
 
 

@@ -8,6 +8,7 @@ import math
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from gateway.allocate import milp
 from gateway.allocate.constraints import _blocking, _build, _Row
 from gateway.allocate.fill import _admit, _fill, _fits, _Scratch, _take, _top_up
 from gateway.allocate.milp import OptimiseError, solve, urgency
@@ -57,21 +58,16 @@ def allocate(problem: Problem) -> Allocation:
 
     notes: list[str] = []
     scratch = _Scratch(len(head))
-    for priority in sorted(by_class, reverse=True):
-        if problem.sharing is Sharing.OPTIMISE:
-            try:
-                _optimise(by_class[priority], problem, lows, highs, kws, members, head, amps, admission_order,
-                          problem.optimise_time_s / len(by_class))
-                continue
-            except OptimiseError as exc:
-                notes.append(f"priority {priority}: {exc}; served in deadline order")
+
+    def in_tiers(order: list[int], amps: list[float], head: list[float], fair: bool) -> None:
+        """Serve one class in urgency tiers (one tier: max-min fair), each admitted, filled, rounded, topped up."""
         tiers: dict[tuple[int, float], list[int]] = {}
-        if problem.sharing is not Sharing.FAIR:
-            for i in by_class[priority]:
+        if not fair:
+            for i in order:
                 tier = deadline_tier(evses[i], now, problem.critical_slack, problem.deadline_step)
                 tiers.setdefault(tier, []).append(i)
         else:
-            tiers[(0, 0.0)] = by_class[priority]
+            tiers[(0, 0.0)] = order
         for tier in sorted(tiers, reverse=True):
             admitted, contested, rising, weight, users = _admit(
                 tiers[tier], lows, highs, amps, members, head, admission_order, scratch
@@ -90,6 +86,25 @@ def allocate(problem: Problem) -> Allocation:
                     _take(i, lows[i], amps, members[i], head)
                     admitted.append(i)
             _top_up(admitted, evses, amps, highs, members, head)
+
+    for priority in sorted(by_class, reverse=True):
+        order = by_class[priority]
+        if problem.sharing is not Sharing.OPTIMISE:
+            in_tiers(order, amps, head, fair=problem.sharing is Sharing.FAIR)
+            continue
+        # The optimiser's answer is kept only where it is better by its own measure than the deadline
+        # order's, which is fair inside a tier and deterministic: a tie (cars no one is told the departure
+        # of, equal weights) is served as under DEADLINE, not at whichever vertex the solver stops.
+        in_order_amps, in_order_head = amps.copy(), head.copy()
+        in_tiers(order, in_order_amps, in_order_head, fair=False)
+        try:
+            value = _optimise(order, problem, lows, highs, kws, members, head, amps, admission_order,
+                              problem.optimise_time_s / len(by_class))
+        except OptimiseError as exc:
+            notes.append(f"priority {priority}: {exc}; served in deadline order")
+            value = None
+        if value is None or value(in_order_amps) >= value(amps) - 1e-6:
+            amps[:], head[:] = in_order_amps, in_order_head
 
     for i in candidates:
         evse = evses[i]
@@ -129,8 +144,9 @@ def _optimise(
     amps: list[float],
     admission_order: Callable[[list[int]], list[int]],
     time_s: float,
-) -> None:
-    """Serve one priority class from the optimiser's answer (`milp.solve`).
+) -> Callable[[list[float]], float]:
+    """Serve one priority class from the optimiser's answer (`milp.solve`); return its objective, to
+    weigh this answer against another.
 
     The answer is floored to each charger's step grid and taken most urgent first, each charger checked
     against every constraint again (a solver's tolerance never becomes an overload, and a current under
@@ -166,3 +182,9 @@ def _optimise(
             _take(i, lows[i], amps, members[i], head)
             admitted.append(i)
     _top_up(admitted, evses, amps, highs, members, head)
+
+    def value(answer: list[float]) -> float:
+        return sum(w * answer[i] - milp.CHANGE_PENALTY * abs(answer[i] - p)
+                   for i, w, p in zip(order, weights, previous, strict=True))
+
+    return value

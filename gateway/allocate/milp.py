@@ -55,7 +55,7 @@ def solve(
     headroom: Sequence[float],
     time_limit_s: float,
     keep_on: Sequence[bool] = (),
-    change_penalty: float = CHANGE_PENALTY,
+    change_penalty: float | None = None,
 ) -> list[float]:
     """Currents for n chargers; `rows[j]` lists (constraint, coefficient) of charger j, `headroom[c]` the room.
 
@@ -98,7 +98,7 @@ def solve(
     matrix = coo_matrix((vals, (r_idx, c_idx)), shape=(m + 2 * n, 2 * n)).tocsr()
     low = np.array([lo if hi >= lo else 0.0 for lo, hi in zip(lows, highs, strict=True)] + [0.0] * n)
     high = np.array([hi if hi >= lo else 0.0 for lo, hi in zip(lows, highs, strict=True)] + [math.inf] * n)
-    cost = np.array([-w for w in weights] + [change_penalty] * n)
+    cost = np.array([-w for w in weights] + [CHANGE_PENALTY if change_penalty is None else change_penalty] * n)
     constraints = LinearConstraint(matrix, np.full(m + 2 * n, -np.inf), upper)
     # 2: semi-continuous (0 or within its bounds); 0: continuous within its bounds (kept on)
     kept = [bool(keep_on[j]) and high[j] > 0 for j in range(n)] if keep_on else [False] * n

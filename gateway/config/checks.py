@@ -58,7 +58,20 @@ def cross_check(config: GatewayConfig, omitted: Omitted | None = None) -> list[s
     problems += _endpoints(config, at)
     problems += _resources(config, omitted)
     problems += _passwords(config, at)
+    problems += _sharing(config)
     return problems
+
+
+def _sharing(config: GatewayConfig) -> list[str]:
+    """Optimising sharing solves with scipy's HiGHS: without scipy every decision would fall back."""
+    if config.control.sharing != "optimise":
+        return []
+    try:
+        from scipy.optimize import milp  # noqa: F401 (only whether it imports)
+    except ImportError as exc:
+        return [f"control.sharing: 'optimise' needs scipy ({exc}): pip install 'ev-openadr-gateway[optimise]', "
+                "or set sharing = \"deadline\""]
+    return []
 
 
 def _passwords(config: GatewayConfig, at: _At) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
@@ -28,6 +29,10 @@ class ControlSection(BaseModel):
     min_on_time_s: Real = Field(default=300.0, ge=0, le=86400)  # before a charger may be paused for another
     charger_stale_s: Real = Field(default=60.0, gt=0, le=3600)
     failsafe_after_s: Real = Field(default=120.0, gt=0, le=86400)
+    # How a priority class shares what it may use (docs/allocation.md): "optimise" (a small mixed-integer
+    # program per decision, scipy's HiGHS; deadline order when it has no answer in time), "deadline"
+    # (urgency tiers, earliest departure first) or "fair" (max-min fair in amps, departures ignored).
+    sharing: Literal["optimise", "deadline", "fair"] = "optimise"
 
     @field_validator("charger_stale_s")
     @classmethod

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from gateway.allocate import Problem, allocate
+from gateway.allocate import Problem, Sharing, allocate
 from gateway.domain import (
     J1772_MIN_A,
     Allocation,
@@ -62,6 +62,8 @@ class Site:
     min_on_time: timedelta = timedelta(0)
     charger_stale: timedelta = timedelta(seconds=60)
     resources: Mapping[str, frozenset[str]] = field(default_factory=dict)  # OpenADR resource → charger ids
+    sharing: Sharing = Sharing.OPTIMISE  # `control.sharing`: how a priority class shares what it may use
+    optimise_time_s: float = 0.5  # the optimiser's budget per decision; no answer by then: deadline order
 
     def below(self, circuit_id: str) -> set[str]:
         """`circuit_id` and every circuit under it."""
@@ -318,6 +320,10 @@ def decide(site: Site, inputs: Inputs) -> Decision:
         limits=SiteLimits(site_kw=site_kw, ev_kw=_min(ev_kw, inputs.import_cap_ev_kw), non_ev_kw=non_ev_kw,
                           groups=groups, reason=why_limit),
         min_on_time=site.min_on_time,
+        sharing=site.sharing,
+        # The limits in force, so that the optimiser's change penalty counts against what each charger has.
+        previous={cid: mem.limit_a for cid, mem in inputs.memory.items()},
+        optimise_time_s=site.optimise_time_s,
     )
     raw = allocate(problem)
     free = [e for e in evses if e.id not in held]
