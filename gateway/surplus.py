@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 EPS_KW = 1e-6
+SETTLE = timedelta(seconds=30)  # a car just switched on is counted at its whole cap this long (it ramps up)
 
 
 class Mode(StrEnum):
@@ -91,6 +92,7 @@ class Hold:
 
     on: bool = False
     since: datetime | None = None
+    on_at: datetime | None = None  # when it was last switched on (None: long enough ago)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,19 @@ def _clamp(value: float, low: float, high: float) -> float:
     return max(low, min(high, value))
 
 
+def taking_kw(c: PvCharger, cap_a: float, settling: bool = False) -> float:
+    """How much of the surplus a charger given `cap_a` is counted as taking, so the rest goes to the next one.
+
+    Its whole cap while it is settling (just switched on: its car has yet to ramp up) or while it draws
+    about all of it (it may want more); otherwise what it draws plus one amp (its car takes less: full, or
+    limited by itself), so a finished car does not sit on surplus another could use. A car that then takes
+    more is met at the next decision: the surplus left for the others shrinks by what it took."""
+    cap_kw = cap_a * c.kw_per_a
+    if settling or c.draw_kw >= cap_kw - c.kw_per_a:
+        return cap_kw
+    return min(cap_kw, c.draw_kw + c.kw_per_a)
+
+
 def decide_surplus(
     settings: PvSettings,
     chargers: Sequence[PvCharger],
@@ -152,7 +167,7 @@ def decide_surplus(
             cap = _clamp(c.min_a + extra / c.kw_per_a, c.min_a, c.max_a)
             caps[c.id] = cap
             if budget is not None:
-                budget -= (cap - c.min_a) * c.kw_per_a
+                budget -= max(0.0, taking_kw(c, cap) - c.min_kw)
             reasons[c.id] = ("minpv: minimum only (grid meter stale)" if surplus is None
                              else "minpv: minimum plus surplus" if cap > c.min_a else "minpv: minimum")
             continue
@@ -164,7 +179,7 @@ def decide_surplus(
             reasons[c.id] = "pv: no surplus known (grid meter stale)"
             continue
         enough = budget >= c.min_kw - EPS_KW
-        on, since = hold.on, hold.since
+        on, since, on_at = hold.on, hold.since, None
         if on == enough:
             since = None  # the surplus agrees with the switch: no change pending
         else:
@@ -172,13 +187,17 @@ def decide_surplus(
             delay = settings.stop_delay if on else settings.start_delay
             if now - since >= delay:
                 on, since = not on, None
+                on_at = now if on else None
             else:
                 waiting[c.id] = (now - since).total_seconds()
-        new_memory[c.id] = Hold(on, since)
+        on_at = on_at if on_at is not None or not on else hold.on_at
+        if on_at is not None and now - on_at >= SETTLE:
+            on_at = None
+        new_memory[c.id] = Hold(on, since, on_at)
         if on:
             cap = _clamp(budget / c.kw_per_a, c.min_a, c.max_a)
             caps[c.id] = cap
-            budget -= cap * c.kw_per_a
+            budget -= taking_kw(c, cap, settling=on_at is not None)
             reasons[c.id] = "pv: surplus" if since is None else "pv: surplus below minimum, stopping after delay"
         else:
             caps[c.id] = 0.0

@@ -159,10 +159,21 @@ def test_caps_are_zero_or_within_the_chargers_range(
             assert cap >= 6.0
         if grid is None and c.mode is Mode.PV:
             assert cap == 0.0
-    # the pv chargers switched on by now take no more than the surplus left, beyond their minimums
+    # no solar charger is offered more than the surplus left for the solar chargers (beyond its minimum)
     if grid is not None and d.surplus_kw is not None:
-        pv_kw = sum(d.caps_a[c.id] * c.kw_per_a for c in chargers if c.mode is Mode.PV)
-        minimums = sum(6.0 * c.kw_per_a for c in chargers if c.mode is Mode.PV and d.caps_a[c.id] > 0)
         others = sum(c.draw_kw for c in chargers if c.mode in (Mode.NOW, Mode.PLAN))
         minpv = sum(6.0 * c.kw_per_a for c in chargers if c.mode is Mode.MINPV)
-        assert pv_kw <= max(0.0, d.surplus_kw - others - minpv) + minimums + 1e-6
+        left = max(0.0, d.surplus_kw - others - minpv)
+        for c in chargers:
+            if c.mode in (Mode.PV, Mode.MINPV):
+                assert d.caps_a[c.id] * c.kw_per_a <= left + 6.0 * c.kw_per_a + 1e-6
+
+
+def test_a_finished_car_does_not_sit_on_the_surplus() -> None:
+    full = car(cid="a", draw_kw=0.0)  # on, its car full: it draws nothing
+    waiting = car(cid="b")
+    d = run(SETTINGS, [full, waiting], -5.0, 60, {"a": Hold(on=True)})
+    assert d.caps_a["b"] > 6.0, "the surplus was kept for a car that takes none of it"
+    # one just switched on is counted at its whole cap while its car ramps up
+    fresh = decide_surplus(SETTINGS, [full, waiting], GridPoint(-5.0), {"a": Hold(on=True, on_at=T0)}, T0)
+    assert fresh.caps_a["b"] == 0.0
