@@ -51,7 +51,8 @@ async def test_gateway_run_charges_a_pv_car_from_the_surplus_only(tmp_path: Path
             pv = (await get_json(url + "api/status"))["pv"]
             assert pv["chargers"]["ev3"]["mode"] == "pv" and pv["pv_kw"] == pytest.approx(9.0, abs=0.05)
             assert pv["import_kw"] == pytest.approx(0.0, abs=0.1), "the pv car made the site import"
-            metrics = await asyncio.to_thread(lambda: urllib.request.urlopen(url + "metrics", timeout=5).read().decode())
+            metrics = await asyncio.to_thread(
+                lambda: urllib.request.urlopen(url + "metrics", timeout=5).read().decode())
             assert 'gateway_evse_mode{evse="ev3",mode="pv"} 1.0' in metrics and "gateway_pv_watts 9000.0" in metrics
             site.inverter.set(pv_kw=1.0)
             await until(lambda: car.limit_a == 0.0, 15, "the pv car did not stop when the sun went")
