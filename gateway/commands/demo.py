@@ -81,6 +81,32 @@ def with_token_and_zone(config: str, token: str, zone: str) -> str:
     return config.replace("[site]\n", f'[site]\ntimezone = "{zone}"\n', 1)
 
 
+DEMO_KWP = 40.0  # the demo's PV array
+
+
+def with_pv(config: str, inverter_port: int) -> str:
+    """The demo site's config with its PV: the grid meter may see export, the inverter is read over SunSpec."""
+    config = config.replace('[[meters]]\nid = "grid"\n', f'[[meters]]\nid = "grid"\npv_kw = {DEMO_KWP:g}\n', 1)
+    return config + (f'\n[pv]\ngrid_meter = "grid"\nstart_delay_s = 30\nstop_delay_s = 60\n\n[[pv.inverters]]\n'
+                     f'id = "roof"\nhost = "127.0.0.1"\nport = {inverter_port}\npoll_s = 1\nstale_after_s = 5\n')
+
+
+async def _sunshine(inverter: Any, speed: float) -> None:
+    """The demo's sun: a simulated hour from dawn to dusk and back, with a cloud now and then."""
+    import asyncio
+    import math
+    import random
+
+    rng = random.Random(3)
+    began = asyncio.get_running_loop().time()
+    while True:
+        t = (asyncio.get_running_loop().time() - began) * speed
+        sun = max(0.0, math.sin(math.pi * (t % 3600.0) / 3600.0))
+        cloud = 0.3 if rng.random() < 0.1 else 1.0
+        inverter.set(pv_kw=round(DEMO_KWP * sun * cloud, 2))
+        await asyncio.sleep(max(0.2, 5.0 / speed))
+
+
 def say(text: str, as_json: bool) -> None:
     """A line for the person who started the demo: plain, or a JSON log line when every line must be JSON."""
     if as_json:
@@ -118,15 +144,20 @@ async def demo(status_port: int, speed: float, tick_s: float, *, zone: str = "UT
     from gateway.config import load_config
     from gateway.runtime.loop import Runtime
     from gateway.sim.demo_site import DemoSite
+    from gateway.sim.sunspec_inverter import MeterBehindPv, SimInverter
 
-    site = DemoSite(speed=speed)
+    inverter = SimInverter(phases=3, battery=False, meter=False, serial="DEMO-PV-1")
+    site = DemoSite(speed=speed, meter=MeterBehindPv("eastron-sdm630", inverter))
     folder = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     stops: list[Any] = []  # what the OpenADR 3 variant starts besides the site
     try:
         await site.start_peers()
+        await inverter.start()
+        stops += [inverter.stop, asyncio.create_task(_sunshine(inverter, speed)).cancel]
         config_path = folder / "demo.toml"
         token = secrets.token_urlsafe(18)
         text = site.config_text(folder / "demo.sqlite", status_port=status_port, tick_s=tick_s)
+        text = with_pv(text, inverter.port)
         vtn_url = site.vtn.url
         if openadr != "2.0b":  # the same site and story over OpenADR 3 (gateway.sim.vtn3)
             import re
@@ -154,6 +185,9 @@ async def demo(status_port: int, speed: float, tick_s: float, *, zone: str = "UT
             say(f"token        {token}   (operator controls on the page; curl -H 'Authorization: Bearer {token}')",
                 as_json)
             say(f"VTN          {vtn_url} (OpenADR {openadr})", as_json)
+            say(f"PV           a {DEMO_KWP:g} kWp SunSpec inverter on 127.0.0.1:{inverter.port} behind the grid "
+                "meter; try a charger in pv mode: curl -X POST -H 'Authorization: Bearer <token>' -d "
+                "'{\"mode\": \"pv\"}' <status page>api/evses/<id>/mode", as_json)
             say(f"config       {config_path}", as_json)
             say(f"{len(site.ocpp)} OCPP chargers (1.6J, 2.0.1), {len(site.modbus)} Modbus chargers, a meter with a "
                 f"house load; price signal now, curtailment in {site.curtail_after_s / speed:g} s. Ctrl-C to stop.",

@@ -6,7 +6,8 @@ is encoded from the same model definitions the gateway decodes with, so scale fa
 implemented" values are the real ones. A test sets what the sun gives (`pv_kw`), what a battery
 discharges (`battery_kw`, negative while it charges) and what the meter shows (`meter_kw`); the AC output
 is the PV plus the battery. `mute` makes it stop answering, `fail_with` answer every request with an
-exception code. `w_sf` is the power scale factor (10^w_sf W per count).
+exception code. `w_sf` is the power scale factor (10^w_sf W per count). `MeterBehindPv` is a grid meter
+with such an inverter behind it (for the demo).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from sunspec2 import device as sunspec
+
+from gateway.sim.modbus_meter import SimMeter
 
 BASE = 40000
 MUTE_BOUND_S = 60.0
@@ -129,3 +132,16 @@ class SimInverter:
             shutdown: Callable[[], Awaitable[None]] = self._server.shutdown
             await shutdown()
             self._server = None
+
+
+class MeterBehindPv(SimMeter):
+    """A grid meter with an inverter behind it: the load it is given, less what the inverter puts out
+    (spread over the phases it is given), so PV shows as export like at a real grid connection point."""
+
+    def __init__(self, model: str, inverter: SimInverter, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.inverter = inverter
+
+    def set_load(self, **amps: float) -> None:
+        out_a = (self.inverter.pv_kw + self.inverter.battery_kw) * 1000.0 / self.voltage_v / max(1, len(amps))
+        super().set_load(**{phase: a - out_a for phase, a in amps.items()})
