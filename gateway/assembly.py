@@ -191,6 +191,11 @@ def site_of(config: GatewayConfig) -> Site:
             else:
                 ids.add(member)
         resources[resource] = frozenset(ids)
+    if config.vtn is not None and config.vtn.protocol == "3":  # an OpenADR 3 VEN announces each charger and circuit
+        for ch in config.chargers:
+            resources.setdefault(ch.id, frozenset({ch.id}))
+        for c in config.circuits:
+            resources.setdefault(c.id, frozenset(x.id for x in chargers_under(config, c.id)))
     control = config.control
     return Site(
         circuits=tuple(circuit_limits(config)),
@@ -236,7 +241,11 @@ def plan_settings_of(section: TariffSection, ev_capacity_kw: float | None = None
 def schedule_settings_of(config: GatewayConfig) -> ScheduleSettings:
     """How OpenADR signals become limits: the site's normal EV capacity and the SIMPLE levels' fractions."""
     levels = {int(k): v for k, v in config.openadr.simple_levels.items()}
-    return ScheduleSettings(ev_capacity_kw=ev_capacity_kw(config), simple_levels=levels)
+    # A targeted resource's share of the EV capacity (a level or fraction aimed at it scales with it).
+    kw_of = {ch.id: charger_kw_max(config, ch) for ch in config.chargers}
+    capacity = {rid: sum(kw_of.get(c, 0.0) for c in ids) for rid, ids in site_of(config).resources.items()}
+    return ScheduleSettings(ev_capacity_kw=ev_capacity_kw(config), simple_levels=levels,
+                            resource_capacity_kw=capacity)
 
 
 def plan_keeper_of(config: GatewayConfig) -> PlanKeeper:

@@ -267,19 +267,25 @@ async def test_bad_input_is_one_line_and_changes_nothing(tmp_path: Path, vtn31: 
         await gateway.line_with("openadr3 notification refused: bad body (not JSON)")
         await gateway.line_with("openadr3 notification refused: bad body (object: Field required)")
 
-        # The VTN answers 401 (every time), 403, 404, 500, nothing at all, a list that fails the schema.
+        # The VTN answers 401 (every time), 403, 404, 500, nothing at all, a list that fails the schema: one
+        # line when it starts, one when it is over.
+        async def recovered() -> None:
+            seen = gateway.text().count("vtn reachable again")
+            await until(lambda: gateway.text().count("vtn reachable again") > seen, 10, "no recovery line")
+
         for fault, needle in ((401, "HTTP 401"), (403, "HTTP 403"), (404, "HTTP 404"), (500, "HTTP 500")):
             vtn31.fail_status = fault
             await gateway.line_with(needle, 10)
             vtn31.fail_status = None
-            await gateway.line_with("vtn reachable again", 10)
+            await recovered()
         vtn31.hang = True
         await gateway.line_with("no answer within 1 s", 10)
         vtn31.hang = False
+        await recovered()
         vtn31.bad_events = True
         await gateway.line_with("answer fails the schema", 10)
         vtn31.bad_events = False
-        await gateway.line_with("vtn reachable again", 10)
+        await recovered()
         assert gateway.text().count("HTTP 500") == 1 and gateway.text().count("answer fails the schema") == 1
         after = stored(store, "SELECT event_id, modification_number, status, body FROM events ORDER BY event_id")
         assert after == rows, "nothing stored changed"
@@ -289,25 +295,39 @@ async def test_bad_input_is_one_line_and_changes_nothing(tmp_path: Path, vtn31: 
         gateway.close()
 
 
-async def test_an_event_for_another_ven_or_program_is_opted_out(tmp_path: Path, vtn31: SimVtn3) -> None:
-    gateway, url, _ = await started(tmp_path, vtn31, extra='[openadr.resources]\n"fleet" = ["cp-3"]\n')
+async def test_targets_and_programs(tmp_path: Path, vtn31: SimVtn3) -> None:
+    """A target naming a group of ours limits its chargers; an event of a program the site is not enrolled in
+    is stored, shown and opted out of (2.0b's market context rule)."""
+    extra = '[openadr]\nmarket_contexts = ["dr-program"]\n[openadr.resources]\n"fleet" = ["cp-3"]\n'
+    config_extra = extra.replace("[openadr]\n", "")  # site_config writes [openadr] itself
+    gateway, url, _ = await started(tmp_path, vtn31, extra=config_extra)
     try:
         program = vtn31.create_program("dr-program")
-        for_cp3 = event(vtn31, program["id"], [("DISPATCH_SETPOINT", 3.0)], units={"DISPATCH_SETPOINT": "KW"},
-                        targets=["fleet"])
-        other = event(vtn31, program["id"], [("SIMPLE", 3)], targets=["VEN-someone-else"])
+        elsewhere = vtn31.create_program("other-program")
+        for_fleet = event(vtn31, program["id"], [("DISPATCH_SETPOINT", 3.0)], units={"DISPATCH_SETPOINT": "KW"},
+                          targets=["fleet"])
+        other = event(vtn31, elsewhere["id"], [("SIMPLE", 3)])
+        # A charger and a circuit are resources without being configured as such.
+        for_cp1 = event(vtn31, program["id"], [("SIMPLE", 1)], targets=["cp-1"])
+        for_panel = event(vtn31, program["id"], [("CONTROL_LEVEL_OFFSET", 2)], targets=[CIRCUIT])
         doc: dict[str, Any] = {}
 
         async def both() -> bool:
             nonlocal doc
             doc = await status_of(url)
-            return {for_cp3["id"], other["id"]} <= event_ids(doc)
+            return {for_fleet["id"], other["id"], for_cp1["id"], for_panel["id"]} <= event_ids(doc)
 
         await until(both, 10)
         by_id = {e["id"]: e for e in doc["events"]}
-        assert by_id[for_cp3["id"]]["opt"] == "optIn" and by_id[other["id"]]["opt"] == "optOut"
-        await until(lambda: any(seg["group_kw"] == {"fleet": 3.0} for seg in by_id[for_cp3["id"]]["timeline"]), 1)
+        assert by_id[for_fleet["id"]]["opt"] == "optIn" and by_id[other["id"]]["opt"] == "optOut"
+        assert any(seg["group_kw"] == {"fleet": 3.0} for seg in by_id[for_fleet["id"]]["timeline"])
+        charger_kw = 3 * 230 * 32 / 1000  # about: the site's voltage and power factor are the config's defaults
+        cp1 = [seg["group_kw"] for seg in by_id[for_cp1["id"]]["timeline"]]
+        panel = [seg["group_kw"] for seg in by_id[for_panel["id"]]["timeline"]]
+        assert list(cp1[0]) == ["cp-1"] and abs(cp1[0]["cp-1"] - charger_kw * 0.5) < 0.2, cp1  # level 1: half
+        assert list(panel[0]) == [CIRCUIT] and panel[0][CIRCUIT] == cp1[0]["cp-1"], panel  # 2 chargers, a quarter
         assert "fleet" in {r["resourceName"] for r in vtn31.objects["resources"].values()}
+        await gateway.line_with("not enrolled in program 'other-program'")
         assert "Traceback" not in await gateway.terminate()
     finally:
         gateway.close()

@@ -15,6 +15,7 @@ CIRCUIT = "panel-a"  # cp-1 and cp-2 hang on it
 
 def site_config(vtn: SimVtn3, store: Path, *, subscribe: bool = True, token_url: str | None = None,
                 poll_s: float = 0.5, extra: str = "") -> str:
+    """`extra`: more lines of the [openadr] section (and the tables after it)."""
     lines = ["[site]", 'name = "oadr3 site"', 'wiring = "three-phase-400/230"', "service_breaker_a = 125", "",
              "[[circuits]]", f'id = "{CIRCUIT}"', "breaker_a = 80", ""]
     for n, cid in enumerate(CHARGERS):
@@ -26,12 +27,11 @@ def site_config(vtn: SimVtn3, store: Path, *, subscribe: bool = True, token_url:
         "[vtn.oadr3]", f'version = "{vtn.version}"', 'client_id = "ven-client"', 'client_secret = "ven-secret"',
         f"subscribe = {'true' if subscribe else 'false'}",
         *([f'token_url = "{token_url}"'] if token_url else []), "",
-        "[openadr]", "report_interval_s = 1", "",
+        "[openadr]", "report_interval_s = 1", extra, "",
         "[ocpp]", "port = 0", "",
         "[control]", "tick_s = 0.25", "",
         "[status]", "port = 0", "",
         "[store]", f'path = "{store}"', "",
-        extra,
     ]
     return "\n".join(lines)
 
