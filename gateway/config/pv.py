@@ -3,8 +3,8 @@ export target and the delays before a `pv` charger starts or stops.
 
 Each charger's mode is its own key (`chargers[i].mode`, "plan" unless set); a charger in `pv` or `minpv`
 mode needs `[pv] grid_meter`, since the surplus is measured there and never guessed. `pv_problems` checks
-what relates this section to the rest (the grid meter exists and sits at the service entrance; inverter
-ids are unique), one line each, like `gateway.config.checks`.
+what relates this section to the rest (the grid meter exists, sits at the service entrance and may read
+export; inverter ids are unique), one line each, like `gateway.config.checks`.
 """
 
 from __future__ import annotations
@@ -69,6 +69,9 @@ def pv_problems(config: GatewayConfig) -> list[str]:
         elif meter.circuit not in (None, config.site.service_id):
             problems.append(f"pv.grid_meter: meter {pv.grid_meter!r} is on circuit {meter.circuit!r}, not at the "
                             "service entrance: the surplus is measured where the site meets the grid")
+        elif meter.pv_kw == 0:
+            problems.append(f"pv.grid_meter: meter {pv.grid_meter!r} has pv_kw = 0, so any export it reads is taken "
+                            "for a fault (and gives no surplus); set its pv_kw to the PV's peak, kW")
     if pv.grid_meter is None:
         for i, ch in enumerate(config.chargers):
             if ch.mode in ("pv", "minpv"):
