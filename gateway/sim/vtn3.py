@@ -20,6 +20,7 @@ import copy
 import itertools
 import logging
 import secrets
+import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -88,13 +89,15 @@ class Received:
 class SimVtn3:
     def __init__(self, *, version: str = "3.1.0", port: int = 0, token_lifetime_s: int = 3600,
                  ven_client: tuple[str, str] = ("ven-client", "ven-secret"),
-                 bl_client: tuple[str, str] = ("bl-client", "bl-secret"), notify: bool = True) -> None:
+                 bl_client: tuple[str, str] = ("bl-client", "bl-secret"), notify: bool = True,
+                 cert: str | None = None, key: str | None = None) -> None:
         if version not in VERSIONS:
             raise ValueError(f"version {version!r} is not one of {', '.join(VERSIONS)}")
         self.version = version
         self.port = port
         self.token_lifetime_s = token_lifetime_s
         self.notify = notify  # False: accept subscriptions but never call back (polling only)
+        self.tls = (cert, key) if cert and key else None  # HTTPS with this server certificate
         self.schemas = Schemas(version)
         self.clients = {c[0]: Client(c[0], c[1], role) for c, role in ((ven_client, "ven"), (bl_client, "bl"))}
         self.tokens: dict[str, tuple[Client, float]] = {}  # token → client, expiry (monotonic)
@@ -114,7 +117,8 @@ class SimVtn3:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/openadr3/{self.version}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/openadr3/{self.version}"
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -135,7 +139,11 @@ class SimVtn3:
     async def start(self) -> None:
         self._runner = web.AppRunner(self.app(), access_log=None)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
+        context = None
+        if self.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(*self.tls)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=context)
         await site.start()
         sockets = getattr(site._server, "sockets", None) or []
         if sockets:
