@@ -9,24 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+from support.waiting import until as wait_for
 
 from gateway.config import load_config
 from gateway.runtime.loop import Runtime
 from gateway.sim.demo_site import DemoSite
-
-
-async def wait_for(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
@@ -69,7 +61,9 @@ async def test_curtailment_reaches_the_chargers_and_the_status(
 
     def chargers_under_cap() -> bool:
         kw_per_a = runtime.site.evses[0].kw_per_a
-        drawn = sum(cp.limit_a() or 32.0 for cp in demo.ocpp.values() if cp.ev.plugged)
+        # A charger no profile limits may draw its maximum (32 A); one held at 0 A draws nothing.
+        limits = [cp.limit_a() for cp in demo.ocpp.values() if cp.ev.plugged]
+        drawn = sum(32.0 if limit is None else limit for limit in limits)
         drawn += sum(s.limit_a for s in demo.modbus.values() if s.plugged)
         return drawn * kw_per_a <= cap + 1e-6
 

@@ -1,29 +1,30 @@
-"""The control loop: wires the adapters of the config together and decides the site's limits, forever.
+"""The running gateway: one `Runtime` composed of parts that each do one job, and run until stopped.
 
-`Runtime.run()` starts the store, the OCPP central system and the Modbus links, then runs one supervising
-asyncio TaskGroup: a reader per charger driver and per meter, the VEN when `[vtn]` is configured, the status
-endpoint, and the decision loop. A decision happens every `control.tick_s` and at once when a charger plugs
-in or out, a meter reads above its circuit's limit, the VTN changes the events or an event interval starts
-or ends (apscheduler jobs at the schedule's boundaries, `runtime.boundaries`). Each decision rebuilds the
-schedule from the stored events, runs the pure `decide`, pushes decreases first and increases after, and
-stores what was sent with its acknowledgement. While a demand charge is in force (the tariff's or an OpenADR
-DEMAND_CHARGE) the plan gets a peak target (the month's metered peak so far, or the previous plan's target
-when higher) and the decision keeps the site's power under the plan's target, which the planner raises only
-when a departure would otherwise be missed. An adapter that crashes is logged and restarted with bounded
-backoff; the loop keeps deciding meanwhile, counting its chargers at their maximum. Stopping (`stop()`,
-SIGTERM, Ctrl-C) clears the OCPP live profiles so the chargers drop to their fallback at once, closes the
-Modbus links (the chargers' watchdogs take over) and closes the store.
+`Runtime.run()` opens everything the config names (`runtime.wiring`: the store, the charger drivers by
+protocol family, the meters, the solar reader, the VEN, the status endpoint), runs them as supervised tasks
+beside the control loop (`runtime.control`: decide every `control.tick_s` and at once on a trigger, push
+decreases before increases, record), and at a stop releases the chargers to their fallbacks and closes the
+links and the store. The parts it holds:
+
+- `SiteState` (what chargers and meters said last, the sessions) fed by `runtime.arrivals`;
+- `OperatorControls` (cap, pauses), `PlanKeeper` and `SitePowerLog` (the plan, the demand peak),
+  `SolarWatch` (PV surplus and charge modes), `MeterWatch` (the meter check), `Boundaries` (a decision at
+  each event interval's edge), `Recorder` (ledger, telemetry, limits sent, pruning), `Alarms`, `Counters`
+  and `Watch` (the status document's alarms, ticked in the loop);
+- `runtime.inputs` builds a decision's inputs, `runtime.clock_follow` follows a step of the wall clock, and
+  `runtime.status_view` builds the status document.
+
+The Runtime is also what the VEN delivers events to (`EventSink`) and reads telemetry from
+(`TelemetrySource`), and what the status endpoint reads and writes (`StatusSource`, `Operator`): those are
+one-line delegations to the parts.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -31,18 +32,14 @@ from typing import TYPE_CHECKING, Any, cast
 from gateway.assembly import plan_keeper_of, schedule_settings_of, site_of
 from gateway.clock import utc_now
 from gateway.domain import ChargerReading, Event, LimitAck, Measurement, OptState, Segment
-from gateway.ports import (
-    Curtailment,
-    EvseDriver,
-    HoldsFallbacks,
-    Remembers,
-)
-from gateway.runtime import arrivals, clock_follow, inputs, status_view, wiring
+from gateway.ports import Curtailment, EvseDriver
+from gateway.runtime import arrivals, clock_follow, control, inputs, status_view, wiring
 from gateway.runtime.alarms import Alarms
 from gateway.runtime.boundaries import Boundaries
 from gateway.runtime.clock_jump import ClockState
+from gateway.runtime.control import HISTORY_POINTS, HistoryPoint
 from gateway.runtime.counters import Counters
-from gateway.runtime.decide import Decision, Inputs, MeterReading, decide
+from gateway.runtime.decide import Decision, Inputs, MeterReading
 from gateway.runtime.drivers import family
 from gateway.runtime.logs import RecentLog
 from gateway.runtime.meter_watch import MeterWatch
@@ -53,10 +50,10 @@ from gateway.runtime.recorder import Recorder
 from gateway.runtime.site_state import SiteState
 from gateway.runtime.surplus_watch import SolarWatch
 from gateway.smoothing import ChargerMemory
-from gateway.store.decisions import DecisionStore, rows_for
+from gateway.store.decisions import DecisionStore
 from gateway.store.health import WriteHealth
 from gateway.store.sessions import SessionLedger
-from gateway.store.telemetry import ChargerSample, Sample, SiteSample, Telemetry
+from gateway.store.telemetry import Telemetry
 from gateway.store.vtn import VenStore
 from gateway.store.writer import StoreWriter
 
@@ -70,17 +67,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway.runtime")
 Clock = Callable[[], datetime]
-RESEND_UNACKED_S = 5.0  # how often a limit a charger has not acknowledged is sent again
-HISTORY_POINTS = 7200  # one point a second: the last two hours for the status page
-TELEMETRY_EVERY = timedelta(seconds=1)  # telemetry and the session ledger are written at most this often
-
-
-
-@dataclass(frozen=True, slots=True)
-class HistoryPoint:
-    at: datetime
-    load_kw: float | None
-    limit_kw: float | None
 
 
 class Runtime:
@@ -298,157 +284,8 @@ class Runtime:
     def watch_clock(self, mono: float | None = None) -> ClockState:
         return clock_follow.watch_clock(self, mono)
 
-    async def _decide_forever(self) -> None:
-        tick = self.config.control.tick_s
-        while True:
-            self.watch_clock()
-            # Cleared before deciding, not after: a trigger that arrives while a decision is being made or
-            # pushed (an event, a plug-in) wakes the next one at once instead of being lost for a tick.
-            self._trigger.clear()
-            try:
-                if self.deciding:
-                    await self.decide_once()
-            except Exception:  # a bug in one decision must not stop the site being decided
-                log.exception("decision failed")
-            now = self.clock()
-            # Handed to the store's writer, never awaited: a locked store or a full disk must not stop the
-            # deciding (what waits is held in memory and written when the store takes writes again).
-            # A tenth of slack: with a 1 s tick, a tick that wakes a little early must not skip a sample.
-            if self._recorded_at is None or now - self._recorded_at >= TELEMETRY_EVERY * 0.9:
-                self._recorded_at = now
-                self.recorder.record(self.telemetry_sample(now))
-            self.recorder.watch(now)
-            try:  # the component states and their alarms (VTN unreachable, meter stale, charger over its limit)
-                self.watch.tick(now)
-            except Exception:  # the watch is for people: a bug in it must not stop the deciding
-                log.exception("status watch failed")
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow the cancellation of stop() when a
-            # trigger fires at the same moment, and the loop would go on deciding.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(tick):
-                    await self._trigger.wait()
-
     async def decide_once(self) -> Decision:
-        now = self.clock()
-        started = time.perf_counter()
-        inputs = self.inputs(now)
-        decision = decide(self.site, inputs)
-        self.counters.decided(time.perf_counter() - started)
-        self.memory = dict(decision.memory)
-        self.non_ev_window.append((now, {(n.circuit, n.phase): n.amps for n in decision.non_ev_raw}))
-        self.last = decision
-        self.decisions += 1
-        for change in decision.changes:
-            log.info("%s", change.log_line())
-        # Decreases (against what each charger may draw now, not what was last decided) go out first, and
-        # every one must be acknowledged before any increase uses the room they free: a charger that has
-        # not confirmed giving room up is still drawing on it. Held back, the increases are decided again
-        # at once with the unconfirmed chargers counted at what they may draw.
-        acks = await self._push(decision.decreases, decision)
-        refused = [a for a in acks if not a.accepted]
-        if refused:
-            held_back = decision.increases
-            for cid in held_back:
-                if cid in inputs.memory:
-                    self.memory[cid] = inputs.memory[cid]
-                else:
-                    self.memory.pop(cid, None)
-            if held_back:
-                log.info("increases held back charger_count=%d: %d decrease(s) not acknowledged (%s)",
-                         len(held_back), len(refused), ", ".join(sorted(a.charger_id for a in refused)[:5]))
-                self.trigger("increases held back")
-        else:
-            acks += await self._push(decision.increases, decision)
-        resend: dict[str, float] = {}
-        for cid, at in list(self.unacked.items()):
-            if cid not in decision.limits or (now - at).total_seconds() < RESEND_UNACKED_S \
-                    or cid in {a.charger_id for a in acks}:
-                continue
-            if decision.limits[cid] > decision.in_force.get(cid, 0.0) + 1e-9:
-                # more than it is counted at now: not sent blind; allocated afresh at the next decision
-                del self.unacked[cid]
-                self.memory.pop(cid, None)
-                self.trigger(f"charger={cid} re-allocated")
-                continue
-            resend[cid] = decision.limits[cid]
-        acks += await self._push(resend, decision, "resend: not acknowledged")
-        # While the site is curtailed, no charger's fallback stays above its limit: whatever mix of leases
-        # and fallbacks the chargers are on if the gateway dies, the curtailment holds too.
-        curtailed = any(v is not None for v in (decision.site_limit_kw, decision.ev_limit_kw, decision.peak_kw))
-        held = [e.id for e in decision.evses if e.held_a is not None]  # not decided now: left as they are
-        for holding in [d for d in self.drivers.values() if isinstance(d, HoldsFallbacks)]:
-            holding.set_fallbacks(dict(decision.limits) if curtailed else {}, keep=held if curtailed else ())
-        if any(r.store_failing() for r in [d for d in self.drivers.values() if isinstance(d, Remembers)]):
-            self.alarms.raise_("store.ocpp", "what the chargers hold cannot be stored: no limit is raised "
-                               "until it can (decreases still go out)", now, severity="critical",
-                               action="free disk space or end what locks the store (docs/store.md)")
-        else:
-            self.alarms.clear("store.ocpp", now)
-        for ack in acks:
-            self.acks[ack.charger_id] = ack
-            if ack.accepted:
-                self.unacked.pop(ack.charger_id, None)
-                self._unacked_said.pop(ack.charger_id, None)
-            else:
-                self.unacked[ack.charger_id] = now
-                said = (ack.amps, ack.detail)
-                if self._unacked_said.get(ack.charger_id) != said:  # once, then again only when it changes
-                    self._unacked_said[ack.charger_id] = said
-                    log.warning("limit charger=%s amps=%g not acknowledged: %s", ack.charger_id, ack.amps,
-                                ack.detail)
-        if decision.changes and self.recorder.decisions is not None:
-            changes = [(c.evse_id, c.old_a, c.new_a, c.reason) for c in decision.changes]
-            self.recorder.limits_sent(rows_for(now, changes, acks))
-        self._note(decision)
-        return decision
-
-    async def _push(self, limits: dict[str, float], decision: Decision, why: str | None = None) -> list[LimitAck]:
-        if not limits:
-            return []
-        calls = []
-        for protocol, driver in self.drivers.items():
-            mine = {cid: a for cid, a in limits.items() if self.protocol_of.get(cid) == protocol}
-            if not mine:
-                continue
-            reason = why or "; ".join(sorted({decision.reasons.get(cid, "") for cid in mine}))
-            calls.append(driver.apply_limits(mine, reason))
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        acks: list[LimitAck] = []
-        for result in results:
-            if isinstance(result, BaseException):
-                log.error("pushing limits failed: %r", result)  # counted as unacknowledged below
-                continue
-            acks.extend(result)
-        for ack in acks:
-            self.counters.pushed(self.protocol_of.get(ack.charger_id, "unknown"), ack.accepted, ack.round_trip_s)
-        answered = {a.charger_id for a in acks}
-        for cid, amps in limits.items():
-            if cid not in answered:
-                acks.append(LimitAck(cid, amps, decision.now, False, 0.0, "driver failed"))
-        return acks
-
-    def _note(self, decision: Decision) -> None:
-        if self.ven is not None and self.ven.polls != self._ven_polls:
-            self._ven_polls = self.ven.polls
-            self.vtn_last_poll = decision.now
-        load = self.load_kw()
-        if load is not None:
-            self.power_log.record(decision.now, load)
-        if not self.history or decision.now - self.history[-1].at >= timedelta(seconds=1):
-            self.history.append(HistoryPoint(decision.now, load, self.effective_limit_kw()))
-
-    def telemetry_sample(self, now: datetime) -> Sample | None:
-        """This tick's telemetry: site load and limit, and each charger's current, power and limit."""
-        if self.last is None:
-            return None
-        power = self.charger_power_kw()
-        chargers: dict[str, ChargerSample] = {}
-        for evse in self.site.evses:
-            r = self.readings.get(evse.id)
-            amps = max(r.current_a.values(), default=0.0) if r is not None and r.status.connected else None
-            chargers[evse.id] = ChargerSample(amps, power.get(evse.id), self.last.limits.get(evse.id))
-        site = SiteSample(self.load_kw(), sum(power.values()), self.effective_limit_kw())
-        return Sample(now, TELEMETRY_EVERY.total_seconds(), site, chargers)
+        return await control.decide_once(self)
 
     # What the store is, for the status, the export and tests (kept by `self.recorder`).
 

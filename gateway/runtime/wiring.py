@@ -18,6 +18,7 @@ from gateway.ports import (
     Snapshots,
     Starts,
 )
+from gateway.runtime import control
 from gateway.runtime.drivers import BUILDERS, DriverContext, family, needs_pool
 from gateway.runtime.logs import QuietLibraries
 from gateway.runtime.supervise import supervised
@@ -98,7 +99,7 @@ async def open_parts(rt: Runtime) -> None:
 
 
 def tasks_of(rt: Runtime) -> list[tuple[str, Any]]:
-    tasks: list[tuple[str, Any]] = [("decide", rt._decide_forever())]
+    tasks: list[tuple[str, Any]] = [("decide", control.decide_forever(rt))]
     for name, driver in rt.drivers.items():
         tasks.append((name, supervised(f"{name}-chargers" if name != "ocpp" else "ocpp-readings",
                                        functools.partial(read_chargers, rt, driver), restarts=rt.restarts)))
