@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 
 from gateway.domain import ChargerReading, Event, LimitAck, Measurement, OptState
 from gateway.records import ChargerRecord, PendingOpt, Reading, Registration, ReportRequest
+from gateway.surplus import PvReading
 
 
 @runtime_checkable
@@ -99,6 +100,26 @@ class Meter(Protocol):
 
     def measurements(self) -> AsyncIterator[Measurement]:
         """Readings as they are polled; a meter that stops answering simply stops yielding."""
+        ...
+
+
+@runtime_checkable
+class Inverter(Protocol):
+    """A PV inverter (or a hybrid with a battery), for the surplus and the status."""
+
+    id: str
+
+    @property
+    def identity(self) -> Mapping[str, str]:
+        """Manufacturer, model, serial and version as the device says them (empty until read)."""
+        ...
+
+    def readings(self) -> AsyncIterator[PvReading]:
+        """Readings as they are polled; one that stops answering simply stops yielding."""
+        ...
+
+    def stale(self, now: float | None = None) -> bool:
+        """No good reading within its staleness limit (by the monotonic clock)."""
         ...
 
 

@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from gateway.domain import J1772_MIN_A, ChargerReading, Measurement
+from gateway.ports import Inverter
 from gateway.runtime.alarms import Alarms
 from gateway.runtime.decide import Inputs, Site
 from gateway.runtime.supervise import supervised
@@ -39,7 +40,6 @@ from gateway.surplus import (
 if TYPE_CHECKING:
     from gateway.config import GatewayConfig
     from gateway.modbus.link import LinkPool
-    from gateway.modbus.sunspec import SunSpecInverter
 
 log = logging.getLogger("gateway.runtime")
 ALARM = "pv.surplus"
@@ -67,7 +67,7 @@ class SolarWatch:
         self.modes: dict[str, Mode] = {c.id: Mode(c.mode) for c in config.chargers}
         self.overrides: dict[str, tuple[Mode, bool]] = {}  # charger → (mode, for this session only)
         self._plugged: dict[str, bool] = {}
-        self.inverters: dict[str, SunSpecInverter] = {}
+        self.inverters: dict[str, Inverter] = {}
         self.readings: dict[str, PvReading] = {}
         self.memory: dict[str, Hold] = {}
         self.last: SurplusDecision | None = None
@@ -94,7 +94,7 @@ class SolarWatch:
     def tasks(self, restarts: dict[str, int]) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
         for inv_id, inverter in self.inverters.items():
-            async def read(inverter: SunSpecInverter = inverter) -> None:
+            async def read(inverter: Inverter = inverter) -> None:
                 async for reading in inverter.readings():
                     self.readings[inverter.id] = reading
 
