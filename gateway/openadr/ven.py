@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from gateway import event_lifecycle as lifecycle
+from gateway.backoff import backoff_delay, unreachable_delay
 from gateway.clock import utc_now
 from gateway.domain import Event, EventStatus, OptState
 from gateway.openadr import opt, reports
@@ -50,12 +51,6 @@ class NotRegistered(Exception):
 
 class _Reregistered(Exception):
     """The VTN cancelled our registration and we registered again: this round's polling ends."""
-
-
-def backoff_delay(failures: int, initial: float, maximum: float, rng: random.Random) -> float:
-    """Full jitter: uniform in [initial/2, min(max, initial·2^(n-1))]; never zero, never above max."""
-    ceiling = min(maximum, initial * (2 ** min(failures - 1, 30)))
-    return rng.uniform(min(initial / 2, ceiling), ceiling)
 
 
 class Ven:
@@ -221,9 +216,9 @@ class Ven:
     def unreachable_delay(self) -> float:
         """Backoff while the VTN is unreachable, its ceiling low enough that a VTN which comes back is reached
         within `return_within_s` even if it returns just as an attempt starts to hang (request timeout)."""
-        ceiling = min(self.vtn.backoff_max_s, self.return_within_s() - self.vtn.request_timeout_s)
-        ceiling = max(ceiling, min(self.vtn.backoff_initial_s, self.vtn.backoff_max_s))
-        return backoff_delay(self.failures, self.vtn.backoff_initial_s, ceiling, self.rng)
+        return unreachable_delay(self.failures, self.vtn.backoff_initial_s, self.vtn.backoff_max_s,
+                                 return_within_s=self.return_within_s(),
+                                 request_timeout_s=self.vtn.request_timeout_s, rng=self.rng)
 
     async def cancel_registration(self) -> None:
         """Operator (decommissioning a site): cancel this VEN's registration at the VTN with

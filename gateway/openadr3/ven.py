@@ -30,6 +30,7 @@ from aiohttp import web
 from pydantic import ValidationError
 
 from gateway import event_lifecycle as lifecycle
+from gateway.backoff import backoff_delay, unreachable_delay
 from gateway.clock import utc_now
 from gateway.domain import Event, EventStatus, OptState
 from gateway.openadr3 import models, reports
@@ -45,12 +46,6 @@ RETURN_WITHIN_S = 30.0  # as 2.0b: a VTN back from an outage hears from us withi
 PAGE = 50  # the OpenAPI's maximum `limit`
 NOTIFY_PATH = "/openadr3/notify"
 MAX_NOTIFICATION_BYTES = 1_000_000
-
-
-def backoff_delay(failures: int, initial: float, maximum: float, rng: random.Random) -> float:
-    """Full jitter: uniform in [initial/2, min(max, initial·2^(n-1))] (the 2.0b VEN's rule)."""
-    ceiling = min(maximum, initial * (2 ** min(failures - 1, 30)))
-    return rng.uniform(min(initial / 2, ceiling), ceiling)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +130,9 @@ class Oadr3Ven:
 
     def unreachable_delay(self) -> float:
         s = self.settings
-        ceiling = min(s.backoff_max_s, max(self.poll_interval_s, RETURN_WITHIN_S) - s.request_timeout_s)
-        ceiling = max(ceiling, min(s.backoff_initial_s, s.backoff_max_s))
-        return backoff_delay(self.failures, s.backoff_initial_s, ceiling, self.rng)
+        return unreachable_delay(self.failures, s.backoff_initial_s, s.backoff_max_s, rng=self.rng,
+                                 return_within_s=max(self.poll_interval_s, RETURN_WITHIN_S),
+                                 request_timeout_s=s.request_timeout_s)
 
     # ---------------------------------------------------------------------------------------- run
 
