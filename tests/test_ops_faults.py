@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support.waiting import until
 
 from gateway.commands.demo import with_token_and_zone
 from gateway.config import load_config
@@ -29,17 +30,8 @@ TOKEN = "ops-token-0123456789abcdef"
 
 
 async def wait_for(cond: Callable[[], object], timeout_s: float = 15.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        result = cond()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if loop.time() > deadline:
-            raise AssertionError(f"{what}: not met in {timeout_s} s")
-        await asyncio.sleep(0.1)
+    """The suite's `until`, with this module's longer default (a whole site runs in the process)."""
+    await until(cond, timeout_s, what)
 
 
 class Site:
