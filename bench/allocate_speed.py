@@ -6,7 +6,10 @@ conductors, with random maxima, priorities, departures and some non-EV load, and
 
 The constraints of a circuit tree are worked out at the first decision on that tree and kept (the runtime
 decides on the same tree every tick): the median and p99 are those later decisions; "first ms" is one
-decision on a tree the allocator has not seen.
+decision on a tree the allocator has not seen. `--sharing` picks the mode (fair, deadline, optimise; a
+comma list runs each); "x first size" is the median against the first size's in the same run, "budget"
+the optimiser's time per decision (half of a 1 s tick, as the runtime gives it) and "fell back" how many
+of the timed decisions had no optimum within it and were served in deadline order.
 """
 
 from __future__ import annotations
@@ -19,14 +22,17 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 
 import gateway.allocate.constraints
-from gateway.allocate import Problem, allocate
+from gateway.allocate import Problem, Sharing, allocate
 from gateway.domain import Circuit, EvseState, NonEvLoad, SiteLimits
 
 NOW = datetime(2026, 11, 25, 18, 0, tzinfo=UTC)
 PHASINGS = [("L1",), ("L2",), ("L3",), ("L1", "L2"), ("L2", "L3"), ("L1", "L3"), ("L1", "L2", "L3")]
 
 
-def site(n: int, seed: int = 1) -> Problem:
+TICK_S = 1.0  # the runtime's default tick; the optimiser gets half of it
+
+
+def site(n: int, seed: int = 1, sharing: Sharing = Sharing.FAIR) -> Problem:
     rng = random.Random(seed)
     three = ("L1", "L2", "L3")
     panels = max(1, n // 50)
@@ -56,7 +62,8 @@ def site(n: int, seed: int = 1) -> Problem:
     non_ev = [NonEvLoad("main", p, rng.uniform(5, 30), NOW) for p in three]
     non_ev += [NonEvLoad(f"panel-{p}", "L1", rng.uniform(0, 20), NOW) for p in range(panels)]
     limits = SiteLimits(site_kw=3.5 * n, non_ev_kw=20.0)
-    return Problem(circuits, evses, NOW, non_ev, limits, min_on_time=timedelta(minutes=5))
+    return Problem(circuits, evses, NOW, non_ev, limits, min_on_time=timedelta(minutes=5), sharing=sharing,
+                   optimise_time_s=TICK_S / 2)
 
 
 def first_decision(problem: Problem, runs: int) -> float:
@@ -70,14 +77,15 @@ def first_decision(problem: Problem, runs: int) -> float:
     return statistics.median(times) * 1000
 
 
-def measure(n: int, runs: int) -> tuple[float, float, float, float, int]:
-    problem = site(n)
-    first = first_decision(problem, max(5, runs // 10))
+def measure(n: int, runs: int, sharing: Sharing) -> tuple[float, float, float, float, int, int]:
+    problem = site(n, sharing=sharing)
+    first = first_decision(problem, max(3, runs // 10))
     allocate(problem)  # warm up
     times = []
+    fell_back = 0
     for _ in range(runs):
         t0 = time.perf_counter()
-        allocate(problem)
+        fell_back += bool(allocate(problem).notes)
         times.append(time.perf_counter() - t0)
     tracemalloc.start()
     allocate(problem)
@@ -86,21 +94,29 @@ def measure(n: int, runs: int) -> tuple[float, float, float, float, int]:
     times.sort()
     p99 = times[min(len(times) - 1, int(0.99 * len(times)))]
     constraints = sum(len(c.phases) for c in problem.circuits) + 1
-    return statistics.median(times) * 1000, p99 * 1000, first, peak / 1024, constraints
+    return statistics.median(times) * 1000, p99 * 1000, first, peak / 1024, constraints, fell_back
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="10,100,1000,10000")
+    parser.add_argument("--sharing", default="fair", help="fair, deadline or optimise; a comma list runs each")
+    parser.add_argument("--runs", type=int, default=None, help="timed decisions per size (default 200, 20 over 1,000)")
     args = parser.parse_args()
-    print(
-        f"{'chargers':>9} {'constraints':>11} {'runs':>5} {'median ms':>10} {'p99 ms':>8} {'first ms':>9}"
-        f" {'peak KiB':>9}"
-    )
-    for n in (int(s) for s in args.sizes.split(",")):
-        runs = 200 if n <= 1000 else 20
-        median, p99, first, peak, constraints = measure(n, runs)
-        print(f"{n:>9} {constraints:>11} {runs:>5} {median:>10.3f} {p99:>8.3f} {first:>9.3f} {peak:>9.0f}")
+    for sharing in (Sharing(s.strip()) for s in args.sharing.split(",")):
+        budget = f", budget {TICK_S / 2 * 1000:.0f} ms" if sharing is Sharing.OPTIMISE else ""
+        print(f"\nsharing {sharing.value}{budget}")
+        print(
+            f"{'chargers':>9} {'constraints':>11} {'runs':>5} {'median ms':>10} {'p99 ms':>8} {'first ms':>9}"
+            f" {'peak KiB':>9} {'x first size':>12} {'fell back':>9}"
+        )
+        base = None
+        for n in (int(s) for s in args.sizes.split(",")):
+            runs = args.runs or (200 if n <= 1000 else 20)
+            median, p99, first, peak, constraints, fell_back = measure(n, runs, sharing)
+            base = base or median
+            print(f"{n:>9} {constraints:>11} {runs:>5} {median:>10.3f} {p99:>8.3f} {first:>9.3f} {peak:>9.0f}"
+                  f" {median / base:>12.1f} {fell_back:>9}", flush=True)
 
 
 if __name__ == "__main__":

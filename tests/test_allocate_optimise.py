@@ -15,18 +15,27 @@ from datetime import timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from support.allocation import NOW, PROPERTY, check_safe_and_full, could_step, eligible, with_linear
+from support.allocation import NOW, PROPERTY, TOL, all_loads, check_safe_and_full, could_step, eligible, with_linear
 
-from gateway.allocate import LinearLimit, Problem, Sharing, allocate
+from gateway.allocate import LinearLimit, Problem, Sharing, allocate, usable_range
 from gateway.allocate.milp import CHANGE_PENALTY, urgency
 from gateway.domain import Circuit, EvseState, NonEvLoad
+from gateway.smoothing import ChargerMemory, SmoothingSettings, remembered, smooth
 
 
 @st.composite
 def optimised(draw: st.DrawFn) -> Problem:
     problem = draw(with_linear(Sharing.OPTIMISE))
     previous = {e.id: draw(st.sampled_from([0.0, 6.0, 16.0, 40.0])) for e in problem.evses if draw(st.booleans())}
-    return replace(problem, previous=previous)
+    # Some of those with a limit in force started charging a few minutes ago (inside the minimum on-time or not)
+    evses = [replace(e, on_since=NOW - timedelta(minutes=draw(st.integers(0, 12))))
+             if previous.get(e.id, 0.0) > 0 and draw(st.booleans()) else e for e in problem.evses]
+    return replace(problem, previous=previous, evses=evses)
+
+
+def _protected(problem: Problem, e: EvseState) -> bool:
+    return (eligible(e) and problem.previous.get(e.id, 0.0) > 0 and e.on_since is not None
+            and problem.now - e.on_since < problem.min_on_time)
 
 
 @PROPERTY
@@ -47,6 +56,59 @@ def test_optimised_sharing_never_holds_a_charger_back_for_a_less_important_class
         without_lower = {e.id: (0.0 if e.held_a is None and e.priority < h.priority else amps[e.id])
                          for e in problem.evses}
         assert not could_step(problem, without_lower, h), f"{h.id} held back by a less important class"
+
+
+@PROPERTY
+@given(optimised())
+def test_a_charger_inside_its_minimum_on_time_is_not_paused_while_all_such_fit(problem: Problem) -> None:
+    # One class (priority classes are checked above): when every protected charger fits at its minimum
+    # with all the others at 0, none of them is paused, whoever else is more urgent.
+    problem = replace(problem, evses=[replace(e, priority=0) for e in problem.evses])
+    protected = [e for e in problem.evses if _protected(problem, e)]
+    at_minimum = {e.id: (e.held_a if e.held_a is not None else usable_range(e)[0] if e in protected else 0.0)
+                  for e in problem.evses}
+    fits = all(ev <= TOL or unc + ev <= lim - 1e-6 for lim, unc, ev in all_loads(problem, at_minimum).values())
+    amps = dict(allocate(problem).amps)
+    if fits:
+        assert all(amps[e.id] > 0 for e in protected), {e.id: amps[e.id] for e in protected}
+
+
+def test_a_car_inside_its_minimum_on_time_keeps_charging_even_for_a_more_urgent_one() -> None:
+    circuits = [Circuit("main", None, 10.0, ("L1",))]  # room for one car
+    on = replace(_car("on", 8.0), on_since=NOW - timedelta(minutes=2))
+    cars = [on, _car("urgent", 1.0, kwh=4.0)]  # 33 min at full power in a 60 min stay: under an hour to spare
+    problem = Problem(circuits, cars, NOW, min_on_time=timedelta(minutes=5), sharing=Sharing.OPTIMISE,
+                      previous={"on": 10.0})
+    assert allocate(problem).amps == {"on": 10.0, "urgent": 0.0}
+    # Its minimum on-time over, it gives way.
+    later = replace(problem, min_on_time=timedelta(minutes=1))
+    assert allocate(later).amps == {"on": 0.0, "urgent": 10.0}
+
+
+def test_paused_cars_take_turns_when_no_departure_is_known() -> None:
+    # Five cars with no departure on room for two at their minimum, a decision a minute for six hours:
+    # the optimiser has no reason of its own to move anyone, and the turn a paused car earns per hour
+    # waited is what brings each in.
+    circuits = [Circuit("main", None, 15.0, ("L1",))]
+    cars = [EvseState(f"c{n}", "main", ("L1",), 230.0, max_a=32.0, connected=True) for n in range(5)]
+    memory: dict[str, ChargerMemory] = {}
+    served = {c.id: 0 for c in cars}
+    waits = {c.id: 0 for c in cars}
+    longest = dict(waits)
+    for minute in range(6 * 60):
+        now = NOW + timedelta(minutes=minute)
+        previous = {cid: mem.limit_a for cid, mem in memory.items()}
+        result = allocate(Problem(circuits, remembered(cars, memory), now, min_on_time=timedelta(minutes=10),
+                                  sharing=Sharing.OPTIMISE, previous=previous))
+        assert result.notes == ()
+        limits, memory, _ = smooth(result, cars, memory, now, SmoothingSettings())
+        assert sum(limits.values()) <= 15.0 + 1e-9
+        for cid, amps in limits.items():
+            served[cid] += amps > 0
+            waits[cid] = 0 if amps > 0 else waits[cid] + 1
+            longest[cid] = max(longest[cid], waits[cid])
+    assert all(minutes >= 60 for minutes in served.values()), served
+    assert all(minutes <= 4 * 60 for minutes in longest.values()), longest
 
 
 def _car(ident: str, hours: float, kwh: float = 2.0) -> EvseState:
@@ -99,3 +161,17 @@ def test_an_overloaded_constraint_gives_its_chargers_nothing_and_the_others_thei
                               sharing=Sharing.OPTIMISE))
     assert dict(result.amps) == {"h": 0.0, "c": 32.0}
     assert result.overloaded and result.notes == ()
+
+
+def test_no_optimum_within_the_budget_is_served_in_deadline_order_and_said() -> None:
+    circuits = [Circuit("main", None, 2000.0, ("L1", "L2", "L3"))]
+    phases = [("L1",), ("L2",), ("L3",), ("L1", "L2"), ("L2", "L3")]
+    cars = [replace(_car(f"c{n:03}", 1.0 + (n % 37) / 4, kwh=5.0 + n % 11), phases=phases[n % 5],
+                    voltage_v=230.0 if n % 5 < 3 else 400.0) for n in range(400)]
+    rows = tuple(LinearLimit(f"r{k}", 900.0, {c.id: 1.0 + (k + n) % 3 / 2 for n, c in enumerate(cars) if n % 4 != k})
+                 for k in range(4))
+    problem = Problem(circuits, cars, NOW, linear=rows, sharing=Sharing.OPTIMISE, optimise_time_s=1e-3)
+    result = allocate(problem)
+    assert len(result.notes) == 1 and "no optimum in 0.001 s" in result.notes[0], result.notes
+    assert "served in deadline order" in result.notes[0]
+    assert dict(result.amps) == dict(allocate(replace(problem, sharing=Sharing.DEADLINE)).amps)

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from gateway.allocate import Sharing
 from gateway.assembly import site_of
 from gateway.config import GatewayConfig, parse_config
 from gateway.domain import ChargerReading, ChargerStatus, Segment
-from gateway.runtime.decide import Inputs, MeterReading, decide
+from gateway.runtime.decide import Inputs, MeterReading, decide, notes_to_say
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -197,3 +202,58 @@ def test_an_ev_drawing_less_hands_the_rest_to_the_other_charger() -> None:
     assert planned.limits["a"] == 8 and planned.reasons["a"] == "plan"
     trickle = decide(site, Inputs(NOW, readings=readings, meters={"grid": meter(64)}, unused_a={"a": 2.0}))
     assert trickle.limits["a"] == 6
+
+
+def _sharing_config(sharing: str) -> GatewayConfig:
+    config = site_config()
+    return config.model_copy(update={"control": config.control.model_copy(update={"sharing": sharing})})
+
+
+def test_optimised_sharing_is_the_default_and_each_mode_comes_from_the_config() -> None:
+    assert site_of(site_config()).sharing is Sharing.OPTIMISE
+    for mode in Sharing:
+        assert site_of(_sharing_config(mode.value)).sharing is mode
+    assert site_of(site_config()).optimise_time_s == 0.5  # half of the 1 s tick
+
+
+def test_optimised_sharing_counts_the_limits_in_force_so_a_charging_car_is_not_moved_for_little() -> None:
+    # 80 A usable, 40 A of house: 40 A for two cars. Car a charges alone at 32 A; then car b plugs in,
+    # leaving half an hour before a. Deadline order hands b its 32 A and cuts a to 8 A; the optimiser,
+    # told what a has in force, does not move a pilot for so little urgency.
+    a = ChargerReading("a", NOW, ChargerStatus.CHARGING, current_a={p: 0.0 for p in ("L1", "L2", "L3")},
+                       departure=NOW + timedelta(hours=5))
+    b_leaves = NOW + timedelta(hours=4, minutes=30)
+    later = NOW + timedelta(seconds=1)
+    both = {"a": replace(charging("a", 32, later), departure=a.departure),
+            "b": replace(charging("b", 0, later), departure=b_leaves)}
+    answers = {}
+    for mode in ("optimise", "deadline"):
+        site = site_of(_sharing_config(mode))
+        first = decide(site, Inputs(NOW, readings={"a": a, "b": ChargerReading("b", NOW, ChargerStatus.AVAILABLE)},
+                                    meters={"grid": meter(40)}))
+        assert first.limits["a"] == 32
+        second = decide(site, Inputs(later, readings=both, meters={"grid": meter(72, later)}, memory=first.memory))
+        answers[mode] = dict(second.limits)
+    assert answers["deadline"] == {"a": 8, "b": 32}
+    assert answers["optimise"] == {"a": 32, "b": 8}
+
+
+def test_a_fallback_to_deadline_order_is_in_the_decision_and_said_once_while_it_lasts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    site = site_of(site_config())
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # no solver: every decision falls back
+    readings = {"a": charging("a", 0), "b": charging("b", 0)}
+    said: frozenset[str] = frozenset()
+    lines = []
+    for tick in range(3):
+        d = decide(site, Inputs(NOW + timedelta(seconds=tick), readings=readings, meters={"grid": meter(50)}))
+        assert d.limits == {"a": 15, "b": 15}  # served in deadline order (no departures: an even split)
+        assert len(d.allocation.notes) == 1 and "served in deadline order" in d.allocation.notes[0]
+        new, said = notes_to_say(d, said)
+        lines += new
+    assert len(lines) == 1
+    monkeypatch.undo()
+    answered = decide(site_of(site_config()), Inputs(NOW, readings=readings, meters={"grid": meter(50)}))
+    new, said = notes_to_say(answered, said)
+    assert answered.allocation.notes == () and new == [] and said == frozenset()

@@ -94,7 +94,8 @@ def allocate(problem: Problem) -> Allocation:
             continue
         # The optimiser's answer is kept only where it is better by its own measure than the deadline
         # order's, which is fair inside a tier and deterministic: a tie (cars no one is told the departure
-        # of, equal weights) is served as under DEADLINE, not at whichever vertex the solver stops.
+        # of, equal weights) is served as under DEADLINE, not at whichever vertex the solver stops. A
+        # deadline answer that pauses a charger the optimiser keeps on for its minimum on-time is no tie.
         in_order_amps, in_order_head = amps.copy(), head.copy()
         in_tiers(order, in_order_amps, in_order_head, fair=False)
         try:
@@ -130,7 +131,11 @@ def _on_for(evse: EvseState, now: datetime) -> timedelta:
 
 
 def _waited_s(evse: EvseState, now: datetime) -> float:
-    return 0.0 if evse.waiting_since is None else (now - evse.waiting_since).total_seconds()
+    """How long a paused car with no departure has waited (its turn); one with a departure is brought in by
+    its urgency as the departure nears, and a turn of its own would only make cars swap places."""
+    if evse.waiting_since is None or evse.departure is not None:
+        return 0.0
+    return (now - evse.waiting_since).total_seconds()
 
 
 def _optimise(
@@ -183,7 +188,13 @@ def _optimise(
             admitted.append(i)
     _top_up(admitted, evses, amps, highs, members, head)
 
+    kept = [i for i, keep in zip(order, keep_on, strict=True) if keep and amps[i] > 0.0]
+
     def value(answer: list[float]) -> float:
+        """The program's objective; no value at all for an answer that pauses a charger this one keeps on
+        inside its minimum on-time (the deadline order's tiers come before its minimum on-time)."""
+        if any(answer[i] == 0.0 for i in kept):
+            return -math.inf
         return sum(w * answer[i] - milp.CHANGE_PENALTY * abs(answer[i] - p)
                    for i, w, p in zip(order, weights, previous, strict=True))
 

@@ -1,4 +1,4 @@
-"""The opt-in optimising share of one priority class: most urgent energy now, few pilot changes.
+"""The optimising share of one priority class (the default): most urgent energy now, few pilot changes.
 
 Used by `gateway.allocate` under `Sharing.OPTIMISE`. For the chargers of one class it solves, each
 decision, the mixed-integer program
@@ -12,13 +12,17 @@ departure, 5 min)` (earliest departure first, as EDF), plus `CRITICAL_BONUS` whi
 leave with what it asked for but has under `CRITICAL_HOURS` of laxity to spare. The bonus dwarfs the rest:
 first every car that can still be met and is about to be lost, then energy to the earliest departures. A
 car that cannot be met even at full power gets no bonus (its energy still counts, not ahead of a car it
-could save). Moving an amp from one car to another has to gain more than 2λ of urgency: the penalty is
-what keeps pilots from churning. A greedy order cannot trade an amp on a heavily loaded phase pair for two
+could save). A paused car that gave no departure earns `TURN_PER_HOUR` per hour waited, so that at a
+site where nobody gives one the paused cars still take turns (a car with a departure is brought in by its
+urgency as the departure nears). Moving an amp from one car to another has to gain more than 2λ of
+urgency: the penalty is what keeps pilots from churning. A charger inside its minimum on-time is kept on
+(`keep_on`) while all such fit. A greedy order cannot trade an amp on a heavily loaded phase pair for two
 on a light one; this program does (the phasor rows of a three-phase transformer are where it shows).
 
-HiGHS solves it, through scipy (`pip install 'ev-openadr-gateway[optimise]'`): no hand-written solver.
-scipy is imported only when this mode is used. Pure: no I/O, no clock; the caller checks the answer
-against every constraint again and falls back to the deadline order when there is no answer in time.
+HiGHS solves it, through scipy (a dependency): no hand-written solver. scipy is imported only when this
+mode is used. Pure: no I/O, no clock; the caller checks the answer against every constraint again, weighs
+it against the deadline order's, and falls back to that order when there is no optimum in time (an answer
+the solver had when its time ran out is not taken).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections.abc import Sequence
 CRITICAL_BONUS = 10.0  # added to the urgency of a car that can still be met with little laxity to spare
 CRITICAL_HOURS = 1.0  # "little": under this much laxity
 CHANGE_PENALTY = 1.0  # λ: urgency lost per amp a pilot moves
-TURN_PER_HOUR = 1.0  # added to the urgency of a paused car per hour it has waited: nobody waits for ever
+TURN_PER_HOUR = 1.0  # added per hour waited to the urgency of a paused car with no departure: its turn
 MIN_HOURS = 1.0 / 12.0  # a departure closer than 5 min counts as 5 min away (the urgency stays finite)
 
 
@@ -69,7 +73,7 @@ def solve(
         from scipy.optimize import Bounds, LinearConstraint, milp
         from scipy.sparse import coo_matrix
     except ImportError as exc:  # an optional dependency
-        extra = "pip install 'ev-openadr-gateway[optimise]'"
+        extra = "pip install scipy, or set control.sharing = \"deadline\""
         raise OptimiseError(f"sharing 'optimise' needs scipy ({exc}): {extra}") from exc
     n = len(weights)
     if n == 0:

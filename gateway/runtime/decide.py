@@ -283,6 +283,14 @@ def _min(*values: float | None) -> float | None:
     return min(known) if known else None
 
 
+def notes_to_say(decision: Decision, said: frozenset[str]) -> tuple[list[str], frozenset[str]]:
+    """The allocation's notes (how it was made where not the configured way: the optimiser had no answer in
+    time, so the deadline order served) not already said at the decision before, and what is said now:
+    the caller logs each once while it lasts, and again if it comes back after a decision without it."""
+    notes = decision.allocation.notes
+    return [n for n in notes if n not in said], frozenset(notes)
+
+
 def decide(site: Site, inputs: Inputs) -> Decision:
     now = inputs.now
     evses, held = charger_states(site, inputs)
