@@ -95,6 +95,53 @@ class Remembers(Protocol):
 
 
 @runtime_checkable
+class Listens(Protocol):
+    """Its chargers connect to it (a central system): where each one is to connect."""
+
+    def url_of(self, charger_id: str) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Nameplate:
+    """What a charger says it is: OCPP BootNotification fields, or what its Modbus register map names."""
+
+    vendor: str | None = None
+    model: str | None = None
+    firmware: str | None = None
+    serial: str | None = None
+    source: str = "BootNotification"
+
+
+@dataclass(frozen=True, slots=True)
+class FailsafeReport:
+    """How a charger falls back without the gateway, as its driver can tell: rows for the report, whether
+    it holds, and why in one line."""
+
+    rows: tuple[tuple[str, str], ...]
+    ok: bool
+    detail: str
+
+
+@runtime_checkable
+class Commissions(Protocol):
+    """Answers commissioning's questions about one of its chargers in its own protocol's terms."""
+
+    def ready(self, charger_id: str) -> bool | None:
+        """Connected and set up (None: the driver cannot tell; the readings decide)."""
+        ...
+
+    def own_sample(self, charger_id: str) -> tuple[object, dict[str, float]] | None:
+        """Its latest own measurement: a token that changes with every new one, and amps per conductor."""
+        ...
+
+    def own_status(self, charger_id: str) -> str | None: ...
+
+    def nameplate(self, charger_id: str) -> Nameplate | None: ...
+
+    async def failsafe_report(self, charger_id: str, fallback_a: float) -> FailsafeReport: ...
+
+
+@runtime_checkable
 class Meter(Protocol):
     """A site or circuit meter."""
 

@@ -15,9 +15,10 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gateway.clock import utc_now
+from gateway.ports import Commissions, Listens
 
 if TYPE_CHECKING:
     from gateway.commissioning.results import (
@@ -155,9 +156,9 @@ class Checklist:
         self.options = options
         self.say = progress
         self.loop = asyncio.get_running_loop()
-        self.ocpp_url: str | None = None
-        if runtime.ocpp is not None:
-            self.ocpp_url = runtime.ocpp.server.url_of("<id>")
+        # Where chargers connect, when a driver listens for them (the OCPP central system).
+        self.ocpp_url: str | None = next(
+            (d.url_of("<id>") for d in runtime.drivers.values() if isinstance(d, Listens)), None)
 
     async def run(self) -> tuple[tuple[ChargerResult, ...], tuple[MeterResult, ...], PeakResult | None]:
         if self.ocpp_url is not None:
@@ -177,10 +178,10 @@ class Checklist:
     def connected(self, cid: str) -> bool:
         from gateway.domain import ChargerStatus
 
-        ocpp = self.runtime.ocpp
-        if ocpp is not None and cid in ocpp.controls:
-            ctl = ocpp.controls[cid]
-            return ctl.station is not None and ctl.setup is not None and ctl.setup.done()
+        driver = self.driver_of(cid)
+        ready = driver.ready(cid) if driver is not None else None
+        if ready is not None:
+            return ready
         reading = self.runtime.readings.get(cid)
         return reading is not None and reading.status is not ChargerStatus.OFFLINE
 
@@ -205,7 +206,7 @@ class Checklist:
                         self.say(f"{item} answers")
                 elif self.connected(item):
                     pending.discard(item)
-                    ident = self.ocpp_identity(item)
+                    ident = self.identity(item)
                     firmware = f", firmware {ident.firmware}" if ident and ident.firmware else ""
                     self.say(f"charger {item} is there{firmware}")
             if pending and self.loop.time() - noted >= PROGRESS_EVERY_S:
@@ -236,13 +237,11 @@ class Checklist:
     def sample(self, cid: str) -> Sample | None:
         """The charger's latest own measurement (OCPP MeterValues, a Modbus poll)."""
         from gateway.domain import ChargerStatus
-        from gateway.ocpp.state import to_conductors
 
-        ocpp = self.runtime.ocpp
-        if ocpp is not None and cid in ocpp.controls:
-            view = ocpp.controls[cid].view
-            s = view.sample
-            return None if s is None else (s, to_conductors(s.current_a, view.conductors))
+        driver = self.driver_of(cid)
+        own = driver.own_sample(cid) if driver is not None else None
+        if own is not None or (driver is not None and driver.ready(cid) is not None):
+            return own
         reading = self.runtime.readings.get(cid)
         if reading is None or reading.status is ChargerStatus.OFFLINE:
             return None
@@ -300,12 +299,10 @@ class Checklist:
                 checks.append(Check("read", Outcome.FAIL, f"no answer over Modbus from {where} within "
                                     f"{self.options.wait_s:g} s"))
         else:
+            identity = self.identity(cid)
             if is_ocpp:
-                identity = self.ocpp_identity(cid)
                 checks.append(Check("connect", Outcome.PASS, f"connected over OCPP {version}" + (
                     "" if identity else " (sent no BootNotification: reconnected without one)")))
-            else:
-                identity = self.modbus_identity(cid)
             timeout = self.options.timeout_s
             sample = await self.fresh(lambda: self.sample(cid), self.sample(cid), timeout)
             reading = self.runtime.readings.get(cid)
@@ -317,11 +314,11 @@ class Checklist:
             else:
                 checks.append(Check("read", Outcome.PASS, f"status {status}; " + (", ".join(
                     f"{p} {a:.1f} A" for p, a in sorted(current.items())) or "no currents")))
-            if is_ocpp:
-                failsafe, check = self.ocpp_failsafe(section)
-            else:
-                failsafe, check = await self.modbus_failsafe(section)
-            checks.append(check)
+            driver = self.driver_of(cid)
+            if driver is not None:
+                report = await driver.failsafe_report(cid, section.fallback_a)
+                failsafe = report.rows
+                checks.append(Check("fail-safe", Outcome.PASS if report.ok else Outcome.FAIL, report.detail))
             step, check = await self.step(section, sample)
             checks.append(check)
             self.say(f"charger {cid}: step {check.outcome.value}: {check.detail}")
@@ -333,113 +330,26 @@ class Checklist:
         )
 
     def status_of(self, cid: str) -> str | None:
-        ocpp = self.runtime.ocpp
-        if ocpp is not None and cid in ocpp.controls:
-            return ocpp.controls[cid].view.status().value
-        return None
+        driver = self.driver_of(cid)
+        return driver.own_status(cid) if driver is not None else None
 
-    def ocpp_identity(self, cid: str) -> Identity | None:
-        """What the charger's BootNotification in this run said it is (None: it sent none)."""
+    def identity(self, cid: str) -> Identity | None:
+        """What the charger said it is in this run (OCPP BootNotification), or its register map's names."""
         from gateway.commissioning.results import Identity
 
-        ocpp = self.runtime.ocpp
-        said = ocpp.identity(cid) if ocpp is not None else None
+        driver = self.driver_of(cid)
+        said = driver.nameplate(cid) if driver is not None else None
         if said is None:
             return None
-        return Identity(said.vendor, said.model, said.firmware, said.serial)
+        return Identity(said.vendor, said.model, said.firmware, said.serial, source=said.source)
 
-    def modbus_identity(self, cid: str) -> Identity | None:
-        from gateway.commissioning.results import Identity
-        from gateway.modbus.charger import ModbusChargers
+    def driver_of(self, cid: str) -> Commissions | None:
+        """The driver of the charger's protocol family, when it answers commissioning's questions."""
+        from gateway.runtime.drivers import family
 
-        driver = self.runtime.modbus
-        if not isinstance(driver, ModbusChargers) or cid not in driver.chargers:
-            return None
-        m = driver.chargers[cid].map
-        return Identity(m.vendor, m.product, None, None, source=f"register map {m.name}")
-
-    def ocpp_failsafe(self, section: ChargerSection) -> tuple[tuple[tuple[str, str], ...], Check]:
-        from gateway.commissioning.results import Check, Outcome
-
-        assert self.runtime.ocpp is not None
-        ctl = self.runtime.ocpp.controls[section.id]
-        lease = self.config.ocpp.lease_s
-        strategy = ctl.strategies[ctl.strategy] if ctl.strategies else None
-        rows = [("fail-safe current (config)", f"{section.fallback_a:g} A")]
-        if strategy is None or ctl.base_known is None:
-            rows.append(("base profile", "not accepted"))
-            return tuple(rows), Check("fail-safe", Outcome.FAIL, "the charger accepted no base profile: without "
-                                      "the gateway it would charge unlimited")
-        rows += [
-            ("base profile", f"{strategy.base_purpose}, stack level {strategy.base_level}, "
-                             f"{section.fallback_a:g} A, no end: accepted"),
-            ("live profile", f"{strategy.purpose} in {strategy.unit}, stack level {strategy.live_level}"),
-        ]
-        if not strategy.leased:
-            rows.append(("lease", "none: the charger takes limits only in the base profile's slot"))
-            return tuple(rows), Check("fail-safe", Outcome.FAIL, "the charger takes limits only at stack level "
-                                      "0, so a limit cannot expire: it keeps its last limit, not its fail-safe "
-                                      "current, if the gateway stops")
-        rows.append(("lease", f"validTo {lease:g} s ahead, renewed at half"))
-        return tuple(rows), Check("fail-safe", Outcome.PASS, f"base profile at {section.fallback_a:g} A accepted; "
-                                  f"falls back to it within {lease:g} s of losing the gateway")
-
-    async def modbus_failsafe(self, section: ChargerSection) -> tuple[tuple[tuple[str, str], ...], Check]:
-        from gateway.commissioning.results import Check, Outcome
-        from gateway.modbus.charger import ModbusChargers
-        from gateway.modbus.codec import CodecError, decode_block, read_plan
-        from gateway.modbus.link import LinkError
-
-        driver = self.runtime.modbus
-        assert isinstance(driver, ModbusChargers)
-        ch = driver.chargers[section.id]
-        m = ch.map
-        rows: list[tuple[str, str]] = [("fail-safe current (config)", f"{section.fallback_a:g} A")]
-        problems: list[str] = []
-        back: dict[str, float] = {}
-        for name in ("failsafe_current", "failsafe_timeout"):
-            reg = m.reg(name)
-            if reg is None:
-                continue
-            if not reg.readable:
-                rows.append((f"{name} register", "written at connect (cannot be read back)"))
-                continue
-            try:
-                regs = await ch.link.read(reg.table, reg.address, reg.width, ch.unit)
-                value = decode_block(m, read_plan(m, [name])[0], regs)[name]
-            except (LinkError, CodecError) as exc:
-                problems.append(f"cannot read {name} back: {exc}")
-                continue
-            if isinstance(value, str):
-                problems.append(f"{name} reads {value!r}, not a number")
-                continue
-            back[name] = float(value)
-            unit = "A" if name == "failsafe_current" else "s"
-            rows.append((f"{name} register", f"{float(value):g} {unit} (read back)"))
-        watchdog = m.reg("watchdog")
-        refresh = f", refreshed every {ch.refresh_s:g} s" if ch.refresh_s else ""
-        rows.append(("fail-safe timeout", f"{ch.failsafe_timeout_s:g} s{refresh}" if ch.failsafe_timeout_s
-                     else "none known"))
-        rows.append(("watchdog register", "written with every setpoint" if watchdog is not None else "none"))
-        tolerance = 0.1
-        if m.reg("failsafe_current") is None:
-            problems.append(f"map {m.name} has no fail-safe current register: what the charger does without the "
-                            "gateway is its own setting; check it by hand")
-        elif "failsafe_current" in back and abs(back["failsafe_current"] - section.fallback_a) > tolerance:
-            problems.append(f"the charger's fail-safe current reads {back['failsafe_current']:g} A, not the "
-                            f"configured {section.fallback_a:g} A")
-        if ch.failsafe_timeout_s and "failsafe_timeout" in back and abs(back["failsafe_timeout"]
-                                                                        - ch.failsafe_timeout_s) > tolerance:
-            problems.append(f"the charger's fail-safe timeout reads {back['failsafe_timeout']:g} s, not "
-                            f"{ch.failsafe_timeout_s:g} s")
-        if problems:
-            return tuple(rows), Check("fail-safe", Outcome.FAIL, "; ".join(problems))
-        timeout = f" {ch.failsafe_timeout_s:g} s" if ch.failsafe_timeout_s else ""
-        return tuple(rows), Check("fail-safe", Outcome.PASS, f"falls back to {section.fallback_a:g} A{timeout} "
-                                  "after the gateway's last write")
-
-    def driver_of(self, section: ChargerSection) -> Any:
-        return self.runtime.ocpp if section.protocol.startswith("ocpp") else self.runtime.modbus
+        protocol = self.runtime.protocol_of.get(cid)
+        driver = self.runtime.drivers.get(family(protocol)) if protocol is not None else None
+        return driver if isinstance(driver, Commissions) else None
 
     async def step(self, section: ChargerSection, first: Sample | None) -> tuple[StepResult | None, Check]:
         """Down to the step current and back; `first` is the charger's latest own measurement."""
@@ -464,7 +374,9 @@ class Checklist:
         meter_first = None
         if meter_id is not None:
             meter_first = await self.fresh(lambda: self.meter_sample(meter_id), self.meter_sample(meter_id), timeout)
-        driver = self.driver_of(section)
+        from gateway.runtime.drivers import family
+
+        driver = rt.drivers[family(section.protocol)]
         drawn_at_step = target if target >= max(J1772_MIN_A, section.min_a) else 0.0
         self.say(f"charger {cid}: stepping {limit:g} A -> {target:g} A and back (draws {before:.1f} A)")
         rt.deciding = False

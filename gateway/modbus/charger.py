@@ -25,6 +25,7 @@ from gateway.modbus.codec import CodecError, Value, decode_block, encode, implau
 from gateway.modbus.link import LinkError, LinkPool, ModbusLink, Trouble
 from gateway.modbus.maps import Register, RegisterMap, RegType, Table, load_map
 from gateway.modbus.settings import ModbusChargerSettings
+from gateway.ports import FailsafeReport, Nameplate
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +334,73 @@ class ModbusChargers:
     async def close(self) -> None:
         for link in {id(c.link): c.link for c in self.chargers.values()}.values():
             await link.close()
+
+    # ------------------------------------------------------------------ commissioning (`ports.Commissions`)
+
+    def ready(self, charger_id: str) -> bool | None:
+        return None  # a Modbus charger is there when it answers: its readings say so
+
+    def own_sample(self, charger_id: str) -> tuple[object, dict[str, float]] | None:
+        return None  # its own measurement is its reading
+
+    def own_status(self, charger_id: str) -> str | None:
+        return None
+
+    def nameplate(self, charger_id: str) -> Nameplate | None:
+        """The register map's vendor and product (a Modbus charger does not say what it is)."""
+        charger = self.chargers.get(charger_id)
+        if charger is None:
+            return None
+        m = charger.map
+        return Nameplate(m.vendor, m.product, None, None, source=f"register map {m.name}")
+
+    async def failsafe_report(self, charger_id: str, fallback_a: float) -> FailsafeReport:
+        """The fail-safe current and timeout read back from the charger, against the configured ones."""
+        ch = self.chargers[charger_id]
+        m = ch.map
+        rows: list[tuple[str, str]] = [("fail-safe current (config)", f"{fallback_a:g} A")]
+        problems: list[str] = []
+        back: dict[str, float] = {}
+        for name in ("failsafe_current", "failsafe_timeout"):
+            reg = m.reg(name)
+            if reg is None:
+                continue
+            if not reg.readable:
+                rows.append((f"{name} register", "written at connect (cannot be read back)"))
+                continue
+            try:
+                regs = await ch.link.read(reg.table, reg.address, reg.width, ch.unit)
+                value = decode_block(m, read_plan(m, [name])[0], regs)[name]
+            except (LinkError, CodecError) as exc:
+                problems.append(f"cannot read {name} back: {exc}")
+                continue
+            if isinstance(value, str):
+                problems.append(f"{name} reads {value!r}, not a number")
+                continue
+            back[name] = float(value)
+            unit = "A" if name == "failsafe_current" else "s"
+            rows.append((f"{name} register", f"{float(value):g} {unit} (read back)"))
+        watchdog = m.reg("watchdog")
+        refresh = f", refreshed every {ch.refresh_s:g} s" if ch.refresh_s else ""
+        rows.append(("fail-safe timeout", f"{ch.failsafe_timeout_s:g} s{refresh}" if ch.failsafe_timeout_s
+                     else "none known"))
+        rows.append(("watchdog register", "written with every setpoint" if watchdog is not None else "none"))
+        tolerance = 0.1
+        if m.reg("failsafe_current") is None:
+            problems.append(f"map {m.name} has no fail-safe current register: what the charger does without the "
+                            "gateway is its own setting; check it by hand")
+        elif "failsafe_current" in back and abs(back["failsafe_current"] - fallback_a) > tolerance:
+            problems.append(f"the charger's fail-safe current reads {back['failsafe_current']:g} A, not the "
+                            f"configured {fallback_a:g} A")
+        if ch.failsafe_timeout_s and "failsafe_timeout" in back and abs(back["failsafe_timeout"]
+                                                                        - ch.failsafe_timeout_s) > tolerance:
+            problems.append(f"the charger's fail-safe timeout reads {back['failsafe_timeout']:g} s, not "
+                            f"{ch.failsafe_timeout_s:g} s")
+        if problems:
+            return FailsafeReport(tuple(rows), False, "; ".join(problems))
+        timeout = f" {ch.failsafe_timeout_s:g} s" if ch.failsafe_timeout_s else ""
+        return FailsafeReport(tuple(rows), True, f"falls back to {fallback_a:g} A{timeout} after the gateway's "
+                              "last write")
 
 
 __all__ = ["ModbusCharger", "ModbusChargers", "Table"]

@@ -31,8 +31,8 @@ from gateway.ocpp.link import Station, validate_inline
 from gateway.ocpp.profiles import floor_tenth, number_phases
 from gateway.ocpp.server import OcppServer
 from gateway.ocpp.settings import CentralSystemSettings, OcppChargerSettings
-from gateway.ocpp.state import ChargerIdentity, ChargerView, DrawWatch
-from gateway.ports import ChargerRecords
+from gateway.ocpp.state import ChargerIdentity, ChargerView, DrawWatch, to_conductors
+from gateway.ports import ChargerRecords, FailsafeReport, Nameplate
 from gateway.records import ChargerRecord
 
 log = logging.getLogger("gateway.ocpp")
@@ -304,6 +304,58 @@ class OcppDriver:
         A reconnect without a BootNotification keeps it; the next BootNotification replaces it."""
         ctl = self.controls.get(charger_id)
         return None if ctl is None else ctl.view.identity
+
+    # ------------------------------------------------------------------ commissioning (`ports.Commissions`)
+
+    def url_of(self, charger_id: str) -> str:
+        """Where the charger is to connect (`ports.Listens`)."""
+        return self.server.url_of(charger_id)
+
+    def ready(self, charger_id: str) -> bool | None:
+        """Connected, and its setup (abilities, base profile) done."""
+        ctl = self.controls.get(charger_id)
+        if ctl is None:
+            return None
+        return ctl.station is not None and ctl.setup is not None and ctl.setup.done()
+
+    def own_sample(self, charger_id: str) -> tuple[object, dict[str, float]] | None:
+        """Its latest MeterValues, in the site's conductors."""
+        ctl = self.controls.get(charger_id)
+        if ctl is None or ctl.view.sample is None:
+            return None
+        return ctl.view.sample, to_conductors(ctl.view.sample.current_a, ctl.view.conductors)
+
+    def own_status(self, charger_id: str) -> str | None:
+        ctl = self.controls.get(charger_id)
+        return None if ctl is None else ctl.view.status().value
+
+    def nameplate(self, charger_id: str) -> Nameplate | None:
+        said = self.identity(charger_id)
+        return None if said is None else Nameplate(said.vendor, said.model, said.firmware, said.serial)
+
+    async def failsafe_report(self, charger_id: str, fallback_a: float) -> FailsafeReport:
+        """The base profile it accepted (what it falls back to) and whether its live limits are leased."""
+        ctl = self.controls[charger_id]
+        lease = self.section.lease_s
+        strategy = ctl.strategies[ctl.strategy] if ctl.strategies else None
+        rows = [("fail-safe current (config)", f"{fallback_a:g} A")]
+        if strategy is None or ctl.base_known is None:
+            rows.append(("base profile", "not accepted"))
+            return FailsafeReport(tuple(rows), False, "the charger accepted no base profile: without the "
+                                  "gateway it would charge unlimited")
+        rows += [
+            ("base profile", f"{strategy.base_purpose}, stack level {strategy.base_level}, "
+                             f"{fallback_a:g} A, no end: accepted"),
+            ("live profile", f"{strategy.purpose} in {strategy.unit}, stack level {strategy.live_level}"),
+        ]
+        if not strategy.leased:
+            rows.append(("lease", "none: the charger takes limits only in the base profile's slot"))
+            return FailsafeReport(tuple(rows), False, "the charger takes limits only at stack level 0, so a "
+                                  "limit cannot expire: it keeps its last limit, not its fail-safe current, if "
+                                  "the gateway stops")
+        rows.append(("lease", f"validTo {lease:g} s ahead, renewed at half"))
+        return FailsafeReport(tuple(rows), True, f"base profile at {fallback_a:g} A accepted; falls back to it "
+                              f"within {lease:g} s of losing the gateway")
 
     def authorize(self, token: str) -> bool:
         allowed = self.section.local_auth_list

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.domain import ChargerStatus, OptState
-from gateway.ports import Curtailment
+from gateway.ports import Commissions, Curtailment
 from gateway.schedule import build_schedule, segment_at
 from gateway.status.document import (
     OVER_LIMIT_TOLERANCE_A,
@@ -134,8 +134,9 @@ def evse_docs(rt: Runtime, now: datetime, zone: Any) -> list[EvseDoc]:
         if plugged and reading is not None and reading.energy_kwh is not None and start is not None:
             session_kwh = max(0.0, reading.energy_kwh - start[1])
         ident = None
-        if rt.ocpp is not None and rt.protocol_of.get(evse.id) == "ocpp":
-            ident = rt.ocpp.identity(evse.id)
+        driver = rt.drivers.get(rt.protocol_of.get(evse.id, ""))
+        if isinstance(driver, Commissions):  # what it said it is, or its register map's names
+            ident = driver.nameplate(evse.id)
         reason = last.reasons.get(evse.id, "") if last is not None else ""
         over = (online and current is not None and limit is not None
                 and current > limit + OVER_LIMIT_TOLERANCE_A and ack is not None and ack.accepted)
