@@ -175,3 +175,13 @@ def test_no_optimum_within_the_budget_is_served_in_deadline_order_and_said() -> 
     assert len(result.notes) == 1 and "no optimum in 0.001 s" in result.notes[0], result.notes
     assert "served in deadline order" in result.notes[0]
     assert dict(result.amps) == dict(allocate(replace(problem, sharing=Sharing.DEADLINE)).amps)
+
+
+def test_without_departures_a_car_plugging_in_gets_its_fair_share_at_once() -> None:
+    # Nobody gave a departure: no urgency to weigh a move against, so the two charging cars give way at
+    # once as under fair sharing, instead of the newcomer waiting for its turn.
+    circuits = [Circuit("main", None, 64.0, ("L1",))]
+    cars = [EvseState(f"c{n}", "main", ("L1",), 230.0, max_a=32.0, connected=True) for n in range(3)]
+    problem = Problem(circuits, cars, NOW, sharing=Sharing.OPTIMISE, previous={"c0": 32.0, "c1": 32.0})
+    fair = allocate(replace(problem, sharing=Sharing.FAIR)).amps
+    assert allocate(problem).amps == fair == {"c0": 22.0, "c1": 21.0, "c2": 21.0}

@@ -162,6 +162,8 @@ def _optimise(
     weights = [urgency(_laxity_s(evses[i], now, kws[i]), _left_s(evses[i], now), _waited_s(evses[i], now))
                for i in order]
     previous = [problem.previous.get(evses[i].id, 0.0) for i in order]
+    # The change penalty only where a departure gives the car an urgency to weigh a move against (milp).
+    penalty = [0.0 if evses[i].departure is None else milp.CHANGE_PENALTY for i in order]
     keep_on = [p > 0 and _on_for(evses[i], now) < problem.min_on_time for i, p in zip(order, previous, strict=True)]
     solved = solve(
         weights,
@@ -172,6 +174,7 @@ def _optimise(
         head,
         time_s,
         keep_on,
+        penalty,
     )
     admitted = []
     for j in sorted(range(len(order)), key=lambda j: -weights[j]):
@@ -195,7 +198,7 @@ def _optimise(
         inside its minimum on-time (the deadline order's tiers come before its minimum on-time)."""
         if any(answer[i] == 0.0 for i in kept):
             return -math.inf
-        return sum(w * answer[i] - milp.CHANGE_PENALTY * abs(answer[i] - p)
-                   for i, w, p in zip(order, weights, previous, strict=True))
+        return sum(w * answer[i] - lam * abs(answer[i] - p)
+                   for i, w, p, lam in zip(order, weights, previous, penalty, strict=True))
 
     return value

@@ -15,9 +15,12 @@ car that cannot be met even at full power gets no bonus (its energy still counts
 could save). A paused car that gave no departure earns `TURN_PER_HOUR` per hour waited, so that at a
 site where nobody gives one the paused cars still take turns (a car with a departure is brought in by its
 urgency as the departure nears). Moving an amp from one car to another has to gain more than 2λ of
-urgency: the penalty is what keeps pilots from churning. A charger inside its minimum on-time is kept on
-(`keep_on`) while all such fit. A greedy order cannot trade an amp on a heavily loaded phase pair for two
-on a light one; this program does (the phasor rows of a three-phase transformer are where it shows).
+urgency: the penalty is what keeps pilots from churning. It is charged only for cars with a departure: one
+with none has no urgency of its own to weigh a move against, so among such cars the fair answer of the
+deadline order stands (the caller keeps it on a tie) and a car plugging in gets its share at once. A
+charger inside its minimum on-time is kept on (`keep_on`) while all such fit. A greedy order cannot trade
+an amp on a heavily loaded phase pair for two on a light one; this program does (the phasor rows of a
+three-phase transformer are where it shows).
 
 HiGHS solves it, through scipy (a dependency): no hand-written solver. scipy is imported only when this
 mode is used. Pure: no I/O, no clock; the caller checks the answer against every constraint again, weighs
@@ -59,14 +62,15 @@ def solve(
     headroom: Sequence[float],
     time_limit_s: float,
     keep_on: Sequence[bool] = (),
-    change_penalty: float | None = None,
+    change_penalty: Sequence[float] = (),
 ) -> list[float]:
     """Currents for n chargers; `rows[j]` lists (constraint, coefficient) of charger j, `headroom[c]` the room.
 
     A constraint already over its limit gets no room at all (its chargers 0), never a negative one that
     would make even all-zero infeasible. A charger with `keep_on[j]` (inside its minimum on-time) is not
     paused: it gets at least its minimum, unless those kept on cannot all have theirs (a limit fell), when
-    the program is solved again with nobody kept on.
+    the program is solved again with nobody kept on. `change_penalty[j]` is λ for charger j (default
+    `CHANGE_PENALTY` for all).
     """
     try:
         import numpy as np
@@ -102,7 +106,7 @@ def solve(
     matrix = coo_matrix((vals, (r_idx, c_idx)), shape=(m + 2 * n, 2 * n)).tocsr()
     low = np.array([lo if hi >= lo else 0.0 for lo, hi in zip(lows, highs, strict=True)] + [0.0] * n)
     high = np.array([hi if hi >= lo else 0.0 for lo, hi in zip(lows, highs, strict=True)] + [math.inf] * n)
-    cost = np.array([-w for w in weights] + [CHANGE_PENALTY if change_penalty is None else change_penalty] * n)
+    cost = np.array([-w for w in weights] + (list(change_penalty) if change_penalty else [CHANGE_PENALTY] * n))
     constraints = LinearConstraint(matrix, np.full(m + 2 * n, -np.inf), upper)
     # 2: semi-continuous (0 or within its bounds); 0: continuous within its bounds (kept on)
     kept = [bool(keep_on[j]) and high[j] > 0 for j in range(n)] if keep_on else [False] * n
