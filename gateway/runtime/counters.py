@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
+from gateway.runtime.drivers import BUILDERS
+
 disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series beside every counter: noise on a dashboard of 100s of sites
 
 # A decision takes a few milliseconds (5-10 ms at 1,000 chargers): buckets from 0.5 ms to 1 s.
@@ -34,7 +36,7 @@ class Counters:
         self.push_seconds = Histogram("gateway_limit_push_round_trip_seconds",
                                       "Round trip of one limit push to a charger, answered ones only",
                                       ["protocol"], buckets=PUSH_BUCKETS, registry=self.registry)
-        for protocol in ("ocpp", "modbus"):  # present at 0 from the start: rate() needs a first sample
+        for protocol in BUILDERS:  # every driver family at 0 from the start: rate() needs a first sample
             for result in ("accepted", "refused"):
                 self.pushes.labels(protocol, result)
             self.push_seconds.labels(protocol)
