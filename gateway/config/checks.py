@@ -12,11 +12,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.assembly import ancestors, circuit_limits, parents_of
-from gateway.config import GatewayConfig
 from gateway.config.site import ChargerSection
 from gateway.domain import Circuit
+
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 # `at(kind, i)`: the path of an entry of a list section, numbered as in the user's file.
 _At = Callable[[str, int], str]
