@@ -257,22 +257,29 @@ class SimVtn3:
             out.pop("clientID", None)
         return out
 
+    async def _write(self, request: web.Request, kind: str) -> tuple[Client, Any] | web.Response:
+        """A write's client and its body, checked against the version's request schema; or the refusal."""
+        gate = await self._gate(request, "bl" if kind in ("programs", "events") else None)
+        if isinstance(gate, web.Response):
+            return gate
+        try:
+            body = await request.json()
+        except ValueError:
+            return self._problem(400, "Bad Request", "body is not JSON")
+        if gate.role == "ven":
+            self.received.append(Received(request.method, request.path, body))
+        errors = self.schemas.errors(REQUEST_SCHEMAS[self.version][kind], body)
+        if errors:
+            self.schema_errors.extend(errors)
+            return self._problem(400, "Bad Request", errors[0])
+        return gate, body
+
     def _create(self, kind: str) -> Any:
         async def handle(request: web.Request) -> web.Response:
-            writer = "bl" if kind in ("programs", "events") else None
-            gate = await self._gate(request, writer)
-            if isinstance(gate, web.Response):
-                return gate
-            try:
-                body = await request.json()
-            except ValueError:
-                return self._problem(400, "Bad Request", "body is not JSON")
-            if gate.role == "ven":
-                self.received.append(Received("POST", request.path, body))
-            errors = self.schemas.errors(REQUEST_SCHEMAS[self.version][kind], body)
-            if errors:
-                self.schema_errors.extend(errors)
-                return self._problem(400, "Bad Request", errors[0])
+            checked = await self._write(request, kind)
+            if isinstance(checked, web.Response):
+                return checked
+            gate, body = checked
             if kind == "vens" and any(v.get("venName") == body.get("venName") for v in self.objects["vens"].values()):
                 return self._problem(409, "Conflict", "venName is taken")
             obj = self.store(kind, body, client_id=gate.client_id)
@@ -292,19 +299,10 @@ class SimVtn3:
 
     def _update(self, kind: str) -> Any:
         async def handle(request: web.Request) -> web.Response:
-            gate = await self._gate(request, "bl" if kind in ("programs", "events") else None)
-            if isinstance(gate, web.Response):
-                return gate
-            try:
-                body = await request.json()
-            except ValueError:
-                return self._problem(400, "Bad Request", "body is not JSON")
-            if gate.role == "ven":
-                self.received.append(Received("PUT", request.path, body))
-            errors = self.schemas.errors(REQUEST_SCHEMAS[self.version][kind], body)
-            if errors:
-                self.schema_errors.extend(errors)
-                return self._problem(400, "Bad Request", errors[0])
+            checked = await self._write(request, kind)
+            if isinstance(checked, web.Response):
+                return checked
+            _, body = checked
             if request.match_info["id"] not in self.objects[kind]:
                 return self._problem(404, "Not Found")
             obj = self.replace(kind, request.match_info["id"], body)
