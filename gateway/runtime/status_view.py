@@ -117,9 +117,12 @@ def evse_docs(rt: Runtime, now: datetime, zone: Any) -> list[EvseDoc]:
     last = rt.last
     starts = plan_starts(rt, now)
     power = rt.charger_power_kw()
+    readings = rt.readings
+    # Asked once per driver, not per charger: a runtime-checkable protocol's isinstance is slow.
+    nameplates = {name: d for name, d in rt.drivers.items() if isinstance(d, Commissions)}
     out: list[EvseDoc] = []
     for evse in rt.site.evses:
-        reading = rt.readings.get(evse.id)
+        reading = readings.get(evse.id)
         current = None
         if reading is not None and reading.current_a:
             current = max(reading.current_a.get(p, 0.0) for p in evse.phases)
@@ -134,8 +137,8 @@ def evse_docs(rt: Runtime, now: datetime, zone: Any) -> list[EvseDoc]:
         if plugged and reading is not None and reading.energy_kwh is not None and start is not None:
             session_kwh = max(0.0, reading.energy_kwh - start[1])
         ident = None
-        driver = rt.drivers.get(rt.protocol_of.get(evse.id, ""))
-        if isinstance(driver, Commissions):  # what it said it is, or its register map's names
+        driver = nameplates.get(rt.protocol_of.get(evse.id, ""))
+        if driver is not None:  # what it said it is, or its register map's names
             ident = driver.nameplate(evse.id)
         reason = last.reasons.get(evse.id, "") if last is not None else ""
         over = (online and current is not None and limit is not None
@@ -169,6 +172,16 @@ def circuit_docs(rt: Runtime, meters: list[MeterDoc]) -> list[CircuitDoc]:
     non_ev: dict[tuple[str, str], float] = {}
     for item in (last.non_ev if last is not None else ()):
         non_ev[(item.circuit, item.phase)] = non_ev.get((item.circuit, item.phase), 0.0) + item.amps
+    # What the plugged-in chargers report, summed per (circuit they hang on, phase) once, not per circuit.
+    ev: dict[tuple[str, str], float] = {}
+    readings = rt.readings
+    for evse in rt.site.evses:
+        reading = readings.get(evse.id)
+        if reading is None or not reading.status.connected:
+            continue
+        for phase in evse.phases:
+            key = (evse.circuit, phase)
+            ev[key] = ev.get(key, 0.0) + max(0.0, reading.current_a.get(phase, 0.0))
     out: list[CircuitDoc] = []
     for circuit in rt.site.circuits:
         below = rt.site.below(circuit.id)
@@ -176,11 +189,7 @@ def circuit_docs(rt: Runtime, meters: list[MeterDoc]) -> list[CircuitDoc]:
         meter = fresh.get(circuit.id)
         for phase in circuit.phases:
             amps = sum(a for (c, p), a in non_ev.items() if c in below and p == phase)
-            for evse in rt.site.evses:
-                reading = rt.readings.get(evse.id)
-                if evse.circuit in below and phase in evse.phases and reading is not None \
-                        and reading.status.connected:
-                    amps += max(0.0, reading.current_a.get(phase, 0.0))
+            amps += sum(a for (c, p), a in ev.items() if c in below and p == phase)
             counted = amps if last is not None else None
             load: float | None = counted
             if meter is not None:
