@@ -67,3 +67,22 @@ def test_the_cycle_finder_sees_a_cycle_made_by_a_function_level_import() -> None
     graph.add_import(importer="pkg.b", imported="pkg.c")
     graph.add_import(importer="pkg.c", imported="pkg.a")  # e.g. inside a function
     assert cycles(graph) == [["pkg.a", "pkg.b", "pkg.c"]]
+
+
+def test_every_module_of_the_package_is_in_a_layer_and_kept_from_the_simulators() -> None:
+    import tomllib
+    from pathlib import Path
+
+    import gateway
+
+    root = Path(gateway.__file__).parent
+    top = {f"gateway.{p.stem}" for p in root.glob("*.py") if p.stem != "__init__"}
+    top |= {f"gateway.{p.parent.name}" for p in root.glob("*/__init__.py")}
+    contracts = tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    layers = next(c for c in contracts if c["type"] == "layers")["layers"]
+    layered = {m.strip() for layer in layers for m in layer.replace("|", ":").split(":")}
+    apart = next(c for c in contracts if c["type"] == "forbidden")
+    kept = set(apart["source_modules"]) | set(apart["forbidden_modules"])
+    assert sorted(top - layered - {"gateway.sim"}) == []  # a new module must take its place in the layers
+    # and stay away from the simulators (only the demo command may import them)
+    assert sorted(m for m in top - kept if m != "gateway.commands") == []
