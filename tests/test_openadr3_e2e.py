@@ -154,6 +154,9 @@ async def test_enrols_takes_each_payload_and_reports(tmp_path: Path, vtn: SimVtn
         await until(gone, 10, "the deleted event is still in force")
         status = stored(store, "SELECT status FROM events WHERE event_id = ?", (simple["id"],))
         assert status == [("cancelled",)]
+        polls = sent_by_ven(vtn, "GET", "/events")
+        await until(lambda: len(sent_by_ven(vtn, "GET", "/events")) >= len(polls) + 3, 10)
+        assert sum("ALERT_FLEX_ALERT" in line for line in gateway.lines) == 1, "an alert is told once, not every poll"
         assert vtn.schema_errors == []
         if vtn.version == "3.1.0":
             assert vtn.notifications and all(code == 200 for _, code in vtn.notifications)

@@ -388,11 +388,6 @@ class Oadr3Ven:
                     log.warning("vtn event refused: %s; nothing stored changes", exc)
                 refused.append(raw.id)
                 continue
-            for line in t.notes:
-                level = logging.WARNING if line.startswith("ALERT_") else logging.INFO
-                log.log(level, "event=%s %s", raw.id, line)
-            for line in t.dropped:
-                log.warning("event=%s payload ignored: %s", raw.id, line)
             translated.append((t, raw))
         async with self._events_lock:
             stored = await self._db(self.store.events)
@@ -429,6 +424,15 @@ class Oadr3Ven:
                 await self._db(self.store.save_events, changed, now, reasons)
             for line in outcome.notes:
                 log.info("%s", line.replace(" by the VTN", " (deleted by the VTN)"))
+            for event in changed:  # alerts, GHG and what was left out: once per version, not once per poll
+                if event.event_id not in meta_of:
+                    continue
+                told = meta_of[event.event_id][1]
+                for line in told.notes:
+                    log.log(logging.WARNING if line.startswith("ALERT_") else logging.INFO, "event=%s %s",
+                            event.event_id, line)
+                for line in told.dropped:
+                    log.warning("event=%s payload ignored: %s", event.event_id, line)
             for event in changed:
                 if event.event_id in reasons:
                     log.info("event=%s opt=%s reason=%s", event.event_id, event.opt.value, reasons[event.event_id])
