@@ -69,3 +69,44 @@ async def test_a_restart_keeps_the_operators_cap_and_pause(tmp_path: Path) -> No
     finally:
         third.stop()
         await asyncio.wait_for(task, 15)
+
+
+def test_charge_modes_set_by_hand_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    store(path).save(OperatorState(modes={"cp-1": ("pv", False), "cp-2": ("now", True), "gone": ("pv", True)}), NOW)
+    kept = store(path).load(NOW, frozenset({"cp-1", "cp-2"}))
+    assert kept.modes == {"cp-1": ("pv", False), "cp-2": ("now", True)}
+
+
+async def test_a_restart_keeps_the_charge_modes_set_by_hand(tmp_path: Path) -> None:
+    config = parse_config({
+        "site": {"wiring": "three-phase-400/230", "service_breaker_a": 63},
+        "chargers": [{"id": "a", "protocol": "ocpp2.0.1", "phases": "L1-L2-L3", "max_a": 32},
+                     {"id": "b", "protocol": "ocpp1.6", "phases": "L1-L2-L3", "max_a": 32, "mode": "now"}],
+        "ocpp": {"port": 0},
+        "store": {"path": str(tmp_path / "store.sqlite")},
+    })
+
+    first, task = await running(config)
+    assert first.set_charge_mode("a", "now", session=False)  # until changed
+    assert first.set_charge_mode("b", "plan", session=True)  # for this car's session
+    assert await first.operator_stored() is None
+    first.stop()
+    await asyncio.wait_for(task, 15)
+
+    second, task = await running(config)
+    try:
+        assert second.solar.mode_of("a").value == "now"
+        assert second.solar.mode_of("b").value == "plan"  # its car was not seen leaving
+        assert second.set_charge_mode("a", None)  # back to the config's
+        assert await second.operator_stored() is None
+    finally:
+        second.stop()
+        await asyncio.wait_for(task, 15)
+
+    third, task = await running(config)
+    try:
+        assert third.solar.mode_of("a").value == "plan"
+    finally:
+        third.stop()
+        await asyncio.wait_for(task, 15)

@@ -110,6 +110,7 @@ class Runtime:
         self.watch = Watch(self)  # ticked in the loop: the alarms hold with or without the status endpoint
         self.meter_watch = MeterWatch(config, self.site, self.alarms, hold_s=self.non_ev_hold.total_seconds())
         self.solar = SolarWatch(config, self.site, self.alarms, self.trigger)  # PV surplus, charge modes, inverters
+        self.solar.kept = self.operator.set_modes  # modes set by hand are kept over a restart
         self.clock_state = ClockState()  # the wall clock's steps against the monotonic clock
         self.last: Decision | None = None
         self.decisions = 0

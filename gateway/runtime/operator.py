@@ -1,4 +1,5 @@
-"""The operator's writes: a temporary site power cap and paused chargers, in force at once, kept in the store.
+"""The operator's writes: a temporary site power cap, paused chargers and charge modes set by hand, in force at
+once, kept in the store.
 
 Every change is in force in memory the moment it is made (a full disk must not refuse a cap) and handed
 to the store's writer at once, so a restart right after it keeps it; `stored()` says whether the last
@@ -30,6 +31,7 @@ class OperatorControls:
         self.cap_kw: float | None = None
         self.cap_until: datetime | None = None  # the cap lapses then (None: until lifted)
         self.paused: set[str] = set()  # chargers paused: 0 A until resumed
+        self.modes: dict[str, tuple[str, bool]] = {}  # charge modes set by hand: (mode, this session only)
         self._store: OperatorStore | None = None
         self._writer: StoreWriter | None = None
         self._health: WriteHealth | None = None
@@ -43,10 +45,13 @@ class OperatorControls:
         """What the store kept from before a restart."""
         self.cap_kw, self.cap_until = state.cap_kw, state.cap_until
         self.paused = set(state.paused)
-        if state.cap_kw is not None or state.paused:
+        self.modes = dict(state.modes)
+        if state.cap_kw is not None or state.paused or state.modes:
             until = state.cap_until.isoformat() if state.cap_until else "lifted"
-            log.info("operator state restored cap_kw=%s until=%s paused=%s", state.cap_kw, until,
-                     ",".join(sorted(state.paused)) or "none")
+            modes = ",".join(f"{cid}={mode}{' (session)' if session else ''}"
+                             for cid, (mode, session) in sorted(state.modes.items()))
+            log.info("operator state restored cap_kw=%s until=%s paused=%s modes=%s", state.cap_kw, until,
+                     ",".join(sorted(state.paused)) or "none", modes or "none")
 
     def set_cap(self, kw: float | None, until: datetime | None = None) -> None:
         """A site power cap (None: lift it), in force until `until` (None: until lifted)."""
@@ -75,6 +80,12 @@ class OperatorControls:
         self.changed(f"charger={charger_id} {'paused' if paused else 'resumed'} by operator")
         return True
 
+    def set_modes(self, modes: dict[str, tuple[str, bool]]) -> None:
+        """The charge modes set by hand now in force (the solar watch's word: it applies them), kept."""
+        if modes != self.modes:
+            self.modes = dict(modes)
+            self._save()
+
     def _save(self) -> None:
         store, writer = self._store, self._writer
         if store is None or writer is None:
@@ -82,7 +93,7 @@ class OperatorControls:
 
         async def save() -> None:
             # What is in force when the write runs: a later change replaces a write still waiting.
-            state = OperatorState(self.cap_kw, self.cap_until, frozenset(self.paused))
+            state = OperatorState(self.cap_kw, self.cap_until, frozenset(self.paused), dict(self.modes))
             await asyncio.to_thread(store.save, state, self.clock())
 
         self._saved = writer.submit("operator", save)

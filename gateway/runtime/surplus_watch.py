@@ -66,6 +66,8 @@ class SolarWatch:
         self.grid_meter = config.pv.grid_meter
         self.modes: dict[str, Mode] = {c.id: Mode(c.mode) for c in config.chargers}
         self.overrides: dict[str, tuple[Mode, bool]] = {}  # charger → (mode, for this session only)
+        # Told every change of the overrides, to keep them over a restart (the operator's store).
+        self.kept: Callable[[dict[str, tuple[str, bool]]], None] = lambda overrides: None
         self._plugged: dict[str, bool] = {}
         self.inverters: dict[str, Inverter] = {}
         self.readings: dict[str, PvReading] = {}
@@ -117,10 +119,20 @@ class SolarWatch:
         else:
             self.overrides[charger_id] = (mode, session)
         self.memory.pop(charger_id, None)
+        self._keep()
         log.info("charge mode charger=%s mode=%s for=%s", charger_id, self.mode_of(charger_id).value,
                  "config" if mode is None else "session" if session else "until changed")
         self.changed(f"charger={charger_id} mode={self.mode_of(charger_id).value}")
         return True
+
+    def restore(self, kept: Mapping[str, tuple[str, bool]]) -> None:
+        """The modes set by hand before a restart (a session's holds until its car is seen unplugged)."""
+        for cid, (mode, session) in kept.items():
+            if cid in self.modes and mode in {m.value for m in Mode}:
+                self.overrides[cid] = (Mode(mode), session)
+
+    def _keep(self) -> None:
+        self.kept({cid: (mode.value, session) for cid, (mode, session) in self.overrides.items()})
 
     def _sessions_ended(self, readings: Mapping[str, ChargerReading]) -> None:
         for cid in self.modes:
@@ -130,6 +142,7 @@ class SolarWatch:
                 override = self.overrides.get(cid)
                 if override is not None and override[1]:
                     del self.overrides[cid]
+                    self._keep()
                     log.info("charge mode charger=%s mode=%s (session ended; the config's again)", cid,
                              self.mode_of(cid).value)
             self._plugged[cid] = plugged

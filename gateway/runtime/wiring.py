@@ -44,6 +44,7 @@ async def open_parts(rt: Runtime) -> None:
             rt.session_start_kwh[cid] = (session.session_id, session.meter_start_kwh)
     rt.operator.restore(await asyncio.to_thread(recorder.operator.load, rt.clock(),
                                                   frozenset(rt.protocol_of)))
+    rt.solar.restore(rt.operator.modes)  # charge modes set by hand before the restart
     rt.events = await asyncio.to_thread(recorder.vtn.events)
     rt.boundaries.start()
     if needs_pool(rt.config):

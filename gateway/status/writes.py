@@ -185,4 +185,4 @@ async def write_mode(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text=json.dumps({"error": f"no charger {charger!r}"}), content_type="application/json")
     log.info("operator write=mode charger=%s mode=%s session=%s remote=%s", charger, body.mode or "config",
              body.session, request.remote)
-    return web.json_response({"charger": charger, "mode": body.mode, "session": body.session})
+    return await _stored_answer(request, {"charger": charger, "mode": body.mode, "session": body.session})

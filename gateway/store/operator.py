@@ -1,5 +1,6 @@
 """What an operator set over the status endpoint, kept in SQLite so that a restart does not lift it: the
-temporary site cap (kW and when it lapses) and the chargers paused by hand.
+temporary site cap (kW and when it lapses), the chargers paused by hand and the charge modes set by hand
+(for the session or until changed).
 
 An operator who capped the site for electrical work, or paused a charger with a fault, expects the gateway
 to come back from a restart (a crash, an upgrade, a power cut) with the same cap and pauses. One row per
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -24,6 +26,7 @@ class OperatorState:
     cap_kw: float | None = None
     cap_until: datetime | None = None  # None with a cap: until lifted
     paused: frozenset[str] = field(default_factory=frozenset)
+    modes: Mapping[str, tuple[str, bool]] = field(default_factory=dict)  # charger → (mode, this session only)
 
 
 class OperatorStore:
@@ -34,8 +37,10 @@ class OperatorStore:
     def save(self, state: OperatorState, now: datetime) -> None:
         cap = None if state.cap_kw is None else {
             "kw": state.cap_kw, "until": state.cap_until.isoformat() if state.cap_until else None}
+        modes = {cid: {"mode": mode, "session": session} for cid, (mode, session) in sorted(state.modes.items())}
         rows = [("cap", json.dumps(cap), now.isoformat()), ("paused", json.dumps(sorted(state.paused)),
-                                                            now.isoformat())]
+                                                            now.isoformat()),
+                ("modes", json.dumps(modes), now.isoformat())]
         with self._lock, immediate(self.db.conn) as conn:
             conn.executemany(
                 "INSERT INTO operator_state (key, value, updated_at) VALUES (?, ?, ?) "
@@ -57,4 +62,8 @@ class OperatorStore:
                 cap_kw, cap_until = float(cap["kw"]), until
         listed = json.loads(rows["paused"]) if "paused" in rows else []
         paused = frozenset(c for c in listed if isinstance(c, str) and (chargers is None or c in chargers))
-        return OperatorState(cap_kw, cap_until, paused)
+        kept = json.loads(rows["modes"]) if "modes" in rows else {}
+        modes = {cid: (str(m["mode"]), bool(m.get("session")))
+                 for cid, m in (kept.items() if isinstance(kept, dict) else ())
+                 if isinstance(m, dict) and isinstance(m.get("mode"), str) and (chargers is None or cid in chargers)}
+        return OperatorState(cap_kw, cap_until, paused, modes)
