@@ -34,7 +34,7 @@ import math
 from collections.abc import Sequence
 
 CRITICAL_BONUS = 10.0  # added to the urgency of a car that can still be met with little laxity to spare
-CRITICAL_HOURS = 1.0  # "little": under this much laxity
+CRITICAL_HOURS = 1.5  # "little": under this much laxity
 CHANGE_PENALTY = 1.0  # λ: urgency lost per amp a pilot moves
 TURN_PER_HOUR = 1.0  # added per hour waited to the urgency of a paused car with no departure: its turn
 MIN_HOURS = 1.0 / 12.0  # a departure closer than 5 min counts as 5 min away (the urgency stays finite)
