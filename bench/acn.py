@@ -69,7 +69,8 @@ Planner = Callable[[Sequence[EvseState], datetime, timedelta, Sequence[float]], 
 
 
 class GatewayAlgorithm(BaseAlgorithm):  # type: ignore[misc]  # acnportal is untyped
-    """The gateway's decision chain (allocate, then smoothing) as an acnportal scheduler.
+    """The gateway's decision chain (allocate, then smoothing) as an acnportal scheduler, by default in the
+    runtime's default sharing (`control.sharing = "optimise"`) with the limits in force passed each period.
 
     It reads only what the baselines read: the interface's constraint set, EVSE rates and voltages, the
     active sessions with their remaining energy and estimated departure, the current time and, with a
@@ -132,8 +133,9 @@ class GatewayAlgorithm(BaseAlgorithm):  # type: ignore[misc]  # acnportal is unt
         return {sid: [snap_to_allowed(limits.get(sid, 0.0), rates[sid])] for sid in rates}
 
     def decide(self, evses: list[EvseState], now: datetime, linear: list[Any]) -> Allocation:
+        # The runtime's budget: half of its default 1 s tick (gateway.assembly.site_of)
         return allocate(Problem([site_circuit()], evses, now, min_on_time=self.min_on, linear=linear,
-                                sharing=self.sharing, previous=self.previous, optimise_time_s=5.0))
+                                sharing=self.sharing, previous=self.previous, optimise_time_s=0.5))
 
 
 class OnlineLP(GatewayAlgorithm):
