@@ -10,7 +10,8 @@ import pytest
 
 from gateway.allocate import Sharing
 from gateway.assembly import site_of
-from gateway.config import GatewayConfig, parse_config
+from gateway.config import ConfigError, GatewayConfig, parse_config
+from gateway.config.checks import cross_check
 from gateway.domain import ChargerReading, ChargerStatus, Segment
 from gateway.runtime.decide import Inputs, MeterReading, decide, notes_to_say
 
@@ -257,3 +258,19 @@ def test_a_fallback_to_deadline_order_is_in_the_decision_and_said_once_while_it_
     answered = decide(site_of(site_config()), Inputs(NOW, readings=readings, meters={"grid": meter(50)}))
     new, said = notes_to_say(answered, said)
     assert answered.allocation.notes == () and new == [] and said == frozenset()
+
+
+def test_check_config_refuses_optimised_sharing_without_scipy_and_not_the_others(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def sharing_lines(config: GatewayConfig) -> list[str]:
+        return [line for line in cross_check(config) if line.startswith("control.sharing")]
+
+    optimised, deadline, fair = site_config(), _sharing_config("deadline"), _sharing_config("fair")
+    assert sharing_lines(optimised) == []
+    monkeypatch.setitem(sys.modules, "scipy.optimize", None)
+    [line] = sharing_lines(optimised)
+    assert "'optimise' needs scipy" in line and 'sharing = "deadline"' in line
+    assert sharing_lines(deadline) == sharing_lines(fair) == []
+    with pytest.raises(ConfigError, match=r"control\.sharing: 'optimise' needs scipy"):
+        site_config()  # loading the config says it too

@@ -72,8 +72,7 @@ def _sharing(config: GatewayConfig) -> list[str]:
     try:
         from scipy.optimize import milp  # noqa: F401 (only whether it imports)
     except ImportError as exc:
-        return [f"control.sharing: 'optimise' needs scipy ({exc}): pip install 'ev-openadr-gateway[optimise]', "
-                "or set sharing = \"deadline\""]
+        return [f"control.sharing: 'optimise' needs scipy ({exc}): pip install scipy, or set sharing = \"deadline\""]
     return []
 
 
