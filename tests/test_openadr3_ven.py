@@ -107,3 +107,24 @@ async def test_a_restart_keeps_the_schedule_and_enrols_nothing_twice(tmp_path: P
         assert again.ven_id == ven.ven_id
     finally:
         await stopped(task)
+
+
+async def test_an_operator_opt_out_holds_through_polls_and_changes(tmp_path: Path, vtn: SimVtn3) -> None:
+    program = vtn.create_program("dr-program")
+    ev = event(vtn, program["id"], [("SIMPLE", 3)], seconds=600)
+    sink = Sink()
+    ven = Oadr3Ven(settings(vtn, poll_s=0.1), Oadr3Store.open(tmp_path / "gw.sqlite"), sink=sink)
+    task = await running(ven)
+    try:
+        await until(lambda: ev["id"] in sink.events, 5)
+        assert sink.events[ev["id"]].opt is OptState.OPT_IN
+        await ven.set_opt(ev["id"], OptState.OPT_OUT, "site maintenance")
+        assert sink.events[ev["id"]].opt is OptState.OPT_OUT and not sink.events[ev["id"]].acted_on
+        polls = ven.polls
+        vtn.update_event(ev["id"], intervals=[{"id": 0, "payloads": [{"type": "SIMPLE", "values": [2]}]}])
+        await until(lambda: sink.events[ev["id"]].signals[0].intervals[0].value == 2.0 and ven.polls > polls + 2, 5)
+        assert sink.events[ev["id"]].opt is OptState.OPT_OUT, "the operator's choice outlives the VTN's change"
+        await ven.set_opt(ev["id"], None)
+        assert sink.events[ev["id"]].opt is OptState.OPT_IN
+    finally:
+        await stopped(task)

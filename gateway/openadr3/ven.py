@@ -119,8 +119,11 @@ class Oadr3Ven:
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
+        # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel that comes as the wake is set (an
+        # operator's opt), and the VEN would then never stop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     def _failed(self, result: str, error: str) -> None:
         self.rounds[result] += 1
