@@ -5,6 +5,8 @@ what a restart of the VEN keeps."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import socket
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -128,3 +130,27 @@ async def test_an_operator_opt_out_holds_through_polls_and_changes(tmp_path: Pat
         assert sink.events[ev["id"]].opt is OptState.OPT_IN
     finally:
         await stopped(task)
+
+
+async def test_a_webhook_port_taken_leaves_polling(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    vtn = SimVtn3()
+    await vtn.start()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        program = vtn.create_program("dr-program")
+        ev = event(vtn, program["id"], [("SIMPLE", 1)])
+        sink = Sink()
+        busy = dataclasses.replace(settings(vtn, poll_s=0.1), callback_port=taken.getsockname()[1])
+        ven = Oadr3Ven(busy, Oadr3Store.open(tmp_path / "gw.sqlite"), sink=sink)
+        task = await running(ven)
+        try:
+            await until(lambda: ev["id"] in sink.events, 5, "polling did not bring the event")
+            assert not vtn.objects["subscriptions"]
+            assert [r.getMessage() for r in caplog.records if "cannot listen" in r.getMessage()]
+        finally:
+            await stopped(task)
+    finally:
+        taken.close()
+        await vtn.stop()

@@ -157,7 +157,11 @@ class Oadr3Ven:
         """Forever: enrol, subscribe, poll, report; back off on failure. Cancel to stop."""
         await self.load()
         if self.settings.subscribe:
-            await self._serve_callback()
+            try:
+                await self._serve_callback()
+            except OSError as exc:  # a port taken: polling still brings every change, only later
+                log.warning("openadr3 notifications cannot listen on %s:%d (%s): polling only",
+                            self.settings.callback_bind, self.settings.callback_port, exc.strerror or exc)
         try:
             while True:
                 try:
