@@ -223,6 +223,32 @@ class Derated(BaseAlgorithm):  # type: ignore[misc]
         return result
 
 
+class J1772Cut(BaseAlgorithm):  # type: ignore[misc]
+    """Any scheduler with its pilots under J1772's 6 A minimum sent as 0 A, which is what a car does with
+    them: a reference for what a baseline's sub-6 A pilots are worth (the room they free is not handed on)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner = inner
+        self.max_recompute = 1
+
+    def register_interface(self, interface: Any) -> None:
+        super().register_interface(interface)
+        self.inner.register_interface(interface)
+
+    def schedule(self, active_sessions: list[Any]) -> dict[str, list[float]]:
+        pilots: dict[str, list[float]] = self.inner.schedule(active_sessions)
+        return {sid: [a if a >= 6.0 - 1e-9 else 0.0 for a in rates] for sid, rates in pilots.items()}
+
+
+def j1772_cut() -> dict[str, Callable[[], Any]]:
+    """EDF and LLF with their sub-6 A pilots sent as 0 A (`--j1772`)."""
+    return {
+        "EDF, pilots under 6 A as 0": lambda: J1772Cut(SortedSchedulingAlgo(earliest_deadline_first)),
+        "LLF, pilots under 6 A as 0": lambda: J1772Cut(SortedSchedulingAlgo(least_laxity_first)),
+    }
+
+
 def baselines() -> dict[str, Callable[[], Any]]:
     return {
         "uncontrolled": UncontrolledCharging,
@@ -440,6 +466,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="also bound energy when at least PCT %% of sessions must be fully met (a MILP)")
     parser.add_argument("--reference", action="store_true",
                         help="also run idealised online LP references (fractional, no 6 A minimum)")
+    parser.add_argument("--j1772", action="store_true",
+                        help="also run EDF and LLF with their pilots under 6 A sent as 0 A (what a car does with them)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
     args = parser.parse_args(argv)
 
@@ -463,6 +491,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             algorithms = {k: v for k, v in algorithms.items() if k in wanted}
         if args.reference:  # not filtered by --only: asking for them is the choice
             algorithms.update(references())
+        if args.j1772:
+            algorithms.update(j1772_cut())
         scenario = Scenario(start, args.days, args.period_min, cap, args.battery_kw, tuple(sessions),
                             parse_window(args.dr_window) if args.dr_window else None, args.dr_factor,
                             TARIFF if args.price else None, skipped)
