@@ -125,8 +125,11 @@ class Ven:
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel (the stop) that arrives as the
+        # event is set (an operator's opt waking the VEN), and the VEN would never stop.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
 
     # ---------------------------------------------------------------------------------------- run
 
@@ -730,7 +733,8 @@ class Ven:
                 failures += 1  # backed off like the VTN link: a source that keeps failing is not spun on
                 wait = backoff_delay(failures, self.vtn.backoff_initial_s, self.vtn.backoff_max_s, self.rng)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_sampler.wait(), timeout=wait)
+                async with asyncio.timeout(wait):  # not wait_for: see `_sleep`
+                    await self._wake_sampler.wait()
 
     async def _send_reports(self) -> None:
         now = self.clock()
