@@ -86,6 +86,22 @@ def test_a_newer_file_is_refused(tmp_path: Path) -> None:
         store_db.open_db(tmp_path / "a.sqlite")
 
 
+def test_a_file_whose_tables_an_earlier_build_made_itself_migrates_to_the_newest(tmp_path: Path) -> None:
+    # Builds at version 4 made `ocpp_chargers` themselves on open (and had no OpenADR 3 tables): such a
+    # file must take migration 5 as it is, what it holds kept.
+    path = tmp_path / "old.sqlite"
+    conn = store_db.open_db(path).conn
+    for table in ("oadr3_state", "oadr3_events", "oadr3_backlog"):
+        conn.execute(f"DROP TABLE {table}")
+    conn.execute("INSERT INTO ocpp_chargers VALUES ('cp-1', '{}', '2026-12-01T00:00:00+00:00')")
+    conn.execute("PRAGMA user_version = 4")
+    conn.close()
+    db = store_db.open_db(path)
+    assert store_db.schema_version(db) == len(store_db.MIGRATIONS) >= 5
+    assert {"ocpp_chargers", "oadr3_state", "oadr3_events", "oadr3_backlog"} <= set(db.table_names())
+    assert db.execute("SELECT charger_id FROM ocpp_chargers").fetchall() == [("cp-1",)]
+
+
 def test_registration_survives_reopen_and_forgetting_keeps_the_ven_id(tmp_path: Path) -> None:
     s = VenStore.open(tmp_path / "gw.sqlite")
     assert s.registration() == Registration(None, None, None, None)

@@ -5,7 +5,8 @@ them before it decides anything: the base profile (its purpose and fallback curr
 profile may hold and until when (its lease), the strategy and abilities that work for the charger, and
 what it was doing (status, transaction, when the session began). The driver writes a raise here *before*
 sending it (a restart must never under-count what a charger was allowed) and everything else after,
-off the control path. Its own table in the gateway's SQLite file, on a connection of its own.
+off the control path. Its own table in the gateway's SQLite file (schema version 5), on a connection of its
+own.
 """
 
 from __future__ import annotations
@@ -16,16 +17,9 @@ from datetime import datetime
 from pathlib import Path
 
 from gateway.records import ChargerRecord
+from gateway.store.db import open_db
 
 __all__ = ["ChargerBook", "ChargerRecord"]
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS ocpp_chargers (
-    charger_id TEXT PRIMARY KEY,
-    record TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-)
-"""
 
 
 class ChargerBook:
@@ -37,11 +31,9 @@ class ChargerBook:
 
     @classmethod
     def open(cls, path: Path, busy_s: float = 2.0) -> ChargerBook:
-        db = sqlite3.connect(path, timeout=busy_s, check_same_thread=False, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")  # a raise written ahead must survive a power cut too
-        db.execute(SCHEMA)
-        return cls(db)
+        # A connection of its own on the store's file, opened (and migrated: its table is version 5) like the
+        # others; FULL: a raise written ahead must survive a power cut too.
+        return cls(open_db(path, synchronous="FULL", busy_timeout_s=busy_s).conn)
 
     def load(self) -> dict[str, ChargerRecord]:
         out: dict[str, ChargerRecord] = {}

@@ -152,6 +152,39 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     );
     """,
+    # 5: what each OCPP charger holds (kept across a restart: gateway/store/chargers.py) and the OpenADR 3
+    # VEN's own state, event details and report backlog (gateway/store/vtn3.py). Builds before this version
+    # made these tables themselves on open, hence IF NOT EXISTS: their files migrate as they are.
+    """
+    CREATE TABLE IF NOT EXISTS ocpp_chargers (
+        charger_id TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS oadr3_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS oadr3_events (
+        event_id TEXT PRIMARY KEY,
+        program_id TEXT NOT NULL,
+        report_descriptors TEXT NOT NULL,
+        next_report_at TEXT
+    );
+    CREATE TABLE IF NOT EXISTS oadr3_backlog (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL,
+        program_id TEXT NOT NULL,
+        payload_type TEXT NOT NULL,
+        resource_name TEXT NOT NULL,
+        start TEXT NOT NULL,
+        duration_s REAL NOT NULL,
+        value TEXT NOT NULL,
+        sent_at TEXT,
+        UNIQUE (event_id, payload_type, resource_name, start)
+    );
+    """,
 ]
 
 

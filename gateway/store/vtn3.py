@@ -2,8 +2,8 @@
 subscription, each event's program and report descriptors, and the report backlog.
 
 The events themselves go into the same `events` table as 2.0b's (this is a `VenStore`), so the runtime,
-the status page and the export see one schedule whichever protocol brought it. The tables here are
-created on open if missing (`CREATE TABLE IF NOT EXISTS`, additive, no migration step of their own).
+the status page and the export see one schedule whichever protocol brought it. Its tables come with the
+store's schema version 5 (`gateway.store.db.MIGRATIONS`).
 Methods are synchronous and short; the VEN calls them from a worker thread one at a time.
 """
 
@@ -20,39 +20,8 @@ from gateway.store.db import Synchronous, open_db
 from gateway.store.health import WriteHealth
 from gateway.store.vtn import VenStore
 
-TABLES = """
-CREATE TABLE IF NOT EXISTS oadr3_state (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS oadr3_events (
-    event_id TEXT PRIMARY KEY,
-    program_id TEXT NOT NULL,
-    report_descriptors TEXT NOT NULL,
-    next_report_at TEXT
-);
-CREATE TABLE IF NOT EXISTS oadr3_backlog (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL,
-    program_id TEXT NOT NULL,
-    payload_type TEXT NOT NULL,
-    resource_name TEXT NOT NULL,
-    start TEXT NOT NULL,
-    duration_s REAL NOT NULL,
-    value TEXT NOT NULL,
-    sent_at TEXT,
-    UNIQUE (event_id, payload_type, resource_name, start)
-);
-"""
-
 
 class Oadr3Store(VenStore):
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        with self._lock:
-            self.db.conn.executescript(TABLES)
-
     @classmethod
     def open(cls, path: str | Path, *, synchronous: Synchronous = "FULL", health: WriteHealth | None = None) -> Self:
         return cls(open_db(path, synchronous=synchronous), health)
