@@ -106,7 +106,8 @@ def test_broken_trees_do_not_hang() -> None:
     assert chargers_under(config, "a") == []
 
 
-@pytest.mark.parametrize("name", ["example-home.toml", "example-workplace.toml", "example-depot.toml"])
+@pytest.mark.parametrize("name", ["example-home.toml", "example-workplace.toml", "example-depot.toml",
+                                  "example-home-pv.toml", "example-depot-oadr3.toml"])
 def test_the_allocator_accepts_what_the_config_describes(name: str) -> None:
     """The shipped sites, every charger plugged in and hungry: the core's limits hold on every conductor."""
     from dataclasses import replace

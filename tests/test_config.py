@@ -103,7 +103,8 @@ def test_the_workplace_example_is_valid_and_matches_the_issue() -> None:
 def test_the_examples_pass_check_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("example-home.toml", "example-workplace.toml", "example-depot.toml"):
+    for name in ("example-home.toml", "example-workplace.toml", "example-depot.toml", "example-home-pv.toml",
+                 "example-depot-oadr3.toml"):
         # The examples name certs/ven.crt, certs/ven.key and certs/ca.crt, made for their VEN name.
         vtn = load_config(EXAMPLES / name).vtn
         init_dev_pki(tmp_path / name / "certs", ven_name=vtn.ven_name if vtn else "ven")

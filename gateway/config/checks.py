@@ -92,7 +92,9 @@ def advisories(config: GatewayConfig) -> list[str]:
     notes = []
     if config.vtn is not None and config.vtn.plain_http:
         notes.append("vtn.url: plain HTTP: the utility's messages are neither encrypted nor authenticated")
-    if config.vtn is not None and config.vtn.url.startswith("https://") and config.vtn.vtn_fingerprint is None:
+    # A pinned fingerprint is a 2.0b (openleadr) check; an OpenADR 3 VEN trusts what its ca_file signed.
+    if config.vtn is not None and config.vtn.protocol == "2.0b" and config.vtn.url.startswith("https://") \
+            and config.vtn.vtn_fingerprint is None:
         notes.append("vtn.vtn_fingerprint: not set: any server certificate the CA signed is accepted")
     if not _loopback(config.status.bind) and config.status.token is None:
         notes.append(

@@ -52,8 +52,22 @@ def summarise(config: GatewayConfig) -> str:
     if config.vtn is None:
         lines.append("vtn: none configured (the site runs on its own limits and tariff)")
     else:
-        security = "mTLS" if config.vtn.cert else "plain HTTP" if config.vtn.allow_plain_http else "TLS"
-        lines.append(f"vtn: {config.vtn.url} as {config.vtn.ven_name!r} ({security})")
+        vtn = config.vtn
+        if vtn.protocol == "3" and vtn.oadr3 is not None:
+            security = "plain HTTP" if vtn.allow_plain_http and vtn.url.startswith("http://") else "TLS"
+            lines.append(f"vtn: OpenADR {vtn.oadr3.version} at {vtn.url} as {vtn.ven_name!r} ({security}, "
+                         f"OAuth2 client {vtn.oadr3.client_id!r})")
+        else:
+            security = "mTLS" if vtn.cert else "plain HTTP" if vtn.allow_plain_http else "TLS"
+            lines.append(f"vtn: OpenADR 2.0b at {vtn.url} as {vtn.ven_name!r} ({security})")
+    pv = config.pv
+    modes = Counter(ch.mode for ch in config.chargers)
+    if pv.grid_meter is not None or pv.inverters or set(modes) - {"plan"}:
+        cap = "none" if pv.import_cap_kw is None else f"{pv.import_cap_kw:g} kW"
+        inverters = ", ".join(f"{i.id} ({i.host}:{i.port})" for i in pv.inverters) or "none"
+        spread = ", ".join(f"{m} ×{n}" for m, n in sorted(modes.items()))
+        lines.append(f"pv: grid meter {pv.grid_meter or 'none'}, import cap {cap}, inverters {inverters}; "
+                     f"charge modes {spread}; start/stop after {pv.start_delay_s:g}/{pv.stop_delay_s:g} s")
     lines.append(f"tariff: {config.tariff.describe()}")
     lines.append(
         f"control: tick {config.control.tick_s:g} s, deadband {config.control.deadband_a:g} A, "
