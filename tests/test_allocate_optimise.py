@@ -87,8 +87,7 @@ def test_a_car_inside_its_minimum_on_time_keeps_charging_even_for_a_more_urgent_
 
 def test_paused_cars_take_turns_when_no_departure_is_known() -> None:
     # Five cars with no departure on room for two at their minimum, a decision a minute for six hours:
-    # the optimiser has no reason of its own to move anyone, and the turn a paused car earns per hour
-    # waited is what brings each in.
+    # with no urgency to weigh, the class is served in deadline order and its rotation brings each in.
     circuits = [Circuit("main", None, 15.0, ("L1",))]
     cars = [EvseState(f"c{n}", "main", ("L1",), 230.0, max_a=32.0, connected=True) for n in range(5)]
     memory: dict[str, ChargerMemory] = {}
@@ -185,3 +184,16 @@ def test_without_departures_a_car_plugging_in_gets_its_fair_share_at_once() -> N
     problem = Problem(circuits, cars, NOW, sharing=Sharing.OPTIMISE, previous={"c0": 32.0, "c1": 32.0})
     fair = allocate(replace(problem, sharing=Sharing.FAIR)).amps
     assert allocate(problem).amps == fair == {"c0": 22.0, "c1": 21.0, "c2": 21.0}
+
+
+def test_without_a_departure_in_the_class_it_is_served_fairly_whatever_the_phases() -> None:
+    # 40 A a conductor; three three-phase cars and one one-phase car on each conductor, no departures.
+    # Maximising amps would pause three-phase cars for one-phase ones, maximising power the reverse; with
+    # no urgency to weigh, the class is served as under deadline order (here: fair) and every car charges.
+    circuits = [Circuit("feeder", None, 40.0, ("L1", "L2", "L3"))]
+    three = [EvseState(f"t{n}", "feeder", ("L1", "L2", "L3"), 400.0, max_a=32.0, connected=True) for n in range(3)]
+    one = [EvseState(f"o{p}", "feeder", (p,), 230.0, max_a=32.0, connected=True) for p in ("L1", "L2", "L3")]
+    problem = Problem(circuits, [*three, *one], NOW, sharing=Sharing.OPTIMISE)
+    amps = dict(allocate(problem).amps)
+    assert all(a > 0 for a in amps.values()), amps
+    assert amps == dict(allocate(replace(problem, sharing=Sharing.FAIR)).amps)

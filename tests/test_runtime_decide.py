@@ -244,7 +244,8 @@ def test_a_fallback_to_deadline_order_is_in_the_decision_and_said_once_while_it_
 ) -> None:
     site = site_of(site_config())
     monkeypatch.setitem(sys.modules, "scipy.optimize", None)  # no solver: every decision falls back
-    readings = {"a": charging("a", 0), "b": charging("b", 0)}
+    leaves = NOW + timedelta(hours=5)  # departures known (without any there is nothing to optimise)
+    readings = {"a": replace(charging("a", 0), departure=leaves), "b": replace(charging("b", 0), departure=leaves)}
     said: frozenset[str] = frozenset()
     lines = []
     for tick in range(3):

@@ -89,7 +89,9 @@ def allocate(problem: Problem) -> Allocation:
 
     for priority in sorted(by_class, reverse=True):
         order = by_class[priority]
-        if problem.sharing is not Sharing.OPTIMISE:
+        if problem.sharing is not Sharing.OPTIMISE or all(evses[i].departure is None for i in order):
+            # Without a single departure urgency is flat: the program has nothing to weigh, and the
+            # deadline order's answer (then max-min fair, with its turns) is the one to give.
             in_tiers(order, amps, head, fair=problem.sharing is Sharing.FAIR)
             continue
         # The optimiser's answer is kept only where it is better by its own measure than the deadline
@@ -163,10 +165,13 @@ def _optimise(
                for i in order]
     previous = [problem.previous.get(evses[i].id, 0.0) for i in order]
     # The change penalty only where a departure gives the car an urgency to weigh a move against (milp).
-    penalty = [0.0 if evses[i].departure is None else milp.CHANGE_PENALTY for i in order]
+    # Both terms count an amp at its power: an amp of a three-phase charger is three conductor-amps of room
+    # and three times the energy of a one-phase one, so the program weighs energy, not amps.
+    penalty = [0.0 if evses[i].departure is None else milp.CHANGE_PENALTY * kws[i] for i in order]
+    gains = [w * kws[i] for w, i in zip(weights, order, strict=True)]
     keep_on = [p > 0 and _on_for(evses[i], now) < problem.min_on_time for i, p in zip(order, previous, strict=True)]
     solved = solve(
-        weights,
+        gains,
         [lows[i] for i in order],
         [highs[i] for i in order],
         previous,
@@ -198,7 +203,7 @@ def _optimise(
         inside its minimum on-time (the deadline order's tiers come before its minimum on-time)."""
         if any(answer[i] == 0.0 for i in kept):
             return -math.inf
-        return sum(w * answer[i] - lam * abs(answer[i] - p)
-                   for i, w, p, lam in zip(order, weights, previous, penalty, strict=True))
+        return sum(g * answer[i] - lam * abs(answer[i] - p)
+                   for i, g, p, lam in zip(order, gains, previous, penalty, strict=True))
 
     return value

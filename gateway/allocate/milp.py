@@ -12,10 +12,12 @@ departure, 5 min)` (earliest departure first, as EDF), plus `CRITICAL_BONUS` whi
 leave with what it asked for but has under `CRITICAL_HOURS` of laxity to spare. The bonus dwarfs the rest:
 first every car that can still be met and is about to be lost, then energy to the earliest departures. A
 car that cannot be met even at full power gets no bonus (its energy still counts, not ahead of a car it
-could save). A paused car that gave no departure earns `TURN_PER_HOUR` per hour waited, so that at a
-site where nobody gives one the paused cars still take turns (a car with a departure is brought in by its
-urgency as the departure nears). Moving an amp from one car to another has to gain more than 2λ of
-urgency: the penalty is what keeps pilots from churning. It is charged only for cars with a departure: one
+could save). A paused car that gave no departure earns `TURN_PER_HOUR` per hour waited, so that beside
+cars that gave one it still gets its turn (a car with a departure is brought in by its urgency as the
+departure nears; a class in which no car gave one is not optimised at all: urgency is flat, and the caller
+serves it in deadline order, max-min fair). Each term counts an amp at its power (kW per amp). Moving an
+amp from one car to another has to gain more than 2λ of urgency: the penalty is what keeps pilots from
+churning. It is charged only for cars with a departure: one
 with none has no urgency of its own to weigh a move against, so among such cars the fair answer of the
 deadline order stands (the caller keeps it on a tie) and a car plugging in gets its share at once. A
 charger inside its minimum on-time is kept on (`keep_on`) while all such fit. A greedy order cannot trade
