@@ -71,8 +71,9 @@ async def decide_once(rt: Runtime) -> Decision:
     now = rt.clock()
     started = time.perf_counter()
     inputs = rt.inputs(now)
-    decision = decide(rt.site, inputs)
+    decision = decide(rt.optimiser.site_for(rt.site, now), inputs)
     rt.counters.decided(time.perf_counter() - started)
+    rt.optimiser.after(rt.site, decision, now)  # a fallback said once, as an alarm; a rest when it keeps failing
     rt.memory = dict(decision.memory)
     rt.non_ev_window.append((now, {(n.circuit, n.phase): n.amps for n in decision.non_ev_raw}))
     rt.last = decision

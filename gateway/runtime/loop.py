@@ -45,6 +45,7 @@ from gateway.runtime.logs import RecentLog
 from gateway.runtime.meter_watch import MeterWatch
 from gateway.runtime.operator import STORE_WAIT_S as OPERATOR_STORE_WAIT_S
 from gateway.runtime.operator import OperatorControls
+from gateway.runtime.optimiser_watch import OptimiserWatch
 from gateway.runtime.plans import SitePowerLog
 from gateway.runtime.recorder import Recorder
 from gateway.runtime.site_state import SiteState
@@ -105,6 +106,7 @@ class Runtime:
         self.recent_log = RecentLog()  # the last log lines, for /api/log
         self.alarms = Alarms()  # faults in force, for /api/status, /healthz and /metrics
         self.counters = Counters()  # decisions and pushes, for /metrics
+        self.optimiser = OptimiserWatch(self.alarms)  # the optimiser's fallbacks: said once, an alarm, a rest
         from gateway.runtime.watch import Watch
 
         self.watch = Watch(self)  # ticked in the loop: the alarms hold with or without the status endpoint
