@@ -70,7 +70,8 @@ def summarise(config: GatewayConfig) -> str:
                      f"charge modes {spread}; start/stop after {pv.start_delay_s:g}/{pv.stop_delay_s:g} s")
     lines.append(f"tariff: {config.tariff.describe()}")
     lines.append(
-        f"control: tick {config.control.tick_s:g} s, deadband {config.control.deadband_a:g} A, "
+        f"control: {config.control.sharing} sharing, tick {config.control.tick_s:g} s, "
+        f"deadband {config.control.deadband_a:g} A, "
         f"min on-time {config.control.min_on_time_s:g} s; status on {config.status.bind}:{config.status.port}"
     )
     return "\n".join(lines)
