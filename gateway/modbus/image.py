@@ -29,18 +29,13 @@ _TABLE_OF = {3: Table.HOLDING, 6: Table.HOLDING, 16: Table.HOLDING, 23: Table.HO
 MUTE_BOUND_S = 60.0  # a muted device still answers eventually, so no task outlives a test by much
 
 
-class RegisterImage:
-    def __init__(self, m: RegisterMap, unit: int | None = None) -> None:
-        self.map = m
-        self.unit = m.unit if unit is None else unit
-        self.values: dict[str, Value] = {n: ("" if r.type is RegType.STRING else 0.0) for n, r in m.registers.items()}
-        self.before_read: Callable[[], None] = lambda: None
-        self.on_write: WriteHook = lambda name, value: None
-        self.fail_with: ExcCodes | None = None
+class Muting:
+    """A simulated device's silence: while `mute`, each request waits (at most `MUTE_BOUND_S`) before it
+    is answered, as a device that stopped answering; `hold()` is that wait."""
+
+    def __init__(self) -> None:
         self._unmuted = asyncio.Event()
         self._unmuted.set()
-        self.requests = 0
-        self.write_requests: list[tuple[int, int]] = []  # (function code, address) of each write
 
     @property
     def mute(self) -> bool:
@@ -52,6 +47,25 @@ class RegisterImage:
             self._unmuted.clear()
         else:
             self._unmuted.set()
+
+    async def hold(self) -> None:
+        if self.mute:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(MUTE_BOUND_S):
+                    await self._unmuted.wait()
+
+
+class RegisterImage(Muting):
+    def __init__(self, m: RegisterMap, unit: int | None = None) -> None:
+        self.map = m
+        self.unit = m.unit if unit is None else unit
+        self.values: dict[str, Value] = {n: ("" if r.type is RegType.STRING else 0.0) for n, r in m.registers.items()}
+        self.before_read: Callable[[], None] = lambda: None
+        self.on_write: WriteHook = lambda name, value: None
+        self.fail_with: ExcCodes | None = None
+        super().__init__()
+        self.requests = 0
+        self.write_requests: list[tuple[int, int]] = []  # (function code, address) of each write
 
     def device(self) -> SimDevice:
         blocks: dict[Table, list[SimData]] = {}
@@ -81,9 +95,7 @@ class RegisterImage:
         set_values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
         self.requests += 1
-        if self.mute:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._unmuted.wait(), MUTE_BOUND_S)
+        await self.hold()
         if self.fail_with is not None:
             return self.fail_with
         table = _TABLE_OF.get(function_code)

@@ -13,7 +13,6 @@ with such an inverter behind it (for the demo).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,13 +21,12 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 from sunspec2 import device as sunspec
 
+from gateway.modbus.image import Muting
 from gateway.sim.modbus_meter import SimMeter
 
 BASE = 40000
-MUTE_BOUND_S = 60.0
 
-
-class SimInverter:
+class SimInverter(Muting):
     def __init__(self, *, unit: int = 1, phases: int = 3, battery: bool = False, meter: bool = False,
                  w_sf: int = 0, base: int = BASE, serial: str = "SIM-0001") -> None:
         self.unit = unit
@@ -43,22 +41,10 @@ class SimInverter:
         self.meter_kw = 0.0
         self.fail_with: ExcCodes | None = None
         self.requests = 0
-        self._unmuted = asyncio.Event()
-        self._unmuted.set()
+        super().__init__()
         self._server: ModbusTcpServer | None = None
         self.port = 0
         self._length = len(self.registers())
-
-    @property
-    def mute(self) -> bool:
-        return not self._unmuted.is_set()
-
-    @mute.setter
-    def mute(self, value: bool) -> None:
-        if value:
-            self._unmuted.clear()
-        else:
-            self._unmuted.set()
 
     def set(self, *, pv_kw: float | None = None, battery_kw: float | None = None,
             meter_kw: float | None = None) -> None:
@@ -99,9 +85,7 @@ class SimInverter:
     async def _action(self, function_code: int, start_address: int, address: int, count: int,
                       registers: list[int], set_values: list[int] | list[bool] | None) -> ExcCodes | None:
         self.requests += 1
-        if self.mute:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._unmuted.wait(), MUTE_BOUND_S)
+        await self.hold()
         if self.fail_with is not None:
             return self.fail_with
         if function_code != 3 or set_values is not None:
