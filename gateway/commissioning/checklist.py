@@ -335,13 +335,8 @@ class Checklist:
 
     def identity(self, cid: str) -> Identity | None:
         """What the charger said it is in this run (OCPP BootNotification), or its register map's names."""
-        from gateway.commissioning.results import Identity
-
         driver = self.driver_of(cid)
-        said = driver.nameplate(cid) if driver is not None else None
-        if said is None:
-            return None
-        return Identity(said.vendor, said.model, said.firmware, said.serial, source=said.source)
+        return driver.nameplate(cid) if driver is not None else None
 
     def driver_of(self, cid: str) -> Commissions | None:
         """The driver of the charger's protocol family, when it answers commissioning's questions."""

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from gateway.ports import Nameplate
+
 # A step shows in the measured current once the current has moved this far from where it was towards the
 # new limit: EVs ramp and meters average, so the last few percent are not waited for.
 FOLLOW_FRACTION = 0.8
@@ -45,15 +47,9 @@ class Check:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
-class Identity:
-    """What a charger says it is: OCPP BootNotification fields, or the Modbus map's vendor and product."""
-
-    vendor: str | None = None
-    model: str | None = None
-    firmware: str | None = None
-    serial: str | None = None
-    source: str = "BootNotification"
+# What a charger says it is (OCPP BootNotification fields, or the Modbus map's vendor and product): its
+# driver's nameplate as it is.
+Identity = Nameplate
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from gateway.openadr.wire import Edit, VtnLink, VtnUnreachable
 from gateway.openadr.xmlguard import RefusedPayload
 from gateway.ports import EventSink, TelemetrySource, VenRecords
 from gateway.records import PendingOpt, Registration
+from gateway.waking import Wakeable
 
 log = logging.getLogger("gateway.openadr")
 
@@ -80,7 +81,7 @@ class Ven:
         self.currency = currency  # the tariff's ISO 4217 code: a price in another currency is refused (None: any)
         self._db_lock = asyncio.Lock()
         self._events_lock = asyncio.Lock()  # read-decide-write of stored events (VTN messages, operator opts)
-        self._wake = asyncio.Event()
+        self._nap = Wakeable()  # the wait between rounds, cut short by `wake()`
         self._wake_sampler = asyncio.Event()
         self.failures = 0
         self._synced = False  # reports offered and events fetched since the last (re)registration or start
@@ -121,15 +122,10 @@ class Ven:
 
     def wake(self) -> None:
         """Poll now instead of waiting out the interval (e.g. after an operator override)."""
-        self._wake.set()
+        self._nap.wake()
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
-        # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel (the stop) that arrives as the
-        # event is set (an operator's opt waking the VEN), and the VEN would never stop.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
+        await self._nap.sleep(seconds)
 
     # ---------------------------------------------------------------------------------------- run
 

@@ -15,7 +15,6 @@ resumes the same schedule (with the same randomized start offsets).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -38,6 +37,7 @@ from gateway.openadr3.link import VtnLink, VtnRefused, VtnUnreachable, schema_er
 from gateway.openadr3.settings import Oadr3Settings
 from gateway.openadr3.translate import BadEvent, Context, Translated, translate
 from gateway.ports import EventSink, Oadr3Records, TelemetrySource
+from gateway.waking import Wakeable
 
 log = logging.getLogger("gateway.openadr3")
 
@@ -69,7 +69,7 @@ class Oadr3Ven:
         self.link = link or VtnLink(settings)
         self._db_lock = asyncio.Lock()
         self._events_lock = asyncio.Lock()
-        self._wake = asyncio.Event()
+        self._nap = Wakeable()  # the wait between rounds, cut short by `wake()`
         self.resources = list(dict.fromkeys([*settings.charger_ids, *settings.resources]))
         self.context = Context(settings.ven_name, frozenset(self.resources), settings.currency,
                                settings.emergency_level)
@@ -115,15 +115,10 @@ class Oadr3Ven:
         return True if self.last_ok_at is not None else None
 
     def wake(self) -> None:
-        self._wake.set()
+        self._nap.wake()
 
     async def _sleep(self, seconds: float) -> None:
-        self._wake.clear()
-        # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel that comes as the wake is set (an
-        # operator's opt), and the VEN would then never stop.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._wake.wait()
+        await self._nap.sleep(seconds)
 
     def _failed(self, result: str, error: str) -> None:
         self.rounds[result] += 1
