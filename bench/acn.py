@@ -14,12 +14,14 @@ Data: ACN-Data (Lee, Li, Low, e-Energy '19, doi:10.1145/3307772.3328313), read i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -349,11 +351,29 @@ def run(name: str, make: Callable[[], Any], scenario: Scenario) -> dict[str, Any
     sim = Simulator(network, scheduler, events_for(scenario), scenario.start, period=scenario.period_min,
                     signals=signals, verbose=False)
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _stdout_silenced():
         warnings.simplefilter("ignore")  # acnportal warns per infeasible schedule; counted below instead
         sim.run()
     wall = time.perf_counter() - t0
     return {"algorithm": name, **measure(sim, scenario, base_limits, factor), "wall_s": round(wall, 2)}
+
+
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    """HiGHS (through scipy) sometimes prints a stray debugging line on the process's stdout from C++
+    ("HighsMipSolverData::transformNewIntegerFeasibleSolution ..."; HiGHS issue 2783), which would break
+    `--json`: the descriptor itself is pointed at /dev/null while the simulation runs."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    sink = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(sink, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(sink)
+        os.close(saved)
 
 
 def measure(

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from support.allocation import NOW, PROPERTY, TOL, all_loads, check_safe_and_full, could_step, eligible, with_linear
 
 from gateway.allocate import LinearLimit, Problem, Sharing, allocate, usable_range
-from gateway.allocate.milp import CHANGE_PENALTY, urgency
+from gateway.allocate.milp import CHANGE_PENALTY, PLAN_SURE_H, urgency
+from gateway.allocate.order import _laxity_s
 from gateway.domain import Circuit, EvseState, NonEvLoad
 from gateway.smoothing import ChargerMemory, SmoothingSettings, remembered, smooth
 
@@ -135,9 +136,15 @@ def test_a_pilot_stays_put_unless_moving_it_gains_more_than_the_change_penalty()
     assert kept == {"on": 32.0, "waiting": 0.0}
     # Fair sharing would split it; the optimiser does not churn for so little.
     assert allocate(Problem(circuits, cars, NOW)).amps == {"on": 16.0, "waiting": 16.0}
-    # Once the waiting car has under an hour of slack, it is worth the change.
-    critical = [cars[0], _car("waiting", 1.5, kwh=6.0)]  # 49 min at full power in a 90 min stay
+    # With 41 min of slack the waiting car can still be met after the one charging has finished: the plan
+    # (milp.plan) loses no energy by waiting, so nothing moves yet.
+    later = [cars[0], _car("waiting", 1.5, kwh=6.0)]  # 49 min at full power in a 90 min stay
     assert urgency(41 * 60, 1.5 * 3600) - urgency(4.7 * 3600, 5.0 * 3600) > 2 * CHANGE_PENALTY
+    kept = allocate(Problem(circuits, later, NOW, sharing=Sharing.OPTIMISE, previous={"on": 32.0})).amps
+    assert kept == {"on": 32.0, "waiting": 0.0}
+    # Once it has under PLAN_SURE_H of slack, it is worth the change.
+    critical = [cars[0], _car("waiting", 1.5, kwh=9.8)]  # 80 min at full power in a 90 min stay
+    assert _laxity_s(critical[1], NOW) < PLAN_SURE_H * 3600
     moved = allocate(Problem(circuits, critical, NOW, sharing=Sharing.OPTIMISE, previous={"on": 32.0})).amps
     assert moved == {"on": 0.0, "waiting": 32.0}
 
@@ -197,3 +204,44 @@ def test_without_a_departure_in_the_class_it_is_served_fairly_whatever_the_phase
     amps = dict(allocate(problem).amps)
     assert all(a > 0 for a in amps.values()), amps
     assert amps == dict(allocate(replace(problem, sharing=Sharing.FAIR)).amps)
+
+
+def _drive(cars: list[EvseState], circuits: list[Circuit], minutes: int) -> dict[str, float]:
+    """Decide every minute for `minutes`, each car taking what it was given; the energy each still needs."""
+    need = {c.id: c.energy_needed_kwh or 0.0 for c in cars}
+    previous: dict[str, float] = {}
+    for minute in range(minutes):
+        now = NOW + timedelta(minutes=minute)
+        present = [replace(c, energy_needed_kwh=need[c.id]) for c in cars
+                   if c.departure is not None and now < c.departure and need[c.id] > 1e-6]
+        amps = allocate(Problem(circuits, present, now, sharing=Sharing.OPTIMISE, previous=previous)).amps
+        for car in present:
+            need[car.id] = max(need[car.id] - amps[car.id] * car.kw_per_a / 60.0, 0.0)
+        previous = dict(amps)
+    return need
+
+
+def test_the_plan_serves_first_the_cars_that_cannot_catch_up_later() -> None:
+    # Room for one car at full power. "long" stays 5 h and needs 2 h of it; "s1" and "s2" leave after
+    # 4.5 h and need 1.45 h each: 4.9 h of charging in 5 h, possible only with both short stays served
+    # before "long" has taken more than 1.6 h. None is critical at first (over 1.5 h of laxity each) and
+    # their departures are close to "long"'s, so urgency alone lets "long" go first and loses both;
+    # the plan (milp.plan) sees that "long" can catch up after they have left and that they cannot.
+    circuits = [Circuit("main", None, 32.0, ("L1",))]
+    full_kw = 32.0 * 0.23
+    cars = [_car("long", 5.0, kwh=2.0 * full_kw), _car("s1", 4.5, kwh=1.45 * full_kw),
+            _car("s2", 4.5, kwh=1.45 * full_kw)]
+    left = _drive(cars, circuits, 5 * 60)
+    assert left == {"long": pytest.approx(0.0, abs=0.05), "s1": pytest.approx(0.0, abs=0.05),
+                    "s2": pytest.approx(0.0, abs=0.05)}
+
+
+def test_when_not_every_car_can_be_met_the_plan_meets_one_rather_than_shortchanging_both() -> None:
+    # Room for one car at full power for an hour; two cars each need 50 min of it within that hour. Fair
+    # shares (or equal urgencies) would leave both short; the plan meets one and gives the other the rest.
+    circuits = [Circuit("main", None, 32.0, ("L1",))]
+    full_kw = 32.0 * 0.23
+    cars = [_car("a", 1.0, kwh=50 / 60 * full_kw), _car("b", 1.0, kwh=50 / 60 * full_kw)]
+    left = _drive(cars, circuits, 60)
+    assert min(left.values()) == pytest.approx(0.0, abs=0.05), left
+    assert sum(left.values()) == pytest.approx(40 / 60 * full_kw, abs=0.1)  # and no energy lost for it

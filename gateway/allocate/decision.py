@@ -102,7 +102,7 @@ def allocate(problem: Problem) -> Allocation:
         in_tiers(order, in_order_amps, in_order_head, fair=False)
         try:
             value = _optimise(order, problem, lows, highs, kws, members, head, amps, admission_order,
-                              problem.optimise_time_s / len(by_class))
+                              problem.optimise_time_s / len(by_class), notes, priority)
         except OptimiseError as exc:
             notes.append(f"priority {priority}: {exc}; served in deadline order")
             value = None
@@ -151,9 +151,13 @@ def _optimise(
     amps: list[float],
     admission_order: Callable[[list[int]], list[int]],
     time_s: float,
+    notes: list[str],
+    priority: int,
 ) -> Callable[[list[float]], float]:
-    """Serve one priority class from the optimiser's answer (`milp.solve`); return its objective, to
-    weigh this answer against another.
+    """Serve one priority class from the optimiser's answer (`milp.solve`, following the horizon plan
+    `milp.plan` where the cars give departures and energy needs); return its objective, to weigh this
+    answer against another. Half the time is the plan's, half the program's; a plan with no answer in
+    its time is left out (the notes say so) and the program weighs urgency alone.
 
     The answer is floored to each charger's step grid and taken most urgent first, each charger checked
     against every constraint again (a solver's tolerance never becomes an overload, and a current under
@@ -170,6 +174,13 @@ def _optimise(
     penalty = [0.0 if evses[i].departure is None else milp.CHANGE_PENALTY * kws[i] for i in order]
     gains = [w * kws[i] for w, i in zip(weights, order, strict=True)]
     keep_on = [p > 0 and _on_for(evses[i], now) < problem.min_on_time for i, p in zip(order, previous, strict=True)]
+    milp.require_scipy()  # no scipy: no optimiser at all (the caller's note), not a class without its plan
+    unplanned = None
+    try:
+        targets, track = _planned(order, problem, highs, kws, members, head, previous, time_s / 2)
+    except OptimiseError as exc:
+        unplanned = f"priority {priority}: {exc}; served without the plan"
+        targets, track = [], []
     solved = solve(
         gains,
         [lows[i] for i in order],
@@ -177,16 +188,22 @@ def _optimise(
         previous,
         [members[i] for i in order],
         head,
-        time_s,
+        time_s / 2,
         keep_on,
         penalty,
+        targets,
+        track,
+        budget_s=time_s,
     )
+    if unplanned is not None:  # said only when the program answered: otherwise the caller's note says it all
+        notes.append(unplanned)
     admitted = []
     for j in sorted(range(len(order)), key=lambda j: -weights[j]):
         i = order[j]
         entries, step = members[i], evses[i].step_a
         room = min((head[c] / coef for c, coef in entries if coef > 0), default=math.inf)
-        target = step_floor(min(solved[j], highs[i], room), step) if room > 0 else 0.0
+        # The solver's tolerance (31.99999 for 32) is not a step down: rounded first, then checked (room).
+        target = step_floor(min(round(solved[j], 4), highs[i], room), step) if room > 0 else 0.0
         if target >= lows[i] - EPS:
             _take(i, target, amps, entries, head)
             admitted.append(i)
@@ -203,7 +220,51 @@ def _optimise(
         inside its minimum on-time (the deadline order's tiers come before its minimum on-time)."""
         if any(answer[i] == 0.0 for i in kept):
             return -math.inf
-        return sum(g * answer[i] - lam * abs(answer[i] - p)
-                   for i, g, p, lam in zip(order, gains, previous, penalty, strict=True))
+        total = 0.0
+        for j, i in enumerate(order):
+            total += gains[j] * answer[i] - penalty[j] * abs(answer[i] - previous[j])
+            if targets:
+                total += track[j] * min(answer[i], targets[j])
+        return total
 
     return value
+
+
+def _planned(
+    order: list[int],
+    problem: Problem,
+    highs: list[float],
+    kws: list[float],
+    members: list[_Row],
+    head: list[float],
+    previous: list[float],
+    time_s: float,
+) -> tuple[list[float], list[float]]:
+    """What the horizon plan (`milp.plan`) gives each car with a departure and an energy need now, and the
+    weight of following it; nothing (two empty lists) when no car has both, or more than `PLAN_MAX_CARS`
+    do (the program then weighs urgency alone). `OptimiseError`: no plan."""
+    evses, now = problem.evses, problem.now
+    known = [j for j, i in enumerate(order)
+             if evses[i].departure is not None and evses[i].energy_needed_kwh is not None]
+    if not known or len(known) > milp.PLAN_MAX_CARS:
+        return [], []
+    planned, met = milp.plan(
+        [kws[order[j]] for j in known],
+        [max(highs[order[j]], step_floor(evses[order[j]].max_a, evses[order[j]].step_a)) for j in known],
+        [evses[order[j]].energy_needed_kwh or 0.0 for j in known],
+        [_left_s(evses[order[j]], now) / 3600.0 for j in known],
+        [previous[j] for j in known],
+        [members[order[j]] for j in known],
+        head,
+        time_s,
+    )
+    targets = [0.0] * len(order)
+    track = [0.0] * len(order)
+    for j, amps, meets in zip(known, planned, met, strict=True):
+        # The plan meets a car to the last minute of its laxity; the pilots that follow it lose a little
+        # (a step, a deadband), so a car it meets with little laxity left is given all it can take now.
+        i = order[j]
+        laxity_h = _laxity_s(evses[i], now, kws[i]) / 3600.0
+        targets[j] = highs[i] if meets and 0.0 <= laxity_h < milp.PLAN_SURE_H else amps
+        track[j] = milp.TRACK * kws[i]
+    return targets, track

@@ -3,11 +3,14 @@
 Used by `gateway.allocate` under `Sharing.OPTIMISE`. For the chargers of one class it solves, each
 decision, the mixed-integer program
 
-    maximise   Σ wᵢ·xᵢ − λ·Σ |xᵢ − pᵢ|
+    maximise   Σ wᵢ·xᵢ + τ·Σ min(xᵢ, tᵢ) − λ·Σ |xᵢ − pᵢ|
     subject to Σ coef·xᵢ ≤ headroom       for every constraint (conductors, kW limits, groups, linear rows)
                xᵢ = 0  or  lowᵢ ≤ xᵢ ≤ highᵢ  (semi-continuous: never between 0 and the 6 A minimum)
 
-where pᵢ is the charger's previous current and wᵢ its urgency (`urgency`): `1 + 1 / max(hours to
+where tᵢ is what the horizon plan (`plan`, below) gives the car now and τ (`TRACK`) outweighs every
+urgency: the plan says who needs the room now, the program turns it into pilots that are 0 or at least
+6 A, keeps the minimum on-time and trades the rest by urgency. pᵢ is the charger's previous current and
+wᵢ its urgency (`urgency`): `1 + 1 / max(hours to
 departure, 5 min)` (earliest departure first, as EDF), plus `CRITICAL_BONUS` while the car can still
 leave with what it asked for but has under `CRITICAL_HOURS` of laxity to spare. The bonus dwarfs the rest:
 first every car that can still be met and is about to be lost, then energy to the earliest departures. A
@@ -24,7 +27,13 @@ charger inside its minimum on-time is kept on (`keep_on`) while all such fit. A 
 an amp on a heavily loaded phase pair for two on a light one; this program does (the phasor rows of a
 three-phase transformer are where it shows).
 
-HiGHS solves it, through scipy (a dependency): no hand-written solver. scipy is imported only when this
+The plan is a second, smaller program over the hours ahead for the cars with a departure and an energy
+need (`plan`): the most energy the cars present can still take before they leave, if the room each
+constraint has now stays and nobody else arrives, with one more car met worth `PLAN_MET` kWh. Its first
+block is tᵢ. A car the plan meets that has under `PLAN_SURE_H` of laxity left is given all it can take
+(tᵢ = highᵢ): the plan uses laxity to the minute and pilots lose a little to steps and deadbands.
+
+HiGHS solves both, through scipy (a dependency): no hand-written solver. scipy is imported only when this
 mode is used. Pure: no I/O, no clock; the caller checks the answer against every constraint again, weighs
 it against the deadline order's, and falls back to that order when there is no optimum in time (an answer
 the solver had when its time ran out is not taken).
@@ -43,8 +52,26 @@ MIP_GAP = 5e-3  # an answer proven within this share of the optimum is the answe
 MIN_HOURS = 1.0 / 12.0  # a departure closer than 5 min counts as 5 min away (the urgency stays finite)
 
 
+PLAN_EDGES_H = (0.0, 1 / 12, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # the plan's blocks: fine now, coarse later
+PLAN_FRONT = 0.02  # energy in the plan's last block is worth this much less than energy now
+PLAN_STEADY = 0.3  # share of its energy value an amp of the plan's first block loses by moving a pilot
+PLAN_MET = 20.0  # kWh of energy the plan gives up to let one more car present leave with all it asked for
+PLAN_SURE_H = 0.25  # a car that can still be met with less laxity than this is planned its full current now
+PLAN_MAX_CARS = 2000  # a class with more cars is optimised without the plan (building it would take the tick)
+TRACK = 30.0  # urgency of an amp up to what the plan gives the car now
+
+
 class OptimiseError(RuntimeError):
     """No answer: scipy missing, the solver failed, or it found no feasible point in its time."""
+
+
+def require_scipy() -> None:
+    """`OptimiseError` (one line, with the way out) when scipy, which this mode needs, cannot be imported."""
+    try:
+        import scipy.optimize  # noqa: F401
+    except ImportError as exc:  # an optional dependency
+        extra = "pip install scipy, or set control.sharing = \"deadline\""
+        raise OptimiseError(f"sharing 'optimise' needs scipy ({exc}): {extra}") from exc
 
 
 def urgency(laxity_s: float, left_s: float, waited_s: float = 0.0) -> float:
@@ -54,6 +81,133 @@ def urgency(laxity_s: float, left_s: float, waited_s: float = 0.0) -> float:
     if 0.0 <= laxity_s / 3600.0 < CRITICAL_HOURS:
         weight += CRITICAL_BONUS
     return weight
+
+
+def plan(
+    kws: Sequence[float],
+    highs: Sequence[float],
+    needs_kwh: Sequence[float],
+    left_h: Sequence[float],
+    previous: Sequence[float],
+    rows: Sequence[Sequence[tuple[int, float]]],
+    headroom: Sequence[float],
+    time_limit_s: float,
+) -> tuple[list[float], list[bool]]:
+    """The currents now of a plan that delivers the most energy before the cars present leave.
+
+    A linear program over blocks (`PLAN_EDGES_H`, fine now and coarse later) assuming the room each
+    constraint has now stays and nobody else arrives: each car at most its maximum while it is there and
+    at most the energy it still needs; energy slightly worth more sooner (`PLAN_FRONT`), and the first
+    block's currents kept near the previous ones where that costs no energy (`PLAN_STEADY`). Its first
+    block is what each car should get now so that what the cars present can still take later is not
+    lost: a car leaving soon with little slack is served before one that can catch up after the peak.
+    Where not every car can be met, meeting one more is worth `PLAN_MET` kWh (a binary per car that can
+    be): one car leaves with all it asked for rather than two each a little short. Also returned: which
+    cars the plan meets.
+    """
+    require_scipy()
+    import numpy as np
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix
+
+    n = len(kws)
+    if n == 0:
+        return [], []
+    edges = PLAN_EDGES_H
+    blocks = len(edges) - 1
+    var: dict[tuple[int, int], int] = {}
+    owns: list[list[tuple[int, float]]] = [[] for _ in range(n)]  # each car's (variable, block length)
+    ub: list[float] = []
+    cost: list[float] = []
+    for j in range(n):
+        for b in range(blocks):
+            length = edges[b + 1] - edges[b]
+            share = min(max((left_h[j] - edges[b]) / length, 0.0), 1.0)
+            if share <= 0.0 or highs[j] <= 0.0:
+                break
+            var[j, b] = len(ub)
+            owns[j].append((len(ub), length))
+            ub.append(highs[j] * share)
+            value = 1.0 - PLAN_FRONT * (edges[b] + edges[b + 1]) / 2 / edges[-1]
+            cost.append(-kws[j] * length * value)
+    if not var:
+        return [0.0] * n, [False] * n
+    # Every constraint once per block, in numpy (a site of thousands of chargers has hundreds of thousands
+    # of entries): the entries of each variable's car, the row of each (constraint, block) numbered in the
+    # order it is first met.
+    var_car = np.fromiter((j for j, _ in var), dtype=np.int64, count=len(var))
+    var_block = np.fromiter((b for _, b in var), dtype=np.int64, count=len(var))
+    sizes = np.array([len(row) for row in rows], dtype=np.int64)
+    flat_c = np.fromiter((c for row in rows for c, _ in row), dtype=np.int64, count=int(sizes.sum()))
+    flat_coef = np.fromiter((coef for row in rows for _, coef in row), dtype=float, count=int(sizes.sum()))
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    per_var = sizes[var_car]
+    entry_var = np.repeat(np.arange(len(var)), per_var)
+    first_of_var = np.concatenate(([0], np.cumsum(per_var)[:-1]))
+    entry = starts[var_car][entry_var] + np.arange(len(entry_var)) - np.repeat(first_of_var, per_var)
+    keys = flat_c[entry] * blocks + var_block[entry_var]
+    distinct, first_at, which = np.unique(keys, return_index=True, return_inverse=True)
+    rank = np.empty(len(distinct), dtype=np.int64)
+    rank[np.argsort(first_at, kind="stable")] = np.arange(len(distinct))
+    room = np.maximum(np.asarray(headroom, dtype=float)[distinct // blocks], 0.0)
+    upper: list[float] = room[np.argsort(rank)].tolist()
+    r_idx: list[int] = rank[which].tolist()
+    c_idx: list[int] = entry_var.tolist()
+    vals: list[float] = flat_coef[entry].tolist()
+    mets: dict[int, int] = {}  # car j → its y_j (1: it gets all it needs within the plan)
+    for j in range(n):  # energy: at most what the car still needs
+        own = owns[j]
+        if not own:
+            continue
+        r = len(upper)
+        need = max(needs_kwh[j], 0.0)
+        upper.append(need)
+        for v, length in own:
+            r_idx.append(r)
+            c_idx.append(v)
+            vals.append(kws[j] * length)
+        reach = sum(ub[v] * kws[j] * length for v, length in own)
+        if PLAN_MET > 0 and 0 < need <= reach:
+            mets[j] = len(ub)
+            r = len(upper)
+            upper.append(0.0)
+            r_idx.append(r)
+            c_idx.append(len(ub))
+            vals.append(need)
+            for v, length in own:
+                r_idx.append(r)
+                c_idx.append(v)
+                vals.append(-kws[j] * length)
+            ub.append(1.0)
+            cost.append(-PLAN_MET)
+    # d_j ≥ |x_j0 − p_j| for the first block
+    first = [(j, var[j, 0]) for j in range(n) if (j, 0) in var]
+    nv = len(ub)
+    for k, (j, v) in enumerate(first):
+        d = nv + k
+        p = min(max(previous[j], 0.0), ub[v])
+        r_idx += [len(upper), len(upper), len(upper) + 1, len(upper) + 1]
+        c_idx += [v, d, v, d]
+        vals += [1.0, -1.0, -1.0, -1.0]
+        upper += [p, -p]
+        cost.append(PLAN_STEADY * kws[j] * edges[1])
+        ub.append(math.inf)
+    matrix = coo_matrix((vals, (r_idx, c_idx)), shape=(len(upper), len(ub))).tocsr()
+    integrality = np.zeros(len(ub))
+    integrality[list(mets.values())] = 1
+    result = milp(
+        c=np.array(cost),
+        constraints=LinearConstraint(matrix, np.full(len(upper), -np.inf), np.array(upper)),
+        bounds=Bounds(np.zeros(len(ub)), np.array(ub)),
+        integrality=integrality,
+        options={"time_limit": max(time_limit_s, 1e-3), "mip_rel_gap": MIP_GAP},
+    )
+    # A plan is advice (the program after it keeps every limit): the best one found when the time ran out
+    # (status 1) is taken; only no plan at all is an error.
+    if result.status not in (0, 1) or result.x is None:
+        raise OptimiseError(f"planner: no plan in {time_limit_s:g} s ({result.message})")
+    now = [float(result.x[var[j, 0]]) if (j, 0) in var else 0.0 for j in range(n)]
+    return now, [j in mets and result.x[mets[j]] > 0.5 for j in range(n)]
 
 
 def solve(
@@ -66,6 +220,9 @@ def solve(
     time_limit_s: float,
     keep_on: Sequence[bool] = (),
     change_penalty: Sequence[float] = (),
+    targets: Sequence[float] = (),
+    track: Sequence[float] = (),
+    budget_s: float | None = None,
 ) -> list[float]:
     """Currents for n chargers; `rows[j]` lists (constraint, coefficient) of charger j, `headroom[c]` the room.
 
@@ -73,15 +230,14 @@ def solve(
     would make even all-zero infeasible. A charger with `keep_on[j]` (inside its minimum on-time) is not
     paused: it gets at least its minimum, unless those kept on cannot all have theirs (a limit fell), when
     the program is solved again with nobody kept on. `change_penalty[j]` is λ for charger j (default
-    `CHANGE_PENALTY` for all).
+    `CHANGE_PENALTY` for all). Each amp up to `targets[j]` (the plan's current now) gains `track[j]` more.
+    `budget_s` is the decision's whole budget, as the error names it (default: `time_limit_s`).
     """
-    try:
-        import numpy as np
-        from scipy.optimize import Bounds, LinearConstraint, milp
-        from scipy.sparse import coo_matrix
-    except ImportError as exc:  # an optional dependency
-        extra = "pip install scipy, or set control.sharing = \"deadline\""
-        raise OptimiseError(f"sharing 'optimise' needs scipy ({exc}): {extra}") from exc
+    require_scipy()
+    import numpy as np
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import coo_matrix
+
     n = len(weights)
     if n == 0:
         return []
@@ -104,13 +260,20 @@ def solve(
         r_idx += [m + j, m + j, m + n + j, m + n + j]
         c_idx += [j, n + j, j, n + j]
         vals += [1.0, -1.0, -1.0, -1.0]
+    # Then s (n, at most x and at most the plan's target): the amps that follow the plan.
+    for j in range(n):
+        r_idx += [m + 2 * n + j, m + 2 * n + j]
+        c_idx += [2 * n + j, j]
+        vals += [1.0, -1.0]
     prev = [min(max(p, 0.0), h) for p, h in zip(previous, highs, strict=True)]
-    upper = np.array(rhs + prev + [-p for p in prev])
-    matrix = coo_matrix((vals, (r_idx, c_idx)), shape=(m + 2 * n, 2 * n)).tocsr()
-    low = np.array([lo if hi >= lo else 0.0 for lo, hi in zip(lows, highs, strict=True)] + [0.0] * n)
-    high = np.array([hi if hi >= lo else 0.0 for lo, hi in zip(lows, highs, strict=True)] + [math.inf] * n)
-    cost = np.array([-w for w in weights] + (list(change_penalty) if change_penalty else [CHANGE_PENALTY] * n))
-    constraints = LinearConstraint(matrix, np.full(m + 2 * n, -np.inf), upper)
+    upper = np.array(rhs + prev + [-p for p in prev] + [0.0] * n)
+    matrix = coo_matrix((vals, (r_idx, c_idx)), shape=(m + 3 * n, 3 * n)).tocsr()
+    low = np.array([lo if hi >= lo else 0.0 for lo, hi in zip(lows, highs, strict=True)] + [0.0] * (2 * n))
+    high = np.array([hi if hi >= lo else 0.0 for lo, hi in zip(lows, highs, strict=True)] + [math.inf] * n
+                    + ([max(t, 0.0) for t in targets] if targets else [0.0] * n))
+    cost = np.array([-w for w in weights] + (list(change_penalty) if change_penalty else [CHANGE_PENALTY] * n)
+                    + ([-t for t in track] if track else [0.0] * n))
+    constraints = LinearConstraint(matrix, np.full(m + 3 * n, -np.inf), upper)
     # 2: semi-continuous (0 or within its bounds); 0: continuous within its bounds (kept on)
     kept = [bool(keep_on[j]) and high[j] > 0 for j in range(n)] if keep_on else [False] * n
     for attempt in ([2 * (not k) for k in kept], [2] * n):
@@ -118,11 +281,12 @@ def solve(
             c=cost,
             constraints=constraints,
             bounds=Bounds(low, high),
-            integrality=np.array(attempt + [0] * n),
+            integrality=np.array(attempt + [0] * (2 * n)),
             options={"time_limit": max(time_limit_s, 1e-3), "mip_rel_gap": MIP_GAP},
         )
         if result.status != 2 or not any(kept):  # 2: infeasible (those kept on do not all fit)
             break
     if result.status != 0 or result.x is None:  # a time limit's incumbent is not taken: deadline order instead
-        raise OptimiseError(f"optimiser: no optimum in {time_limit_s:g} s ({result.message})")
+        said = time_limit_s if budget_s is None else budget_s
+        raise OptimiseError(f"optimiser: no optimum in {said:g} s ({result.message})")
     return [float(v) for v in result.x[:n]]
