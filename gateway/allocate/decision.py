@@ -156,8 +156,8 @@ def _optimise(
 ) -> Callable[[list[float]], float]:
     """Serve one priority class from the optimiser's answer (`milp.solve`, following the horizon plan
     `milp.plan` where the cars give departures and energy needs); return its objective, to weigh this
-    answer against another. Half the time is the plan's, half the program's; a plan with no answer in
-    its time is left out (the notes say so) and the program weighs urgency alone.
+    answer against another. Half the time is the plan's, half the program's; where the plan finds no plan
+    at all in its time it is left out (the notes say so) and the program weighs urgency alone.
 
     The answer is floored to each charger's step grid and taken most urgent first, each charger checked
     against every constraint again (a solver's tolerance never becomes an overload, and a current under
