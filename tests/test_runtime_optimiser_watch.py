@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.allocate import Sharing
+from gateway.allocate import Sharing, milp
 from gateway.assembly import site_of
 from gateway.config import parse_config
 from gateway.domain import ChargerReading, ChargerStatus
@@ -76,3 +76,28 @@ def test_a_site_configured_for_deadline_order_is_left_alone() -> None:
     decision = decide(watch.site_for(site, NOW), inputs(NOW))
     watch.after(site, decision, NOW)
     assert watch.site_for(site, NOW) is site and not alarms.active(ALARM)
+
+
+def test_a_class_optimised_without_its_plan_is_said_once_but_is_no_fallback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="gateway.runtime")
+    site = site_of(parse_config(CONFIG))
+    alarms = Alarms()
+    watch = OptimiserWatch(alarms)
+
+    def no_plan(*_: object) -> None:
+        raise milp.OptimiseError("planner: no plan in 0.125 s (test)")
+
+    monkeypatch.setattr(milp, "plan", no_plan)
+    at = NOW
+    for _ in range(FALLBACKS_TO_REST + 1):
+        asked = replace(inputs(at), energy_needed_kwh={"a": 20.0, "b": 30.0})  # the plan needs energy needs
+        decision = decide(watch.site_for(site, at), asked)
+        assert any("served without the plan" in note for note in decision.allocation.notes)
+        watch.after(site, decision, at)
+        at += timedelta(seconds=1)
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("allocation ")]
+    assert len(said) == 1 and "served without the plan" in said[0]
+    assert not alarms.active(ALARM)  # the program answered: nothing decided in deadline order
+    assert watch.site_for(site, at).sharing is Sharing.OPTIMISE  # and no rest

@@ -2,7 +2,8 @@
 keeps failing.
 
 With `control.sharing = "optimise"` a decision whose program has no optimum within its budget (half a tick)
-is served in deadline order, and its allocation says so in its notes. Each such note is logged once while
+is served in deadline order, and its allocation says so in its notes (as it says a class optimised without
+its horizon plan, which is logged the same way but is no fallback). Each such note is logged once while
 it lasts (again if it comes back after a decision without it), and the `allocate.fallback` warning is in
 force while the decisions fall back. A site where the optimiser keeps failing (thousands of chargers on a
 busy machine) would spend half of every tick on it for nothing: after `FALLBACKS_TO_REST` fallbacks in a
@@ -52,7 +53,9 @@ class OptimiserWatch:
         said, self.said = notes_to_say(decision, self.said)
         for note in said:
             log.warning("allocation %s", note)
-        if not decision.allocation.notes:
+        # A class optimised without its horizon plan ("served without the plan") is said, but it is no
+        # fallback: the program still answered.
+        if not any(note.endswith("served in deadline order") for note in decision.allocation.notes):
             self.in_a_row = 0
             self.alarms.clear(ALARM, now, "the optimiser answers within its budget again")
             return
