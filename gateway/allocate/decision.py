@@ -250,7 +250,7 @@ def _planned(
         return [], []
     planned, met = milp.plan(
         [kws[order[j]] for j in known],
-        [max(highs[order[j]], step_floor(evses[order[j]].max_a, evses[order[j]].step_a)) for j in known],
+        [step_floor(evses[order[j]].max_a, evses[order[j]].step_a) for j in known],  # later: no plan cap
         [evses[order[j]].energy_needed_kwh or 0.0 for j in known],
         [_left_s(evses[order[j]], now) / 3600.0 for j in known],
         [previous[j] for j in known],

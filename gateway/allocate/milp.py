@@ -35,8 +35,8 @@ block is tᵢ. A car the plan meets that has under `PLAN_SURE_H` of laxity left 
 
 HiGHS solves both, through scipy (a dependency): no hand-written solver. scipy is imported only when this
 mode is used. Pure: no I/O, no clock; the caller checks the answer against every constraint again, weighs
-it against the deadline order's, and falls back to that order when there is no optimum in time (an answer
-the solver had when its time ran out is not taken).
+it against the deadline order's, and falls back to that order when the program has no optimum in time (an
+answer it had when its time ran out is not taken; the plan's best one by then is, being only advice).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ PLAN_EDGES_H = (0.0, 1 / 12, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # the p
 PLAN_FRONT = 0.02  # energy in the plan's last block is worth this much less than energy now
 PLAN_STEADY = 0.3  # share of its energy value an amp of the plan's first block loses by moving a pilot
 PLAN_MET = 20.0  # kWh of energy the plan gives up to let one more car present leave with all it asked for
-PLAN_SURE_H = 0.25  # a car that can still be met with less laxity than this is planned its full current now
+PLAN_SURE_H = 0.25  # a car the plan meets with less laxity than this is given its full current now
 PLAN_MAX_CARS = 2000  # a class with more cars is optimised without the plan (building it would take the tick)
 TRACK = 30.0  # urgency of an amp up to what the plan gives the car now
 
@@ -132,28 +132,20 @@ def plan(
             cost.append(-kws[j] * length * value)
     if not var:
         return [0.0] * n, [False] * n
-    # Every constraint once per block, in numpy (a site of thousands of chargers has hundreds of thousands
-    # of entries): the entries of each variable's car, the row of each (constraint, block) numbered in the
-    # order it is first met.
-    var_car = np.fromiter((j for j, _ in var), dtype=np.int64, count=len(var))
-    var_block = np.fromiter((b for _, b in var), dtype=np.int64, count=len(var))
-    sizes = np.array([len(row) for row in rows], dtype=np.int64)
-    flat_c = np.fromiter((c for row in rows for c, _ in row), dtype=np.int64, count=int(sizes.sum()))
-    flat_coef = np.fromiter((coef for row in rows for _, coef in row), dtype=float, count=int(sizes.sum()))
-    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    per_var = sizes[var_car]
-    entry_var = np.repeat(np.arange(len(var)), per_var)
-    first_of_var = np.concatenate(([0], np.cumsum(per_var)[:-1]))
-    entry = starts[var_car][entry_var] + np.arange(len(entry_var)) - np.repeat(first_of_var, per_var)
-    keys = flat_c[entry] * blocks + var_block[entry_var]
-    distinct, first_at, which = np.unique(keys, return_index=True, return_inverse=True)
-    rank = np.empty(len(distinct), dtype=np.int64)
-    rank[np.argsort(first_at, kind="stable")] = np.arange(len(distinct))
-    room = np.maximum(np.asarray(headroom, dtype=float)[distinct // blocks], 0.0)
-    upper: list[float] = room[np.argsort(rank)].tolist()
-    r_idx: list[int] = rank[which].tolist()
-    c_idx: list[int] = entry_var.tolist()
-    vals: list[float] = flat_coef[entry].tolist()
+    used: dict[tuple[int, int], int] = {}  # (constraint, block) → its row
+    r_idx: list[int] = []
+    c_idx: list[int] = []
+    vals: list[float] = []
+    upper: list[float] = []
+    for (j, b), v in var.items():
+        for c, coef in rows[j]:
+            r = used.get((c, b))
+            if r is None:
+                r = used[c, b] = len(upper)
+                upper.append(max(headroom[c], 0.0))
+            r_idx.append(r)
+            c_idx.append(v)
+            vals.append(coef)
     mets: dict[int, int] = {}  # car j → its y_j (1: it gets all it needs within the plan)
     for j in range(n):  # energy: at most what the car still needs
         own = owns[j]
