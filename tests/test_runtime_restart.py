@@ -103,7 +103,13 @@ async def test_sigkill_mid_event_resumes_the_same_schedule_and_sends_every_repor
         gateway.close()
 
     times = received_times(vtn)
-    assert len(times) == len(set(times)), "a report was sent twice"
+    # A kill between the VTN's answer and the store marking the report sent makes that one report go out
+    # again after the restart: no delivery is exactly-once across a SIGKILL. Only samples of the report in
+    # flight then (measured before the kill, one report's span) may come twice; nothing else, ever.
+    twice = sorted({t for t in times if times.count(t) > 1})
+    assert all(t < killed_at for t in twice), ("a report after the kill was sent twice", twice, killed_at)
+    assert not twice or twice[-1] - twice[0] <= 3 * GRANULARITY, ("more than the report in flight came twice", twice)
+    times = sorted(set(times))
     rows = stored(store, "SELECT measured_at, sent_at FROM report_backlog WHERE r_id = ? ORDER BY measured_at",
                   (reports.EV_POWER,))
     sent = [datetime.fromisoformat(m) for m, s in rows if s is not None]
