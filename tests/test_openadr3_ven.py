@@ -10,6 +10,7 @@ import socket
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.oadr3 import event
@@ -128,6 +129,33 @@ async def test_an_operator_opt_out_holds_through_polls_and_changes(tmp_path: Pat
         assert sink.events[ev["id"]].opt is OptState.OPT_OUT, "the operator's choice outlives the VTN's change"
         await ven.set_opt(ev["id"], None)
         assert sink.events[ev["id"]].opt is OptState.OPT_IN
+    finally:
+        await stopped(task)
+
+
+async def test_a_program_created_between_the_reads_of_a_poll_is_read_before_its_events(
+    tmp_path: Path, vtn: SimVtn3
+) -> None:
+    # A poll reads the programs, then the events. A program and its event created in between used to make
+    # the event one of no program we are enrolled in: opted out, and never looked at again (CI once).
+    sink = Sink()
+    enrolled = dataclasses.replace(settings(vtn, poll_s=0.1), programs=("dr-program",))
+    ven = Oadr3Ven(enrolled, Oadr3Store.open(tmp_path / "gw.sqlite"), sink=sink)
+    created: dict[str, Any] = {}
+    read = ven._paged
+
+    async def racing(path: str, model: type[Any]) -> list[Any]:
+        out = await read(path, model)
+        if path == "programs" and not created:
+            program = vtn.create_program("dr-program")
+            created.update(event(vtn, program["id"], [("SIMPLE", 2)], seconds=600))
+        return out
+
+    ven._paged = racing  # type: ignore[method-assign]
+    task = await running(ven)
+    try:
+        await until(lambda: created and created["id"] in sink.events, 5, "the event did not arrive")
+        assert sink.opt_of(created["id"]) is OptState.OPT_IN
     finally:
         await stopped(task)
 

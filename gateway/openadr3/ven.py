@@ -362,10 +362,16 @@ class Oadr3Ven:
                 break
         return out
 
+    async def _read_programs(self) -> None:
+        self.programs = {p.id: p for p in await self._paged("programs", models.Program)}
+
     async def _poll(self) -> None:
-        programs = await self._paged("programs", models.Program)
-        self.programs = {p.id: p for p in programs}
+        await self._read_programs()
         events = await self._paged("events", models.Event)
+        if any(e.program_id not in self.programs for e in events):
+            # A program created between the two reads: read them again, or its events would be taken as of
+            # no program we are enrolled in (opted out, and not looked at again until they change).
+            await self._read_programs()
         self.polls += 1
         await self._take(events, complete=True)
 
