@@ -25,7 +25,7 @@ rounding, topping up), `milp` (the optimiser) and `decision` (`allocate` itself)
 
 from __future__ import annotations
 
-from gateway.allocate.decision import allocate
+from gateway.allocate.decision import allocate, fell_back
 from gateway.allocate.order import admission_key, deadline_tier
 from gateway.allocate.problem import (
     EPS,
@@ -47,6 +47,7 @@ __all__ = [
     "admission_key",
     "allocate",
     "deadline_tier",
+    "fell_back",
     "step_ceil",
     "step_floor",
     "usable_range",

@@ -16,6 +16,14 @@ from gateway.allocate.order import _laxity_s, _why_idle, admission_key, deadline
 from gateway.allocate.problem import EPS, Problem, Sharing, _refuse_non_finite, step_floor, usable_range
 from gateway.domain import Allocation, EvseState
 
+FELL_BACK = "served in deadline order"  # how a note ends when a class had no optimum in its budget
+
+
+def fell_back(allocation: Allocation) -> bool:
+    """Whether a class of this allocation was served in deadline order because the optimiser had no answer
+    (a class optimised without its horizon plan is not: the program still answered)."""
+    return any(note.endswith(FELL_BACK) for note in allocation.notes)
+
 
 def allocate(problem: Problem) -> Allocation:
     _refuse_non_finite(problem)
@@ -104,7 +112,7 @@ def allocate(problem: Problem) -> Allocation:
             value = _optimise(order, problem, lows, highs, kws, members, head, amps, admission_order,
                               problem.optimise_time_s / len(by_class), notes, priority)
         except OptimiseError as exc:
-            notes.append(f"priority {priority}: {exc}; served in deadline order")
+            notes.append(f"priority {priority}: {exc}; {FELL_BACK}")
             value = None
         if value is None or value(in_order_amps) >= value(amps) - 1e-6:
             amps[:], head[:] = in_order_amps, in_order_head

@@ -17,7 +17,7 @@ import dataclasses
 import logging
 from datetime import datetime, timedelta
 
-from gateway.allocate import Sharing
+from gateway.allocate import Sharing, fell_back
 from gateway.runtime.alarms import Alarms
 from gateway.runtime.decide import Decision, Site, notes_to_say
 
@@ -55,7 +55,7 @@ class OptimiserWatch:
             log.warning("allocation %s", note)
         # A class optimised without its horizon plan ("served without the plan") is said, but it is no
         # fallback: the program still answered.
-        if not any(note.endswith("served in deadline order") for note in decision.allocation.notes):
+        if not fell_back(decision.allocation):
             self.in_a_row = 0
             self.alarms.clear(ALARM, now, "the optimiser answers within its budget again")
             return
