@@ -144,7 +144,7 @@ def test_a_pilot_stays_put_unless_moving_it_gains_more_than_the_change_penalty()
     kept = allocate(Problem(circuits, later, NOW, sharing=Sharing.OPTIMISE, previous={"on": 32.0})).amps
     assert kept == {"on": 32.0, "waiting": 0.0}
     # Once it has under PLAN_SURE_H of slack, it is worth the change.
-    critical = [cars[0], _car("waiting", 1.5, kwh=9.8)]  # 80 min at full power in a 90 min stay
+    critical = [cars[0], _car("waiting", 1.5, kwh=10.4)]  # 85 min at full power in a 90 min stay
     assert _laxity_s(critical[1], NOW) < PLAN_SURE_H * 3600
     moved = allocate(Problem(circuits, critical, NOW, sharing=Sharing.OPTIMISE, previous={"on": 32.0})).amps
     assert moved == {"on": 0.0, "waiting": 32.0}
@@ -207,17 +207,25 @@ def test_without_a_departure_in_the_class_it_is_served_fairly_whatever_the_phase
     assert amps == dict(allocate(replace(problem, sharing=Sharing.FAIR)).amps)
 
 
-def _drive(cars: list[EvseState], circuits: list[Circuit], minutes: int) -> dict[str, float]:
-    """Decide every minute for `minutes`, each car taking what it was given; the energy each still needs."""
+def _drive(cars: list[EvseState], circuits: list[Circuit], minutes: int, draw: float = 1.0,
+           smoothing: SmoothingSettings | None = None) -> dict[str, float]:
+    """Decide every minute for `minutes`, each car taking `draw` of what it was given; the energy each
+    still needs. With `smoothing`, the limits go through the runtime's smoothing (deadband) first."""
     need = {c.id: c.energy_needed_kwh or 0.0 for c in cars}
+    memory: dict[str, ChargerMemory] = {}
     previous: dict[str, float] = {}
     for minute in range(minutes):
         now = NOW + timedelta(minutes=minute)
         present = [replace(c, energy_needed_kwh=need[c.id]) for c in cars
                    if c.departure is not None and now < c.departure and need[c.id] > 1e-6]
-        amps = allocate(Problem(circuits, present, now, sharing=Sharing.OPTIMISE, previous=previous)).amps
+        if smoothing is not None:
+            present = remembered(present, memory)
+        raw = allocate(Problem(circuits, present, now, sharing=Sharing.OPTIMISE, previous=previous))
+        amps = dict(raw.amps)
+        if smoothing is not None:
+            amps, memory, _ = smooth(raw, present, memory, now, smoothing)
         for car in present:
-            need[car.id] = max(need[car.id] - amps[car.id] * car.kw_per_a / 60.0, 0.0)
+            need[car.id] = max(need[car.id] - amps[car.id] * draw * car.kw_per_a / 60.0, 0.0)
         previous = dict(amps)
     return need
 
@@ -246,6 +254,17 @@ def test_when_not_every_car_can_be_met_the_plan_meets_one_rather_than_shortchang
     left = _drive(cars, circuits, 60)
     assert min(left.values()) == pytest.approx(0.0, abs=0.05), left
     assert sum(left.values()) == pytest.approx(40 / 60 * full_kw, abs=0.1)  # and no energy lost for it
+
+
+def test_cars_drawing_a_little_under_their_pilots_still_leave_met_where_the_plan_can_meet_one() -> None:
+    # Room for one car at full power; "short" needs 64 of its 90 min at full power, "long" 122 of its 3 h:
+    # not both can be met. Cars draw 97 % of their pilot and the runtime's deadband drops raises under
+    # 0.5 A, so a plan that meets a car to the minute (no PLAN_PAD) leaves both short (the closer 0.36 kWh).
+    # Planned 0.3 kWh over its need, "long" finishes early enough to be met (within 0.1 kWh, ACN's test).
+    circuits = [Circuit("main", None, 32.0, ("L1",))]
+    cars = [_car("short", 1.5, kwh=7.87), _car("long", 3.0, kwh=15.01)]
+    left = _drive(cars, circuits, 3 * 60, draw=0.97, smoothing=SmoothingSettings(deadband_a=0.5))
+    assert min(left.values()) < 0.1, left
 
 
 def test_a_class_over_the_plan_size_is_optimised_without_a_plan_and_without_a_note(

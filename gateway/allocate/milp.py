@@ -31,9 +31,11 @@ The plan is a second, smaller program over the hours ahead for the cars with a d
 need (`plan`): the most energy the cars present can still take before they leave, if the room each
 constraint has now stays and nobody else arrives, with one more car met worth `PLAN_MET` kWh (counted
 in proportion to the share of its need it gets, so the plan is a linear program: fast, and the same
-answer on a busy machine as on an idle one). Its first block is tᵢ. A car the plan meets in full that
-has under `PLAN_SURE_H` of laxity left is given all it can take (tᵢ = highᵢ): the plan uses laxity to
-the minute and pilots lose a little to steps and deadbands.
+answer on a busy machine as on an idle one). Its first block is tᵢ. The plan uses laxity to the minute
+and pilots lose a little to steps and deadbands, so it plans each car `PLAN_PAD` kWh over what it still
+needs (a car is met when it is within 0.1 kWh of its request: the pad finishes it a few minutes early),
+and a car the plan meets in full with under `PLAN_SURE_H` of laxity left is given all it can take
+(tᵢ = highᵢ).
 
 HiGHS solves both, through scipy (a dependency): no hand-written solver. scipy is imported only when this
 mode is used. Pure: no I/O, no clock; the caller checks the answer against every constraint again, weighs
@@ -60,7 +62,8 @@ PLAN_EDGES_H = (0.0, 1 / 12, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # the p
 PLAN_FRONT = 0.02  # energy in the plan's last block is worth this much less than energy now
 PLAN_STEADY = 0.3  # share of its energy value an amp of the plan's first block loses by moving a pilot
 PLAN_MET = 20.0  # kWh of energy the plan gives up to let one more car present leave with all it asked for
-PLAN_SURE_H = 0.25  # a car the plan meets with less laxity than this is given its full current now
+PLAN_SURE_H = 0.1  # a car the plan meets with less laxity than this is given its full current now
+PLAN_PAD = 0.3  # kWh the plan gives each car over what it still needs: it finishes early, not short
 PLAN_MAX_CARS = 300  # a class with more cars is optimised without the plan (following it would take the tick)
 TRACK = 30.0  # urgency of an amp up to what the plan gives the car now
 
@@ -101,17 +104,17 @@ def plan(
 
     A linear program over blocks (`PLAN_EDGES_H`, fine now and coarse later) assuming the room each
     constraint has now stays and nobody else arrives: each car at most its maximum while it is there and
-    at most the energy it still needs; energy slightly worth more sooner (`PLAN_FRONT`), and the first
-    block's currents kept near the previous ones where that costs no energy (`PLAN_STEADY`). Its first
-    block is what each car should get now so that what the cars present can still take later is not
-    lost: a car leaving soon with little slack is served before one that can catch up after the peak.
-    Where not every car can be met, meeting one more is worth `PLAN_MET` kWh, counted in proportion to
-    the share of its need a car gets (yⱼ ≤ its energy / its need, 0 ≤ yⱼ ≤ 1): until it is met, each kWh
-    to a car is worth 1 + `PLAN_MET` / its need, so the room goes to the cars it meets soonest and one
-    car leaves with all it asked for rather than two each a little short. Counted whole (a binary per
-    car) the plan was no better on the ACN weeks and ran into its time limit in one decision of six at
-    the tightest cap, its answer then depending on the machine's load (docs/benchmarks.md). Also
-    returned: which cars the plan meets in full.
+    at most the energy it still needs, padded by `PLAN_PAD` (its need, below, is the padded one); energy
+    slightly worth more sooner (`PLAN_FRONT`), and the first block's currents kept near the previous
+    ones where that costs no energy (`PLAN_STEADY`). Its first block is what each car should get now so
+    that what the cars present can still take later is not lost: a car leaving soon with little slack is
+    served before one that can catch up after the peak. Where not every car can be met, meeting one more
+    is worth `PLAN_MET` kWh, counted in proportion to the share of its need a car gets (yⱼ ≤ its energy
+    / its need, 0 ≤ yⱼ ≤ 1): until it is met, each kWh to a car is worth 1 + `PLAN_MET` / its need, so
+    the room goes to the cars it meets soonest and one car leaves with all it asked for rather than two
+    each a little short. Counted whole (a binary per car) the plan was no better on the ACN weeks and
+    ran into its time limit in one decision of six at the tightest cap, its answer then depending on the
+    machine's load (docs/benchmarks.md). Also returned: which cars the plan meets in full.
     """
     require_scipy()
     import numpy as np
@@ -161,6 +164,7 @@ def plan(
             continue
         r = len(upper)
         need = max(needs_kwh[j], 0.0)
+        need += PLAN_PAD if need > 0 else 0.0
         upper.append(need)
         for v, length in own:
             r_idx.append(r)
