@@ -41,6 +41,16 @@ CHARGERS: list[tuple[str, str, str, dict[str, str]]] = [
 PAUSED = "c16-a"
 
 
+def _seen_at(at: datetime, sims: dict[str, SimChargePoint], log: str) -> str:
+    """What each charger held and drew around an instant, and the last gateway's log: to read a failure by."""
+    lines = []
+    for cid, sim in sims.items():
+        steps = [f"{t.time().isoformat()} {sim.limit_at(t)}/{sim.draw_at(t):g}"
+                 for t in sim.breakpoints(at - timedelta(seconds=3), at + timedelta(seconds=1))]
+        lines.append(f"{cid}: limit/draw {steps}")
+    return "\n" + "\n".join(lines) + "\nthe last gateway's log:\n" + "\n".join(log.splitlines()[-80:])
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -193,6 +203,7 @@ async def test_a_mixed_site_stays_under_every_limit_through_restarts(tmp_path: P
         print(gateway.text()[-12000:])  # the gateway's side of the story, shown with the failure
         raise
     finally:
+        last_log = gateway.text()  # the last process's side, for a failure of the checks below
         gateway.close()
         await asyncio.gather(*(s.stop() for s in sims.values()))
     end = datetime.now(UTC)
@@ -200,6 +211,7 @@ async def test_a_mixed_site_stays_under_every_limit_through_restarts(tmp_path: P
     # the cap holds from when it took effect to the end, the gateway dead or alive: the chargers'
     # fallbacks were lowered under it, so any mix of leases and fallbacks keeps it
     found = overloads(config, sims, start, end, [(cap_from, end, CAP_KW)])
-    assert not found, "\n".join(str(o) for o in found[:20]) + f"\nphases: {marks}"
+    assert not found, ("\n".join(str(o) for o in found[:20]) + f"\nphases: {marks}"
+                       + _seen_at(found[0].at, sims, last_log))
     rejected = {cid: s.rejections for cid, s in sims.items() if s.rejections}
     assert not rejected, rejected
