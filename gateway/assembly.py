@@ -117,6 +117,7 @@ def static_evse(config: GatewayConfig, charger: ChargerSection) -> EvseState:
         min_a=charger.min_a,
         step_a=charger.step_a,
         priority=charger.priority,
+        fallback_a=charger.fallback_a,
         # kW limits are enforced as if PF were 1: V·A is never below the real power drawn, so a measured
         # or configured PF below 1 can only ever make the gateway think it has more room than it has.
         power_factor=1.0,

@@ -90,6 +90,7 @@ class EvseState:
     held_a: float | None = None  # not re-allocated now (e.g. a limit not yet acknowledged): counts as this
     want_a: float | None = None  # the charging plan's target now: a cap below max_a (None: no plan)
     power_factor: float = 1.0
+    fallback_a: float = 0.0  # what it falls back to by itself without the gateway (its base; 0: nothing)
 
     @property
     def kw_per_a(self) -> float:

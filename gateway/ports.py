@@ -53,9 +53,11 @@ class Snapshots(Protocol):
 class Releases(Protocol):
     """Puts its chargers on their own fallback at a clean stop."""
 
-    async def stop(self, release: bool = True) -> list[str]:
-        """Stop; with `release`, first put every charger on its fallback. The chargers that did not
-        confirm it (they fall back by themselves later, e.g. when a lease ends)."""
+    async def stop(self, release: bool = True, at_rest: Mapping[str, float] | None = None) -> list[str]:
+        """Stop; with `release`, first put every charger on its fallback, then (every charger having
+        confirmed it) raise the fallbacks lowered beside the limits to `at_rest` (what each may fall back
+        to with every limit at 0 A). The chargers that did not confirm going to their fallback (they fall
+        back by themselves later, e.g. when a lease ends)."""
         ...
 
 
@@ -75,9 +77,14 @@ class HandsBack(Protocol):
 
 @runtime_checkable
 class HoldsFallbacks(Protocol):
-    """Its chargers' own fallback can be lowered while the site is curtailed (and put back after)."""
+    """Its chargers' own fallback (what each falls back to by itself) can be lowered and put back.
 
-    def set_fallbacks(self, wanted: Mapping[str, float], keep: Iterable[str] = ()) -> None: ...
+    `hold_fallbacks` sets what each charger named should fall back to (never above its configured
+    fallback; `keep`: left as they are), sends the lowerings at once and waits for their answers, and
+    returns the chargers whose lowering is not confirmed: until it is, they may still fall back to more.
+    Raises go out later."""
+
+    async def hold_fallbacks(self, wanted: Mapping[str, float], keep: Iterable[str] = ()) -> list[str]: ...
 
 
 @runtime_checkable

@@ -35,13 +35,16 @@ class ChargerRecord:
 
     def may_draw(self, now: datetime, max_a: float) -> float:
         """The most the charger may be drawing on what it holds, as far as this record knows: its live
-        limit while leased (a TxProfile's only while its transaction runs), else its base's fallback,
-        else (no base known) its maximum."""
+        limit while leased (a TxProfile's only while its transaction runs), or its base's fallback when
+        that is more (a lease runs out by itself); else its base's fallback, else (no base known) its
+        maximum. An unleased live limit is in the base's own slot: it alone holds."""
         base = self.fallback_a if self.base_purpose is not None and self.fallback_a is not None else max_a
         live = self.live_a if self.live_a is not None and (self.live_until is None or now < self.live_until) else None
         if live is not None and self.live_tx is not None and self.live_tx not in self.transactions.values():
             live = None  # a TxProfile ends with its session ("": none had begun): the base holds
-        return min(max_a, base if live is None else live)
+        if live is not None and (self.strategy or "").endswith("/unleased"):
+            return min(max_a, live)
+        return min(max_a, base if live is None else max(live, base))
 
     def to_json(self) -> str:
         return json.dumps({

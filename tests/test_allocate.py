@@ -8,9 +8,10 @@ from datetime import timedelta
 
 import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 from support.allocation import NOW, PROPERTY, TOL, can_step, constraints_of, eligible, feasible, loads, problems
 
-from gateway.allocate import Problem, ProblemError, allocate, step_floor, usable_range
+from gateway.allocate import Problem, ProblemError, allocate, kept_fallbacks, step_floor, usable_range
 from gateway.domain import Allocation, Circuit, EvseState, GroupLimit, NonEvLoad, SiteLimits
 
 
@@ -335,3 +336,27 @@ def test_overloads_are_stated_with_units_against_the_limit_a_reader_configured()
     held = allocate(Problem(ONE, [replace(CAR, held_a=30.0)], NOW, [NonEvLoad("main", "L1", 15.0, NOW)]))
     assert held.overloaded == ("main/L1: non-EV load and held chargers 45 A over its limit 40 A",)
     assert site.amps == conductor.amps == {"e": 0.0}
+
+
+@PROPERTY
+@given(problems(), st.lists(st.floats(0, 16), min_size=12, max_size=12), st.sets(st.integers(0, 11)))
+def test_the_fallbacks_kept_leave_every_limit_under_any_mix_of_limits_and_fallbacks(
+        problem: Problem, fallbacks: list[float], paused: set[int]) -> None:
+    """Leases end at different instants: every charger may be on its limit or its own fallback, so each
+    counts at the larger; a fallback stays above a limit only where every limit it loads has room for it."""
+    drawn = fallbacks[:len(problem.evses)]
+    problem = replace(problem, evses=[replace(e, fallback_a=f) for e, f in zip(problem.evses, drawn, strict=True)])
+    amps = dict(allocate(problem).amps)
+    off = {f"e{n}" for n in paused}
+    kept = kept_fallbacks(problem, amps, off=off)
+    assert set(kept) == {e.id for e in problem.evses if e.held_a is None}  # held ones are left as they are
+    for e in problem.evses:
+        if e.id in kept:
+            fallback = 0.0 if e.id in off else e.fallback_a  # a pause keeps no fallback
+            assert min(fallback, amps[e.id]) - TOL <= kept[e.id] <= fallback + TOL
+    worst = {cid: max(a, kept.get(cid, 0.0)) for cid, a in amps.items()}
+    for name, (limit, uncontrolled, ev) in loads(problem, worst).items():
+        if uncontrolled > limit + TOL:  # over by what the gateway cannot control: nothing kept above a limit
+            assert ev <= loads(problem, amps)[name][2] + TOL, name
+        else:
+            assert uncontrolled + ev <= limit + TOL, f"{name}: {uncontrolled}+{ev} > {limit}"

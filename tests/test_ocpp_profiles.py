@@ -139,6 +139,17 @@ def test_what_a_charger_may_draw_is_its_maximum_until_confirmed() -> None:
     assert fresh.applied_limit() == 8  # ... then the base's fallback
     fresh.view.online = True
     assert fresh.view.status() is ChargerStatus.CHARGING  # charging until it says otherwise
+    # a lease under the base's fallback: the charger goes back up to the fallback when it runs out, which
+    # may be any instant (the store's horizon is the latest it can end, not the earliest)
+    low = Control(charger("cp1"), 690.0, ctx, ChargerView("cp1", ("L1", "L2", "L3")), DrawWatch())
+    low.restore(ChargerRecord("cp1", strategy="ChargePointMaxProfile/A/sl1", base_purpose="ChargePointMaxProfile",
+                              fallback_a=8.0, live_a=0.0, live_until=clock[0] + timedelta(seconds=5)))
+    assert low.applied_limit() == 8
+    # unleased (the live limit is in the base's own slot): it holds until replaced
+    slot = Control(charger("cp1"), 690.0, ctx, ChargerView("cp1", ("L1", "L2", "L3")), DrawWatch())
+    slot.restore(ChargerRecord("cp1", strategy="ChargePointMaxProfile/A/sl0/unleased",
+                               base_purpose="ChargePointMaxProfile", fallback_a=8.0, live_a=0.0, live_until=None))
+    assert slot.applied_limit() == 0
 
 
 def test_draw_watch_offers_a_cap_after_a_while_and_withdraws_it() -> None:
@@ -165,7 +176,11 @@ def test_a_tx_profile_limit_counts_only_for_its_own_session() -> None:
     view.transactions[1] = "41"
     ctl.desired_a = ctl.acked_a = 4.0
     ctl.acked_tx, ctl.lease_until = "41", NOW + LEASE
-    assert ctl.applied_limit() == 4.0 and ctl.unchanged(4.0, NOW) and not ctl.session_changed()
+    # its base still holds the 8 A fallback: the lease runs out, or the session ends, by itself
+    assert ctl.applied_limit() == 8.0 and ctl.unchanged(4.0, NOW) and not ctl.session_changed()
+    ctl.base_amps = 4.0  # its base lowered to the limit: the limit alone counts
+    assert ctl.applied_limit() == 4.0
+    ctl.base_amps = 8.0
     view.transactions[1] = "42"  # the next car: its session starts under the TxDefault base
     assert ctl.applied_limit() == 8.0  # the fallback, above the 4 A we had given: counted so
     assert ctl.session_changed() and not ctl.unchanged(4.0, NOW)

@@ -102,7 +102,13 @@ async def test_a_stack_level_0_charger_is_always_leased_and_falls_back(version: 
         await sim.unplug()
         acks = await driver.apply_limits({"cp1": 0.0}, "nobody")
         assert acks[0].accepted and driver.history[-1].strategy == f"{station}/A/sl0"
-        assert sim.limit_a() == 0.0 and driver.applied_limit(ctl) == 0.0
+        # counted at its base's fallback all the same: the cap's lease runs out by itself
+        assert sim.limit_a() == 0.0 and driver.applied_limit(ctl) == 8.0
+        # its fallback lowered too (and confirmed): now nothing puts it back on more
+        assert await driver.hold_fallbacks({"cp1": 0.0}) == []
+        assert ctl.base_amps == 0.0 and driver.applied_limit(ctl) == 0.0
+        assert await driver.hold_fallbacks({"cp1": 8.0}) == []  # raised again later, by the renewal task
+        await until(lambda: ctl.base_amps == 8.0, timeout_s=4.0)
         await sim.plug_in()
         assert sim.draw_a() == 0.0
         # the session starts: re-chosen, a leased TxProfile (same id: it replaces the cap)

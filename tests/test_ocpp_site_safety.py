@@ -144,6 +144,9 @@ async def test_a_mixed_site_stays_under_every_limit_through_restarts(tmp_path: P
         await call(url + "api/cap", "POST", {"kw": CAP_KW})
         cap_from = datetime.now(UTC) + timedelta(seconds=3)  # the time the cap may take to be in force
         await call(url + f"api/evses/{PAUSED}/pause", "POST", {})
+        # the pause is acted on at the next decision: until then every acknowledged limit may already
+        # match the one held, and `settled` would return before it
+        await until(lambda: sims[PAUSED].limit_a() == 0.0, 5, "the paused charger was not set to 0 A")
         status = await settled(url, sims)
         assert sims[PAUSED].draw_a() == 0.0
         assert status["operator"]["cap_kw"] == CAP_KW and status["operator"]["paused"] == [PAUSED]

@@ -20,12 +20,14 @@ Smoothing over time (deadband, ramps, rotation memory) is a separate step: `gate
 
 The package, one job a module: `problem` (what a decision is asked; the step grid), `constraints` (the
 rows and their headroom, the topology cache), `order` (who goes first), `fill` (admitting, raising,
-rounding, topping up), `milp` (the optimiser) and `decision` (`allocate` itself). Import from here.
+rounding, topping up), `milp` (the optimiser), `decision` (`allocate` itself) and `fallbacks` (the
+fallback each charger may keep beside the limits decided). Import from here.
 """
 
 from __future__ import annotations
 
 from gateway.allocate.decision import allocate, fell_back
+from gateway.allocate.fallbacks import kept_fallbacks
 from gateway.allocate.order import admission_key, deadline_tier
 from gateway.allocate.problem import (
     EPS,
@@ -48,6 +50,7 @@ __all__ = [
     "allocate",
     "deadline_tier",
     "fell_back",
+    "kept_fallbacks",
     "step_ceil",
     "step_floor",
     "usable_range",

@@ -125,15 +125,27 @@ class Control:
         self.view.restore(record.status, record.transactions, record.session_started)
 
     def in_force(self) -> float:
-        """The limit the charger holds as far as this process knows: its live limit while leased and
-        meant for what runs now, else its base's fallback, else (no base known) its maximum."""
+        """The most the charger may draw on what it holds as far as this process knows: its live limit
+        while leased and meant for what runs now, or its base's fallback when that is more (the lease may
+        run out, or the session end, at any instant: then the base holds); else its base's fallback, else
+        (no base known) its maximum. An unleased live limit is in the base's own slot: it alone holds."""
         now = self.ctx.clock()
         base = self.base_amps if self.base_known is not None else self.charger.max_a
         if self.acked_a is not None and (self.lease_until is None or now < self.lease_until):
             if self.acked_tx is not None and self.acked_tx != self.view.transaction_id():
                 return base  # a TxProfile ends with its session (NO_SESSION: none began): the base holds
-            return self.acked_a
+            if self.strategies and not self.strategies[self.strategy].leased:
+                return self.acked_a
+            return max(self.acked_a, base)
         return base
+
+    def base_lowerable(self) -> bool:
+        """Its base holds more than it should, and is ours to lower on this connection now (beside a leased
+        live limit: an unleased one is in the base's slot)."""
+        if self.station is None or not self.strategies or self.base_amps <= self.base_wanted:
+            return False
+        held = self.strategies[self.strategy]
+        return held.leased and self.base_purpose == held.base_purpose
 
     def applied_limit(self) -> float:
         """The most the charger may be drawing now: what it holds, or more while anything is unsure: a

@@ -102,10 +102,12 @@ class OcppDriver:
         if self.book is not None:
             self._flusher = asyncio.create_task(self._flush_forever(), name="ocpp-store")
 
-    async def stop(self, release: bool = True) -> list[str]:
+    async def stop(self, release: bool = True, at_rest: Mapping[str, float] | None = None) -> list[str]:
         """Stop serving. With `release`, clear live profiles first so chargers drop to their fallback now
-        rather than when the lease runs out. Returns the chargers online that did not confirm it (they
-        fall back by themselves when their lease ends)."""
+        rather than when the lease runs out; then, every one having confirmed it, put back the fallbacks
+        that were lowered beside the limits, up to `at_rest` (worked out with every limit at 0 A). Returns
+        the chargers online that did not confirm going to their fallback (they fall back by themselves
+        when their lease ends)."""
         kept: list[str] = []
         for job in (self._renewer, self._flusher):
             if job is not None:
@@ -116,6 +118,10 @@ class OcppDriver:
             online = [c for c in self.controls.values() if c.station is not None]
             released = await asyncio.gather(*(c.release() for c in online))
             kept = [c.charger.id for c, done in zip(online, released, strict=True) if not done]
+            # nothing live left anywhere (an offline charger's lease may still run): room for the fallbacks at rest
+            if not kept and at_rest and all(c.station is not None or c.applied_limit() <= at_rest.get(cid, 0.0)
+                                            for cid, c in self.controls.items()):
+                await self._raise_bases(at_rest)
         await self._flush()
         # a charger's message under way (a 2.0.1 TransactionEvent) gets its answer before the link closes
         await self._quiesce(timeout_s=2.0)
@@ -128,6 +134,19 @@ class OcppDriver:
         if self._owns_book and self.book is not None:
             self.book.close()
         return kept
+
+    async def _raise_bases(self, at_rest: Mapping[str, float]) -> None:
+        raising = []
+        for cid, amps in at_rest.items():
+            ctl = self.controls.get(cid)
+            if ctl is None or ctl.station is None:
+                continue
+            ctl.base_wanted = min(ctl.charger.fallback_a, floor_tenth(max(0.0, amps)))
+            if ctl.base_amps < ctl.base_wanted:
+                raising.append(ctl)
+        if raising:
+            await asyncio.wait([self._spawn(ctl.update_base()) for ctl in raising],
+                               timeout=min(2.0, self.section.response_timeout_s))
 
     async def __aenter__(self) -> OcppDriver:
         await self.start()
@@ -168,19 +187,26 @@ class OcppDriver:
                                          "no answer yet: assumed at its maximum until it acknowledges"))
         return acks
 
-    def set_fallbacks(self, wanted: Mapping[str, float], keep: Iterable[str] = ()) -> None:
-        """What each charger's base profile should hold from now on (chargers not named: their configured
-        fallback; those in `keep`: what they were to hold). The runtime lowers them while the site is
-        curtailed, so that whatever mix of leases and fallbacks the chargers are on if the gateway dies,
-        the curtailment holds too; the renewal task sends the changes."""
+    async def hold_fallbacks(self, wanted: Mapping[str, float], keep: Iterable[str] = ()) -> list[str]:
+        """What each charger named should fall back to from now on (never above its configured fallback;
+        those not named or in `keep`: left as they are). A base to lower is sent now and its answer awaited
+        (up to `ack_wait_s`): until the charger takes it, a lease that runs out puts it back on more, so the
+        chargers whose lowering is not confirmed are returned. A raise goes out from the renewal task."""
         kept = set(keep)
-        for cid, ctl in self.controls.items():
-            if cid in kept:
+        lowering: list[Control] = []
+        for cid, amps in wanted.items():
+            ctl = self.controls.get(cid)
+            if ctl is None or cid in kept:
                 continue
-            amps = floor_tenth(max(0.0, wanted.get(cid, ctl.charger.fallback_a)))
-            ctl.base_wanted = min(ctl.charger.fallback_a, amps)
-            if ctl.base_due():
+            ctl.base_wanted = min(ctl.charger.fallback_a, floor_tenth(max(0.0, amps)))
+            if ctl.base_lowerable():
+                lowering.append(ctl)
+            elif ctl.base_due():
                 self._spawn(ctl.update_base())
+        if not lowering:
+            return []
+        await asyncio.wait([self._spawn(ctl.update_base()) for ctl in lowering], timeout=self.section.ack_wait_s)
+        return [ctl.charger.id for ctl in lowering if ctl.base_amps > ctl.base_wanted]
 
     async def readings(self) -> AsyncIterator[ChargerReading]:
         queue: asyncio.Queue[ChargerReading] = asyncio.Queue(maxsize=10_000)

@@ -85,8 +85,16 @@ async def decide_once(rt: Runtime) -> Decision:
     # not confirmed giving room up is still drawing on it. Held back, the increases are decided again
     # at once with the unconfirmed chargers counted at what they may draw.
     acks = await push(rt, decision.decreases, decision)
+    # The chargers' own fallbacks stay within every limit beside the limits decided (a lease runs out, or
+    # the gateway dies, at a different instant for each charger): one lowered gives room up like a decrease,
+    # and is acknowledged before any increase; raised, it goes out later (never above the charger's limit
+    # where the room is not there).
+    held = [e.id for e in decision.evses if e.held_a is not None]  # not decided now: left as they are
+    unlowered: list[str] = []
+    for holding in [d for d in rt.drivers.values() if isinstance(d, HoldsFallbacks)]:
+        unlowered += await holding.hold_fallbacks(dict(decision.fallbacks), keep=held)
     refused = [a for a in acks if not a.accepted]
-    if refused:
+    if refused or unlowered:
         held_back = decision.increases
         for cid in held_back:
             if cid in inputs.memory:
@@ -94,8 +102,10 @@ async def decide_once(rt: Runtime) -> Decision:
             else:
                 rt.memory.pop(cid, None)
         if held_back:
-            log.info("increases held back charger_count=%d: %d decrease(s) not acknowledged (%s)",
-                     len(held_back), len(refused), ", ".join(sorted(a.charger_id for a in refused)[:5]))
+            log.info("increases held back charger_count=%d: %d decrease(s) or lowered fallback(s) not "
+                     "acknowledged (%s)",
+                     len(held_back), len(refused) + len(unlowered),
+                     ", ".join(sorted({a.charger_id for a in refused} | set(unlowered))[:5]))
             rt.trigger("increases held back")
     else:
         acks += await push(rt, decision.increases, decision)
@@ -112,12 +122,6 @@ async def decide_once(rt: Runtime) -> Decision:
             continue
         resend[cid] = decision.limits[cid]
     acks += await push(rt, resend, decision, "resend: not acknowledged")
-    # While the site is curtailed, no charger's fallback stays above its limit: whatever mix of leases
-    # and fallbacks the chargers are on if the gateway dies, the curtailment holds too.
-    curtailed = any(v is not None for v in (decision.site_limit_kw, decision.ev_limit_kw, decision.peak_kw))
-    held = [e.id for e in decision.evses if e.held_a is not None]  # not decided now: left as they are
-    for holding in [d for d in rt.drivers.values() if isinstance(d, HoldsFallbacks)]:
-        holding.set_fallbacks(dict(decision.limits) if curtailed else {}, keep=held if curtailed else ())
     if any(r.store_failing() for r in [d for d in rt.drivers.values() if isinstance(d, Remembers)]):
         rt.alarms.raise_("store.ocpp", "what the chargers hold cannot be stored: no limit is raised "
                            "until it can (decreases still go out)", now, severity="critical",

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from gateway.allocate import Problem, Sharing, allocate
+from gateway.allocate import Problem, Sharing, allocate, kept_fallbacks
 from gateway.domain import (
     J1772_MIN_A,
     Allocation,
@@ -155,6 +155,10 @@ class Decision:
     # previous process left, a raise not yet answered; its maximum when unknown): what a change is
     # compared with to know whether it lowers the charger
     in_force: Mapping[str, float] = field(default_factory=dict)
+    # per charger not held: the most its own fallback (its base) may hold beside these limits
+    # (`gateway.allocate.fallbacks`): lowering one gives room up, so it goes out with the decreases
+    fallbacks: Mapping[str, float] = field(default_factory=dict)
+    problem: Problem | None = None  # what the allocation was asked (what a clean stop's fallbacks are worked out on)
 
     def lowers(self, change: LimitChange) -> bool:
         return change.new_a < max(change.old_a, self.in_force.get(change.evse_id, change.old_a))
@@ -392,4 +396,6 @@ def decide(site: Site, inputs: Inputs) -> Decision:
         non_ev_raw=tuple(non_ev_raw),
         peak_kw=inputs.peak_kw,
         in_force={e.id: may_draw(e, inputs.readings.get(e.id)) for e in site.evses},
+        fallbacks=kept_fallbacks(problem, limits, off=inputs.paused),
+        problem=problem,
     )

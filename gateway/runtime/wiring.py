@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from gateway.allocate import kept_fallbacks
 from gateway.ports import (
     Closes,
     EvseDriver,
@@ -121,17 +122,7 @@ async def close_parts(rt: Runtime) -> None:
             await rt._status_runner.cleanup()
     logging.getLogger().removeHandler(rt.recent_log)
     for releasing in [d for d in rt.drivers.values() if isinstance(d, Releases)]:
-        try:
-            kept = await asyncio.wait_for(releasing.stop(release=True), timeout=10.0)
-        except Exception as exc:  # a shutdown goes on; what it could not do is said
-            log.warning("shutdown: chargers not released (%s): they fall back by themselves when their "
-                        "leases end", str(exc) or type(exc).__name__)
-        else:
-            if kept:
-                log.warning("shutdown: %d charger(s) did not confirm going to their fallback (%s): they fall "
-                            "back by themselves when their leases end", len(kept), ", ".join(kept[:10]))
-            else:
-                log.info("shutdown: live limits cleared; chargers on their fallback")
+        await release(rt, releasing)
     for closing in [d for d in rt.drivers.values() if isinstance(d, Closes)]:
         with contextlib.suppress(Exception):  # their watchdogs take over
             await closing.close()
@@ -139,6 +130,35 @@ async def close_parts(rt: Runtime) -> None:
         with contextlib.suppress(Exception):
             await rt.pool.close()
     await rt.recorder.close()
+
+
+def at_rest(rt: Runtime) -> dict[str, float]:
+    """What each charger may fall back to once no limit is live anywhere: its configured fallback (the
+    chargers' fallbacks together fit every circuit: check-config), or, while the site is curtailed (a DR
+    event, an operator cap, a demand peak target), what the limits in force leave room for; 0 A for one an
+    operator paused. Nothing when nothing was decided yet (the bases are as configured)."""
+    last = rt.last
+    if last is None or last.problem is None:
+        return {}
+    paused = rt.paused
+    if any(v is not None for v in (last.site_limit_kw, last.ev_limit_kw, last.peak_kw)):
+        return kept_fallbacks(last.problem, {}, off=paused)
+    return {e.id: 0.0 if e.id in paused else e.fallback_a for e in last.problem.evses if e.held_a is None}
+
+
+async def release(rt: Runtime, releasing: Releases) -> None:
+    """A clean stop: every charger on its own fallback now, rather than when its lease runs out."""
+    try:
+        kept = await asyncio.wait_for(releasing.stop(release=True, at_rest=at_rest(rt)), timeout=10.0)
+    except Exception as exc:  # a shutdown goes on; what it could not do is said
+        log.warning("shutdown: chargers not released (%s): they fall back by themselves when their "
+                    "leases end", str(exc) or type(exc).__name__)
+        return
+    if kept:
+        log.warning("shutdown: %d charger(s) did not confirm going to their fallback (%s): they fall "
+                    "back by themselves when their leases end", len(kept), ", ".join(kept[:10]))
+    else:
+        log.info("shutdown: live limits cleared; chargers on their fallback")
 
 
 async def read_chargers(rt: Runtime, driver: EvseDriver | None) -> None:

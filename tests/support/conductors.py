@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from gateway.assembly import circuit_limits
 from gateway.config import GatewayConfig
+from gateway.sim.charging_profiles import limit_a
 from gateway.sim.ocpp_cp import SimChargePoint
 
 
@@ -54,6 +55,40 @@ def conductor_loads(config: GatewayConfig, sims: Mapping[str, SimChargePoint], a
                     loads[(node, phase)] += amps
             node, hops = circuits[node].parent if node in circuits else None, hops + 1
     return loads
+
+
+def may_draw_later(sim: SimChargePoint, now: datetime, horizon: timedelta) -> float:
+    """The most the charger may let a car draw at some instant from `now` on, told nothing more: on what it
+    holds now, once every profile with an end has ended (`horizon` on), and for a session that starts anew
+    (a TxProfile ends with its session)."""
+    profiles, phases = sim.book.snapshot(), 1 if sim.phases < 3 else 3
+    at = now + sim.clock_offset  # its profiles run on its own clock
+    out = 0.0
+    for when in (at, at + horizon):
+        for tx, began in ((sim.transaction_id, sim.tx_started), (None, None)):
+            limit = limit_a(profiles, sim.version, 1, when, tx, began, sim.volts, phases)
+            allowed = sim.max_a if limit is None else min(limit, sim.max_a)
+            out = max(out, allowed if allowed >= 6.0 else 0.0)
+    return out
+
+
+def mix_overloads(config: GatewayConfig, sims: Mapping[str, SimChargePoint], now: datetime,
+                  horizon: timedelta) -> list[Overload]:
+    """Conductors that some mix of the chargers on their limits and on their fallbacks would overload, were
+    the gateway to stop at `now` (every charger counted at `may_draw_later`): leases end at different
+    instants, so any mix can happen."""
+    circuits = {c.id: c for c in circuit_limits(config)}
+    loads: dict[tuple[str, str], float] = {(c.id, p): 0.0 for c in circuits.values() for p in c.phases}
+    for charger in config.chargers:
+        sim = sims.get(charger.id)
+        amps = 0.0 if sim is None else may_draw_later(sim, now, horizon)
+        node: str | None = charger.circuit or config.site.service_id
+        while node is not None and node in circuits:
+            for phase in charger.phases:
+                loads[(node, phase)] += amps
+            node = circuits[node].parent
+    return [Overload(now, f"{cid}/{phase}", amps, circuits[cid].limit_of(phase))
+            for (cid, phase), amps in loads.items() if amps > circuits[cid].limit_of(phase) + 1e-6]
 
 
 def overloads(config: GatewayConfig, sims: Mapping[str, SimChargePoint], start: datetime, end: datetime,
