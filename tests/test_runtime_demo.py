@@ -124,7 +124,8 @@ async def test_stop_leaves_the_chargers_on_their_fallback(
                                if cp.ev.plugged) and any(cp.ev.plugged for cp in demo.ocpp.values()), 10)
     runtime.stop()
     await asyncio.wait_for(task, 15)
-    assert all(cp.limit_a() in (None, 6.0) for cp in demo.ocpp.values()), {c: cp.limit_a() for c, cp in demo.ocpp.items()}
+    held = {cid: cp.limit_a() for cid, cp in demo.ocpp.items()}
+    assert all(a in (None, 6.0) for a in held.values()), held
     assert runtime.store is not None
     with pytest.raises(Exception):  # noqa: B017 (sqlite3.ProgrammingError: the store is closed)
         runtime.store.db.execute("SELECT 1")
