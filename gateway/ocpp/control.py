@@ -83,7 +83,8 @@ class Control:
     base_purpose: str | None = None  # base profile installed (or found in place) on this connection
     base_known: str | None = None  # the base the charger holds as far as we know, on any connection
     base_amps: float = -1.0  # what that base holds (set from the fallback at start)
-    base_wanted: float = -1.0  # what the base should hold: the fallback, lower while the site is curtailed
+    base_wanted: float = -1.0  # what the base should hold: the fallback, lower where the room is not there
+    base_set_at: datetime | None = None  # when this process last put a base in place
     desired_a: float | None = None
     reason: str = ""
     acked_a: float | None = None  # the live limit last acknowledged, in force until lease_until
@@ -365,7 +366,7 @@ class Control:
         outcome = await station.set_profile(spec)
         if outcome.accepted:
             self.base_purpose = self.base_known = strategy.base_purpose
-            self.base_amps = amps
+            self.base_amps, self.base_set_at = amps, self.ctx.clock()
             if not strategy.leased:  # the base went into the slot the live limit uses: that is in force now
                 self.acked_a, self.acked_tx, self.lease_until = amps, None, None
                 self.confirmed = True
@@ -412,8 +413,13 @@ class Control:
         return Outcome(True, "ready")
 
     def base_due(self) -> bool:
-        """The base should hold another fallback (curtailment began or ended) and can be changed now."""
+        """The base should hold another fallback (the room for it went or came back) and can be changed now.
+        A raise waits half a lease after the last change: a fallback following every move of the room up
+        and down (a non-EV load about the line) would be a message a second."""
         if self.station is None or self.in_flight or self.ready_on is not self.station or not self.strategies:
+            return False
+        if self.base_amps < self.base_wanted and self.base_set_at is not None \
+                and self.ctx.clock() - self.base_set_at < self.ctx.lease / 2:
             return False
         held = self.strategies[self.strategy]
         return held.leased and self.base_purpose is not None and self.base_amps != self.base_wanted
