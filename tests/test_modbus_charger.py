@@ -122,6 +122,29 @@ async def test_failsafe_takes_over_when_refreshing_stops(sims: list[SimCharger])
     assert not sim.in_failsafe and sim.drawing_a == 20.0
 
 
+async def test_a_failsafe_current_under_the_limit_is_lowered_and_counted_until_it_is(sims: list[SimCharger]) -> None:
+    """Its failsafe timeout runs out at its own instant: a charger paused beside a full circuit must fall back
+    to no more than its pause, so the failsafe current goes down with it (and back up with the room)."""
+    clock = FakeClock()
+    sim, charger = await _pair(sims, "generic-charger", clock=clock, fallback_a=8.0, failsafe_timeout_s=4.0)
+    driver = ModbusChargers([charger])
+    sim.plug_in(ev_max_a=32.0)
+    assert (await driver.apply_limits({"cp-1": 0.0}, "no room"))[0].accepted
+    reading = await charger.read()
+    assert reading.applied_limit_a == 8.0  # paused, but its failsafe of 8 A holds once its timeout runs out
+    assert await driver.hold_fallbacks({"cp-1": 0.0}) == []
+    assert sim.failsafe_a == 0.0 and (await charger.read()).applied_limit_a == 0.0
+    clock.t += 4.5  # the gateway stops: the charger falls back on its own, to nothing
+    assert sim.in_failsafe and sim.drawing_a == 0.0
+    assert await driver.hold_fallbacks({"cp-1": 6.5}) == []  # the room is back: up again, never above 8 A
+    assert sim.failsafe_a == 6.5
+    assert await driver.hold_fallbacks({"cp-1": 20.0}, keep=["cp-1"]) == [] and sim.failsafe_a == 6.5
+    assert await driver.hold_fallbacks({"cp-1": 20.0}) == [] and sim.failsafe_a == 6.5  # a raise waits a refresh
+    clock.t += 2.0
+    assert await driver.hold_fallbacks({"cp-1": 20.0}) == [] and sim.failsafe_a == 8.0
+    assert await driver.hold_fallbacks({"cp-1": 0.0}) == [] and sim.failsafe_a == 0.0  # a lowering never waits
+
+
 async def test_a_charger_that_disagrees_with_the_limit_is_reported(
     sims: list[SimCharger], caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -15,7 +15,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from gateway.modbus.maps import Register, RegisterMap, RegType, Table, load_map
 from gateway.modbus.settings import ModbusChargerSettings
 from gateway.ports import FailsafeReport, Nameplate
 
+RAISE_WAIT_S = 5.0  # a failsafe current is raised no sooner than this (or a refresh period) after its last change
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
@@ -60,6 +61,9 @@ class ModbusCharger:
         self.max_a = max_a
         self.min_a = max(min_a, J1772_MIN_A)
         self.fallback_a = fallback_a
+        # what its failsafe current should hold: the fallback, lower beside a limit where the room is not
+        # there for it (the runtime's `hold_fallbacks`)
+        self.base_wanted = fallback_a
         asked = timeout = failsafe_timeout_s or m.failsafe_timeout_s
         fs_timeout = m.reg("failsafe_timeout")
         if timeout is not None and fs_timeout is not None:
@@ -80,6 +84,8 @@ class ModbusCharger:
         self._last: tuple[bool, str] = (False, "never written")  # how the charger took the last write
         self._written_at: float | None = None  # when the setpoint last reached the charger
         self._programmed_client: object = None  # the connection the failsafe was programmed on
+        self._programmed_a = fallback_a  # the failsafe current programmed on it
+        self._programmed_at = -math.inf  # when (our monotonic clock)
         self._lock = asyncio.Lock()  # one push or refresh at a time per charger
         self.trouble = Trouble(log, f"modbus charger={charger_id}")
         self._plan = read_plan(m)
@@ -200,7 +206,7 @@ class ModbusCharger:
         if connection is not None and connection is self._programmed_client:
             return
         m = self.map
-        for name, value in (("failsafe_current", self.fallback_a), ("failsafe_timeout", self.failsafe_timeout_s)):
+        for name, value in (("failsafe_current", self.base_wanted), ("failsafe_timeout", self.failsafe_timeout_s)):
             r = m.reg(name)
             if r is None or not r.writable or value is None:
                 continue
@@ -216,6 +222,46 @@ class ModbusCharger:
                 raise LinkError(exc.kind, f"programming {name} = {value:g} into {where}: {exc.detail}",
                                 exc.code) from None
         self._programmed_client = self.link.connection
+        self._programmed_a, self._programmed_at = self.base_wanted, self._clock()
+
+    def base_a(self) -> float:
+        """What it falls back to by itself when its failsafe timeout runs out: the failsafe current it was
+        told, or (a map without the register) its configured fallback, set with its own tool."""
+        r = self.map.reg("failsafe_current")
+        if r is None or not r.writable or self._programmed_client is None:
+            return self.fallback_a
+        return self._programmed_a
+
+    async def hold_fallback(self, amps: float) -> bool:
+        """Tell the charger the failsafe current it should fall back to (at most its configured fallback); False
+        when a lower one did not reach it (it may still fall back to more). A map without the register, or a
+        charger refusing the value (said once), keeps what it has: nothing to wait for."""
+        r = self.map.reg("failsafe_current")
+        if r is None or not r.writable:
+            return True
+        wanted = _floor_to(r, min(self.fallback_a, max(0.0, amps)))
+        self.base_wanted = wanted
+        async with self._lock:
+            if self._programmed_client is None or self._programmed_client is not self.link.connection:
+                # not programmed on this connection yet: it will be, at the wanted value, before any setpoint
+                return wanted >= self.base_a()
+            if wanted == self._programmed_a:
+                return True
+            wait = min(self.refresh_s or RAISE_WAIT_S, RAISE_WAIT_S)
+            if wanted > self._programmed_a and self._clock() - self._programmed_at < wait:
+                return True  # a raise waits: one following every move of the room up and down would be churn
+            try:
+                await self._write(r.address, encode(self.map, r, wanted))
+            except LinkError as exc:
+                self.trouble.fail("failsafe", f"failsafe current {wanted:g} A not programmed: {exc.detail}",
+                                  reported=exc.kind != "exception")
+                return exc.kind == "exception" or wanted >= self._programmed_a
+            except CodecError as exc:
+                self.trouble.fail("failsafe", f"failsafe current {wanted:g} A not programmed: {exc}")
+                return True
+            self.trouble.ok("failsafe")
+            self._programmed_a, self._programmed_at = wanted, self._clock()
+        return True
 
     # ------------------------------------------------------------------ readings
 
@@ -246,7 +292,7 @@ class ModbusCharger:
             current_a={PHASE_OF[n]: float(v) for n, v in values.items() if n in PHASE_OF},
             power_kw=_num(values.get("power")),
             energy_kwh=_num(values.get("energy")),
-            applied_limit_a=_num(values.get("applied_limit")),
+            applied_limit_a=_max(_num(values.get("applied_limit")), self.base_a()),
         )
 
     def _status(self, values: dict[str, Value]) -> ChargerStatus:
@@ -261,6 +307,12 @@ class ModbusCharger:
             return ChargerStatus.UNAVAILABLE
         self.trouble.ok("status")
         return status
+
+
+def _max(applied: float | None, base: float) -> float | None:
+    """What it applies now, or its failsafe current when that is more (its timeout may run out at any
+    instant); unknown stays unknown (counted at its maximum)."""
+    return None if applied is None else max(applied, base)
 
 
 def _floor_to(r: Register, value: float) -> float:
@@ -310,6 +362,14 @@ class ModbusChargers:
                 log.info("modbus limit charger=%s amps=%g accepted=%s rtt_ms=%.0f reason=%r detail=%r",
                          ack.charger_id, ack.amps, ack.accepted, ack.round_trip_s * 1000, reason, ack.detail)
         return acks
+
+    async def hold_fallbacks(self, wanted: Mapping[str, float], keep: Iterable[str] = ()) -> list[str]:
+        """What each charger named should fall back to (its failsafe current, never above its configured
+        fallback; `keep`: left as they are), written now; the chargers a lowering did not reach."""
+        kept = set(keep)
+        named = [(c, wanted[cid]) for cid, c in self.chargers.items() if cid in wanted and cid not in kept]
+        done = await asyncio.gather(*(c.hold_fallback(a) for c, a in named))
+        return [c.id for (c, _), ok in zip(named, done, strict=True) if not ok]
 
     async def poll_once(self) -> list[ChargerReading]:
         async def one(c: ModbusCharger) -> ChargerReading:
