@@ -21,6 +21,7 @@ from support.waiting import until
 
 from gateway.config import GatewayConfig, parse_config
 from gateway.ocpp.driver import OcppDriver
+from gateway.runtime.loop import Runtime
 from gateway.sim.ocpp_cp import Ev, SimChargePoint
 
 pytestmark = pytest.mark.slow
@@ -44,7 +45,8 @@ def site(tmp_path: Path, ids: tuple[str, ...]) -> GatewayConfig:
 
 
 @contextlib.asynccontextmanager
-async def gateway_and_chargers(config: GatewayConfig) -> AsyncIterator[tuple[OcppDriver, dict[str, SimChargePoint]]]:
+async def gateway_and_chargers(config: GatewayConfig
+                               ) -> AsyncIterator[tuple[Runtime, OcppDriver, dict[str, SimChargePoint]]]:
     runtime, task = await running(config)
     ocpp = runtime.ocpp
     assert ocpp is not None
@@ -53,7 +55,7 @@ async def gateway_and_chargers(config: GatewayConfig) -> AsyncIterator[tuple[Ocp
             for c in config.chargers}
     try:
         await asyncio.gather(*(s.start() for s in sims.values()))
-        yield ocpp, sims
+        yield runtime, ocpp, sims
     finally:
         runtime.stop()
         await asyncio.wait_for(task, 15)
@@ -63,7 +65,7 @@ async def gateway_and_chargers(config: GatewayConfig) -> AsyncIterator[tuple[Ocp
 async def test_a_charger_held_under_its_fallback_keeps_the_circuit_through_any_mix_of_leases(tmp_path: Path) -> None:
     config = site(tmp_path, ("first", "second", "idle"))
     start = datetime.now(UTC)
-    async with gateway_and_chargers(config) as (ocpp, sims):
+    async with gateway_and_chargers(config) as (runtime, ocpp, sims):
         await until(lambda: all(c.base_amps == 6.0 for c in ocpp.controls.values()), 10, "no bases at first")
         # nobody charging: room for every fallback, and they stay as configured
         assert not mix_overloads(config, sims, datetime.now(UTC), LEASE * 2)
@@ -76,6 +78,9 @@ async def test_a_charger_held_under_its_fallback_keeps_the_circuit_through_any_m
             assert not found, "\n".join(str(o) for o in found)
             await asyncio.sleep(0.25)
         assert ocpp.controls["second"].base_amps == 0.0 and ocpp.controls["idle"].base_amps == 0.0
+        # the operator sees it: what each falls back to if the gateway stops
+        assert {e["id"]: e["fallback_a"] for e in runtime.status()["evses"]} == {"first": 6.0, "second": 0.0,
+                                                                                  "idle": 0.0}
         # the gateway dies: nothing released, nothing renewed; every lease runs out by itself
         await ocpp.stop(release=False)
         await asyncio.sleep(LEASE.total_seconds() * 2)
@@ -86,7 +91,7 @@ async def test_a_charger_held_under_its_fallback_keeps_the_circuit_through_any_m
 
 async def test_the_fallbacks_come_back_when_the_room_does(tmp_path: Path) -> None:
     config = site(tmp_path, ("first", "second"))
-    async with gateway_and_chargers(config) as (ocpp, sims):
+    async with gateway_and_chargers(config) as (_, ocpp, sims):
         await sims["first"].plug_in()
         await until(lambda: ocpp.controls["second"].base_amps == 0.0, 10, "the idle one's fallback stayed up")
         await sims["first"].unplug()  # the room is back: so is the configured fallback, by the renewal task

@@ -151,6 +151,7 @@ def evse_docs(rt: Runtime, now: datetime, zone: Any) -> list[EvseDoc]:
             state=("silent" if stale else reading.status.value) if reading is not None else "not heard from",
             limit_a=limit, current_a=rounded(current), power_kw=rounded(power.get(evse.id) if plugged else None),
             may_draw_a=rounded(reading.applied_limit_a) if reading is not None else None,
+            fallback_a=rounded(last.fallbacks.get(evse.id)) if last is not None else None,
             session_kwh=rounded(session_kwh, 3),
             vendor=getattr(ident, "vendor", None), model=getattr(ident, "model", None),
             firmware=getattr(ident, "firmware", None),

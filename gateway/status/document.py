@@ -94,6 +94,7 @@ class EvseDoc(TypedDict):
     current_a: float | None
     power_kw: float | None
     may_draw_a: float | None
+    fallback_a: float | None  # what it falls back to by itself if the gateway stops, as last decided
     session_kwh: float | None
     vendor: str | None
     model: str | None
