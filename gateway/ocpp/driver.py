@@ -91,6 +91,7 @@ class OcppDriver:
         self._subscribers: list[asyncio.Queue[ChargerReading]] = []
         self._tasks: set[asyncio.Task[object]] = set()
         self._renewer: asyncio.Task[None] | None = None
+        self._stopping = False  # a stop began: no limit goes out any more (a release must stay released)
         self._flusher: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------------------------------ lifecycle
@@ -109,6 +110,7 @@ class OcppDriver:
         the chargers online that did not confirm going to their fallback (they fall back by themselves
         when their lease ends)."""
         kept: list[str] = []
+        self._stopping = True
         for job in (self._renewer, self._flusher):
             if job is not None:
                 job.cancel()
@@ -170,6 +172,9 @@ class OcppDriver:
             if ctl.unchanged(amps, now):
                 acks.append(LimitAck(cid, amps, now, True, 0.0, "unchanged"))
                 continue
+            if self._stopping:
+                acks.append(LimitAck(cid, amps, now, False, 0.0, "the gateway is stopping"))
+                continue
             ctl.desired_a, ctl.reason = amps, reason
             if ctl.station is None:
                 acks.append(LimitAck(cid, amps, now, False, 0.0,
@@ -194,6 +199,7 @@ class OcppDriver:
         chargers whose lowering is not confirmed are returned. A raise goes out from the renewal task."""
         kept = set(keep)
         lowering: list[Control] = []
+        setting_up: list[Control] = []  # connected, its base not yet checked: the setup puts in the wanted one
         for cid, amps in wanted.items():
             ctl = self.controls.get(cid)
             if ctl is None or cid in kept:
@@ -201,12 +207,17 @@ class OcppDriver:
             ctl.base_wanted = min(ctl.charger.fallback_a, floor_tenth(max(0.0, amps)))
             if ctl.base_lowerable():
                 lowering.append(ctl)
+            elif ctl.station is not None and ctl.ready_on is not ctl.station and ctl.base_amps > ctl.base_wanted:
+                setting_up.append(ctl)
             elif ctl.base_due():
                 self._spawn(ctl.update_base())
-        if not lowering:
-            return []
-        await asyncio.wait([self._spawn(ctl.update_base()) for ctl in lowering], timeout=self.section.ack_wait_s)
-        return [ctl.charger.id for ctl in lowering if ctl.base_amps > ctl.base_wanted]
+        waits: list[asyncio.Future[Any]] = [self._spawn(ctl.update_base()) for ctl in lowering]
+        waits += [ctl.setup for ctl in setting_up if ctl.setup is not None and not ctl.setup.done()]
+        if waits:
+            await asyncio.wait(waits, timeout=self.section.ack_wait_s)
+        elif setting_up:  # its setup not begun yet: paced, not asked again at once
+            await asyncio.sleep(min(0.25, self.section.ack_wait_s))
+        return [ctl.charger.id for ctl in lowering + setting_up if ctl.base_amps > ctl.base_wanted]
 
     async def readings(self) -> AsyncIterator[ChargerReading]:
         queue: asyncio.Queue[ChargerReading] = asyncio.Queue(maxsize=10_000)
@@ -274,7 +285,7 @@ class OcppDriver:
     async def _setup_if_silent(self, ctl: Control, station: Station) -> None:
         # a charger that reconnects and says nothing (no boot, no status) still gets its profiles checked
         await asyncio.sleep(SILENT_SETUP_S)
-        if ctl.station is station and ctl.setup is None:
+        if ctl.station is station and ctl.setup is None and not self._stopping:
             ctl.setup = self._spawn(ctl.run_setup(station))
 
     def _control_of(self, station: Station) -> Control | None:
@@ -295,12 +306,13 @@ class OcppDriver:
             ctl.setup.cancel()
         ctl.rebooted()
         self._dirty(ctl)
-        ctl.setup = self._spawn(ctl.run_setup(station))
+        if not self._stopping:
+            ctl.setup = self._spawn(ctl.run_setup(station))
 
     def seen(self, station: Station) -> None:
         # a charger that reconnects without a BootNotification still needs its profiles checked
         ctl = self._control_of(station)
-        if ctl is not None and ctl.setup is None:
+        if ctl is not None and ctl.setup is None and not self._stopping:
             ctl.setup = self._spawn(ctl.run_setup(station))
 
     def updated(self, charger_id: str, measured: bool) -> None:
@@ -312,7 +324,7 @@ class OcppDriver:
         if ctl.view.transaction_id() is None:
             ctl.watch.reset()
         self._dirty(ctl)
-        if ctl.session_changed() and ctl.station is not None and not ctl.in_flight:
+        if ctl.session_changed() and ctl.station is not None and not ctl.in_flight and not self._stopping:
             self._spawn(ctl.push("new session: " + (ctl.reason or "limit")))
         self._publish(ctl, measured)
 
