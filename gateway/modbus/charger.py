@@ -243,8 +243,12 @@ class ModbusCharger:
         self.base_wanted = wanted
         async with self._lock:
             if self._programmed_client is None or self._programmed_client is not self.link.connection:
-                # not programmed on this connection yet: it will be, at the wanted value, before any setpoint
-                return wanted >= self.base_a()
+                # not programmed on this connection yet: now, at the wanted value (and its timeout)
+                try:
+                    await self._ensure_failsafe()  # a refusal is said once there: it keeps its own
+                except LinkError:
+                    return wanted >= self.base_a()
+                return True
             if wanted == self._programmed_a:
                 return True
             wait = min(self.refresh_s or RAISE_WAIT_S, RAISE_WAIT_S)
