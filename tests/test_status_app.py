@@ -54,7 +54,7 @@ class FixedSource:
                 {"id": "cp-1", "protocol": "ocpp", "connected": True, "state": "charging", "limit_a": 16.0,
                  "current_a": 15.8, "reason": "ev (ev-1:SIMPLE:level=2)", "acknowledged": True},
                 {"id": "mb-1", "protocol": "modbus", "connected": False, "state": "available", "limit_a": 0.0,
-                 "current_a": None, "reason": "not connected", "acknowledged": True},
+                 "current_a": None, "reason": "not connected", "acknowledged": True, "fallback_a": 0.0},
             ],
             "loop": {"decisions": 42, "last_decision": NOW.isoformat(), "tick_s": 1.0, "restarts": {}},
             "demand": self.demand,
@@ -103,7 +103,8 @@ async def test_api_status_has_the_documented_shape(gateway: Gateway) -> None:
         "events": {"id", "status", "opt", "start", "end", "active", "test", "signals"},
         "site": {"name", "limit_kw", "dr_site_limit_kw", "ev_limit_kw", "load_kw", "ev_kw", "operator_cap_kw",
                  "limits_in_force"},
-        "evses": {"id", "protocol", "connected", "state", "limit_a", "current_a", "reason", "acknowledged"},
+        "evses": {"id", "protocol", "connected", "state", "limit_a", "current_a", "reason", "acknowledged",
+                  "may_draw_a", "fallback_a"},
         "loop": {"decisions", "last_decision", "tick_s", "restarts"},
         "demand": {"month_peak_kw", "peak_target_kw", "charge_per_kw"},
         "operator": {"cap_kw", "cap_until", "paused"},
@@ -168,6 +169,7 @@ async def test_the_page_is_self_contained_with_a_chart_and_escaped_names() -> No
         assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
         assert "depot &amp; co" in page and "ev-&lt;1&gt;" in page
         assert "cp-1" in page and "not connected" in page
+        assert "without the gateway: falls back to 0 A" in page  # what the operator must know of a dead gateway
     finally:
         await client.close()
 

@@ -8,7 +8,8 @@ reader takes it from here, so the API, the page, the metrics and the health chec
 - `meters`: fresh, stale (no good reading within `stale_after_s`), unreachable (its Modbus link is down), or
   faulty (the meter check does not believe it), with since when;
 - `evses`: online and last seen, plugged, the limit in force, acknowledged (None: nothing sent to it by this
-  process), drawing above it, kW and A, the session's energy, what it said it is, the reason in words;
+  process), drawing above it, kW and A, what it falls back to without the gateway, the session's energy,
+  what it said it is, the reason in words;
 - `store`: writable, its size on disk and last write; `clock`: stepped or not;
 - `site`: load and limit on one basis (power factor 1, as the allocator counts), what binds the limit, and
   per circuit and phase conductor the load against the limit;

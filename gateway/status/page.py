@@ -265,6 +265,8 @@ def _chargers(status: dict[str, Any], zone: tzinfo, now: datetime, writes: bool)
             f'{esc(e.get("current_a")) if e.get("current_a") is not None else "0"} A</div>'
             f'limit <b>{esc(e.get("limit_a"))} A</b> ({ack_text}){over}'
             f'<br>session: {esc(e.get("session_kwh")) if e.get("session_kwh") is not None else "–"} kWh'
+            + (f'<br><span class="muted">without the gateway: falls back to {esc(e["fallback_a"])} A</span>'
+               if e.get("fallback_a") is not None else "") +
             f'<br><span class="why">{esc(e.get("reason_text") or e.get("reason"))}</span>'
             f'<br><span class="muted">{esc(e.get("reason"))}</span> {control}</div>')
     return f'<h2>Chargers</h2><div class="cards" id="chargers">{cards}</div>'
