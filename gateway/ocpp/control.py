@@ -23,6 +23,7 @@ from gateway.ocpp.profiles import (
     Abilities,
     Strategy,
     base_spec,
+    floor_tenth,
     live_spec,
     number_phases,
     strategies,
@@ -139,6 +140,10 @@ class Control:
                 return self.acked_a
             return max(self.acked_a, base)
         return base
+
+    def want_base(self, amps: float) -> None:
+        """What the base should hold from now on: `amps`, never above the configured fallback."""
+        self.base_wanted = min(self.charger.fallback_a, floor_tenth(max(0.0, amps)))
 
     def base_lowerable(self) -> bool:
         """Its base holds more than it should, and is ours to lower on this connection now (beside a leased

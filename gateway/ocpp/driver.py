@@ -143,7 +143,7 @@ class OcppDriver:
             ctl = self.controls.get(cid)
             if ctl is None or ctl.station is None:
                 continue
-            ctl.base_wanted = min(ctl.charger.fallback_a, floor_tenth(max(0.0, amps)))
+            ctl.want_base(amps)
             if ctl.base_amps < ctl.base_wanted:
                 raising.append(ctl)
         if raising:
@@ -204,7 +204,7 @@ class OcppDriver:
             ctl = self.controls.get(cid)
             if ctl is None or cid in kept:
                 continue
-            ctl.base_wanted = min(ctl.charger.fallback_a, floor_tenth(max(0.0, amps)))
+            ctl.want_base(amps)
             if ctl.base_lowerable():
                 lowering.append(ctl)
             elif ctl.station is not None and ctl.ready_on is not ctl.station and ctl.base_amps > ctl.base_wanted:

@@ -38,13 +38,16 @@ def instants(sims: Sequence[SimChargePoint], start: datetime, end: datetime) -> 
 def conductor_loads(config: GatewayConfig, sims: Mapping[str, SimChargePoint], at: datetime
                     ) -> dict[tuple[str, str], float]:
     """Amps on each (circuit, phase) at `at`: every charger below a circuit counts on it."""
+    return _loads(config, {cid: sim.draw_at(at) for cid, sim in sims.items()})
+
+
+def _loads(config: GatewayConfig, amps_of: Mapping[str, float]) -> dict[tuple[str, str], float]:
+    """Amps on each (circuit, phase) with each charger at `amps_of[id]` (none: 0 A), on every conductor
+    from its circuit up to the service."""
     circuits = {c.id: c for c in circuit_limits(config)}
     loads: dict[tuple[str, str], float] = {(c.id, p): 0.0 for c in circuits.values() for p in c.phases}
     for charger in config.chargers:
-        sim = sims.get(charger.id)
-        if sim is None:
-            continue
-        amps = sim.draw_at(at)
+        amps = amps_of.get(charger.id, 0.0)
         if not amps:
             continue
         node: str | None = charger.circuit or config.site.service_id
@@ -78,15 +81,7 @@ def mix_overloads(config: GatewayConfig, sims: Mapping[str, SimChargePoint], now
     the gateway to stop at `now` (every charger counted at `may_draw_later`): leases end at different
     instants, so any mix can happen."""
     circuits = {c.id: c for c in circuit_limits(config)}
-    loads: dict[tuple[str, str], float] = {(c.id, p): 0.0 for c in circuits.values() for p in c.phases}
-    for charger in config.chargers:
-        sim = sims.get(charger.id)
-        amps = 0.0 if sim is None else may_draw_later(sim, now, horizon)
-        node: str | None = charger.circuit or config.site.service_id
-        while node is not None and node in circuits:
-            for phase in charger.phases:
-                loads[(node, phase)] += amps
-            node = circuits[node].parent
+    loads = _loads(config, {cid: may_draw_later(sim, now, horizon) for cid, sim in sims.items()})
     return [Overload(now, f"{cid}/{phase}", amps, circuits[cid].limit_of(phase))
             for (cid, phase), amps in loads.items() if amps > circuits[cid].limit_of(phase) + 1e-6]
 
