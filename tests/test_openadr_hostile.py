@@ -73,7 +73,7 @@ class ScriptedVtn:
     async def start(self) -> None:
         app = web.Application()
         app.router.add_post(PREFIX + "/{service}", self._handle)
-        self.runner = web.AppRunner(app, access_log=None)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()

@@ -274,7 +274,7 @@ class Oadr3Ven:
     async def _serve_callback(self) -> None:
         app = web.Application(client_max_size=MAX_NOTIFICATION_BYTES)
         app.router.add_post(NOTIFY_PATH, self._on_notification)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.settings.callback_bind, self.settings.callback_port)
         await site.start()

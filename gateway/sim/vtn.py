@@ -120,7 +120,7 @@ class SimVtn:
         return f"{scheme}://127.0.0.1:{self.port}{self.server.http_path_prefix}"
 
     async def start(self, port: int = 0) -> str:
-        self._runner = web.AppRunner(self.server.app, access_log=None)
+        self._runner = web.AppRunner(self.server.app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         ctx: ssl.SSLContext | None = self.server.ssl_context
         site = web.TCPSite(self._runner, host="127.0.0.1", port=port, ssl_context=ctx)

@@ -271,7 +271,7 @@ class XmlVtn:
     async def start(self, port: int = 0) -> str:
         app = web.Application(client_max_size=4_000_000)
         app.router.add_post(PREFIX + "/{service}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", port, ssl_context=self.ssl_context, reuse_address=True)
         await site.start()
