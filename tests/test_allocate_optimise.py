@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from support.allocation import NOW, PROPERTY, TOL, all_loads, check_safe_and_full, could_step, eligible, with_linear
 
 from gateway.allocate import LinearLimit, Problem, Sharing, allocate, usable_range
-from gateway.allocate.milp import CHANGE_PENALTY, PLAN_SURE_H, urgency
+from gateway.allocate.milp import CHANGE_PENALTY, PLAN_SLACK_H, PLAN_SURE_H, plan, urgency
 from gateway.allocate.order import _laxity_s
 from gateway.domain import Circuit, EvseState, NonEvLoad
 from gateway.smoothing import ChargerMemory, SmoothingSettings, remembered, smooth
@@ -243,6 +243,25 @@ def test_the_plan_serves_first_the_cars_that_cannot_catch_up_later() -> None:
     left = _drive(cars, circuits, 5 * 60)
     assert left == {"long": pytest.approx(0.0, abs=0.05), "s1": pytest.approx(0.0, abs=0.05),
                     "s2": pytest.approx(0.0, abs=0.05)}
+
+
+@pytest.mark.parametrize("big_first", [True, False])
+def test_where_either_car_could_go_first_the_plan_serves_the_one_with_less_slack(big_first: bool) -> None:
+    # Room for one car at full power (7.36 kW) for the 4 h both stay, and 3.85 h of charging to do in it
+    # (3.93 h with each car's pad): a little of the room now has to be used. "big" needs 2.05 h of it
+    # (1.9 h of laxity), "small" 1.8 h (2.1 h). Without arrivals both are met whoever takes it, so energy
+    # alone does not choose (the answer went to whichever car came second); but a car arriving later
+    # takes room from whoever is left, and "big" has less slack to give. As LLF does, the plan serves
+    # first the car whose laxity is under PLAN_SLACK_H.
+    kw, full_kw = 0.23, 32 * 0.23
+    big, small = 2.05 * full_kw, 1.8 * full_kw
+    assert 4.0 - 2.05 < PLAN_SLACK_H < 4.0 - 1.8
+    needs = [big, small] if big_first else [small, big]
+    now, met = plan([kw, kw], [32.0, 32.0], needs, [4.0, 4.0], [0.0, 0.0], [[(0, 1.0)], [(0, 1.0)]], [32.0],
+                    time_limit_s=5.0)
+    amps = dict(zip(("big", "small") if big_first else ("small", "big"), now, strict=True))
+    assert amps["small"] == 0.0 and amps["big"] > 5.0, amps
+    assert met == [True, True]
 
 
 def test_when_not_every_car_can_be_met_the_plan_meets_one_rather_than_shortchanging_both() -> None:

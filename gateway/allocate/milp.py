@@ -35,7 +35,11 @@ answer on a busy machine as on an idle one). Its first block is tᵢ. The plan u
 and pilots lose a little to steps and deadbands, so it plans each car `PLAN_PAD` kWh over what it still
 needs (a car is met when it is within 0.1 kWh of its request: the pad finishes it a few minutes early),
 and a car the plan meets in full with under `PLAN_SURE_H` of laxity left is given all it can take
-(tᵢ = highᵢ).
+(tᵢ = highᵢ). Where the room allows several orders that deliver as much (no arrivals are planned for, so
+waiting costs the plan nothing), the plan keeps the laxity of the cars it can meet: each hour of laxity
+a car keeps at each of the plan's first `PLAN_SLACK_EDGES` edges, up to `PLAN_SLACK_H`, is worth
+`PLAN_SLACK` kWh. So the car with the least slack is served first, as LLF does, and a car arriving later
+finds the others with slack to give instead of one that has none left.
 
 HiGHS solves both, through scipy (a dependency): no hand-written solver. scipy is imported only when this
 mode is used. Pure: no I/O, no clock; the caller checks the answer against every constraint again, weighs
@@ -64,6 +68,9 @@ PLAN_STEADY = 0.3  # share of its energy value an amp of the plan's first block 
 PLAN_MET = 20.0  # kWh of energy the plan gives up to let one more car present leave with all it asked for
 PLAN_SURE_H = 0.1  # a car the plan meets with less laxity than this is given its full current now
 PLAN_PAD = 0.3  # kWh the plan gives each car over what it still needs: it finishes early, not short
+PLAN_SLACK = 0.05  # kWh the plan gives up per hour of laxity a car it can meet keeps, at each early edge…
+PLAN_SLACK_H = 2.0  # … while that laxity is under this: the car with the least slack goes first, as LLF
+PLAN_SLACK_EDGES = 6  # the early edges counted: 5 min to 4 h ahead
 PLAN_MAX_CARS = 300  # a class with more cars is optimised without the plan (following it would take the tick)
 TRACK = 30.0  # urgency of an amp up to what the plan gives the car now
 
@@ -114,7 +121,9 @@ def plan(
     the room goes to the cars it meets soonest and one car leaves with all it asked for rather than two
     each a little short. Counted whole (a binary per car) the plan was no better on the ACN weeks and
     ran into its time limit in one decision of six at the tightest cap, its answer then depending on the
-    machine's load (docs/benchmarks.md). Also returned: which cars the plan meets in full.
+    machine's load (docs/benchmarks.md). Among orders that deliver as much, the plan keeps the cars'
+    laxity (zₖ ≤ the car's laxity at edge k, zₖ ≤ `PLAN_SLACK_H`, each zₖ worth `PLAN_SLACK`): the car
+    with the least slack first. Also returned: which cars the plan meets in full.
     """
     require_scipy()
     import numpy as np
@@ -157,6 +166,7 @@ def plan(
             r_idx.append(r)
             c_idx.append(v)
             vals.append(coef)
+    slack: list[int] = []  # the laxity variables: unbounded below
     mets: dict[int, int] = {}  # car j → its y_j (the share of its need counted as met, up to 1)
     for j in range(n):  # energy: at most what the car still needs
         own = owns[j]
@@ -184,6 +194,23 @@ def plan(
                 vals.append(-kws[j] * length)
             ub.append(1.0)
             cost.append(-PLAN_MET)
+        if PLAN_SLACK > 0 and 0 < need <= reach:  # z ≤ its laxity at each early edge, z ≤ PLAN_SLACK_H
+            full = kws[j] * highs[j]
+            for k in range(1, min(PLAN_SLACK_EDGES, len(own)) + 1):
+                if edges[k] >= left_h[j]:
+                    break
+                r = len(upper)  # z − (energy before the edge) / full ≤ hours left − need / full
+                upper.append(left_h[j] - edges[k] - need / full)
+                r_idx.append(r)
+                c_idx.append(len(ub))
+                vals.append(1.0)
+                for v, length in own[:k]:
+                    r_idx.append(r)
+                    c_idx.append(v)
+                    vals.append(-kws[j] * length / full)
+                slack.append(len(ub))
+                ub.append(PLAN_SLACK_H)
+                cost.append(-PLAN_SLACK)
     # d_j ≥ |x_j0 − p_j| for the first block
     first = [(j, var[j, 0]) for j in range(n) if (j, 0) in var]
     nv = len(ub)
@@ -197,10 +224,12 @@ def plan(
         cost.append(PLAN_STEADY * kws[j] * edges[1])
         ub.append(math.inf)
     matrix = coo_matrix((vals, (r_idx, c_idx)), shape=(len(upper), len(ub))).tocsr()
+    lower = np.zeros(len(ub))
+    lower[slack] = -np.inf
     result = milp(  # no integrality: a linear program (HiGHS' simplex)
         c=np.array(cost),
         constraints=LinearConstraint(matrix, np.full(len(upper), -np.inf), np.array(upper)),
-        bounds=Bounds(np.zeros(len(ub)), np.array(ub)),
+        bounds=Bounds(lower, np.array(ub)),
         options={"time_limit": max(time_limit_s, 1e-3)},
     )
     if result.status != 0 or result.x is None:
