@@ -34,7 +34,7 @@ from support.fault_store import (
     start_runtime,
     stored_rows,
 )
-from support.waiting import until
+from support.waiting import stopped, until
 
 from gateway.sim.vtn import SimVtn
 from gateway.store import db as store_db
@@ -79,7 +79,7 @@ async def test_a_store_locked_by_another_process_never_holds_up_a_decision(
     finally:
         locker.close()
         runtime.stop()
-        await asyncio.wait_for(task, 20)
+        await stopped(task, 20)
     # Nothing the loop sampled was lost: telemetry covers the lock without a gap.
     ats = [r[0] for r in stored_rows(store, "SELECT at FROM telemetry_site ORDER BY at")]
     gaps = [b - a for a, b in itertools.pairwise(ats)]
@@ -154,6 +154,6 @@ async def test_a_full_disk_loses_no_event_and_no_operator_write(
         assert site.ev_kw() <= ev_limit + 0.1
     finally:
         runtime.stop()
-        await asyncio.wait_for(task, 20)
+        await stopped(task, 20)
     assert alarm_lines(caplog, "store.write") == (1, 1)
     no_tracebacks(caplog)

@@ -5,12 +5,11 @@ is back. Real pymodbus servers on 127.0.0.1."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import pytest
 from support.runtime import running
-from support.waiting import until
+from support.waiting import stopped, until
 
 from gateway.config import parse_config
 from gateway.sim.modbus_charger import SimCharger
@@ -48,6 +47,6 @@ async def test_a_modbus_charger_paused_beside_a_full_circuit_falls_back_to_nothi
                     "the failsafe did not come back with the room")
     finally:
         runtime.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task, 15)
         for sim in sims.values():
             await sim.stop()

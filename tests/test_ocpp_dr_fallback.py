@@ -12,7 +12,7 @@ import pytest
 from support.conductors import overloads
 from support.ocpp import PASSWORD
 from support.runtime import running
-from support.waiting import until
+from support.waiting import stopped, until
 
 from gateway.config import parse_config
 from gateway.domain import Event, EventStatus, Interval, Signal, SignalName, SignalType
@@ -65,7 +65,7 @@ async def test_a_dr_limit_holds_through_the_gateways_death_on_the_chargers_fallb
         assert sum(min(a or 0.0, 32.0) for a in fallbacks.values()) * KW_PER_A <= ev_kw + 1e-6, fallbacks
     finally:
         runtime.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task, 15)
         await asyncio.gather(*(s.stop() for s in sims.values()))
     found = overloads(config, sims, start, datetime.now(UTC), [(in_force, datetime.now(UTC), ev_kw)])
     assert not found, "\n".join(str(o) for o in found[:10])

@@ -17,7 +17,7 @@ import pytest
 from support.conductors import mix_overloads, overloads
 from support.ocpp import PASSWORD
 from support.runtime import running
-from support.waiting import until
+from support.waiting import stopped, until
 
 from gateway.config import GatewayConfig, parse_config
 from gateway.ocpp.driver import OcppDriver
@@ -58,7 +58,7 @@ async def gateway_and_chargers(config: GatewayConfig
         yield runtime, ocpp, sims
     finally:
         runtime.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task, 15)
         await asyncio.gather(*(s.stop() for s in sims.values()))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from support.waiting import until
+from support.waiting import stopped, until
 
 from gateway.commands.demo import with_token_and_zone
 from gateway.config import load_config
@@ -83,7 +83,7 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
             yield Site(demo, runtime, http, shots)
     finally:
         runtime.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task, 15)
         await demo.stop()
 
 

@@ -7,7 +7,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from support.waiting import until
+from support.waiting import stopped, until
 
 from gateway.config import parse_config
 from gateway.domain import Event, Interval, Segment, Signal, SignalName, SignalType
@@ -67,4 +67,4 @@ async def test_the_runtime_decides_when_an_event_starts_not_a_tick_later(tmp_pat
         assert runtime.last is not None and runtime.last.now >= starts
     finally:
         runtime.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task, 15)

@@ -15,6 +15,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support.waiting import stopped
 from support.waiting import until as wait_for
 
 from gateway.config import load_config
@@ -37,7 +38,7 @@ async def running(tmp_path: Path) -> AsyncIterator[tuple[DemoSite, Runtime, asyn
         yield demo, runtime, task
     finally:
         runtime.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task, 15)
         await demo.stop()
 
 
@@ -123,7 +124,7 @@ async def test_stop_leaves_the_chargers_on_their_fallback(
     await wait_for(lambda: all(cp.limit_a() is not None and cp.limit_a() != 6.0 for cp in demo.ocpp.values()
                                if cp.ev.plugged) and any(cp.ev.plugged for cp in demo.ocpp.values()), 10)
     runtime.stop()
-    await asyncio.wait_for(task, 15)
+    await stopped(task, 15)
     held = {cid: cp.limit_a() for cid, cp in demo.ocpp.items()}
     assert all(a in (None, 6.0) for a in held.values()), held
     assert runtime.store is not None

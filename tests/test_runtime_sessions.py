@@ -3,11 +3,11 @@ for counts what it had before the stop (from the ledger's meter at its start), n
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
 
 from support.runtime import running
+from support.waiting import stopped
 
 from gateway.config import parse_config
 from gateway.domain import ChargerReading, ChargerStatus
@@ -31,7 +31,7 @@ async def test_the_energy_still_wanted_counts_from_the_sessions_start_across_a_r
     first.on_reading(reading(106.0))
     assert first.energy_needed() == {"a": 14.0}
     first.stop()
-    await asyncio.wait_for(task, 15)  # the ledger is written on the way out
+    await stopped(task, 15)  # the ledger is written on the way out
 
     second, task = await running(config)
     try:
@@ -41,4 +41,4 @@ async def test_the_energy_still_wanted_counts_from_the_sessions_start_across_a_r
         assert second.energy_needed() == {"a": 20.0}
     finally:
         second.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task, 15)

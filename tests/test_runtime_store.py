@@ -8,7 +8,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from support.waiting import until
+from support.waiting import stopped, until
 
 from gateway.config import load_config
 from gateway.domain import LimitAck
@@ -72,7 +72,7 @@ async def test_the_runtime_keeps_the_ledger_and_telemetry_of_a_real_modbus_charg
                     and not runtime.readings["mb-1"].status.connected, 10.0)
     finally:
         runtime.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task, 15)
         await sim.stop()
     ledger = SessionLedger.open(store)  # what the stop left in the file
     try:

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from support.waiting import until
+from support.waiting import stopped, until
 
 from gateway.config import load_config
 from gateway.domain import Event, Interval, OptState, Signal, SignalName, SignalType
@@ -327,7 +327,7 @@ async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
             yield Gateway(runtime, vtn, cp, http)
     finally:
         runtime.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task, 15)
         if cp is not None:
             await cp.stop()
         await vtn.stop()

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support.waiting import stopped
 
 from gateway.cli import main
 from gateway.domain import Event, Interval, Signal, SignalName, SignalType
@@ -227,7 +228,7 @@ async def test_the_daily_check_raises_store_integrity_while_running(tmp_path: Pa
         assert not runtime.alarms.active("store.integrity")
     finally:
         runtime.stop()
-        await asyncio.wait_for(task, 20)
+        await stopped(task, 20)
 
 
 def test_a_failure_healed_by_a_later_write_clears_without_anything_held(tmp_path: Path) -> None:

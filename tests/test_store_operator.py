@@ -3,11 +3,11 @@ after a restart of the runtime on the same file; a lapsed cap and a charger no l
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from support.runtime import running
+from support.waiting import stopped
 
 from gateway.config import parse_config
 from gateway.store.db import open_db
@@ -51,7 +51,7 @@ async def test_a_restart_keeps_the_operators_cap_and_pause(tmp_path: Path) -> No
     first.set_operator_cap(7.0, until)
     assert first.set_paused("b", True)
     first.stop()
-    await asyncio.wait_for(task, 15)
+    await stopped(task, 15)
 
     second, task = await running(config)
     try:
@@ -62,13 +62,13 @@ async def test_a_restart_keeps_the_operators_cap_and_pause(tmp_path: Path) -> No
         assert second.set_paused("b", False)
     finally:
         second.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task, 15)
     third, task = await running(config)
     try:
         assert (third.operator_cap_kw, third.paused) == (None, set())
     finally:
         third.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task, 15)
 
 
 def test_charge_modes_set_by_hand_round_trip(tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ async def test_a_restart_keeps_the_charge_modes_set_by_hand(tmp_path: Path) -> N
     assert first.set_charge_mode("b", "plan", session=True)  # for this car's session
     assert await first.operator_stored() is None
     first.stop()
-    await asyncio.wait_for(task, 15)
+    await stopped(task, 15)
 
     second, task = await running(config)
     try:
@@ -102,11 +102,11 @@ async def test_a_restart_keeps_the_charge_modes_set_by_hand(tmp_path: Path) -> N
         assert await second.operator_stored() is None
     finally:
         second.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task, 15)
 
     third, task = await running(config)
     try:
         assert third.solar.mode_of("a").value == "plan"
     finally:
         third.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task, 15)

@@ -20,7 +20,7 @@ from gateway.config import load_config
 from gateway.runtime.loop import Runtime
 from gateway.sim.modbus_charger import SimCharger
 from gateway.sim.modbus_meter import SimMeter
-from support.waiting import until
+from support.waiting import stopped, until
 
 USABLE_A = 64.0  # 80 A service × 0.8
 HOUSE_A = 15.0
@@ -124,7 +124,7 @@ async def running(site: FaultSite, tmp_path: Path, meter: str = "",
         yield runtime
     finally:
         runtime.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task)
 
 
 async def fetch(url: str) -> tuple[int, str]:

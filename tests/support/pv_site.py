@@ -15,6 +15,7 @@ from gateway.runtime.loop import Runtime
 from gateway.sim.modbus_charger import SimCharger
 from gateway.sim.modbus_meter import SimMeter
 from gateway.sim.sunspec_inverter import SimInverter
+from support.waiting import stopped
 
 PHASES = ("L1", "L2", "L3")
 VOLTAGE_V = 230.0
@@ -112,4 +113,4 @@ async def running(site: PvSite, tmp_path: Path, pv: str = "", modes: dict[str, s
         yield runtime
     finally:
         runtime.stop()
-        await asyncio.wait_for(task, 15)
+        await stopped(task)
