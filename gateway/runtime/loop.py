@@ -33,7 +33,7 @@ from gateway.assembly import plan_keeper_of, schedule_settings_of, site_of
 from gateway.clock import utc_now
 from gateway.domain import ChargerReading, Event, LimitAck, Measurement, OptState, Segment
 from gateway.ports import Curtailment, EvseDriver
-from gateway.runtime import arrivals, clock_follow, control, inputs, status_view, wiring
+from gateway.runtime import arrivals, clock_follow, control, inputs, status_view, supervise, wiring
 from gateway.runtime.alarms import Alarms
 from gateway.runtime.boundaries import Boundaries
 from gateway.runtime.clock_jump import ClockState
@@ -160,8 +160,7 @@ class Runtime:
                 tasks = [group.create_task(t, name=n) for n, t in wiring.tasks_of(self)]
                 self.started.set()
                 await self._stop.wait()
-                for task in tasks:
-                    task.cancel()
+                await supervise.cancel_all(tasks)
         finally:
             await wiring.close_parts(self)
 

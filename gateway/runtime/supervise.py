@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 log = logging.getLogger("gateway.runtime")
 
@@ -41,3 +42,18 @@ async def supervised(
             delay = initial_s
         await asyncio.sleep(delay)
         delay = min(max_s, delay * 2)
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task[Any]], again_after_s: float = 1.0) -> None:
+    """Cancel every task and wait until each has ended. On Python 3.11 `asyncio.wait_for` can swallow a
+    cancellation that lands just as the future it waits on completes (CPython gh-86296, fixed in 3.12): the
+    task goes on as if nothing happened, and a shutdown waiting for it would wait forever. So a task still
+    running `again_after_s` later is cancelled again, and said once."""
+    pending = {t for t in tasks if not t.done()}
+    for task in pending:
+        task.cancel()
+    while pending:
+        _, pending = await asyncio.wait(pending, timeout=again_after_s)
+        for task in pending:
+            log.warning("shutdown: task %s went on after it was cancelled; cancelling it again", task.get_name())
+            task.cancel()

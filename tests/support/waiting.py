@@ -1,4 +1,4 @@
-"""The one polling helper of the suite: wait, on the running event loop, until a condition holds."""
+"""The suite's waiting helpers: until a condition holds, and until a runtime told to stop has ended."""
 
 from __future__ import annotations
 
