@@ -52,8 +52,11 @@ async def cancel_all(tasks: Iterable[asyncio.Task[Any]], again_after_s: float = 
     pending = {t for t in tasks if not t.done()}
     for task in pending:
         task.cancel()
+    said: set[asyncio.Task[Any]] = set()
     while pending:
         _, pending = await asyncio.wait(pending, timeout=again_after_s)
         for task in pending:
-            log.warning("shutdown: task %s went on after it was cancelled; cancelling it again", task.get_name())
+            if task not in said:
+                said.add(task)
+                log.warning("shutdown: task %s went on after it was cancelled; cancelling it again", task.get_name())
             task.cancel()
