@@ -1,4 +1,6 @@
-"""Keep one adapter task alive: run it, and when it crashes log why and start it again after a backoff.
+"""The runtime's tasks: keep one adapter alive (`supervised`), and end them all at a stop (`cancel_all`).
+
+`supervised` runs an adapter, and when it crashes logs why and starts it again after a backoff.
 
 The backoff doubles from `initial_s` to `max_s` and resets once the task has run for a while without
 failing, so a flapping peer does not spin the CPU and a one-off crash is retried quickly. Cancellation
