@@ -20,6 +20,7 @@ from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 
 from gateway.modbus.maps import Table
+from gateway.waking import within
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ class ModbusLink:
             self.host, port=self.port, timeout=self.timeout_s, retries=0, reconnect_delay=0, reconnect_delay_max=0
         )
         try:
-            ok = await asyncio.wait_for(client.connect(), self.timeout_s)
+            ok = await within(client.connect(), self.timeout_s)
         except (TimeoutError, OSError, ModbusException):
             ok = False
         if not ok:
@@ -162,7 +163,7 @@ class ModbusLink:
     async def _call(self, pending: object, what: str) -> _Response:
         assert asyncio.iscoroutine(pending)
         try:
-            response = await asyncio.wait_for(pending, self.timeout_s)
+            response = await within(pending, self.timeout_s)
         except (TimeoutError, ModbusException) as exc:
             # A timeout or a connection drop: the link is no longer trustworthy (late answers).
             self._drop()

@@ -31,6 +31,7 @@ from gateway.ocpp.profiles import (
 from gateway.ocpp.settings import CentralSystemSettings, OcppChargerSettings
 from gateway.ocpp.state import ChargerView, DrawWatch
 from gateway.records import ChargerRecord
+from gateway.waking import within
 
 log = logging.getLogger("gateway.ocpp")
 UNLEASED = timedelta(days=3650)  # a live limit without validTo stays until replaced
@@ -493,9 +494,9 @@ class Control:
         done = False
         with contextlib.suppress(TimeoutError):
             if strategy is not None and not strategy.leased:  # the live limit sits in the base's slot
-                done = (await asyncio.wait_for(self.install_base(station, strategy), timeout)).accepted
+                done = (await within(self.install_base(station, strategy), timeout)).accepted
             else:
-                outcome = await asyncio.wait_for(station.clear_profile(LIVE_PROFILE_ID), timeout)
+                outcome = await within(station.clear_profile(LIVE_PROFILE_ID), timeout)
                 if outcome.accepted:
                     self.acked_a, self.acked_tx, self.lease_until = None, None, None
                     self.confirmed, self.unanswered_a = True, None

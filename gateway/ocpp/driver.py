@@ -34,6 +34,7 @@ from gateway.ocpp.settings import CentralSystemSettings, OcppChargerSettings
 from gateway.ocpp.state import ChargerIdentity, ChargerView, DrawWatch, to_conductors
 from gateway.ports import ChargerRecords, FailsafeReport, Nameplate
 from gateway.records import ChargerRecord
+from gateway.waking import within
 
 log = logging.getLogger("gateway.ocpp")
 Clock = Callable[[], datetime]
@@ -414,7 +415,7 @@ class OcppDriver:
         if book is None or not records:
             return True
         try:
-            await asyncio.wait_for(asyncio.to_thread(book.save, records, self.clock()), STORE_WAIT_S)
+            await within(asyncio.to_thread(book.save, records, self.clock()), STORE_WAIT_S)
         except (TimeoutError, sqlite3.Error, OSError) as exc:
             if not self._store_failed:
                 log.error("ocpp: what chargers hold cannot be stored (%s): no limit is raised until it can, "

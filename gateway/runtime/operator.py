@@ -17,6 +17,7 @@ from datetime import datetime
 from gateway.store.health import WriteHealth
 from gateway.store.operator import OperatorState, OperatorStore
 from gateway.store.writer import StoreWriter
+from gateway.waking import within
 
 log = logging.getLogger("gateway.runtime")
 STORE_WAIT_S = 2.0  # how long an operator's write waits to say whether it is stored
@@ -105,7 +106,7 @@ class OperatorControls:
         if saved is None:
             return None
         try:
-            return await asyncio.wait_for(asyncio.shield(saved), timeout_s)
+            return await within(asyncio.shield(saved), timeout_s)
         except TimeoutError:
             trouble = self._health.trouble() if self._health is not None else None
             return trouble.error if trouble is not None else f"the store did not answer within {timeout_s:g}s"

@@ -49,8 +49,10 @@ async def supervised(
 async def cancel_all(tasks: Iterable[asyncio.Task[Any]], again_after_s: float = 1.0) -> None:
     """Cancel every task and wait until each has ended. On Python 3.11 `asyncio.wait_for` can swallow a
     cancellation that lands just as the future it waits on completes (CPython gh-86296, fixed in 3.12): the
-    task goes on as if nothing happened, and a shutdown waiting for it would wait forever. So a task still
-    running `again_after_s` later is cancelled again, and said once."""
+    task goes on as if nothing happened, and a shutdown waiting for it would wait forever. The gateway's
+    own code waits with `gateway.waking.within` instead, but the libraries under the drivers still call
+    `wait_for` (ocpp's `ChargePoint.call`, pymodbus's connect and transactions). So a task still running
+    `again_after_s` later is cancelled again, and said once."""
     pending = {t for t in tasks if not t.done()}
     for task in pending:
         task.cancel()

@@ -23,6 +23,7 @@ from gateway.runtime import control
 from gateway.runtime.drivers import BUILDERS, DriverContext, family, needs_pool
 from gateway.runtime.logs import QuietLibraries
 from gateway.runtime.supervise import supervised
+from gateway.waking import within
 
 if TYPE_CHECKING:
     from gateway.config.site import ChargerSection
@@ -149,7 +150,7 @@ def at_rest(rt: Runtime) -> dict[str, float]:
 async def release(rt: Runtime, releasing: Releases) -> None:
     """A clean stop: every charger on its own fallback now, rather than when its lease runs out."""
     try:
-        kept = await asyncio.wait_for(releasing.stop(release=True, at_rest=at_rest(rt)), timeout=10.0)
+        kept = await within(releasing.stop(release=True, at_rest=at_rest(rt)), 10.0)
     except Exception as exc:  # a shutdown goes on; what it could not do is said
         log.warning("shutdown: chargers not released (%s): they fall back by themselves when their "
                     "leases end", str(exc) or type(exc).__name__)

@@ -42,6 +42,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from gateway.clock import utc_now
 from gateway.sim.charging_profiles import Abilities, Answer, Profile, ProfileStore, limit_a
+from gateway.waking import within
 
 log = logging.getLogger("gateway.sim.ocpp")
 _WIRE = logging.getLogger("gateway.sim.ocpp.wire")
@@ -391,7 +392,7 @@ class SimChargePoint:
             await self.quirks.ack_gate.wait()
         if profile.purpose == "TxProfile":
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._tx_known.wait(), 5)
+                await within(self._tx_known.wait(), 5)
         label = f"{profile.purpose}/{profile.unit}"
         if profile.purpose in self.quirks.call_error_purposes:
             self.received.append((label, "CallError"))
@@ -443,13 +444,13 @@ class SimChargePoint:
     async def start(self, wait: bool = True, timeout_s: float = 5.0) -> None:
         self._runner = asyncio.create_task(self._run(), name=f"sim-{self.cp_id}")
         if wait:
-            await asyncio.wait_for(self.connected.wait(), timeout_s)
+            await within(self.connected.wait(), timeout_s)
 
     async def stop(self) -> None:
         runner, self._runner = self._runner, None
         if self._ws is not None:  # a clean close (1000), as a charger switched off politely would
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws.close(), 2)
+                await within(self._ws.close(), 2)
         for task in [runner, *self._tasks]:
             if task is not None:
                 task.cancel()
@@ -663,7 +664,7 @@ class SimChargePoint:
             # wake at the next sample, or at once when the central system changes the interval
             due = max(0.0, sent + self.meter_interval_s - loop.time())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._interval_changed.wait(), due)
+                await within(self._interval_changed.wait(), due)
             now = loop.time()
             conductors = 3 if self.phases >= 3 else 1
             self.energy_wh += self.draw_a() * self.volts * conductors * (now - last) / 3600.0
@@ -674,12 +675,31 @@ class SimChargePoint:
                     await self.send_meter_values()
 
     async def send_raw(self, frame: str, timeout_s: float = 5.0) -> list[Any] | None:
-        """Send any text as a frame and return the central system's answer to it (None if none came)."""
+        """Send any text as a frame and return the central system's answer to it (None if none came): the
+        answer carrying the frame's unique id, or "-1" (the id of an answer to a frame it could not read).
+        The simulator's own calls share the queue the answers arrive in: an answer to one of them that
+        comes meanwhile is left for it, not taken for the answer to this frame."""
         if self._ws is None or self._cp is None:
             raise RuntimeError("not connected")
+        try:
+            unique_id = str(json.loads(frame)[1])
+        except (ValueError, TypeError, IndexError, KeyError):
+            unique_id = "-1"
+        queue = self._cp._response_queue
+        others: list[Any] = []
+        answer = None
         await self._ws.send(frame)
         try:
-            answer = await asyncio.wait_for(self._cp._response_queue.get(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                while answer is None:
+                    got = await queue.get()
+                    if got.unique_id in (unique_id, "-1"):
+                        answer = got
+                    else:
+                        others.append(got)
         except TimeoutError:
-            return None
-        return cast(list[Any], json.loads(answer.to_json()))
+            pass
+        finally:
+            for other in others:
+                queue.put_nowait(other)
+        return None if answer is None else cast(list[Any], json.loads(answer.to_json()))

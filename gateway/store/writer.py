@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.store.health import WriteHealth, describe, is_store_fault
+from gateway.waking import within
 
 log = logging.getLogger("gateway.store")
 
@@ -132,7 +133,7 @@ class StoreWriter:
         self._closing = True
         self._wake.set()
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            await within(asyncio.shield(task), timeout_s)
         except TimeoutError:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
