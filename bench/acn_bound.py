@@ -8,9 +8,10 @@ phasor can take (a necessary condition, so the bound is valid; directions 2° ap
 online scheduler can beat it. With `min_met` it becomes a mixed-integer program (one binary per session:
 fully met or not, acnportal's 0.1 kWh threshold) giving the most energy any schedule can deliver while
 also meeting at least that share of sessions; when the solver stops at its time limit the reported
-figure is its proven dual bound, still an upper bound. Solved with scipy's HiGHS. Used by
-`bench/acn.py --bound` (and `--bound-met`). `weighted_period_lp` is the one-period weighted-throughput LP
-behind the online reference schedulers of `bench/acn.py --reference`.
+figure is its proven dual bound, still an upper bound. `j1772_bound_kwh` keeps the 6 A minimum instead
+(each current 0 or at least 6 A): its proven bound, and the best such schedule found. Solved with scipy's
+HiGHS. Used by `bench/acn.py --bound` (and `--bound-met`, `--bound-j1772`). `weighted_period_lp` is the
+one-period weighted-throughput LP behind the online reference schedulers of `bench/acn.py --reference`.
 """
 
 from __future__ import annotations
@@ -54,6 +55,65 @@ def energy_bound_kwh(
     With `min_met` (a share in [0, 1]), the most kWh deliverable while at least that share of sessions is
     fully met; `nan` if no schedule can meet that many.
     """
+    a_ub, rhs, upper, var_of, kwh_per_amp_period = _program(network, sessions, period_min, voltage_v, car_max_a,
+                                                            step_deg)
+    n = len(var_of)
+    if min_met is not None:
+        return _bound_with_met(a_ub, np.asarray(rhs), upper, var_of, sessions, kwh_per_amp_period, min_met,
+                               time_limit_s)
+    result = linprog(
+        c=-np.full(n, kwh_per_amp_period),
+        A_ub=a_ub,
+        b_ub=np.asarray(rhs),
+        bounds=list(zip([0.0] * n, upper, strict=True)),
+        method="highs",
+    )
+    if not result.success:
+        raise RuntimeError(f"upper-bound LP failed: {result.message}")
+    return float(-result.fun)
+
+
+def j1772_bound_kwh(
+    network: Any,
+    sessions: list[tuple[str, int, int, float]],
+    period_min: float,
+    voltage_v: float,
+    car_max_a: float,
+    minimum_a: float = 6.0,
+    step_deg: float = 2.0,
+    time_limit_s: float = 900.0,
+) -> tuple[float, float]:
+    """The same bound with every current 0 or at least `minimum_a` (J1772's 6 A; a mixed-integer program,
+    each current semi-continuous): (the most kWh any such schedule can deliver, as proven by the solver
+    within `time_limit_s`; the kWh of the best such schedule it found). The first is an upper bound for
+    any scheduler that keeps the 6 A minimum, the second shows what one offline schedule reaches."""
+    a_ub, rhs, upper, _, kwh_per_amp_period = _program(network, sessions, period_min, voltage_v, car_max_a,
+                                                        step_deg)
+    high = np.asarray(upper)
+    semi = high >= minimum_a
+    result = milp(
+        c=np.full(len(high), -kwh_per_amp_period),
+        constraints=LinearConstraint(a_ub, -np.inf, np.asarray(rhs)),
+        bounds=Bounds(np.where(semi, minimum_a, 0.0), np.where(semi, high, 0.0)),
+        integrality=np.where(semi, 2, 0),
+        options={"time_limit": time_limit_s, "mip_rel_gap": 1e-4},
+    )
+    dual = getattr(result, "mip_dual_bound", None)
+    if result.x is None or dual is None or not math.isfinite(dual):
+        raise RuntimeError(f"J1772 bound: no schedule in {time_limit_s:g} s ({result.message})")
+    return float(-dual), float(-result.fun)
+
+
+def _program(
+    network: Any,
+    sessions: list[tuple[str, int, int, float]],
+    period_min: float,
+    voltage_v: float,
+    car_max_a: float,
+    step_deg: float,
+) -> tuple[Any, list[float], list[float], list[tuple[int, int]], float]:
+    """The bound's rows (every constraint's projections and each session's request), its right-hand sides,
+    each current's maximum, which (session, period) each current is, and the kWh of an amp for a period."""
     ids = list(network.station_ids)
     index = {s: i for i, s in enumerate(ids)}
     phases = np.deg2rad(np.asarray(network._phase_angles, dtype=float))
@@ -103,19 +163,7 @@ def energy_bound_kwh(
                 rhs.append(float(limit))
                 next_row += 1
     a_ub = coo_matrix((vals, (rows, cols)), shape=(next_row, n)).tocsr()
-    if min_met is not None:
-        return _bound_with_met(a_ub, np.asarray(rhs), upper, var_of, sessions, kwh_per_amp_period, min_met,
-                               time_limit_s)
-    result = linprog(
-        c=-np.full(n, kwh_per_amp_period),
-        A_ub=a_ub,
-        b_ub=np.asarray(rhs),
-        bounds=list(zip([0.0] * n, upper, strict=True)),
-        method="highs",
-    )
-    if not result.success:
-        raise RuntimeError(f"upper-bound LP failed: {result.message}")
-    return float(-result.fun)
+    return a_ub, rhs, upper, var_of, kwh_per_amp_period
 
 
 def _bound_with_met(

@@ -181,3 +181,21 @@ def test_the_offline_bound_with_a_met_share() -> None:
     assert energy_bound_kwh(network, tight, 5, 208, 32) == pytest.approx(16.64, abs=1e-3)
     assert math.isnan(energy_bound_kwh(network, tight, 5, 208, 32, min_met=1.0))
     assert energy_bound_kwh(network, tight, 5, 208, 32, min_met=0.75) == pytest.approx(16.64, abs=1e-3)
+
+
+def test_the_offline_bound_that_keeps_the_6_a_minimum() -> None:
+    pytest.importorskip("acnportal", reason="acnportal (the bench extra) is not installed")
+    from acnportal.acnsim.network.sites import caltech_acn
+
+    from bench.acn_bound import energy_bound_kwh, j1772_bound_kwh
+
+    network = caltech_acn(basic_evse=True, voltage=208, transformer_cap=1000)
+    pod = ["CA-322", "CA-493", "CA-496", "CA-320"]
+    # 6 A for one 5 min period is 0.104 kWh: a car asking 0.05 kWh cannot take any of it without going over
+    # what it asked. The LP bound counts its 0.05 kWh (at 3 A); with the 6 A minimum nothing is deliverable.
+    sip = [(pod[0], 0, 12, 0.05)]
+    assert energy_bound_kwh(network, sip, 5, 208, 32) == pytest.approx(0.05, abs=1e-6)
+    assert j1772_bound_kwh(network, sip, 5, 208, 32) == pytest.approx((0.0, 0.0), abs=1e-6)
+    # Where the minimum costs nothing, both are the LP bound: the pod's 80 A over 12 periods.
+    tight = [(pod[0], 0, 12, 6.0), (pod[1], 0, 12, 6.0), (pod[2], 0, 12, 6.0), (pod[3], 0, 12, 1.0)]
+    assert j1772_bound_kwh(network, tight, 5, 208, 32) == pytest.approx((16.64, 16.64), abs=1e-2)
