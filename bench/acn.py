@@ -535,7 +535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             dr = f", DR {args.dr_window} x{args.dr_factor:g}" if args.dr_window else ""
             print(f"\n{args.start} + {args.days} d, cap {cap:g} kW, {len(sessions)} sessions, "
                   f"period {args.period_min:g} min{dr}" + (f", tariff {TARIFF}" if args.price else ""))
-            print(table(rows), flush=True)
+            if rows:
+                print(table(rows), flush=True)
             if bound is not None:
                 print(f"offline LP upper bound on energy: {bound:.1f} % of requested", flush=True)
             if bound_met is not None:
