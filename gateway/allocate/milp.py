@@ -123,7 +123,10 @@ def plan(
     ran into its time limit in one decision of six at the tightest cap, its answer then depending on the
     machine's load (docs/benchmarks.md). Among orders that deliver as much, the plan keeps the cars'
     laxity (zₖ ≤ the car's laxity at edge k, zₖ ≤ `PLAN_SLACK_H`, each zₖ worth `PLAN_SLACK`): the car
-    with the least slack first. Also returned: which cars the plan meets in full.
+    with the least slack first. Both terms are only for a car whose padded need the plan can deliver
+    before it leaves: one with less laxity than the pad is planned for its energy alone (capping its pad
+    at what it can take, so that it counts as met at full current, lost sessions elsewhere on the ACN
+    weeks: docs/benchmarks.md). Also returned: which cars the plan meets in full.
     """
     require_scipy()
     import numpy as np
